@@ -1,0 +1,50 @@
+"""Who sent the request: the socket peer, or what a trusted proxy says it forwarded for.
+
+Forwarding headers are trivially forged, so they are read only when the peer itself is a
+configured proxy; then X-Forwarded-For is walked right to left past further trusted proxies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from evothesis.config import IPNetwork
+
+
+def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = value.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+             proxies: Sequence[IPNetwork]) -> bool:
+    return address is not None and any(address in network for network in proxies)
+
+
+def client_ip(
+    peer: str | None, headers: Mapping[str, str], proxies: Sequence[IPNetwork]
+) -> str | None:
+    """The client address to store, as a normalised string."""
+    peer_address = _parse(peer) if peer else None
+    if not _trusted(peer_address, proxies):
+        return str(peer_address) if peer_address else peer
+    forwarded = headers.get("x-forwarded-for")
+    if forwarded:
+        for hop in reversed(forwarded.split(",")):
+            address = _parse(hop)
+            if address is None:
+                break
+            if not _trusted(address, proxies):
+                return str(address)
+    real_ip = headers.get("x-real-ip")
+    if real_ip and (address := _parse(real_ip)) is not None:
+        return str(address)
+    return str(peer_address)

@@ -1,0 +1,104 @@
+"""The one table from error class to HTTP status, and the seed's error body shape.
+
+Every error answer looks like ``{"status": "error", "error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from evothesis.api.responses import JSONResponse
+from evothesis.errors import (
+    BadRequest,
+    BatchTooLarge,
+    EvothesisError,
+    InvalidEvent,
+    PayloadTooLarge,
+    StorageUnavailable,
+    UnauthorizedDomain,
+    UnsupportedMediaType,
+)
+
+logger = logging.getLogger("evothesis.api")
+
+#: Most specific class first; the first match wins.
+STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
+    (BatchTooLarge, 413),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (InvalidEvent, 422),
+    (BadRequest, 400),
+    (UnauthorizedDomain, 403),
+    (StorageUnavailable, 503),
+)
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_SECONDS = 1
+
+
+def status_for(error: EvothesisError) -> int:
+    for cls, status in STATUS_TABLE:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"status": "error", "error": {"code": code, "message": message, **extra}}
+
+
+def error_response(
+    error: EvothesisError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    status = status_for(error)
+    extra: dict[str, object] = {}
+    if isinstance(error, InvalidEvent) and error.field:
+        extra["field"] = error.field
+    all_headers = dict(headers or {})
+    if status == 503:
+        all_headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(
+        error_body(error.code, error.message, **extra), status_code=status, headers=all_headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make framework errors (404, 405, query validation) speak the same JSON shape."""
+
+    async def on_evothesis_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, EvothesisError)
+        return error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("invalid_request", "; ".join(problems) or "invalid request"),
+            status_code=422,
+        )
+
+    async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "internal error; it has been logged"), status_code=500
+        )
+
+    app.add_exception_handler(EvothesisError, on_evothesis_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

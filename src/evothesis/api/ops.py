@@ -1,0 +1,59 @@
+"""Operational endpoints from the seed: health, event counts, recent events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from evothesis.api.responses import JSONResponse
+from evothesis.clock import iso_millis
+from evothesis.errors import StorageUnavailable
+from evothesis.storage.events import EventStore
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Database and attribution status")
+async def health(request: Request) -> Response:
+    """200 when the database answers, 503 otherwise; load balancers poll this."""
+    state = request.app.state
+    store: EventStore = state.store
+    body: dict[str, Any] = {
+        "status": "healthy",
+        "database": "connected",
+        "client_attribution": state.sites.status(),
+        "write_buffer": {
+            "pending_events": state.buffer.pending_rows,
+            "flushes": state.buffer.flushed_batches,
+            "events_flushed": state.buffer.flushed_rows,
+        },
+        "timestamp": iso_millis(state.clock.now()),
+    }
+    try:
+        await store.ping()
+    except StorageUnavailable as exc:
+        body.update(status="unhealthy", database="disconnected", error=exc.message)
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
+
+
+@router.get("/events/count", summary="Events in the buffer, total and per client")
+async def events_count(request: Request) -> Response:
+    per_client = await request.app.state.store.count()
+    return JSONResponse({"count": sum(per_client.values()), "by_client": per_client})
+
+
+@router.get("/events/recent", summary="Newest events with their attribution")
+async def events_recent(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> Response:
+    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table."""
+    store: EventStore = request.app.state.store
+    rows = await store.recent(min(limit, request.app.state.settings.recent_max_limit))
+    for row in rows:
+        row["eventType"] = row["event_type"]
+        row["raw_event_data"] = orjson.loads(row["raw_event_data"])
+    return JSONResponse(rows)

@@ -1,0 +1,77 @@
+"""Application factory: everything stateful is built in the lifespan, nothing at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from evothesis import __version__
+from evothesis.api import collect, ops
+from evothesis.api.errors import install_error_handlers
+from evothesis.clock import Clock, SystemClock
+from evothesis.config import Settings
+from evothesis.ingest.attribution import SiteDirectory, StaticSites
+from evothesis.ingest.collector import Collector
+from evothesis.storage.events import EventStore
+from evothesis.storage.pool import create_pool
+from evothesis.storage.write_buffer import WriteBuffer
+
+#: The write buffer refuses new events past this many flushes' worth of waiting rows.
+PENDING_FLUSHES_LIMIT = 20
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str,
+    clock: Clock | None = None,
+    sites: SiteDirectory | None = None,
+) -> FastAPI:
+    """Build the collector app; ``database_url`` is explicit because the embedded default
+    decides it at start-up, after settings are read."""
+    clock = clock or SystemClock()
+    sites = sites or StaticSites(settings.site_map)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            database_url, min_size=settings.pool_size, max_size=settings.pool_max_size
+        )
+        store = EventStore(pool)
+        buffer = WriteBuffer(
+            store.insert,
+            max_events=settings.buffer_max_events,
+            max_delay=settings.buffer_max_delay_ms / 1000,
+            concurrency=settings.buffer_flush_concurrency,
+            max_pending=settings.buffer_max_events * PENDING_FLUSHES_LIMIT,
+        )
+        buffer.start()
+        app.state.store = store
+        app.state.buffer = buffer
+        app.state.collector = Collector(
+            sites=sites, buffer=buffer, clock=clock, max_batch_events=settings.max_batch_events
+        )
+        try:
+            yield
+        finally:
+            await buffer.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="Evothesis collector",
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name
+        if isinstance(route, APIRoute)
+        else str(route),
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.sites = sites
+    install_error_handlers(app)
+    app.include_router(collect.router)
+    app.include_router(ops.router)
+    return app

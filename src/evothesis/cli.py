@@ -1,0 +1,111 @@
+"""The ``evothesis`` command: serve the collector, run migrations."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from evothesis import __version__
+from evothesis.config import Settings, environment_help
+
+logger = logging.getLogger("evothesis.cli")
+
+app = typer.Typer(
+    name="evothesis",
+    help="Evothesis: self-hosted, privacy-first event collection for data ownership.",
+    epilog=environment_help(),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad value stops the program with the variable named."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"Invalid configuration: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` when set; otherwise start the embedded server under the data folder."""
+    if settings.database_url:
+        return settings.database_url
+    from evothesis.embedded import start_embedded_postgres
+
+    return start_embedded_postgres(settings.data_dir)
+
+
+def migrate_database(url: str) -> None:
+    from evothesis.storage.migrate import upgrade
+
+    logger.info("Applying database migrations")
+    upgrade(url)
+
+
+@app.command(epilog=environment_help())
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Run the collector API (POST /collect, /health, /events/*).
+
+    With no DATABASE_URL an embedded PostgreSQL is started under EVOTHESIS_DATA_DIR
+    (default ./.evothesis). Migrations are applied before the server accepts requests.
+    """
+    import uvicorn
+
+    from evothesis.app import create_app
+    from evothesis.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    url = database_url(settings)
+    migrate_database(url)
+    application = create_app(settings, database_url=url)
+    logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command(epilog=environment_help())
+def migrate() -> None:
+    """Apply database migrations (also done automatically by `serve`).
+
+    Uses DATABASE_URL, or the embedded PostgreSQL under EVOTHESIS_DATA_DIR when unset.
+    """
+    from evothesis.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    migrate_database(database_url(settings))
+    typer.echo("Database schema is up to date.")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"evothesis {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    app()

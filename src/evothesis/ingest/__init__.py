@@ -1,0 +1,1 @@
+"""From request body to rows: parse and validate the envelope, attribute, build rows."""

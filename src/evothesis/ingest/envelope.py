@@ -1,0 +1,215 @@
+"""Turn a /collect body into an ``Envelope``: the one place that knows the wire shapes.
+
+Accepted shapes (DESIGN.md, seed contract): a single event, or a ``"batch"`` envelope whose
+inner events inherit the envelope's session, visitor, site, timestamp and page. Bodies come
+as ``application/json`` or as ``text/plain`` (what ``navigator.sendBeacon`` sends).
+Everything here is pure; errors are ``BadRequest`` subclasses naming the problem.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from evothesis.domain import Envelope, Event, uuid7
+from evothesis.errors import (
+    BatchTooLarge,
+    InvalidEvent,
+    MalformedBody,
+    UnsupportedMediaType,
+)
+from evothesis.ingest.timestamps import parse_timestamp
+
+#: Media types a browser or server may use for the JSON body.
+ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain", ""})
+
+#: Envelope fields that inner events take from the envelope when they lack them.
+INHERITED_FIELDS = ("sessionId", "visitorId", "siteId", "timestamp", "url", "path", "referrer")
+
+#: Longest accepted value per core string field (bytes of text, not a guess at intent).
+FIELD_LIMITS: dict[str, int] = {
+    "eventType": 100,
+    "sessionId": 256,
+    "visitorId": 256,
+    "siteId": 253,
+    "url": 8192,
+    "path": 4096,
+    "referrer": 8192,
+}
+
+
+def check_media_type(content_type: str | None) -> None:
+    """Refuse bodies that are clearly not our JSON (forms, multipart, images…)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type!r}; send application/json or text/plain"
+        )
+
+
+def decode_json(body: bytes) -> object:
+    """Decode strictly: invalid UTF-8, NaN/Infinity and trailing garbage are all 400."""
+    if not body.strip():
+        raise MalformedBody("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+
+
+def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Envelope:
+    """Parse and validate a /collect body; ``now`` stands in for missing timestamps."""
+    document = decode_json(body)
+    if b"\\u0000" in body:
+        _refuse_nul_characters(document)
+    if not isinstance(document, dict):
+        raise InvalidEvent("request body must be a JSON object (an event or a batch)")
+    outer = _build_event(document, inherited=None, now=now, where="")
+    if outer.event_type != "batch":
+        if "events" in document:
+            raise InvalidEvent(
+                "'events' is only allowed when eventType is 'batch'", field="events"
+            )
+        return Envelope(events=(outer,), inner_count=0)
+
+    inner = document.get("events")
+    if not isinstance(inner, list):
+        raise InvalidEvent("a batch needs 'events': a list of event objects", field="events")
+    if len(inner) > max_batch_events:
+        raise BatchTooLarge(
+            f"batch holds {len(inner)} events; at most {max_batch_events} are accepted"
+        )
+    inherited = {name: document[name] for name in INHERITED_FIELDS if name in document}
+    if "timestamp" not in inherited:
+        inherited["timestamp"] = outer.timestamp.isoformat()
+    events = [outer]
+    for index, item in enumerate(inner):
+        where = f"events[{index}]."
+        if not isinstance(item, dict):
+            raise InvalidEvent(f"{where[:-1]} must be a JSON object", field=where[:-1])
+        event = _build_event(item, inherited=inherited, now=now, where=where)
+        if event.event_type == "batch":
+            raise InvalidEvent("batches cannot be nested", field=f"{where}eventType")
+        events.append(event)
+    # The stored envelope row describes the batch instead of repeating every inner event.
+    outer_payload = {k: v for k, v in document.items() if k != "events"}
+    outer_payload["eventId"] = str(outer.event_id)
+    outer_payload["eventCount"] = len(inner)
+    events[0] = _with_payload(outer, outer_payload)
+    return Envelope(events=tuple(events), inner_count=len(inner))
+
+
+def _with_payload(event: Event, payload: dict[str, Any]) -> Event:
+    return Event(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        site_id=event.site_id,
+        timestamp=event.timestamp,
+        session_id=event.session_id,
+        visitor_id=event.visitor_id,
+        url=event.url,
+        path=event.path,
+        referrer=event.referrer,
+        payload=payload,
+    )
+
+
+def _build_event(
+    raw: dict[str, Any], *, inherited: dict[str, Any] | None, now: datetime, where: str
+) -> Event:
+    payload = dict(raw) if inherited is None else {**inherited, **raw}
+
+    event_type = payload.get("eventType")
+    if event_type is None:
+        raise InvalidEvent(f"{where}eventType is required", field=f"{where}eventType")
+    event_type = _string(payload, "eventType", where)
+    if not event_type:
+        raise InvalidEvent(f"{where}eventType must not be empty", field=f"{where}eventType")
+
+    site_id = _string(payload, "siteId", where)
+    if not site_id:
+        raise InvalidEvent(
+            f"{where}siteId is required (the domain the event comes from)",
+            field=f"{where}siteId",
+        )
+
+    event_data = payload.get("eventData")
+    if event_data is not None and not isinstance(event_data, dict):
+        raise InvalidEvent(f"{where}eventData must be an object", field=f"{where}eventData")
+
+    raw_timestamp = payload.get("timestamp")
+    timestamp = now if raw_timestamp is None else parse_timestamp(
+        raw_timestamp, field=f"{where}timestamp"
+    )
+
+    raw_id = payload.get("eventId")
+    if raw_id is None:
+        event_id = uuid7()
+    else:
+        event_id = _parse_uuid(raw_id, f"{where}eventId")
+    payload["eventId"] = str(event_id)
+
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        site_id=site_id.lower(),
+        timestamp=timestamp,
+        session_id=_string(payload, "sessionId", where),
+        visitor_id=_string(payload, "visitorId", where),
+        url=_string(payload, "url", where),
+        path=_string(payload, "path", where),
+        referrer=_string(payload, "referrer", where),
+        payload=payload,
+    )
+
+
+def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(
+            f"{where}{name} must be a string, not {_json_type(value)}", field=f"{where}{name}"
+        )
+    limit = FIELD_LIMITS[name]
+    if len(value) > limit:
+        raise InvalidEvent(
+            f"{where}{name} is {len(value)} characters; at most {limit} are accepted",
+            field=f"{where}{name}",
+        )
+    return value
+
+
+def _refuse_nul_characters(document: object) -> None:
+    """PostgreSQL's JSONB cannot hold U+0000; one such event would fail a whole flush.
+
+    Walks iteratively because orjson accepts nesting deeper than Python's recursion limit.
+    """
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise InvalidEvent("strings must not contain the NUL character (\\u0000)")
+        elif isinstance(node, dict):
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def _parse_uuid(value: object, field: str) -> UUID:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{field} must be a UUID string", field=field)
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidEvent(f"{field} is not a UUID: {value[:60]!r}", field=field) from None
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,80 @@
+"""Reads and bulk writes on ``events_log``; the only module that talks SQL about events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from evothesis.domain import EVENT_COLUMNS, EventRow
+from evothesis.errors import StorageUnavailable
+from evothesis.storage.queries import query
+
+#: Failures that mean "the database is not there right now", as opposed to our bugs.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedCount:
+    """How many rows of one flush were new (not retries) for one client and site."""
+
+    client_id: str
+    site_id: str
+    inserted: int
+
+
+class EventStore:
+    """``events_log`` behind a small interface, with driver errors translated."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(self, rows: Sequence[EventRow]) -> list[InsertedCount]:
+        """Write rows with one binary COPY; event ids already stored are skipped."""
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.copy_records_to_table(
+                    "events_staging", records=rows, columns=EVENT_COLUMNS
+                )
+                result = await connection.fetch(query("move_staged_events"))
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"could not store events: {_describe(exc)}") from exc
+        return [InsertedCount(r["client_id"], r["site_id"], r["inserted"]) for r in result]
+
+    async def count(self) -> dict[str, int]:
+        """Events per client currently in the buffer."""
+        rows = await self._fetch("count_events")
+        return {row["client_id"]: row["events"] for row in rows}
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first."""
+        return [dict(row) for row in await self._fetch("recent_events", limit)]
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise ``StorageUnavailable`` unless the database answers within ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._pool.acquire() as connection:
+                    await connection.fetchval(query("ping"))
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from exc
+
+    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        try:
+            async with asyncio.timeout(10):
+                async with self._pool.acquire() as connection:
+                    return await connection.fetch(query(name), *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,35 @@
+"""The asyncpg connection pool, set up once per process in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from evothesis.storage.queries import query
+
+
+async def _prepare_session(connection: asyncpg.Connection) -> None:
+    # Created once per connection: the staging table lives as long as the session.
+    await connection.execute(query("create_staging"))
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's default RESET ALL on release.
+
+    Our connections never change settings, listen or take session locks, and the default
+    reset would cost a round trip on every flush.
+    """
+
+
+async def create_pool(database_url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """Open the pool; raises ``OSError``/``asyncpg`` errors when the database is down."""
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        init=_prepare_session,
+        reset=_keep_session,
+        command_timeout=30,
+        max_inactive_connection_lifetime=300,
+    )
+    assert pool is not None
+    return pool

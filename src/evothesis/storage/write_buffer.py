@@ -1,0 +1,160 @@
+"""Group commit for events: many concurrent requests, one COPY per flush.
+
+A request hands its rows to ``write()`` and waits; a single coalescing loop gathers what
+arrives during a short window (``max_delay``) into one flush of at most ``max_events``
+rows, and up to ``concurrency`` flushes run at once. When every flush slot is busy,
+requests keep arriving and the next flush simply gets bigger: batch size grows with load
+instead of latency. A request's rows always travel in one flush, so its answer means all
+of them are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from evothesis.domain import EventRow
+from evothesis.errors import StorageUnavailable
+from evothesis.storage.events import InsertedCount
+
+logger = logging.getLogger("evothesis.ingest")
+
+Sink = Callable[[Sequence[EventRow]], Awaitable[list[InsertedCount]]]
+
+
+class BufferOverloaded(StorageUnavailable):
+    """The write buffer is full; retry shortly."""
+
+    code = "overloaded"
+
+
+class BufferClosed(StorageUnavailable):
+    """The collector is shutting down; retry against another instance."""
+
+    code = "shutting_down"
+
+
+class WriteBuffer:
+    """Coalesce rows from concurrent requests into bulk flushes to ``sink``."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_events: int,
+        max_delay: float,
+        concurrency: int,
+        max_pending: int,
+    ) -> None:
+        self._sink = sink
+        self._max_events = max_events
+        self._max_delay = max_delay
+        self._max_pending = max_pending
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pending: list[tuple[Sequence[EventRow], asyncio.Future[None]]] = []
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.flushed_batches = 0
+        self.flushed_rows = 0
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._coalesce(), name="write-buffer")
+
+    async def write(self, rows: Sequence[EventRow]) -> None:
+        """Return once ``rows`` are committed; raise ``StorageUnavailable`` otherwise."""
+        if self._closing:
+            raise BufferClosed()
+        if self._pending_rows + len(rows) > self._max_pending:
+            raise BufferOverloaded(
+                f"write buffer holds {self._pending_rows} events waiting for the database"
+            )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, done))
+        self._pending_rows += len(rows)
+        self._wakeup.set()
+        await done
+
+    async def close(self) -> None:
+        """Flush everything already accepted, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    async def _coalesce(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                continue
+            if not self._closing and self._pending_rows < self._max_events:
+                await asyncio.sleep(self._max_delay)
+            await self._slots.acquire()
+            batch = self._take()
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+            if not self._pending:
+                self._wakeup.clear()
+
+    def _take(self) -> list[tuple[Sequence[EventRow], asyncio.Future[None]]]:
+        """Whole requests, oldest first, up to ``max_events`` rows (at least one request)."""
+        taken = 0
+        count = 0
+        for rows, _ in self._pending:
+            if count and taken + len(rows) > self._max_events:
+                break
+            taken += len(rows)
+            count += 1
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        self._pending_rows -= taken
+        return batch
+
+    async def _flush(self, batch: list[tuple[Sequence[EventRow], asyncio.Future[None]]]) -> None:
+        rows = [row for request_rows, _ in batch for row in request_rows]
+        try:
+            inserted = await self._sink(rows)
+        except StorageUnavailable as exc:
+            logger.warning("Flush of %d events failed: %s", len(rows), exc.message)
+            _settle(batch, exc)
+        except Exception as exc:
+            logger.exception("Flush of %d events failed unexpectedly", len(rows))
+            _settle(batch, StorageUnavailable(f"could not store events: {exc!r}"))
+        else:
+            self.flushed_batches += 1
+            self.flushed_rows += len(rows)
+            _settle(batch, None)
+            if logger.isEnabledFor(logging.INFO):
+                for count in inserted:
+                    logger.info(
+                        "Bulk inserted %d events for client %s from site %s",
+                        count.inserted,
+                        count.client_id,
+                        count.site_id,
+                    )
+        finally:
+            self._slots.release()
+
+
+def _settle(
+    batch: list[tuple[Sequence[EventRow], asyncio.Future[None]]], error: BaseException | None
+) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
