@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from evothesis import __version__
-from evothesis.api import collect, ops
+from evothesis.api import ops, site
+from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
 from evothesis.api.errors import install_error_handlers
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
@@ -23,13 +25,28 @@ from evothesis.storage.write_buffer import WriteBuffer
 PENDING_FLUSHES_LIMIT = 20
 
 
+class Evothesis:
+    """The ASGI application: /collect goes straight to its endpoint, the rest to FastAPI."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.state = api.state
+        self._collect = CollectEndpoint(api.state)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/collect":
+            await self._collect(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
     database_url: str,
     clock: Clock | None = None,
     sites: SiteDirectory | None = None,
-) -> FastAPI:
+) -> Evothesis:
     """Build the collector app; ``database_url`` is explicit because the embedded default
     decides it at start-up, after settings are read."""
     clock = clock or SystemClock()
@@ -64,14 +81,31 @@ def create_app(
         title="Evothesis collector",
         version=__version__,
         lifespan=lifespan,
-        generate_unique_id_function=lambda route: route.name
-        if isinstance(route, APIRoute)
-        else str(route),
+        generate_unique_id_function=lambda route: (
+            route.name if isinstance(route, APIRoute) else str(route)
+        ),
     )
     app.state.settings = settings
     app.state.clock = clock
     app.state.sites = sites
     install_error_handlers(app)
-    app.include_router(collect.router)
     app.include_router(ops.router)
-    return app
+    app.include_router(site.router)
+    if settings.serve_demo:
+        site.mount_demo(app)
+    _document_collect(app)
+    return Evothesis(app)
+
+
+def _document_collect(app: FastAPI) -> None:
+    """Add the bare /collect endpoint to the generated OpenAPI schema."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema["paths"] = {"/collect": COLLECT_OPENAPI, **schema.get("paths", {})}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

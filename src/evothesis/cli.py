@@ -66,6 +66,7 @@ def serve(
 
     from evothesis.app import create_app
     from evothesis.logs import configure_logging
+    from evothesis.server import uvicorn_config
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -73,15 +74,7 @@ def serve(
     migrate_database(url)
     application = create_app(settings, database_url=url)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        access_log=access_log,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
 
 
 @app.command(epilog=environment_help())

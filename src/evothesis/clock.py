@@ -29,4 +29,5 @@ class FixedClock:
 
 def iso_millis(moment: datetime) -> str:
     """Render like the seed's responses: ``2025-07-11T12:00:00.123Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    utc = moment.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"

@@ -24,8 +24,9 @@ def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-             proxies: Sequence[IPNetwork]) -> bool:
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: Sequence[IPNetwork]
+) -> bool:
     return address is not None and any(address in network for network in proxies)
 
 

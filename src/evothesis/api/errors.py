@@ -6,7 +6,6 @@ Every error answer looks like ``{"status": "error", "error": {"code", "message"}
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,19 +51,19 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"status": "error", "error": {"code": code, "message": message, **extra}}
 
 
-def error_response(
-    error: EvothesisError, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
+def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[str, str]]:
+    """Status, JSON body and headers for an error; shared by FastAPI and the bare /collect."""
     status = status_for(error)
     extra: dict[str, object] = {}
     if isinstance(error, InvalidEvent) and error.field:
         extra["field"] = error.field
-    all_headers = dict(headers or {})
-    if status == 503:
-        all_headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return JSONResponse(
-        error_body(error.code, error.message, **extra), status_code=status, headers=all_headers
-    )
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    return status, error_body(error.code, error.message, **extra), headers
+
+
+def error_response(error: EvothesisError) -> JSONResponse:
+    status, body, headers = error_payload(error)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

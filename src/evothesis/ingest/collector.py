@@ -67,32 +67,33 @@ class Collector:
         return next(iter(clients.values()))
 
 
-def build_rows(
-    envelope: Envelope, client: ClientConfig, context: RequestContext
-) -> list[EventRow]:
+def build_rows(envelope: Envelope, client: ClientConfig, context: RequestContext) -> list[EventRow]:
     """Turn parsed events into ``events_log`` rows; the client comes from attribution only."""
     rows = []
+    client_id = client.client_id
+    ip, user_agent, received_at = context.client_ip, context.user_agent, context.received_at
     for event in envelope.events:
         try:
             raw = orjson.dumps(event.payload).decode()
         except orjson.JSONEncodeError as exc:
             raise InvalidEvent(f"event cannot be stored as JSON: {exc}") from None
+        # Positional on purpose: this runs once per event on the hot path.
         rows.append(
             EventRow(
-                event_id=event.event_id,
-                event_type=event.event_type,
-                session_id=event.session_id,
-                visitor_id=event.visitor_id,
-                site_id=event.site_id,
-                client_id=client.client_id,
-                timestamp=event.timestamp,
-                url=event.url,
-                path=event.path,
-                referrer=event.referrer,
-                ip_address=context.client_ip,
-                user_agent=context.user_agent,
-                raw_event_data=raw,
-                created_at=context.received_at,
+                event.event_id,
+                event.event_type,
+                event.session_id,
+                event.visitor_id,
+                event.site_id,
+                client_id,
+                event.timestamp,
+                event.url,
+                event.path,
+                event.referrer,
+                ip,
+                user_agent,
+                raw,
+                received_at,
             )
         )
     return rows

@@ -70,9 +70,7 @@ def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Enve
     outer = _build_event(document, inherited=None, now=now, where="")
     if outer.event_type != "batch":
         if "events" in document:
-            raise InvalidEvent(
-                "'events' is only allowed when eventType is 'batch'", field="events"
-            )
+            raise InvalidEvent("'events' is only allowed when eventType is 'batch'", field="events")
         return Envelope(events=(outer,), inner_count=0)
 
     inner = document.get("events")
@@ -98,23 +96,8 @@ def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Enve
     outer_payload = {k: v for k, v in document.items() if k != "events"}
     outer_payload["eventId"] = str(outer.event_id)
     outer_payload["eventCount"] = len(inner)
-    events[0] = _with_payload(outer, outer_payload)
+    events[0] = outer._replace(payload=outer_payload)
     return Envelope(events=tuple(events), inner_count=len(inner))
-
-
-def _with_payload(event: Event, payload: dict[str, Any]) -> Event:
-    return Event(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        site_id=event.site_id,
-        timestamp=event.timestamp,
-        session_id=event.session_id,
-        visitor_id=event.visitor_id,
-        url=event.url,
-        path=event.path,
-        referrer=event.referrer,
-        payload=payload,
-    )
 
 
 def _build_event(
@@ -141,28 +124,28 @@ def _build_event(
         raise InvalidEvent(f"{where}eventData must be an object", field=f"{where}eventData")
 
     raw_timestamp = payload.get("timestamp")
-    timestamp = now if raw_timestamp is None else parse_timestamp(
-        raw_timestamp, field=f"{where}timestamp"
+    timestamp = (
+        now if raw_timestamp is None else parse_timestamp(raw_timestamp, field=f"{where}timestamp")
     )
 
     raw_id = payload.get("eventId")
     if raw_id is None:
         event_id = uuid7()
+        payload["eventId"] = str(event_id)
     else:
         event_id = _parse_uuid(raw_id, f"{where}eventId")
-    payload["eventId"] = str(event_id)
 
     return Event(
-        event_id=event_id,
-        event_type=event_type,
-        site_id=site_id.lower(),
-        timestamp=timestamp,
-        session_id=_string(payload, "sessionId", where),
-        visitor_id=_string(payload, "visitorId", where),
-        url=_string(payload, "url", where),
-        path=_string(payload, "path", where),
-        referrer=_string(payload, "referrer", where),
-        payload=payload,
+        event_id,
+        event_type,
+        site_id.lower(),
+        timestamp,
+        _string(payload, "sessionId", where),
+        _string(payload, "visitorId", where),
+        _string(payload, "url", where),
+        _string(payload, "path", where),
+        _string(payload, "referrer", where),
+        payload,
     )
 
 
@@ -211,5 +194,13 @@ def _parse_uuid(value: object, field: str) -> UUID:
 
 
 def _json_type(value: object) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+_JSON_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+}

@@ -24,9 +24,7 @@ def parse_timestamp(value: object, *, field: str = "timestamp") -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidEvent(
-            f"{field} is not an ISO-8601 timestamp: {text!r}", field=field
-        ) from None
+        raise InvalidEvent(f"{field} is not an ISO-8601 timestamp: {text!r}", field=field) from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     try:

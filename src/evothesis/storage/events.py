@@ -58,10 +58,10 @@ class EventStore:
         """The newest ``limit`` events, newest first."""
         return [dict(row) for row in await self._fetch("recent_events", limit)]
 
-    async def ping(self, timeout: float = 2.0) -> None:
-        """Raise ``StorageUnavailable`` unless the database answers within ``timeout``."""
+    async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the database answers within two seconds."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(2):
                 async with self._pool.acquire() as connection:
                     await connection.fetchval(query("ping"))
         except UNAVAILABLE_ERRORS as exc:

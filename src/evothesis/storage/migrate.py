@@ -32,4 +32,3 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run from several processes at once."""
     command.upgrade(alembic_config(database_url), revision)
-

@@ -1,0 +1,56 @@
+-- wrk script: POST /collect with a batch envelope of EVENTS inner events (0 = single event).
+-- Each request gets fresh event ids so nothing is deduplicated away.
+local events = tonumber(os.getenv("EVENTS") or "0")
+local site = os.getenv("SITE") or "localhost"
+
+local counter = 0
+local thread_id = 0
+
+function setup(thread)
+  thread_id = thread_id + 1
+  thread:set("tid", thread_id)
+end
+
+local function uuid()
+  counter = counter + 1
+  return string.format("%08x-%04x-4%03x-8%03x-%012x",
+    math.random(0, 0xffffffff), tid or 0, math.random(0, 0xfff), math.random(0, 0xfff), counter)
+end
+
+local function inner(i)
+  return string.format(
+    '{"eventType":"click","eventId":"%s","timestamp":"2025-07-11T12:00:%02d.%03dZ",' ..
+    '"eventData":{"element":"button%d","x":%d,"y":%d}}', uuid(), i % 60, i, i, i * 7, i * 3)
+end
+
+function request()
+  local body
+  if events == 0 then
+    body = string.format(
+      '{"eventType":"pageview","eventId":"%s","sessionId":"sess_bench","visitorId":"vis_bench",' ..
+      '"siteId":"%s","timestamp":"2025-07-11T12:00:00Z","url":"https://%s/page?x=1",' ..
+      '"path":"/page","attribution":{"utmParams":{"utm_source":"google","utm_medium":"cpc"}}}',
+      uuid(), site, site)
+  else
+    local parts = {}
+    for i = 1, events do parts[i] = inner(i) end
+    body = string.format(
+      '{"eventType":"batch","eventId":"%s","sessionId":"sess_bench","visitorId":"vis_bench",' ..
+      '"siteId":"%s","timestamp":"2025-07-11T12:00:00Z","url":"https://%s/page",' ..
+      '"path":"/page","events":[%s]}', uuid(), site, site, table.concat(parts, ","))
+  end
+  return wrk.format("POST", "/collect", {["Content-Type"] = "application/json"}, body)
+end
+
+local non2xx = 0
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_s=%.3f p50_ms=%.2f p99_ms=%.2f " ..
+    "errors_connect=%d errors_read=%d errors_write=%d errors_status=%d errors_timeout=%d\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout))
+end

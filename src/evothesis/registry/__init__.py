@@ -1,0 +1,1 @@
+"""Pixel management: clients, their domains and privacy settings."""

