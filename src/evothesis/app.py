@@ -97,6 +97,18 @@ def create_app(
     return Evothesis(app)
 
 
+def app_from_environment() -> Evothesis:
+    """Factory for worker processes: settings and ``DATABASE_URL`` come from the environment
+    (the parent process has already started any embedded database and run migrations)."""
+    from evothesis.logs import configure_logging
+
+    settings = Settings()
+    if not settings.database_url:
+        raise RuntimeError("worker processes need DATABASE_URL; start them with evothesis serve")
+    configure_logging(settings.log_level)
+    return create_app(settings, database_url=settings.database_url)
+
+
 def _document_collect(app: FastAPI) -> None:
     """Add the bare /collect endpoint to the generated OpenAPI schema."""
     generate = app.openapi

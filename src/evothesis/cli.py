@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -56,6 +57,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Collector processes sharing the port (one pool each).")
+    ] = 1,
 ) -> None:
     """Run the collector API (POST /collect, /health, /events/*).
 
@@ -66,14 +70,18 @@ def serve(
 
     from evothesis.app import create_app
     from evothesis.logs import configure_logging
-    from evothesis.server import uvicorn_config
+    from evothesis.server import run_workers, uvicorn_config
 
     settings = load_settings()
     configure_logging(settings.log_level)
     url = database_url(settings)
     migrate_database(url)
-    application = create_app(settings, database_url=url)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
+    if workers > 1:
+        os.environ["DATABASE_URL"] = url
+        run_workers(host=host, port=port, workers=workers, access_log=access_log)
+        return
+    application = create_app(settings, database_url=url)
     uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
 
 

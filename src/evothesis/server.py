@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from evothesis.app import Evothesis
+
+#: ``proxy_headers`` is off because forwarded headers are interpreted by our own
+#: ``TRUSTED_PROXIES`` logic; uvicorn's would rewrite the peer address first.
+_OPTIONS: dict[str, Any] = {"log_config": None, "proxy_headers": False, "server_header": False}
+
+#: Import path of the factory each worker process calls (``--workers`` > 1).
+WORKER_FACTORY = "evothesis.app:app_from_environment"
 
 
 def uvicorn_config(
     app: Evothesis, *, host: str, port: int, access_log: bool = False
 ) -> uvicorn.Config:
-    """Uvicorn settings Evothesis depends on.
+    """Config for one in-process server (tests, ``serve --workers 1``)."""
+    return uvicorn.Config(app, host=host, port=port, access_log=access_log, **_OPTIONS)
 
-    ``proxy_headers`` is off because forwarded headers are interpreted by our own
-    ``TRUSTED_PROXIES`` logic; uvicorn's would rewrite the peer address first.
+
+def run_workers(*, host: str, port: int, workers: int, access_log: bool) -> None:
+    """Fork ``workers`` processes sharing one listening socket, each with its own pool.
+
+    Workers rebuild the app from the environment, so ``DATABASE_URL`` must be set.
     """
-    return uvicorn.Config(
-        app,
+    uvicorn.run(
+        WORKER_FACTORY,
+        factory=True,
         host=host,
         port=port,
+        workers=workers,
         access_log=access_log,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
+        **_OPTIONS,
     )

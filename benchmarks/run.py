@@ -1,0 +1,279 @@
+"""Collector benchmark: wrk load on loopback, events counted in PostgreSQL afterwards.
+
+    .venv/bin/python benchmarks/run.py [--runs 3] [--duration 10] [--connections 50]
+
+Starts ``evothesis serve`` on the embedded default in a temporary data folder (nothing
+else configured, INFO logging on, as a user would run it), a bare-ASGI baseline, then for
+each scenario runs wrk ``--runs`` times and reports the median. After every run the rows
+in ``events_log`` are counted through the database and compared with what wrk saw
+acknowledged: a benchmark that loses events is a failure, not a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV_BIN = Path(sys.executable).parent
+RESULT = re.compile(r"RESULT (.*)")
+
+
+@dataclass
+class Run:
+    scenario: str
+    requests_per_s: float
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    stored: int
+    acknowledged_events: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up within {timeout} s")
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return dict(json.load(response))
+
+
+def stored_events(base: str) -> int:
+    return int(get_json(f"{base}/events/count")["count"])  # type: ignore[call-overload]
+
+
+def wrk(base: str, events: int, duration: int, connections: int) -> dict[str, float]:
+    env = {**os.environ, "EVENTS": str(events)}
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(HERE / "collect.lua"), base],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    match = RESULT.search(out)
+    if not match:
+        raise SystemExit(f"wrk printed no RESULT line:\n{out}")
+    return {k: float(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+
+
+def peak_rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    return total / 1024
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if children.exists():
+        for child in children.read_text().split():
+            found += process_tree(int(child))
+    return found
+
+
+def measure(name: str, base: str, events: int, args: argparse.Namespace, count: bool) -> list[Run]:
+    runs = []
+    for index in range(args.runs):
+        before = stored_events(base) if count else 0
+        r = wrk(base, events, args.duration, args.connections)
+        duration = r["duration_s"]
+        requests = int(r["requests"])
+        ok = requests - int(r["errors_status"])
+        per_request = events + 1 if events else 1
+        stored = stored_events(base) - before if count else 0
+        run = Run(
+            scenario=name,
+            requests_per_s=requests / duration,
+            events_per_s=ok * per_request / duration,
+            p50_ms=r["p50_ms"],
+            p99_ms=r["p99_ms"],
+            non_2xx=int(r["errors_status"]),
+            socket_errors=int(
+                r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
+            ),
+            stored=stored,
+            acknowledged_events=ok * per_request,
+        )
+        runs.append(run)
+        print(
+            f"  {name} run {index + 1}: {run.requests_per_s:8.0f} req/s "
+            f"{run.events_per_s:9.0f} events/s  p50 {run.p50_ms:6.2f} ms  "
+            f"p99 {run.p99_ms:6.2f} ms  non-2xx {run.non_2xx}  stored {stored}",
+            flush=True,
+        )
+    return runs
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="collector worker processes")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="evothesis-bench-"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["EVOTHESIS_DATA_DIR"] = str(work / "data")
+    results: list[Run] = []
+
+    port = free_port()
+    baseline = start(
+        [
+            str(VENV_BIN / "uvicorn"),
+            "baseline_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--app-dir",
+            str(HERE),
+        ],
+        env,
+        work / "baseline.log",
+    )
+    try:
+        wait_http_any(f"http://127.0.0.1:{port}/")
+        print("baseline (bare ASGI, 204):", flush=True)
+        results += measure("baseline", f"http://127.0.0.1:{port}", 0, args, count=False)
+    finally:
+        stop(baseline)
+
+    port = free_port()
+    collector = start(
+        [str(VENV_BIN / "evothesis"), "serve", "--port", str(port), "--workers", str(args.workers)],
+        env,
+        work / "collector.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health")
+        for name, events in (("single", 0), ("batch20", 20)):
+            print(f"collector, {name}:", flush=True)
+            results += measure(name, base, events, args, count=True)
+        rss = peak_rss_mib(process_tree(collector.pid)[:1] + process_tree(collector.pid)[1:])
+    finally:
+        stop(collector)
+
+    report(results, rss, args, work)
+
+
+def wait_http_any(url: str) -> None:
+    """The baseline answers 204 to POST only; any HTTP answer means it is up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/")))):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("baseline did not start")
+
+
+def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path) -> None:
+    # Requests still in flight when wrk stops are stored but not counted by wrk, so up to
+    # one request per connection may be stored beyond what wrk saw acknowledged.
+    slack = args.connections * 21
+    lost = [
+        r
+        for r in results
+        if r.scenario != "baseline"
+        and not r.acknowledged_events <= r.stored <= r.acknowledged_events + slack
+    ]
+    summary: dict[str, dict[str, float]] = {}
+    for scenario in ("baseline", "single", "batch20"):
+        runs = [r for r in results if r.scenario == scenario]
+        summary[scenario] = {
+            key: statistics.median(getattr(r, key) for r in runs)
+            for key in ("requests_per_s", "events_per_s", "p50_ms", "p99_ms", "non_2xx")
+        }
+    base_rps = summary["baseline"]["requests_per_s"]
+    print(
+        f"\nmedian of {args.runs} runs, {args.duration} s each, {args.connections} connections,"
+        f" {args.workers} collector worker(s)"
+    )
+    print(
+        f"{'scenario':<10} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'non-2xx':>8} {'vs baseline':>12}"
+    )
+    for scenario, s in summary.items():
+        print(
+            f"{scenario:<10} {s['requests_per_s']:>9.0f} {s['events_per_s']:>10.0f}"
+            f" {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['non_2xx']:>8.0f}"
+            f" {s['requests_per_s'] / base_rps:>11.2f}x"
+        )
+    print(f"collector peak RSS: {rss:.1f} MiB")
+    print("every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"collect-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "runs": [asdict(r) for r in results],
+                "summary": summary,
+                "peak_rss_mib": rss,
+                "args": vars(args),
+            },
+            indent=2,
+        )
+    )
+    print(f"details: {path} (server logs in {work})")
+    if lost:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
