@@ -5,7 +5,6 @@ Kept free of HTTP so the same flow serves the API, tests and future transports.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,8 +16,6 @@ from evothesis.errors import InvalidEvent, UnauthorizedDomain
 from evothesis.ingest.attribution import SiteDirectory
 from evothesis.ingest.envelope import parse_envelope
 from evothesis.storage.write_buffer import WriteBuffer
-
-logger = logging.getLogger("evothesis.ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +42,14 @@ class Collector:
             body, max_batch_events=self._max_batch_events, now=context.received_at
         )
         client = await self._attribute(envelope)
-        if envelope.is_batch:
-            logger.info(
-                "Processing batch with %d individual events for client %s",
-                envelope.inner_count,
-                client.client_id,
-            )
+        note = (
+            f"Processing batch with {envelope.inner_count} individual events "
+            f"for client {client.client_id}"
+            if envelope.is_batch
+            else None
+        )
         rows = build_rows(envelope, client, context)
-        await self._buffer.write(rows)
+        await self._buffer.write(rows, note)
         return CollectResult(len(rows), client.client_id, context.received_at)
 
     async def _attribute(self, envelope: Envelope) -> ClientConfig:

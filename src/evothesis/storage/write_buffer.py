@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 from evothesis.domain import EventRow
 from evothesis.errors import StorageUnavailable
@@ -21,6 +22,14 @@ from evothesis.storage.events import InsertedCount
 logger = logging.getLogger("evothesis.ingest")
 
 Sink = Callable[[Sequence[EventRow]], Awaitable[list[InsertedCount]]]
+
+
+class _Request(NamedTuple):
+    """One caller's rows, the future it waits on, and its log line (if any)."""
+
+    rows: Sequence[EventRow]
+    done: asyncio.Future[None]
+    note: str | None
 
 
 class BufferOverloaded(StorageUnavailable):
@@ -52,7 +61,7 @@ class WriteBuffer:
         self._max_delay = max_delay
         self._max_pending = max_pending
         self._slots = asyncio.Semaphore(concurrency)
-        self._pending: list[tuple[Sequence[EventRow], asyncio.Future[None]]] = []
+        self._pending: list[_Request] = []
         self._pending_rows = 0
         self._wakeup = asyncio.Event()
         self._flushes: set[asyncio.Task[None]] = set()
@@ -68,8 +77,12 @@ class WriteBuffer:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._coalesce(), name="write-buffer")
 
-    async def write(self, rows: Sequence[EventRow]) -> None:
-        """Return once ``rows`` are committed; raise ``StorageUnavailable`` otherwise."""
+    async def write(self, rows: Sequence[EventRow], note: str | None = None) -> None:
+        """Return once ``rows`` are committed; raise ``StorageUnavailable`` otherwise.
+
+        ``note`` is an INFO line about this request; notes are logged together with their
+        flush as one log record, because a record per request costs more than the request.
+        """
         if self._closing:
             raise BufferClosed()
         if self._pending_rows + len(rows) > self._max_pending:
@@ -77,7 +90,7 @@ class WriteBuffer:
                 f"write buffer holds {self._pending_rows} events waiting for the database"
             )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, done))
+        self._pending.append(_Request(rows, done, note))
         self._pending_rows += len(rows)
         self._wakeup.set()
         await done
@@ -109,11 +122,11 @@ class WriteBuffer:
             if not self._pending:
                 self._wakeup.clear()
 
-    def _take(self) -> list[tuple[Sequence[EventRow], asyncio.Future[None]]]:
+    def _take(self) -> list[_Request]:
         """Whole requests, oldest first, up to ``max_events`` rows (at least one request)."""
         taken = 0
         count = 0
-        for rows, _ in self._pending:
+        for rows, _, _ in self._pending:
             if count and taken + len(rows) > self._max_events:
                 break
             taken += len(rows)
@@ -122,12 +135,15 @@ class WriteBuffer:
         self._pending_rows -= taken
         return batch
 
-    async def _flush(self, batch: list[tuple[Sequence[EventRow], asyncio.Future[None]]]) -> None:
-        rows = [row for request_rows, _ in batch for row in request_rows]
+    async def _flush(self, batch: list[_Request]) -> None:
+        rows = [row for request in batch for row in request.rows]
+        notes = [request.note for request in batch if request.note]
         try:
             inserted = await self._sink(rows)
         except StorageUnavailable as exc:
-            logger.warning("Flush of %d events failed: %s", len(rows), exc.message)
+            logger.warning(
+                "\n".join([*notes, f"Flush of {len(rows)} events failed: {exc.message}"])
+            )
             _settle(batch, exc)
         except Exception as exc:
             logger.exception("Flush of %d events failed unexpectedly", len(rows))
@@ -137,21 +153,18 @@ class WriteBuffer:
             self.flushed_rows += len(rows)
             _settle(batch, None)
             if logger.isEnabledFor(logging.INFO):
-                for count in inserted:
-                    logger.info(
-                        "Bulk inserted %d events for client %s from site %s",
-                        count.inserted,
-                        count.client_id,
-                        count.site_id,
-                    )
+                lines = notes + [
+                    f"Bulk inserted {c.inserted} events for client {c.client_id} "
+                    f"from site {c.site_id}"
+                    for c in inserted
+                ]
+                logger.info("\n".join(lines))
         finally:
             self._slots.release()
 
 
-def _settle(
-    batch: list[tuple[Sequence[EventRow], asyncio.Future[None]]], error: BaseException | None
-) -> None:
-    for _, done in batch:
+def _settle(batch: list[_Request], error: BaseException | None) -> None:
+    for _, done, _ in batch:
         if done.done():
             continue
         if error is None:
