@@ -255,7 +255,9 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
             f" {s['requests_per_s'] / base_rps:>11.2f}x"
         )
     print(f"collector peak RSS: {rss:.1f} MiB")
-    print("every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}")
+    print(
+        "every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}"
+    )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     path = out / f"collect-{time.strftime('%Y%m%dT%H%M%S')}.json"

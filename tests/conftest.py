@@ -110,11 +110,11 @@ class RunningCollector:
         self.thread.join(timeout=15)
 
 
-def run_collector(database_url: str, **overrides: Any) -> RunningCollector:
+def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
     """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
     settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
     app = create_app(settings, database_url=database_url)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -131,8 +131,8 @@ def start_collector(database_url: str) -> Iterator[Callable[..., RunningCollecto
     """Factory: start collectors with settings overrides; all are stopped after the test."""
     started: list[RunningCollector] = []
 
-    def start(**overrides: Any) -> RunningCollector:
-        collector = run_collector(database_url, **overrides)
+    def start(port: int | None = None, **overrides: Any) -> RunningCollector:
+        collector = run_collector(database_url, port, **overrides)
         started.append(collector)
         return collector
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -45,6 +46,12 @@ def database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Uvicorn re-raises SIGTERM after its graceful shutdown; turning it into a normal exit
+    lets atexit hooks run, which stop the embedded PostgreSQL, and reports success."""
+    raise SystemExit(0)
+
+
 def migrate_database(url: str) -> None:
     from evothesis.storage.migrate import upgrade
 
@@ -74,6 +81,7 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     url = database_url(settings)
     migrate_database(url)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)

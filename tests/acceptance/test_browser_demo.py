@@ -1,0 +1,151 @@
+"""The pixel in a real browser: Debian's Chromium driven by Playwright, against the real
+collector and PostgreSQL. What arrives in events_log is what is asserted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import RunningCollector
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # The demo's siteId is location.hostname, so pages load from "localhost"; nothing
+    # else may be resolved (the machine has no other network anyway).
+    "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed; scripts/install installs it")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"the tracker let exceptions reach the page: {errors}"
+
+
+def localhost(collector: RunningCollector, path: str) -> str:
+    return collector.url.replace("127.0.0.1", "localhost") + path
+
+
+def wait_for_rows(db: Any, where: str, expected: int, timeout: float = 15) -> list[tuple[Any, ...]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = db.execute(
+            f"SELECT event_type, client_id, site_id, visitor_id, session_id, raw_event_data "
+            f"FROM events_log WHERE {where} ORDER BY id"
+        ).fetchall()
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_demo_page_events_arrive_attributed_in_batches(
+    collector: RunningCollector, db: Any, page: Page
+) -> None:
+    logs: list[str] = []
+    page.on("console", lambda message: logs.append(message.text))
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.click("#evo-flush")
+    page.evaluate("evothesis.track('demo_custom', {plan: 'pro', seats: 3})")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page.evaluate("evothesis.flush()")
+
+    rows = wait_for_rows(db, "event_type = 'demo_custom'", 1)
+    assert rows, "custom event never reached the database"
+    all_rows = wait_for_rows(db, "true", 3)
+    types = [r[0] for r in all_rows]
+    assert "pageview" in types and "batch" in types
+    assert {r[1] for r in all_rows} == {"client_test"}
+    assert {r[2] for r in all_rows} == {"localhost"}
+    assert len({r[3] for r in all_rows}) == 1, "one visitor id per browser"
+    assert len({r[4] for r in all_rows}) == 1, "one session id per visit"
+    [custom] = [r for r in all_rows if r[0] == "demo_custom"]
+    assert custom[5]["eventData"]["plan"] == "pro"
+    assert any("Analytics pixel loaded for client: client_test" in line for line in logs)
+
+    # Every inner event row belongs to an envelope that counted it.
+    envelopes = sum(r[5]["eventCount"] for r in all_rows if r[0] == "batch")
+    assert envelopes == len(all_rows) - types.count("batch")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "demo.png"
+    page.screenshot(path=str(screenshot), full_page=False)
+    assert screenshot.stat().st_size > 1000
+
+
+def test_form_values_never_leave_the_browser(
+    collector: RunningCollector, db: Any, page: Page
+) -> None:
+    page.goto(localhost(collector, "/contact.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.fill("#name", "secret-value-XYZ")
+    page.fill("#email", "someone.private@example.org")
+    page.fill("#message", "my confidential message 4111 1111 1111 1111")
+    page.click("#send")
+    page.evaluate("evothesis.flush()")
+
+    rows = wait_for_rows(db, "event_type = 'form_submit'", 1)
+    assert rows, "form_submit never arrived"
+    assert wait_for_rows(db, "event_type = 'form_focus'", 1)
+    everything = db.execute("SELECT string_agg(events_log::text, ' ') FROM events_log").fetchone()
+    text = everything[0]
+    for secret in ("secret-value-XYZ", "someone.private@example.org", "confidential", "4111"):
+        assert secret not in text
+    fields = {f["name"] for f in rows[0][5]["eventData"]["fields"]}
+    assert {"name", "email", "message"} <= fields
+
+
+def test_events_survive_a_collector_outage(
+    start_collector: Callable[..., RunningCollector], db: Any, page: Page
+) -> None:
+    first = start_collector()
+    page.goto(localhost(first, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.flush()")
+    assert wait_for_rows(db, "event_type = 'pageview'", 1)
+
+    first.stop()
+    for n in range(3):
+        page.evaluate(f"evothesis.track('during_outage', {{n: {n}}})")
+    page.evaluate("evothesis.flush()")
+    time.sleep(0.5)
+    start_collector(port=int(first.url.rsplit(":", 1)[1]))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if page.evaluate("evothesis.flush()"):
+            break
+        time.sleep(0.5)
+    rows = wait_for_rows(db, "event_type = 'during_outage'", 3)
+    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2], "lost or duplicated"

@@ -1,0 +1,153 @@
+"""The README's run command path: `evothesis serve` on the embedded default, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import free_port
+
+EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
+
+SINGLE = {
+    "eventType": "pageview",
+    "sessionId": "sess_abc123",
+    "visitorId": "vis_xyz789",
+    "siteId": "localhost",
+    "timestamp": "2025-07-11T12:00:00Z",
+    "url": "https://example.com/page",
+    "path": "/page",
+    "attribution": {"utmParams": {"utm_source": "google", "utm_medium": "cpc"}},
+}
+BATCH = {
+    "eventType": "batch",
+    "sessionId": "sess_abc123",
+    "visitorId": "vis_xyz789",
+    "siteId": "localhost",
+    "timestamp": "2025-07-11T12:00:00Z",
+    "events": [
+        {"eventType": "click", "eventData": {"element": "button1"}},
+        {"eventType": "scroll", "eventData": {"depth": 25}},
+        {"eventType": "form_focus", "eventData": {"field": "email"}},
+    ],
+}
+
+
+def clean_env(data_dir: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "EVOTHESIS_DATA_DIR": str(data_dir),
+    }
+
+
+def request(url: str, body: object | None = None) -> tuple[int, dict[str, object]]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited early with {process.returncode}")
+        try:
+            if request(f"{base}/health")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("collector did not become healthy")
+
+
+def serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [EVOTHESIS, "serve", "--port", str(port)],
+            env=clean_env(data_dir),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_help_lists_commands_and_environment() -> None:
+    top = subprocess.run([EVOTHESIS, "--help"], capture_output=True, text=True, check=True)
+    assert "serve" in top.stdout and "migrate" in top.stdout
+    assert "DATABASE_URL" in top.stdout
+    sub = subprocess.run([EVOTHESIS, "serve", "--help"], capture_output=True, text=True, check=True)
+    for word in ("--host", "--port", "--workers", "EVOTHESIS_DATA_DIR"):
+        assert word in sub.stdout
+
+
+def test_invalid_setting_stops_with_its_name(tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path), "DATABASE_POOL_SIZE": "abc"}
+    result = subprocess.run(
+        [EVOTHESIS, "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "DATABASE_POOL_SIZE" in result.stderr
+
+
+def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    log = tmp_path / "serve.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = serve(data_dir, port, log)
+    try:
+        wait_healthy(base, process)
+        status, body = request(f"{base}/collect", SINGLE)
+        assert (status, body["events_processed"], body["client_id"]) == (200, 1, "client_test")
+        status, body = request(f"{base}/collect", BATCH)
+        assert (status, body["events_processed"]) == (200, 4)
+        assert request(f"{base}/events/count")[1]["count"] == 5
+        assert stop(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log.read_text()
+    assert "Processing batch with 3 individual events for client client_test" in output
+    assert "Bulk inserted 4 events for client client_test from site localhost" in output
+    deadline = time.monotonic() + 15
+    while postgres_processes(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert postgres_processes(data_dir) == [], "embedded PostgreSQL outlived the collector"
+
+    again = serve(data_dir, port, log)
+    try:
+        wait_healthy(base, again)
+        assert request(f"{base}/events/count")[1]["count"] == 5
+    finally:
+        assert stop(again) == 0

@@ -1,0 +1,90 @@
+"""The Alembic chain builds the schema operators' SQL and our named queries rely on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from evothesis.storage.migrate import upgrade
+from evothesis.storage.queries import queries
+from tests.conftest import PostgresServer
+
+EXPECTED_COLUMNS = {
+    "id": ("bigint", "NO"),
+    "event_id": ("uuid", "NO"),
+    "event_type": ("text", "NO"),
+    "session_id": ("text", "YES"),
+    "visitor_id": ("text", "YES"),
+    "site_id": ("text", "NO"),
+    "client_id": ("text", "NO"),
+    "timestamp": ("timestamp with time zone", "NO"),
+    "url": ("text", "YES"),
+    "path": ("text", "YES"),
+    "referrer": ("text", "YES"),
+    "ip_address": ("text", "YES"),
+    "user_agent": ("text", "YES"),
+    "raw_event_data": ("jsonb", "NO"),
+    "created_at": ("timestamp with time zone", "NO"),
+}
+
+
+@pytest.fixture
+def empty_database(postgres: PostgresServer) -> Iterator[str]:
+    name = f"empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_upgrade_builds_events_log_with_seed_columns_and_indexes(empty_database: str) -> None:
+    upgrade(empty_database)
+    upgrade(empty_database)  # a second run finds nothing to do
+    with psycopg.connect(empty_database) as conn:
+        columns = {
+            name: (kind, nullable)
+            for name, kind, nullable in conn.execute(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                "WHERE table_name = 'events_log'"
+            )
+        }
+        indexes = {
+            name: definition
+            for name, definition in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events_log'"
+            )
+        }
+    assert columns == EXPECTED_COLUMNS
+    assert "UNIQUE" in indexes["events_log_event_id_key"]
+    assert "(created_at, id)" in indexes["events_log_created_at_idx"]
+    assert '(client_id, "timestamp")' in indexes["events_log_client_timestamp_idx"]
+
+
+def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str) -> None:
+    script = "import sys; from evothesis.storage.migrate import upgrade; upgrade(sys.argv[1])"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, empty_database], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr.decode()
+    with psycopg.connect(empty_database) as conn:
+        [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert version == "0001"
+
+
+def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:
+    statements = queries()
+    with psycopg.connect(database_url) as conn:
+        conn.execute(statements["create_staging"])
+        for name, sql in statements.items():
+            if name == "create_staging":
+                continue
+            conn.execute(f"PREPARE check_{name} AS {sql}")
