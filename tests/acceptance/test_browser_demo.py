@@ -149,3 +149,99 @@ def test_events_survive_a_collector_outage(
         time.sleep(0.5)
     rows = wait_for_rows(db, "event_type = 'during_outage'", 3)
     assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2], "lost or duplicated"
+
+
+def test_clicks_scroll_selection_spa_navigation_and_page_exit(
+    collector: RunningCollector, db: Any, page: Page
+) -> None:
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.click("#spa-pricing")
+    page.click("#spa-faq")
+    for fraction in (0.3, 0.6, 0.8, 1.0, 0.2, 1.0):
+        page.evaluate(
+            f"window.scrollTo(0, (document.body.scrollHeight - innerHeight) * {fraction})"
+        )
+        page.wait_for_timeout(150)
+    page.evaluate(
+        """() => {
+        const range = document.createRange();
+        range.selectNodeContents(document.getElementById('quote'));
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        document.dispatchEvent(new Event('selectionchange'));
+    }"""
+    )
+    page.wait_for_timeout(900)  # the tracker debounces selection
+    page.evaluate("evothesis.flush()")
+    # Leaving the page sends page_exit with sendBeacon on pagehide.
+    page.goto(localhost(collector, "/products.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.flush()")
+
+    wait_for_rows(db, "event_type = 'page_exit'", 1)
+    rows = wait_for_rows(db, "event_type <> 'batch'", 8)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for event_type, *_, raw in rows:
+        by_type.setdefault(event_type, []).append(raw)
+    paths = sorted(e.get("path", "") for e in by_type["pageview"])
+    assert paths == ["/index.html", "/index.html", "/index.html", "/products.html"], paths
+    depths = sorted(e["eventData"]["depth"] for e in by_type["scroll"])
+    assert depths == [25, 50, 75, 100], "each milestone once per page"
+    [selection] = by_type["text_selection"]
+    assert selection["eventData"]["length"] > 20
+    assert "never the text itself" not in str(rows)
+    assert by_type["page_exit"][0]["eventData"]["timeOnPage"] >= 0
+
+
+def test_do_not_track_browser_sends_nothing_when_the_client_honours_it(
+    collector: RunningCollector, db: Any, browser: Browser
+) -> None:
+    context = browser.new_context()
+    context.add_init_script(
+        """
+        Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'});
+        Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true});
+        let config;
+        Object.defineProperty(window, 'EvothesisConfig', {
+            configurable: true,
+            get: () => config,
+            set: (value) => { config = Object.assign({}, value, {honour_dnt: true}); },
+        });
+        """
+    )
+    page = context.new_page()
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.track('should_not_arrive', {})")
+    page.evaluate("evothesis.flush()")
+    page.goto(localhost(collector, "/contact.html"))
+    page.wait_for_timeout(1500)
+    context.close()
+    assert wait_for_rows(db, "true", 1, timeout=2) == []
+
+
+def test_collector_answering_503_for_a_while_loses_nothing(
+    collector: RunningCollector, db: Any, page: Page
+) -> None:
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.flush()")
+    assert wait_for_rows(db, "event_type = 'pageview'", 1)
+
+    # The collector stays up but its database table is gone: every flush fails, /collect
+    # answers 503 with Retry-After, and the tracker keeps the batches.
+    db.execute("ALTER TABLE events_log RENAME TO events_log_offline")
+    for n in range(4):
+        page.evaluate(f"evothesis.track('during_503', {{n: {n}}})")
+    page.evaluate("evothesis.flush()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("evothesis.getStats().batches_pending") >= 1
+    db.execute("ALTER TABLE events_log_offline RENAME TO events_log")
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not page.evaluate("evothesis.flush()"):
+        time.sleep(0.5)
+    rows = wait_for_rows(db, "event_type = 'during_503'", 4)
+    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"
