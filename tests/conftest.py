@@ -10,6 +10,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,25 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     server.cleanup()
 
 
+@contextmanager
+def fresh_database(postgres: PostgresServer, *, template: str | None) -> Iterator[str]:
+    """Create a uniquely named database (from ``template`` if given), drop it afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    clause = f" TEMPLATE {template}" if template else ""
+    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}{clause}")
+    try:
+        yield postgres.url(name)
+    finally:
+        with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def database_url(postgres: PostgresServer) -> Iterator[str]:
     """A fresh, migrated database for one test (cloned from the template: milliseconds)."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield postgres.url(name)
-    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres, template=TEMPLATE) as url:
+        yield url
 
 
 @pytest.fixture

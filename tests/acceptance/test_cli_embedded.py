@@ -15,31 +15,9 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import free_port
+from tests.seed import SEED_BATCH, SEED_SINGLE
 
 EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
-
-SINGLE = {
-    "eventType": "pageview",
-    "sessionId": "sess_abc123",
-    "visitorId": "vis_xyz789",
-    "siteId": "localhost",
-    "timestamp": "2025-07-11T12:00:00Z",
-    "url": "https://example.com/page",
-    "path": "/page",
-    "attribution": {"utmParams": {"utm_source": "google", "utm_medium": "cpc"}},
-}
-BATCH = {
-    "eventType": "batch",
-    "sessionId": "sess_abc123",
-    "visitorId": "vis_xyz789",
-    "siteId": "localhost",
-    "timestamp": "2025-07-11T12:00:00Z",
-    "events": [
-        {"eventType": "click", "eventData": {"element": "button1"}},
-        {"eventType": "scroll", "eventData": {"depth": 25}},
-        {"eventType": "form_focus", "eventData": {"field": "email"}},
-    ],
-}
 
 
 def clean_env(data_dir: Path) -> dict[str, str]:
@@ -128,9 +106,9 @@ def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -
     process = serve(data_dir, port, log)
     try:
         wait_healthy(base, process)
-        status, body = request(f"{base}/collect", SINGLE)
+        status, body = request(f"{base}/collect", SEED_SINGLE)
         assert (status, body["events_processed"], body["client_id"]) == (200, 1, "client_test")
-        status, body = request(f"{base}/collect", BATCH)
+        status, body = request(f"{base}/collect", SEED_BATCH)
         assert (status, body["events_processed"]) == (200, 4)
         assert request(f"{base}/events/count")[1]["count"] == 5
         assert stop(process) == 0

@@ -15,29 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-SEED_SINGLE = {
-    "eventType": "pageview",
-    "sessionId": "sess_abc123",
-    "visitorId": "vis_xyz789",
-    "siteId": "localhost",
-    "timestamp": "2025-07-11T12:00:00Z",
-    "url": "https://example.com/page",
-    "path": "/page",
-    "attribution": {"utmParams": {"utm_source": "google", "utm_medium": "cpc"}},
-}
-
-SEED_BATCH = {
-    "eventType": "batch",
-    "sessionId": "sess_abc123",
-    "visitorId": "vis_xyz789",
-    "siteId": "localhost",
-    "timestamp": "2025-07-11T12:00:00Z",
-    "events": [
-        {"eventType": "click", "eventData": {"element": "button1"}},
-        {"eventType": "scroll", "eventData": {"depth": 25}},
-        {"eventType": "form_focus", "eventData": {"field": "email"}},
-    ],
-}
+from tests.seed import SEED_BATCH, SEED_SINGLE
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

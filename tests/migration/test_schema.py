@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -12,7 +11,7 @@ import pytest
 
 from evothesis.storage.migrate import upgrade
 from evothesis.storage.queries import queries
-from tests.conftest import PostgresServer
+from tests.conftest import PostgresServer, fresh_database
 
 EXPECTED_COLUMNS = {
     "id": ("bigint", "NO"),
@@ -35,12 +34,8 @@ EXPECTED_COLUMNS = {
 
 @pytest.fixture
 def empty_database(postgres: PostgresServer) -> Iterator[str]:
-    name = f"empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres.url(name)
-    with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres, template=None) as url:
+        yield url
 
 
 def test_upgrade_builds_events_log_with_seed_columns_and_indexes(empty_database: str) -> None:
