@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evothesis.registry.domains import normalize_host
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -79,6 +81,7 @@ class Settings(BaseSettings):
             domain, sep, client = pair.partition("=")
             if not sep or not domain.strip() or not client.strip():
                 raise ValueError(f"EVOTHESIS_SITES entry {pair!r} is not domain=client_id")
+            normalize_host(domain)  # raises ValueError naming the bad domain
         return value
 
     @field_validator("trusted_proxies", mode="before")
@@ -91,9 +94,9 @@ class Settings(BaseSettings):
 
     @property
     def site_map(self) -> dict[str, str]:
-        """``EVOTHESIS_SITES`` as a mapping from lower-case domain to client id."""
+        """``EVOTHESIS_SITES`` as a mapping from canonical host to client id."""
         pairs = (p.partition("=") for p in self.sites)
-        return {domain.strip().lower(): client.strip() for domain, _, client in pairs}
+        return {normalize_host(domain): client.strip() for domain, _, client in pairs}
 
     @property
     def pool_max_size(self) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Protocol
 
 from evothesis.domain import ClientConfig
+from evothesis.registry.domains import normalize_host
 
 
 class SiteDirectory(Protocol):
@@ -17,24 +19,26 @@ class SiteDirectory(Protocol):
 
 
 class StaticSites:
-    """A fixed domain -> client map from ``EVOTHESIS_SITES`` (``localhost=client_test``)."""
+    """A fixed host -> client map from ``EVOTHESIS_SITES`` (``localhost=client_test``);
+    hosts arrive canonical (``Settings.site_map``)."""
 
     def __init__(self, sites: Mapping[str, str]) -> None:
         self._clients = {domain: ClientConfig(client_id) for domain, client_id in sites.items()}
 
     async def resolve(self, site_id: str) -> ClientConfig | None:
-        return self._clients.get(site_host(site_id))
+        host = site_host(site_id)
+        return None if host is None else self._clients.get(host)
 
     def status(self) -> dict[str, object]:
         return {"source": "static", "sites": len(self._clients)}
 
 
-def site_host(site_id: str) -> str:
-    """``siteId`` values arrive as ``example.com``, ``localhost:8000`` or even full URLs."""
-    host = site_id.strip().lower()
-    if "://" in host:
-        host = host.split("://", 1)[1]
-    host = host.split("/", 1)[0]
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+@lru_cache(maxsize=4096)
+def site_host(site_id: str) -> str | None:
+    """The canonical host of a ``siteId`` (``Shop.Example.com:8000`` -> ``shop.example.com``),
+    or ``None`` when it is not a host at all. Cached because site ids repeat on every
+    request; bounded so thousands of fake ids cannot grow it without limit."""
+    try:
+        return normalize_host(site_id)
+    except ValueError:
+        return None

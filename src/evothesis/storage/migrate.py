@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 from alembic import command
@@ -30,5 +31,10 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run from several processes at once."""
-    command.upgrade(alembic_config(database_url), revision)
+    """Bring the schema to ``revision``; safe to run from several processes at once.
+
+    The Alembic environment runs its own event loop, which ``asyncio.run`` refuses to start
+    on a thread that already has one running, so the migration gets a short-lived thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate") as pool:
+        pool.submit(command.upgrade, alembic_config(database_url), revision).result()
