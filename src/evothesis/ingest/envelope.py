@@ -134,6 +134,7 @@ def _build_event(
         payload["eventId"] = event_id
     else:
         event_id = _parse_uuid(raw_id, f"{where}eventId")
+        payload["eventId"] = event_id
 
     return Event(
         event_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
@@ -10,6 +11,9 @@ from alembic.config import Config
 
 #: Serialises concurrent ``migrate`` runs (several collectors starting at once).
 MIGRATION_LOCK_KEY = 0x65766F74
+
+
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -35,6 +39,8 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
     The Alembic environment runs its own event loop, which ``asyncio.run`` refuses to start
     on a thread that already has one running, so the migration gets a short-lived thread.
+    Alembic keeps its context in module globals, so one migration runs per process at a time
+    (the advisory lock in the environment serialises processes).
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate") as pool:
+    with _ALEMBIC_LOCK, ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate") as pool:
         pool.submit(command.upgrade, alembic_config(database_url), revision).result()

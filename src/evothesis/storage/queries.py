@@ -10,7 +10,7 @@ import re
 from functools import cache
 from importlib import resources
 
-_HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+_HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
 
 
 def parse_queries(text: str) -> dict[str, str]:

@@ -119,7 +119,7 @@ class WriteBuffer:
             task = asyncio.create_task(self._flush(batch))
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-            if not self._pending:
+            if not self._pending and not self._closing:
                 self._wakeup.clear()
 
     def _take(self) -> list[_Request]:

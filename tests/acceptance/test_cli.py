@@ -1,0 +1,176 @@
+"""The `evothesis` command as an operator runs it, beyond the embedded-default walk-through in
+test_cli_embedded.py: version, `migrate`, an external DATABASE_URL, configuration errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from tests.conftest import PostgresServer, free_port, fresh_database
+from tests.seed import SEED_SINGLE
+
+EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
+
+
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "EVOTHESIS_DATA_DIR": str(data_dir),
+        **extra,
+    }
+
+
+def evothesis(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EVOTHESIS, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def processes_mentioning(path: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(path) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def empty_database(postgres: PostgresServer) -> Iterator[str]:
+    with fresh_database(postgres, template=None) as url:
+        yield url
+
+
+def test_version_prints_the_package_version() -> None:
+    result = evothesis("--version", env=clean_env(Path("unused")))
+    assert result.returncode == 0
+    assert result.stdout.strip() == "evothesis 0.1.0"
+
+
+def test_no_command_shows_help_instead_of_doing_anything(tmp_path: Path) -> None:
+    result = evothesis(env=clean_env(tmp_path / "data"))
+    assert "serve" in result.stdout + result.stderr
+    assert "migrate" in result.stdout + result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_migrate_help_documents_both_database_choices() -> None:
+    result = evothesis("migrate", "--help", env=clean_env(Path("unused")))
+    assert result.returncode == 0
+    assert "DATABASE_URL" in result.stdout
+    assert "EVOTHESIS_DATA_DIR" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_MAX_OVERFLOW", "lots"),
+        ("EVOTHESIS_SITES", "localhost"),
+        ("TRUSTED_PROXIES", "not-an-ip"),
+        ("ENVIRONMENT", "staging"),
+        ("MAX_BATCH_EVENTS", "0"),
+    ],
+)
+def test_invalid_configuration_exits_2_naming_the_variable_before_touching_anything(
+    tmp_path: Path, command: str, name: str, value: str
+) -> None:
+    data_dir = tmp_path / "data"
+    result = evothesis(command, env=clean_env(data_dir, **{name: value}), timeout=60)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("Invalid configuration:")
+    assert name in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists(), "no embedded PostgreSQL may be started for a bad config"
+
+
+def test_migrate_brings_an_external_database_to_head_and_is_repeatable(
+    tmp_path: Path, empty_database: str
+) -> None:
+    env = clean_env(tmp_path / "data", DATABASE_URL=empty_database)
+    for _ in range(2):
+        result = evothesis("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Database schema is up to date." in result.stdout
+
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
+    assert not (tmp_path / "data").exists()
+
+
+def test_migrate_on_the_embedded_default_leaves_no_server_running(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    try:
+        result = evothesis("migrate", env=clean_env(data_dir))
+        assert result.returncode == 0, result.stderr
+        assert "Database schema is up to date." in result.stdout
+        assert (data_dir / "postgres").is_dir()
+        deadline = time.monotonic() + 15
+        while processes_mentioning(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(data_dir) == []
+    finally:
+        for proc in processes_mentioning(data_dir):
+            proc.kill()
+
+
+def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
+    tmp_path: Path, database_url: str
+) -> None:
+    data_dir = tmp_path / "data"
+    log = tmp_path / "serve.log"
+    port = free_port()
+    env = clean_env(data_dir, DATABASE_URL=database_url)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [EVOTHESIS, "serve", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "collector did not become healthy"
+                try:
+                    if api.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            response = api.post("/collect", json=SEED_SINGLE)
+            assert response.status_code == 200
+            assert response.json()["events_processed"] == 1
+
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT event_type, client_id FROM events_log").fetchall() == [
+                ("pageview", "client_test")
+            ]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    output = log.read_text()
+    assert "Bulk inserted 1 events for client client_test from site localhost" in output
+    assert "embedded" not in output.lower()
+    assert not (data_dir / "postgres").exists()

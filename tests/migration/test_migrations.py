@@ -1,0 +1,158 @@
+"""Migration behaviour beyond the schema's shape (test_schema.py): re-runs, threads, and the
+staging round trip the named queries perform on the migrated tables."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from evothesis.domain import EVENT_COLUMNS
+from evothesis.storage.migrate import upgrade
+from evothesis.storage.queries import query
+from tests.conftest import PostgresServer, fresh_database
+
+MOMENT = datetime(2025, 7, 11, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def empty_database(postgres: PostgresServer) -> Iterator[str]:
+    with fresh_database(postgres, template=None) as url:
+        yield url
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, object]:
+    """Everything a repeated upgrade must leave alone."""
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return conn.execute(sql).fetchall()
+
+    return {
+        "version": rows("SELECT version_num FROM alembic_version"),
+        "tables": rows(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' ORDER BY table_name"
+        ),
+        "indexes": rows(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'public' ORDER BY indexname"
+        ),
+        "events": rows("SELECT id, event_id, event_type FROM events_log ORDER BY id"),
+        "table_oid": rows("SELECT 'events_log'::regclass::oid"),
+    }
+
+
+def insert_event(
+    conn: psycopg.Connection[Any], event_id: str, *, table: str = "events_log"
+) -> None:
+    conn.execute(
+        f"INSERT INTO {table} (event_id, event_type, site_id, client_id, timestamp, "
+        "raw_event_data, created_at) VALUES (%s, 'click', 'localhost', 'client_test', %s, "
+        "'{}', %s)",
+        (event_id, MOMENT, MOMENT),
+    )
+
+
+def test_upgrading_an_up_to_date_database_changes_nothing(empty_database: str) -> None:
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        insert_event(conn, str(uuid.uuid4()))
+        before = snapshot(conn)
+
+    upgrade(empty_database)
+
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert snapshot(conn) == before
+    assert before["version"] == [("0001",)]
+    assert len(before["events"]) == 1  # type: ignore[arg-type]
+
+
+def test_two_upgrades_in_parallel_threads_both_succeed(empty_database: str) -> None:
+    errors: list[str] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(empty_database)
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=migrate, name=f"upgrade-{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "an upgrade did not finish"
+    assert not errors, "\n\n".join(errors)
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
+
+
+def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        columns = [
+            name
+            for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'events_log' ORDER BY ordinal_position"
+            )
+        ]
+    assert columns == ["id", *EVENT_COLUMNS]
+
+
+def test_ids_and_created_at_are_filled_in_by_the_database(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp, "
+            "raw_event_data) VALUES (%s, 'click', 'localhost', 'client_test', %s, '{}'), "
+            "(%s, 'click', 'localhost', 'client_test', %s, '{}')",
+            (str(uuid.uuid4()), MOMENT, str(uuid.uuid4()), MOMENT),
+        )
+        rows = conn.execute("SELECT id, created_at FROM events_log ORDER BY id").fetchall()
+    [(first, first_created), (second, second_created)] = rows
+    assert second == first + 1
+    assert first_created is not None and second_created is not None
+
+
+def test_the_unique_index_refuses_a_second_row_with_the_same_event_id(database_url: str) -> None:
+    event_id = str(uuid.uuid4())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        insert_event(conn, event_id)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            insert_event(conn, event_id.upper())
+
+
+def test_staged_rows_move_once_per_event_id_and_are_counted_per_site(database_url: str) -> None:
+    known = str(uuid.uuid4())
+    fresh = [str(uuid.uuid4()) for _ in range(3)]
+    with psycopg.connect(database_url) as conn:
+        insert_event(conn, known)
+        conn.commit()
+        conn.execute(query("create_staging"))
+        for event_id in [known, *fresh]:
+            insert_event(conn, event_id, table="events_staging")
+        conn.execute(
+            "UPDATE events_staging SET site_id = 'shop.example' WHERE event_id = %s", (fresh[0],)
+        )
+        moved = sorted(conn.execute(query("move_staged_events")).fetchall())
+        conn.commit()
+
+        assert moved == [("client_test", "localhost", 2), ("client_test", "shop.example", 1)]
+        assert conn.execute("SELECT count(*) FROM events_staging").fetchone() == (0,)
+        stored = {str(r[0]) for r in conn.execute("SELECT event_id FROM events_log")}
+        assert stored == {known, *fresh}
+
+
+def test_the_staging_table_is_private_to_its_connection(database_url: str) -> None:
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        first.execute(query("create_staging"))
+        first.execute(query("create_staging"))  # IF NOT EXISTS: safe on every flush
+        insert_event(first, str(uuid.uuid4()), table="events_staging")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            second.execute("SELECT count(*) FROM events_staging")

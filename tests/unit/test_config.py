@@ -1,0 +1,208 @@
+"""Settings: the seed's environment variable names, parsed and validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from evothesis.config import ENVIRONMENT_HELP, Settings, environment_help
+
+
+def settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+def networks(*texts: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(text) for text in texts]
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ("environment", "development"),
+        ("database_url", None),
+        ("data_dir", Path(".evothesis")),
+        ("pool_size", 10),
+        ("max_overflow", 20),
+        ("pool_max_size", 30),
+        ("sites", ["localhost=client_test"]),
+        ("site_map", {"localhost": "client_test"}),
+        ("trusted_proxies", networks("127.0.0.1/32", "::1/128")),
+        ("max_body_bytes", 1024 * 1024),
+        ("max_batch_events", 500),
+        ("buffer_max_events", 5000),
+        ("buffer_max_delay_ms", 2.0),
+        ("buffer_flush_concurrency", 4),
+        ("recent_max_limit", 1000),
+        ("serve_demo", True),
+        ("log_level", "INFO"),
+    ],
+)
+def test_defaults_match_the_seed(attribute: str, expected: object) -> None:
+    assert getattr(settings(), attribute) == expected
+
+
+# --------------------------------------------------------------------------- EVOTHESIS_SITES
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("localhost=client_test", {"localhost": "client_test"}),
+        (
+            "localhost=client_test,acme.com=client_acme",
+            {"localhost": "client_test", "acme.com": "client_acme"},
+        ),
+        (" Shop.Example.com = client_a , ", {"shop.example.com": "client_a"}),
+        ("a.com=x,,b.com=y", {"a.com": "x", "b.com": "y"}),
+        ("a.com=client=with=equals", {"a.com": "client=with=equals"}),
+        ("", {}),
+    ],
+)
+def test_sites_csv_becomes_a_site_map(value: str, expected: dict[str, str]) -> None:
+    assert settings(EVOTHESIS_SITES=value).site_map == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "bad_pair"),
+    [
+        ("localhost", "localhost"),
+        ("a.com=", "a.com="),
+        ("=client", "=client"),
+        (" = ", "="),
+        ("a.com=x,broken,b.com=y", "broken"),
+    ],
+)
+def test_a_malformed_site_pair_is_a_validation_error_naming_it(value: str, bad_pair: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        settings(EVOTHESIS_SITES=value)
+    [problem] = error.value.errors()
+    assert problem["loc"] == ("EVOTHESIS_SITES",)
+    assert repr(bad_pair) in problem["msg"]
+
+
+def test_sites_can_also_be_given_as_a_list() -> None:
+    assert settings(EVOTHESIS_SITES=["a.com=x", "b.com=y"]).site_map == {"a.com": "x", "b.com": "y"}
+
+
+# --------------------------------------------------------------------------- TRUSTED_PROXIES
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.1", networks("10.0.0.1/32")),
+        ("10.0.0.1, 192.168.0.0/16", networks("10.0.0.1/32", "192.168.0.0/16")),
+        ("::1,fd00::/8", networks("::1/128", "fd00::/8")),
+        ("192.168.1.7/16", networks("192.168.0.0/16")),
+        ("  172.16.0.0/12 ,, 127.0.0.1 ", networks("172.16.0.0/12", "127.0.0.1/32")),
+        ("", []),
+    ],
+)
+def test_trusted_proxies_csv_holds_ips_and_cidrs(
+    value: str, expected: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    assert settings(TRUSTED_PROXIES=value).trusted_proxies == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "bad"), [("nope", "nope"), ("10.0.0.0/33", "10.0.0.0/33"), ("1.2.3.4, x", "'x'")]
+)
+def test_a_malformed_proxy_is_a_validation_error_naming_it(value: str, bad: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        settings(TRUSTED_PROXIES=value)
+    [problem] = error.value.errors()
+    assert problem["loc"] == ("TRUSTED_PROXIES",)
+    assert bad in problem["msg"]
+
+
+# --------------------------------------------------------------------------- numbers and names
+
+
+@pytest.mark.parametrize(
+    ("size", "overflow", "expected"), [(1, 0, 1), (10, 20, 30), (5, 0, 5), (500, 500, 1000)]
+)
+def test_pool_max_size_is_pool_size_plus_overflow(size: int, overflow: int, expected: int) -> None:
+    built = settings(DATABASE_POOL_SIZE=size, DATABASE_MAX_OVERFLOW=overflow)
+    assert built.pool_max_size == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_POOL_SIZE", 0),
+        ("DATABASE_POOL_SIZE", 501),
+        ("DATABASE_POOL_SIZE", "abc"),
+        ("DATABASE_MAX_OVERFLOW", -1),
+        ("MAX_BODY_BYTES", 1023),
+        ("MAX_BATCH_EVENTS", 0),
+        ("WRITE_BUFFER_MAX_EVENTS", 0),
+        ("WRITE_BUFFER_MAX_DELAY_MS", -0.5),
+        ("WRITE_BUFFER_FLUSH_CONCURRENCY", 0),
+        ("EVENTS_RECENT_MAX_LIMIT", 0),
+        ("ENVIRONMENT", "staging"),
+        ("EVOTHESIS_SERVE_DEMO", "sometimes"),
+    ],
+)
+def test_an_out_of_range_value_is_a_validation_error_naming_the_variable(
+    name: str, value: object
+) -> None:
+    with pytest.raises(ValidationError) as error:
+        settings(**{name: value})
+    assert [problem["loc"] for problem in error.value.errors()] == [(name,)]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "attribute", "expected"),
+    [
+        ("DATABASE_POOL_SIZE", "7", "pool_size", 7),
+        ("DATABASE_URL", "postgresql://u@h/db", "database_url", "postgresql://u@h/db"),
+        ("EVOTHESIS_DATA_DIR", "/var/lib/evothesis", "data_dir", Path("/var/lib/evothesis")),
+        ("EVOTHESIS_SITES", "a.com=x,b.com=y", "site_map", {"a.com": "x", "b.com": "y"}),
+        ("TRUSTED_PROXIES", "10.0.0.0/8", "trusted_proxies", networks("10.0.0.0/8")),
+        ("EVOTHESIS_SERVE_DEMO", "false", "serve_demo", False),
+        ("WRITE_BUFFER_MAX_DELAY_MS", "0.5", "buffer_max_delay_ms", 0.5),
+        ("ENVIRONMENT", "production", "environment", "production"),
+    ],
+)
+def test_values_are_read_from_the_environment_by_their_seed_names(
+    monkeypatch: pytest.MonkeyPatch, name: str, text: str, attribute: str, expected: object
+) -> None:
+    monkeypatch.setenv(name, text)
+    assert getattr(settings(), attribute) == expected
+
+
+def test_explicit_values_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "7")
+    assert settings(DATABASE_POOL_SIZE=3).pool_size == 3
+
+
+def test_fields_can_be_given_by_name_as_well_as_by_variable() -> None:
+    assert settings(pool_size=3, max_overflow=4).pool_max_size == 7
+
+
+def test_unknown_variables_are_ignored() -> None:
+    assert settings(NOT_A_SETTING="x").pool_size == 10
+
+
+def test_settings_are_frozen() -> None:
+    built = settings()
+    with pytest.raises(ValidationError):
+        built.pool_size = 99  # type: ignore[misc]
+
+
+def test_environment_help_lists_every_documented_variable() -> None:
+    text = environment_help()
+    assert text.startswith("Environment variables:")
+    for name, meaning in ENVIRONMENT_HELP:
+        assert name in text
+        assert meaning in text
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert {name for name, _ in ENVIRONMENT_HELP} <= aliases

@@ -1,0 +1,108 @@
+"""queries.sql: named statements split from one file operators can read."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+
+from evothesis.storage.queries import parse_queries, queries, query
+
+PACKAGED_NAMES = ["create_staging", "move_staged_events", "count_events", "recent_events", "ping"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("-- ping --\nSELECT 1\n", {"ping": "SELECT 1"}, id="one-query"),
+        pytest.param(
+            "-- a --\nSELECT 1\n\n-- b_two --\nSELECT 2\nFROM t\n",
+            {"a": "SELECT 1", "b_two": "SELECT 2\nFROM t"},
+            id="two-queries-multiline",
+        ),
+        pytest.param(
+            "-- a --\n-- what a does\n-- and why\nSELECT 1\n",
+            {"a": "SELECT 1"},
+            id="comment-lines-under-header-dropped",
+        ),
+        pytest.param(
+            "-- a --\n\n\n   SELECT 1   \n\n\n-- b --\nSELECT 2",
+            {"a": "SELECT 1", "b": "SELECT 2"},
+            id="surrounding-blank-lines-stripped",
+        ),
+        pytest.param(
+            "-- a --\nSELECT 1 -- trailing comment stays\n",
+            {"a": "SELECT 1 -- trailing comment stays"},
+            id="inline-comment-kept",
+        ),
+        pytest.param(
+            "-- a --\nSELECT '--'\n", {"a": "SELECT '--'"}, id="dashes-inside-a-line-kept"
+        ),
+        pytest.param(
+            "a preamble that is not a query\n-- a --\nSELECT 1",
+            {"a": "SELECT 1"},
+            id="text-before-first-header-ignored",
+        ),
+        pytest.param("-- a --\n", {"a": ""}, id="empty-body"),
+        pytest.param("", {}, id="empty-file"),
+        pytest.param("SELECT 1\n", {}, id="no-headers"),
+    ],
+)
+def test_sections_are_split_by_name_headers(text: str, expected: dict[str, str]) -> None:
+    assert parse_queries(text) == expected
+
+
+def test_names_keep_the_order_of_the_file() -> None:
+    text = "-- zeta --\nSELECT 1\n-- alpha --\nSELECT 2\n-- mid --\nSELECT 3\n"
+    assert list(parse_queries(text)) == ["zeta", "alpha", "mid"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["--ping--", "-- ping --  ", " -- ping --", "-- Ping --", "-- ping"],
+)
+def test_lines_that_only_resemble_a_header_are_not_headers(header: str) -> None:
+    assert parse_queries(f"{header}\nSELECT 1\n") == {}
+
+
+def test_a_name_defined_twice_is_an_error_naming_it() -> None:
+    text = "-- ping --\nSELECT 1\n-- other --\nSELECT 2\n-- ping --\nSELECT 3\n"
+    with pytest.raises(ValueError, match="'ping'"):
+        parse_queries(text)
+
+
+def test_the_packaged_file_holds_exactly_the_queries_the_collector_uses() -> None:
+    assert list(queries()) == PACKAGED_NAMES
+
+
+@pytest.mark.parametrize("name", PACKAGED_NAMES)
+def test_every_packaged_query_is_a_bare_statement(name: str) -> None:
+    sql = query(name)
+    assert sql
+    assert sql == sql.strip()
+    assert not sql.endswith(";")
+    assert not any(line.startswith("--") for line in sql.splitlines())
+
+
+def test_the_packaged_file_parses_the_same_as_its_text() -> None:
+    text = resources.files("evothesis.storage").joinpath("queries.sql").read_text()
+    assert parse_queries(text) == queries()
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("create_staging", "CREATE TEMP TABLE IF NOT EXISTS events_staging"),
+        ("create_staging", "ON COMMIT DELETE ROWS"),
+        ("move_staged_events", "ON CONFLICT (event_id) DO NOTHING"),
+        ("recent_events", "LIMIT $1"),
+        ("ping", "SELECT 1"),
+    ],
+)
+def test_packaged_queries_keep_their_essential_clauses(name: str, fragment: str) -> None:
+    assert fragment in query(name)
+
+
+def test_an_unknown_query_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError):
+        query("drop_everything")
