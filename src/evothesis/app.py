@@ -30,7 +30,6 @@ class Evothesis:
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
-        self.state = api.state
         self._collect = CollectEndpoint(api.state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
