@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from evothesis.registry.domains import normalize_host
+from evothesis.registry.secrets import SecretBox, load_secret_box
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,12 +43,40 @@ class Settings(BaseSettings):
     pool_size: int = Field(10, ge=1, le=500, alias="DATABASE_POOL_SIZE")
     max_overflow: int = Field(20, ge=0, le=500, alias="DATABASE_MAX_OVERFLOW")
 
-    sites: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["localhost=client_test"],
-        alias="EVOTHESIS_SITES",
-        description="Static site->client map used until pixel management is configured, "
-        "as comma-separated domain=client_id pairs.",
+    pixel_management_url: str | None = Field(
+        None,
+        alias="PIXEL_MANAGEMENT_URL",
+        description="Pixel-management service to resolve domains over HTTP; when unset the "
+        "registry is read from this process's database.",
     )
+    pixel_management_token: str | None = Field(
+        None,
+        alias="PIXEL_MANAGEMENT_TOKEN",
+        description="Service token collectors present to pixel management to read client "
+        "secrets (IP salt, write-key digest).",
+    )
+    admin_token: str | None = Field(
+        None,
+        alias="EVOTHESIS_ADMIN_TOKEN",
+        description="Bearer token of the admin API; the admin API is closed when unset.",
+    )
+    secret_key: str | None = Field(
+        None,
+        alias="EVOTHESIS_SECRET_KEY",
+        description="Fernet key(s) encrypting client secrets at rest; development falls "
+        "back to a key file in EVOTHESIS_DATA_DIR.",
+    )
+    collector_url: str | None = Field(
+        None,
+        alias="EVOTHESIS_COLLECTOR_URL",
+        description="Public URL of the collector, baked into /pixel/{client_id}/tracking.js; "
+        "unset = the origin that served the script.",
+    )
+    registry_cache_ttl_s: float = Field(60.0, gt=0, alias="REGISTRY_CACHE_TTL")
+    registry_negative_ttl_s: float = Field(10.0, gt=0, alias="REGISTRY_NEGATIVE_TTL")
+    registry_stale_s: float = Field(3600.0, ge=0, alias="REGISTRY_STALE_TTL")
+    registry_timeout_s: float = Field(2.0, gt=0, alias="REGISTRY_TIMEOUT")
+
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=lambda: [
             ipaddress.ip_network("127.0.0.1/32"),
@@ -69,21 +97,6 @@ class Settings(BaseSettings):
     serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
-    @field_validator("sites", mode="before")
-    @classmethod
-    def _sites_csv(cls, value: object) -> object:
-        return _split_csv(value)
-
-    @field_validator("sites")
-    @classmethod
-    def _sites_shape(cls, value: list[str]) -> list[str]:
-        for pair in value:
-            domain, sep, client = pair.partition("=")
-            if not sep or not domain.strip() or not client.strip():
-                raise ValueError(f"EVOTHESIS_SITES entry {pair!r} is not domain=client_id")
-            normalize_host(domain)  # raises ValueError naming the bad domain
-        return value
-
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies_csv(cls, value: object) -> object:
@@ -93,10 +106,16 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def site_map(self) -> dict[str, str]:
-        """``EVOTHESIS_SITES`` as a mapping from canonical host to client id."""
-        pairs = (p.partition("=") for p in self.sites)
-        return {normalize_host(domain): client.strip() for domain, _, client in pairs}
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    def secret_box(self) -> SecretBox:
+        """The box sealing client secrets; raises ``SecretKeyError`` when unconfigured."""
+        return load_secret_box(
+            self.secret_key,
+            data_dir=self.data_dir,
+            allow_key_file=self.environment != "production",
+        )
 
     @property
     def pool_max_size(self) -> int:
@@ -111,7 +130,12 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("ENVIRONMENT", "development | test | production (default development)"),
     ("DATABASE_POOL_SIZE", "connections kept open (default 10)"),
     ("DATABASE_MAX_OVERFLOW", "extra connections under load (default 20)"),
-    ("EVOTHESIS_SITES", "static domain=client_id pairs (default localhost=client_test)"),
+    ("PIXEL_MANAGEMENT_URL", "pixel-management service URL; unset = registry in this database"),
+    ("PIXEL_MANAGEMENT_TOKEN", "service token between collectors and pixel management"),
+    ("EVOTHESIS_ADMIN_TOKEN", "bearer token for the admin API (closed when unset)"),
+    ("EVOTHESIS_SECRET_KEY", "Fernet key(s) sealing client secrets (dev: key file in data dir)"),
+    ("EVOTHESIS_COLLECTOR_URL", "collector URL baked into per-client trackers"),
+    ("REGISTRY_CACHE_TTL", "seconds a domain's client is cached (default 60; 404s: 10)"),
     ("TRUSTED_PROXIES", "IPs/CIDRs whose X-Forwarded-For is trusted (default loopback)"),
     ("MAX_BODY_BYTES", "largest accepted /collect body (default 1048576)"),
     ("MAX_BATCH_EVENTS", "most events in one batch (default 500)"),

@@ -102,11 +102,63 @@ class RequestContext:
     origin: str | None = None
 
 
+#: Columns of ``hipaa_audit_log`` written by ingestion, in COPY order.
+AUDIT_COLUMNS: tuple[str, ...] = (
+    "recorded_at",
+    "client_id",
+    "site_id",
+    "visitor_id",
+    "events",
+    "ip_hash",
+    "origin",
+    "collector",
+)
+
+
+class AuditRecord(NamedTuple):
+    """One accepted batch of a hipaa client: who sent how many events, when, from where.
+
+    Written in the same transaction as the events, so the trail and the data never diverge.
+    """
+
+    recorded_at: datetime
+    client_id: str
+    site_id: str
+    visitor_id: str | None
+    events: int
+    ip_hash: str | None
+    origin: str | None
+    collector: str
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    """What the collector needs to know about the client a domain belongs to."""
+    """What the collector needs to know about the client a domain belongs to.
+
+    The defaults are the most common setup (standard level, IP kept, DNT honoured, no
+    consent gate). ``ip_salt`` and ``write_key_sha256`` are secrets: they travel from pixel
+    management to collectors only, never to browsers (see ``public_config``).
+    """
 
     client_id: str
+    privacy_level: str = "standard"
+    ip_collection: str = "full"
+    honour_dnt: bool = True
+    consent_mode: str = "none"
+    ip_salt: bytes = b""
+    write_key_sha256: str | None = None
+
+    def public_config(self) -> dict[str, object]:
+        """The settings a browser may see: what the tracker and the config API show."""
+        return {
+            "client_id": self.client_id,
+            "privacy_level": self.privacy_level,
+            "privacy_mode": self.privacy_level,
+            "ip_collection": self.ip_collection,
+            "honour_dnt": self.honour_dnt or self.privacy_level != "standard",
+            "consent": self.consent_mode,
+            "consent_required": self.consent_mode == "required",
+        }
 
 
 def uuid7() -> str:

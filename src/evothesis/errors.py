@@ -61,6 +61,12 @@ class InvalidEvent(BadRequest):
         super().__init__(message)
 
 
+class InvalidSetting(InvalidEvent):
+    """A client or domain setting is not valid."""
+
+    code = "invalid_setting"
+
+
 class UnauthorizedDomain(EvothesisError):
     """The site is not registered with any client."""
 
@@ -71,3 +77,45 @@ class StorageUnavailable(EvothesisError):
     """The event store is unavailable; retry later."""
 
     code = "storage_unavailable"
+
+
+class OriginMismatch(UnauthorizedDomain):
+    """The page sending the events does not belong to the client of their siteId."""
+
+    code = "origin_mismatch"
+
+
+class WriteKeyRequired(EvothesisError):
+    """Requests without Origin or Referer must carry the client's write key (X-Write-Key)."""
+
+    code = "write_key_required"
+
+
+class InvalidWriteKey(WriteKeyRequired):
+    """The write key does not belong to the client of this siteId."""
+
+    code = "invalid_write_key"
+
+
+class AdminUnauthorized(EvothesisError):
+    """Send the admin token as `Authorization: Bearer <token>`."""
+
+    code = "unauthorized"
+
+
+class NotFound(EvothesisError):
+    """No such resource."""
+
+    code = "not_found"
+
+
+class Conflict(EvothesisError):
+    """The resource already exists or belongs to someone else."""
+
+    code = "conflict"
+
+
+class RegistryUnavailable(StorageUnavailable):
+    """Pixel management cannot be reached and no cached answer is available; retry later."""
+
+    code = "registry_unavailable"

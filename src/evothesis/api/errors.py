@@ -13,14 +13,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evothesis.api.responses import JSONResponse
 from evothesis.errors import (
+    AdminUnauthorized,
     BadRequest,
     BatchTooLarge,
+    Conflict,
     EvothesisError,
     InvalidEvent,
+    NotFound,
     PayloadTooLarge,
     StorageUnavailable,
     UnauthorizedDomain,
     UnsupportedMediaType,
+    WriteKeyRequired,
 )
 
 logger = logging.getLogger("evothesis.api")
@@ -33,6 +37,10 @@ STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (InvalidEvent, 422),
     (BadRequest, 400),
     (UnauthorizedDomain, 403),
+    (WriteKeyRequired, 401),
+    (AdminUnauthorized, 401),
+    (NotFound, 404),
+    (Conflict, 409),
     (StorageUnavailable, 503),
 )
 

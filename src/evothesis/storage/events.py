@@ -62,7 +62,7 @@ class EventStore:
                         InsertedCount(r["client_id"], r["site_id"], r["inserted"]) for r in result
                     ]
         except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"could not store events: {_describe(exc)}") from exc
+            raise StorageUnavailable(f"could not store events: {describe_error(exc)}") from exc
         counts = Counter((row.client_id, row.site_id) for row in rows)
         return [InsertedCount(client, site, n) for (client, site), n in sorted(counts.items())]
 
@@ -82,7 +82,7 @@ class EventStore:
                 async with self._pool.acquire() as connection:
                     await connection.fetchval(query("ping"))
         except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from exc
+            raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         try:
@@ -90,8 +90,8 @@ class EventStore:
                 async with self._pool.acquire() as connection:
                     return await connection.fetch(query(name), *args)
         except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from exc
+            raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

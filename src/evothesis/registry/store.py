@@ -1,0 +1,327 @@
+"""The registry in PostgreSQL: clients, their domains and settings, secrets sealed.
+
+One store serves the pixel-management API, the CLI and the in-process collector lookup,
+so every path validates and seals the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from evothesis.domain import ClientConfig
+from evothesis.errors import Conflict, InvalidSetting, NotFound, RegistryUnavailable
+from evothesis.registry.domains import candidate_patterns, validate_pattern
+from evothesis.registry.secrets import SecretBox, hash_write_key, new_salt, new_write_key
+from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
+from evothesis.storage.queries import query
+
+__all__ = ["ClientRecord", "ClientSpec", "RegistryStore", "validate_client_id"]
+
+#: The development client the embedded default registers for the demo site.
+DEVELOPMENT_CLIENT: Final = "client_test"
+DEVELOPMENT_DOMAINS: Final = ("localhost", "127.0.0.1")
+
+_CLIENT_ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def validate_client_id(client_id: str) -> str:
+    """Client ids become bucket prefixes and log fields: lowercase, 2-63 safe characters."""
+    if (
+        not 2 <= len(client_id) <= 63
+        or not set(client_id) <= _CLIENT_ID_CHARS
+        or client_id[0] in "_-"
+    ):
+        raise InvalidSetting(
+            f"invalid client_id {client_id!r}: use 2-63 lowercase letters, digits, '_' or "
+            "'-', starting with a letter or digit",
+            field="client_id",
+        )
+    return client_id
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """Everything an operator sets on a client. Secrets are plain here and sealed on write;
+    ``None`` for ``ip_salt`` means "generate one"."""
+
+    name: str
+    privacy_level: str = "standard"
+    ip_collection: str = "full"
+    honour_dnt: bool = True
+    consent_mode: str = "none"
+    export_destination: str | None = None
+    export_format: str = "json"
+    export_credentials: Mapping[str, str] | None = None
+    ip_salt: bytes | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """A client as operators see it: settings and domains, secrets only as flags."""
+
+    client_id: str
+    name: str
+    privacy_level: str
+    ip_collection: str
+    honour_dnt: bool
+    consent_mode: str
+    export_destination: str | None
+    export_format: str
+    has_export_credentials: bool
+    active: bool
+    domains: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+SPEC_FIELDS: Final = frozenset(field.name for field in fields(ClientSpec))
+
+
+class RegistryStore:
+    """Clients and domains behind a small interface; driver errors become ``EvothesisError``."""
+
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
+        self._pool = pool
+        self._box = box
+
+    # ---------------------------------------------------------------- collector lookup
+
+    async def lookup(self, host: str) -> ClientConfig | None:
+        """The active client whose most specific pattern matches ``host``, or ``None``.
+
+        An exact pattern of a deactivated client shadows a wildcard of another client:
+        deactivating a site must stop its events, not hand them to someone else.
+        """
+        try:
+            candidates = candidate_patterns(host)
+        except ValueError:
+            return None
+        rows = await self._fetch("registry_lookup", candidates)
+        by_pattern = {row["domain"]: row for row in rows}
+        for candidate in candidates:
+            row = by_pattern.get(candidate)
+            if row is not None:
+                return self._config(row) if row["active"] else None
+        return None
+
+    async def config_for_client(self, client_id: str) -> ClientConfig | None:
+        """The active client's config (for its tracker), or ``None``."""
+        row = await self._fetchrow("client_get", client_id)
+        if row is None or not row["active"]:
+            return None
+        return self._config(row)
+
+    # ---------------------------------------------------------------- administration
+
+    async def create_client(self, client_id: str, spec: ClientSpec) -> tuple[ClientRecord, str]:
+        """Create a client; returns it and its write key, which is shown this once."""
+        validate_client_id(client_id)
+        write_key = new_write_key()
+        created = await self._fetchval(
+            "client_insert",
+            client_id,
+            *self._spec_values(spec, hash_write_key(write_key)),
+        )
+        if created is None:
+            raise Conflict(f"client {client_id!r} already exists")
+        return await self.get_client(client_id), write_key
+
+    async def update_client(self, client_id: str, changes: Mapping[str, Any]) -> ClientRecord:
+        """Apply ``changes`` (names of ``ClientSpec`` fields) to a client."""
+        unknown = set(changes) - SPEC_FIELDS
+        if unknown:
+            raise InvalidSetting(f"unknown client fields: {', '.join(sorted(unknown))}")
+        async with self._connection() as connection, connection.transaction():
+            row = await connection.fetchrow(query("client_lock"), client_id)
+            if row is None:
+                raise NotFound(f"client {client_id!r} does not exist")
+            spec = replace(self._spec(row), **changes)
+            write_key_digest = row["write_key_sha256"]
+            await connection.execute(
+                query("client_update"),
+                client_id,
+                *self._spec_values(spec, write_key_digest),
+                spec.active,
+            )
+        return await self.get_client(client_id)
+
+    async def rotate_write_key(self, client_id: str) -> str:
+        write_key = new_write_key()
+        async with self._connection() as connection:
+            status = await connection.execute(
+                "UPDATE clients SET write_key_sha256 = $2, updated_at = now() "
+                "WHERE client_id = $1",
+                client_id,
+                hash_write_key(write_key),
+            )
+        if status.endswith(" 0"):
+            raise NotFound(f"client {client_id!r} does not exist")
+        return write_key
+
+    async def get_client(self, client_id: str) -> ClientRecord:
+        row = await self._fetchrow("client_get", client_id)
+        if row is None:
+            raise NotFound(f"client {client_id!r} does not exist")
+        return self._record(row)
+
+    async def list_clients(self) -> list[ClientRecord]:
+        return [self._record(row) for row in await self._fetch("client_list")]
+
+    async def add_domain(self, client_id: str, pattern: str) -> str:
+        """Register a domain pattern; returns its canonical form."""
+        try:
+            domain = validate_pattern(pattern)
+        except ValueError as exc:
+            raise InvalidSetting(str(exc), field="domain") from None
+        await self.get_client(client_id)
+        owner = await self._fetchval("domain_insert", domain, client_id)
+        if owner != client_id:
+            raise Conflict(f"domain {domain!r} already belongs to client {owner!r}")
+        return domain
+
+    async def remove_domain(self, client_id: str, pattern: str) -> str:
+        try:
+            domain = validate_pattern(pattern)
+        except ValueError as exc:
+            raise InvalidSetting(str(exc), field="domain") from None
+        if await self._fetchval("domain_delete", domain, client_id) is None:
+            raise NotFound(f"domain {domain!r} is not registered for client {client_id!r}")
+        return domain
+
+    async def ensure_development_client(self) -> None:
+        """Register ``client_test`` for localhost unless it exists (development only)."""
+        try:
+            await self.get_client(DEVELOPMENT_CLIENT)
+        except NotFound:
+            try:
+                await self.create_client(
+                    DEVELOPMENT_CLIENT, ClientSpec(name="Development (localhost)")
+                )
+            except Conflict:
+                return  # another process created it first
+            for domain in DEVELOPMENT_DOMAINS:
+                try:
+                    await self.add_domain(DEVELOPMENT_CLIENT, domain)
+                except Conflict:
+                    continue  # an operator gave it to another client: leave it there
+
+    # ---------------------------------------------------------------- helpers
+
+    def _spec_values(self, spec: ClientSpec, write_key_digest: str) -> tuple[Any, ...]:
+        credentials = (
+            None
+            if spec.export_credentials is None
+            else self._box.seal(orjson.dumps(dict(spec.export_credentials)))
+        )
+        salt = spec.ip_salt if spec.ip_salt is not None else new_salt()
+        return (
+            spec.name,
+            spec.privacy_level,
+            spec.ip_collection,
+            spec.honour_dnt,
+            spec.consent_mode,
+            self._box.seal(salt),
+            write_key_digest,
+            spec.export_destination,
+            spec.export_format,
+            credentials,
+        )
+
+    def _spec(self, row: asyncpg.Record) -> ClientSpec:
+        credentials = row["export_credentials"]
+        return ClientSpec(
+            name=row["name"],
+            privacy_level=row["privacy_level"],
+            ip_collection=row["ip_collection"],
+            honour_dnt=row["honour_dnt"],
+            consent_mode=row["consent_mode"],
+            export_destination=row["export_destination"],
+            export_format=row["export_format"],
+            export_credentials=(
+                None if credentials is None else orjson.loads(self._box.open(credentials))
+            ),
+            ip_salt=self._box.open(row["ip_salt"]),
+            active=row["active"],
+        )
+
+    def _config(self, row: asyncpg.Record) -> ClientConfig:
+        return ClientConfig(
+            client_id=row["client_id"],
+            privacy_level=row["privacy_level"],
+            ip_collection=row["ip_collection"],
+            honour_dnt=row["honour_dnt"],
+            consent_mode=row["consent_mode"],
+            ip_salt=self._box.open(row["ip_salt"]),
+            write_key_sha256=row["write_key_sha256"],
+        )
+
+    @staticmethod
+    def _record(row: asyncpg.Record) -> ClientRecord:
+        return ClientRecord(
+            client_id=row["client_id"],
+            name=row["name"],
+            privacy_level=row["privacy_level"],
+            ip_collection=row["ip_collection"],
+            honour_dnt=row["honour_dnt"],
+            consent_mode=row["consent_mode"],
+            export_destination=row["export_destination"],
+            export_format=row["export_format"],
+            has_export_credentials=row["export_credentials"] is not None,
+            active=row["active"],
+            domains=tuple(row["domains"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def _connection(self) -> _GuardedAcquire:
+        return _GuardedAcquire(self._pool)
+
+    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        async with self._connection() as connection:
+            return await connection.fetch(query(name), *args)
+
+    async def _fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
+        async with self._connection() as connection:
+            return await connection.fetchrow(query(name), *args)
+
+    async def _fetchval(self, name: str, *args: object) -> Any:
+        async with self._connection() as connection:
+            return await connection.fetchval(query(name), *args)
+
+
+class _GuardedAcquire:
+    """A pooled connection whose outage errors become ``RegistryUnavailable``, while
+    constraint violations (our callers' input) stay visible as what they are."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._acquire: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._acquire = self._pool.acquire()
+        try:
+            async with asyncio.timeout(10):
+                return await self._acquire.__aenter__()
+        except UNAVAILABLE_ERRORS as exc:
+            raise RegistryUnavailable(f"registry database unreachable: {describe_error(exc)}")
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        await self._acquire.__aexit__(exc_type, exc, tb)
+        if isinstance(exc, asyncpg.CheckViolationError):
+            raise InvalidSetting(f"invalid client settings: {exc.constraint_name}") from exc
+        if exc is not None and isinstance(exc, UNAVAILABLE_ERRORS):
+            raise RegistryUnavailable(
+                f"registry database unreachable: {describe_error(exc)}"
+            ) from exc
+        return False
