@@ -3,18 +3,20 @@ from a migrated template, and real collector servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
@@ -22,25 +24,27 @@ import uvicorn
 
 from evothesis.app import create_app
 from evothesis.config import Settings
+from evothesis.registry.secrets import SecretBox, generate_key
+from evothesis.registry.store import ClientSpec, RegistryStore
 from evothesis.server import uvicorn_config
 from evothesis.storage.migrate import upgrade
 
 # The suite must not pick up the operator's configuration.
+_SETTING_NAMES = {field.alias or name for name, field in Settings.model_fields.items()}
 for _name in list(os.environ):
-    if (
-        _name in Settings.model_fields
-        or _name.startswith("EVOTHESIS_")
-        or _name
-        in {
-            "DATABASE_URL",
-            "ENVIRONMENT",
-            "TRUSTED_PROXIES",
-            "LOG_LEVEL",
-        }
-    ):
+    if _name in _SETTING_NAMES or _name.startswith("EVOTHESIS_"):
         del os.environ[_name]
 
+#: One key seals every test client's secrets; subprocesses inherit it, so nothing writes a
+#: key file into the working tree.
+TEST_SECRET_KEY = generate_key()
+os.environ["EVOTHESIS_SECRET_KEY"] = TEST_SECRET_KEY
+
+T = TypeVar("T")
 TEMPLATE = "evothesis_template"
+#: Every test database starts with the development client (``client_test`` for localhost
+#: and 127.0.0.1), as the embedded default registers it.
+LOCAL_ORIGIN = "http://localhost"
 
 
 @dataclass
@@ -69,6 +73,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     upgrade(pg.url(TEMPLATE))
+    with_registry(pg.url(TEMPLATE), lambda store: store.ensure_development_client())
     yield pg
     server.cleanup()
 
@@ -100,6 +105,34 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+def with_registry(database_url: str, work: Callable[[RegistryStore], Awaitable[T]]) -> T:
+    """Run ``work`` against the registry of a test database, sealed with the test key."""
+
+    async def run() -> T:
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            return await work(RegistryStore(pool, SecretBox([TEST_SECRET_KEY.encode()])))
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+def register_client(database_url: str, client_id: str, *domains: str, **spec: Any) -> str:
+    """Create a client owning ``domains`` (settings as ``ClientSpec`` fields); returns its
+    write key."""
+
+    async def work(store: RegistryStore) -> str:
+        _, write_key = await store.create_client(
+            client_id, ClientSpec(name=spec.pop("name", client_id), **spec)
+        )
+        for domain in domains:
+            await store.add_domain(client_id, domain)
+        return write_key
+
+    return with_registry(database_url, work)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -113,8 +146,11 @@ class RunningCollector:
     server: uvicorn.Server
     thread: threading.Thread
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+    def client(self, *, origin: str | None = LOCAL_ORIGIN, **kwargs: Any) -> httpx.Client:
+        """An HTTP client that posts as a page of ``origin`` (``None``: as a server)."""
+        headers = {"Origin": origin} if origin else {}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.Client(base_url=self.url, timeout=10, headers=headers, **kwargs)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -15,8 +15,11 @@ from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Sco
 from evothesis.api.errors import install_error_handlers
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
-from evothesis.ingest.attribution import SiteDirectory, StaticSites
+from evothesis.ingest.attribution import SiteDirectory
 from evothesis.ingest.collector import Collector
+from evothesis.registry.cache import CachedDirectory, RegistrySource
+from evothesis.registry.http import HttpRegistrySource
+from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
 from evothesis.storage.write_buffer import WriteBuffer
@@ -47,9 +50,14 @@ def create_app(
     sites: SiteDirectory | None = None,
 ) -> Evothesis:
     """Build the collector app; ``database_url`` is explicit because the embedded default
-    decides it at start-up, after settings are read."""
+    decides it at start-up, after settings are read.
+
+    The registry is read over HTTP when ``PIXEL_MANAGEMENT_URL`` is set; otherwise this
+    process hosts pixel management itself (its API included) on the same database.
+    ``sites`` replaces the registry altogether (tests).
+    """
     clock = clock or SystemClock()
-    sites = sites or StaticSites(settings.site_map)
+    in_process_registry = sites is None and not settings.pixel_management_url
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,17 +72,43 @@ def create_app(
             concurrency=settings.buffer_flush_concurrency,
             max_pending=settings.buffer_max_events * PENDING_FLUSHES_LIMIT,
         )
+        http_source: HttpRegistrySource | None = None
+        directory = sites
+        if directory is None:
+            source: RegistrySource
+            if settings.pixel_management_url:
+                source = http_source = HttpRegistrySource(
+                    settings.pixel_management_url,
+                    token=settings.pixel_management_token,
+                    timeout=settings.registry_timeout_s,
+                )
+            else:
+                registry = RegistryStore(pool, settings.secret_box())
+                if settings.is_development:
+                    await registry.ensure_development_client()
+                app.state.registry = source = registry
+            directory = CachedDirectory(
+                source,
+                kind="http" if http_source else "database",
+                ttl=settings.registry_cache_ttl_s,
+                negative_ttl=settings.registry_negative_ttl_s,
+                stale_for=settings.registry_stale_s,
+            )
+            app.state.registry_changed = directory.invalidate
         buffer.start()
         app.state.store = store
         app.state.buffer = buffer
+        app.state.sites = directory
         app.state.collector = Collector(
-            sites=sites, buffer=buffer, clock=clock, max_batch_events=settings.max_batch_events
+            sites=directory, buffer=buffer, max_batch_events=settings.max_batch_events
         )
         try:
             yield
         finally:
             await buffer.close()
             await pool.close()
+            if http_source is not None:
+                await http_source.close()
 
     app = FastAPI(
         title="Evothesis collector",
@@ -86,10 +120,16 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clock = clock
-    app.state.sites = sites
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(site.router)
+    if in_process_registry:
+        try:  # TEMPORARY until api/registry.py lands
+            from evothesis.api.registry import include_pixel_management
+
+            include_pixel_management(app)
+        except ImportError:
+            pass
     if settings.serve_demo:
         site.mount_demo(app)
     _document_collect(app)

@@ -100,6 +100,12 @@ class RequestContext:
     user_agent: str | None
     received_at: datetime
     origin: str | None = None
+    referer: str | None = None
+    #: ``X-Write-Key``: how server-to-server senders (no Origin, no Referer) authenticate.
+    write_key: str | None = None
+    #: The visitor's ``DNT: 1`` and ``Sec-GPC: 1`` signals.
+    dnt: bool = False
+    gpc: bool = False
 
 
 #: Columns of ``hipaa_audit_log`` written by ingestion, in COPY order.

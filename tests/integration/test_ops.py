@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningCollector, run_collector, start_postgres
+from tests.conftest import (
+    RunningCollector,
+    register_client,
+    run_collector,
+    start_postgres,
+    with_registry,
+)
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
 
@@ -20,17 +26,29 @@ def test_health_reports_database_and_attribution(api: httpx.Client) -> None:
     body = response.json()
     assert body["status"] == "healthy"
     assert body["database"] == "connected"
-    assert body["client_attribution"] == {"source": "static", "sites": 1}
+    attribution = body["client_attribution"]
+    assert attribution["source"] == "database"
+    assert attribution["cache_size"] == 0
+    assert api.post("/collect", json=EVENT).status_code == 200
+    assert api.post("/collect", json=EVENT).status_code == 200
+    attribution = api.get("/health").json()["client_attribution"]
+    # siteId and Origin (checked for CORS and for the sender) are all localhost: six
+    # answers from one registry lookup.
+    assert attribution["registry_reachable"] is True
+    assert (attribution["cache_size"], attribution["lookups"]) == (1, 1)
+    assert (attribution["hits"], attribution["misses"]) == (5, 1)
+    assert attribution["hit_rate"] == 0.8333
 
 
 def test_events_count_per_client(
-    start_collector: Callable[..., RunningCollector],
+    start_collector: Callable[..., RunningCollector], database_url: str
 ) -> None:
-    collector = start_collector(EVOTHESIS_SITES="localhost=client_test,acme.com=client_acme")
-    with collector.client() as api:
+    register_client(database_url, "client_acme", "acme.com")
+    collector = start_collector()
+    with collector.client() as api, collector.client(origin="https://acme.com") as acme:
         api.post("/collect", json=EVENT)
-        api.post("/collect", json={**EVENT, "siteId": "acme.com"})
-        api.post("/collect", json={**EVENT, "siteId": "acme.com"})
+        acme.post("/collect", json={**EVENT, "siteId": "acme.com"})
+        acme.post("/collect", json={**EVENT, "siteId": "acme.com"})
         assert api.get("/events/count").json() == {
             "count": 3,
             "by_client": {"client_acme": 2, "client_test": 1},
@@ -101,6 +119,7 @@ def test_database_down_gives_503_with_retry_after(tmp_path: Any) -> None:
 
     url = server.get_uri()
     upgrade(url)
+    with_registry(url, lambda store: store.ensure_development_client())
     collector = run_collector(url)
     try:
         with collector.client() as api:

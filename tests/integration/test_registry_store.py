@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 import psycopg
 import pytest
 
 from evothesis.errors import Conflict, InvalidSetting, NotFound
-from evothesis.registry.secrets import SecretBox, generate_key, write_key_matches
+from evothesis.registry.secrets import write_key_matches
 from evothesis.registry.store import ClientSpec, RegistryStore
-
-T = TypeVar("T")
-
-
-def with_store(database_url: str, work: Callable[[RegistryStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-        try:
-            return await work(RegistryStore(pool, SecretBox([generate_key().encode()])))
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
+from tests.conftest import with_registry
 
 
 def test_lookup_prefers_the_most_specific_pattern(database_url: str) -> None:
@@ -39,7 +25,7 @@ def test_lookup_prefers_the_most_specific_pattern(database_url: str) -> None:
         found = [await store.lookup(host) for host in hosts]
         return [None if c is None else c.client_id for c in found]
 
-    assert with_store(database_url, work) == ["acme", "acme", "acme", "acme_shop", None]
+    assert with_registry(database_url, work) == ["acme", "acme", "acme", "acme_shop", None]
 
 
 def test_deactivated_exact_domain_is_not_handed_to_a_wildcard_owner(database_url: str) -> None:
@@ -51,7 +37,7 @@ def test_deactivated_exact_domain_is_not_handed_to_a_wildcard_owner(database_url
         await store.update_client("child", {"active": False})
         return await store.lookup("blog.example.org"), await store.lookup("www.example.org")
 
-    child, other = with_store(database_url, work)
+    child, other = with_registry(database_url, work)
     assert child is None
     assert other is not None and other.client_id == "parent"
 
@@ -68,11 +54,11 @@ def test_secrets_are_sealed_at_rest_and_the_write_key_is_a_digest(
             ip_salt=salt,
             export_credentials={"secret_access_key": "very-secret-value"},
         )
-        record, write_key = await store.create_client("clinic", spec)
+        _, write_key = await store.create_client("clinic", spec)
         await store.add_domain("clinic", "clinic.example")
         return await store.lookup("clinic.example"), write_key
 
-    config, write_key = with_store(database_url, work)
+    config, write_key = with_registry(database_url, work)
     assert config.ip_salt == salt and config.privacy_level == "hipaa"
     assert write_key_matches(write_key, config.write_key_sha256)
     assert not write_key_matches(write_key + "x", config.write_key_sha256)
@@ -104,9 +90,9 @@ def test_a_domain_belongs_to_one_client(database_url: str) -> None:
             await store.remove_domain("two", "shared.example.com")
         await store.remove_domain("one", "shared.example.com")
         assert await store.lookup("shared.example.com") is None
-        assert [c.client_id for c in await store.list_clients()] == ["one", "two"]
+        assert [c.client_id for c in await store.list_clients()] == ["client_test", "one", "two"]
 
-    with_store(database_url, work)
+    with_registry(database_url, work)
 
 
 def test_update_keeps_secrets_unless_replaced(database_url: str) -> None:
@@ -129,7 +115,7 @@ def test_update_keeps_secrets_unless_replaced(database_url: str) -> None:
         with pytest.raises(NotFound):
             await store.update_client("missing", {"name": "x"})
 
-    with_store(database_url, work)
+    with_registry(database_url, work)
 
 
 def test_development_client_is_registered_once(database_url: str) -> None:
@@ -137,6 +123,6 @@ def test_development_client_is_registered_once(database_url: str) -> None:
         await asyncio.gather(*(store.ensure_development_client() for _ in range(3)))
         return await store.list_clients()
 
-    (client,) = with_store(database_url, work)
+    (client,) = with_registry(database_url, work)
     assert client.client_id == "client_test"
     assert client.domains == ("127.0.0.1", "localhost")

@@ -72,7 +72,7 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str
         assert run.returncode == 0, stderr.decode()
     with psycopg.connect(empty_database) as conn:
         [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == "0001"
+    assert version == "0002"
 
 
 def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:
@@ -83,3 +83,36 @@ def test_every_named_query_is_valid_against_the_schema(database_url: str) -> Non
             if name == "create_staging":
                 continue
             conn.execute(f"PREPARE check_{name} AS {sql}")
+
+
+def test_the_hipaa_audit_log_is_append_only(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, events, collector) "
+            "VALUES (now(), 'clinic', 'clinic.example', 3, 'test')"
+        )
+        for statement in (
+            "UPDATE hipaa_audit_log SET events = 1",
+            "DELETE FROM hipaa_audit_log",
+            "TRUNCATE hipaa_audit_log",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+        assert conn.execute("SELECT events FROM hipaa_audit_log").fetchall() == [(3,)]
+
+
+def test_a_domain_belongs_to_at_most_one_client(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for client in ("one", "two"):
+            conn.execute(
+                "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256) "
+                "VALUES (%s, %s, '\\x00', 'x')",
+                (client, client),
+            )
+        conn.execute("INSERT INTO client_domains (domain, client_id) VALUES ('a.example', 'one')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO client_domains (domain, client_id) VALUES ('a.example', 'two')"
+            )
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE clients SET privacy_level = 'lax' WHERE client_id = 'one'")

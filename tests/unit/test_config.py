@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from evothesis.config import ENVIRONMENT_HELP, Settings, environment_help
+from evothesis.registry.secrets import SecretKeyError, generate_key
 
 
 def settings(**values: Any) -> Settings:
@@ -32,8 +33,8 @@ def networks(*texts: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
         ("pool_size", 10),
         ("max_overflow", 20),
         ("pool_max_size", 30),
-        ("sites", ["localhost=client_test"]),
-        ("site_map", {"localhost": "client_test"}),
+        ("pixel_management_url", None),
+        ("registry_cache_ttl_s", 60.0),
         ("trusted_proxies", networks("127.0.0.1/32", "::1/128")),
         ("max_body_bytes", 1024 * 1024),
         ("max_batch_events", 500),
@@ -49,47 +50,30 @@ def test_defaults_match_the_seed(attribute: str, expected: object) -> None:
     assert getattr(settings(), attribute) == expected
 
 
-# --------------------------------------------------------------------------- EVOTHESIS_SITES
+# --------------------------------------------------------------------------- secret key
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("localhost=client_test", {"localhost": "client_test"}),
-        (
-            "localhost=client_test,acme.com=client_acme",
-            {"localhost": "client_test", "acme.com": "client_acme"},
-        ),
-        (" Shop.Example.com = client_a , ", {"shop.example.com": "client_a"}),
-        ("a.com=x,,b.com=y", {"a.com": "x", "b.com": "y"}),
-        ("a.com=client=with=equals", {"a.com": "client=with=equals"}),
-        ("", {}),
-    ],
-)
-def test_sites_csv_becomes_a_site_map(value: str, expected: dict[str, str]) -> None:
-    assert settings(EVOTHESIS_SITES=value).site_map == expected
+def test_development_keeps_a_key_file_and_production_requires_the_variable(
+    tmp_path: Path,
+) -> None:
+    unset = {"EVOTHESIS_SECRET_KEY": None, "EVOTHESIS_DATA_DIR": str(tmp_path)}
+    sealed = settings(**unset).secret_box().seal(b"salt")
+    key_file = tmp_path / "secret.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert settings(**unset).secret_box().open(sealed) == b"salt"
+    with pytest.raises(SecretKeyError, match="EVOTHESIS_SECRET_KEY is required in production"):
+        settings(**unset, ENVIRONMENT="production").secret_box()
 
 
-@pytest.mark.parametrize(
-    ("value", "bad_pair"),
-    [
-        ("localhost", "localhost"),
-        ("a.com=", "a.com="),
-        ("=client", "=client"),
-        (" = ", "="),
-        ("a.com=x,broken,b.com=y", "broken"),
-    ],
-)
-def test_a_malformed_site_pair_is_a_validation_error_naming_it(value: str, bad_pair: str) -> None:
-    with pytest.raises(ValidationError) as error:
-        settings(EVOTHESIS_SITES=value)
-    [problem] = error.value.errors()
-    assert problem["loc"] == ("EVOTHESIS_SITES",)
-    assert repr(bad_pair) in problem["msg"]
-
-
-def test_sites_can_also_be_given_as_a_list() -> None:
-    assert settings(EVOTHESIS_SITES=["a.com=x", "b.com=y"]).site_map == {"a.com": "x", "b.com": "y"}
+def test_secret_keys_rotate_newest_first() -> None:
+    old, new = generate_key(), generate_key()
+    sealed = settings(EVOTHESIS_SECRET_KEY=old).secret_box().seal(b"salt")
+    rotated = settings(EVOTHESIS_SECRET_KEY=f"{new}, {old}").secret_box()
+    assert rotated.open(sealed) == b"salt"
+    with pytest.raises(SecretKeyError, match="not the key it was sealed with"):
+        settings(EVOTHESIS_SECRET_KEY=new).secret_box().open(sealed)
+    with pytest.raises(SecretKeyError, match="Fernet keys"):
+        settings(EVOTHESIS_SECRET_KEY="not-a-key").secret_box()
 
 
 # --------------------------------------------------------------------------- TRUSTED_PROXIES
@@ -165,7 +149,7 @@ def test_an_out_of_range_value_is_a_validation_error_naming_the_variable(
         ("DATABASE_POOL_SIZE", "7", "pool_size", 7),
         ("DATABASE_URL", "postgresql://u@h/db", "database_url", "postgresql://u@h/db"),
         ("EVOTHESIS_DATA_DIR", "/var/lib/evothesis", "data_dir", Path("/var/lib/evothesis")),
-        ("EVOTHESIS_SITES", "a.com=x,b.com=y", "site_map", {"a.com": "x", "b.com": "y"}),
+        ("PIXEL_MANAGEMENT_URL", "http://pm:8001", "pixel_management_url", "http://pm:8001"),
         ("TRUSTED_PROXIES", "10.0.0.0/8", "trusted_proxies", networks("10.0.0.0/8")),
         ("EVOTHESIS_SERVE_DEMO", "false", "serve_demo", False),
         ("WRITE_BUFFER_MAX_DELAY_MS", "0.5", "buffer_max_delay_ms", 0.5),

@@ -8,7 +8,21 @@ import pytest
 
 from evothesis.storage.queries import parse_queries, queries, query
 
-PACKAGED_NAMES = ["create_staging", "move_staged_events", "count_events", "recent_events", "ping"]
+PACKAGED_NAMES = [
+    "create_staging",
+    "move_staged_events",
+    "count_events",
+    "recent_events",
+    "ping",
+    "registry_lookup",
+    "client_insert",
+    "client_update",
+    "client_get",
+    "client_lock",
+    "client_list",
+    "domain_insert",
+    "domain_delete",
+]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from evothesis.privacy.redact import (
     MAX_DEPTH,
     REDACTED,
+    NestingTooDeep,
     is_sensitive_key,
     redact_event_data,
     redact_text,
@@ -426,20 +427,23 @@ def test_tuples_and_scalars() -> None:
 
 def test_depth_is_bounded_and_fails_closed() -> None:
     deep: object = "a@b.com"
-    for _ in range(MAX_DEPTH + 10):
+    for _ in range(MAX_DEPTH):
         deep = [deep]
     out = redact_event_data(deep)
     for _ in range(MAX_DEPTH):
         assert isinstance(out, list)
         out = out[0]
     assert out == R
+    with pytest.raises(NestingTooDeep, match=f"deeper than {MAX_DEPTH}"):
+        redact_event_data([deep])
 
 
 def test_very_deep_input_does_not_recurse_unbounded() -> None:
     deep: object = {}
     for _ in range(5000):
         deep = {"k": deep}
-    redact_event_data(deep)  # no RecursionError
+    with pytest.raises(NestingTooDeep):
+        redact_event_data(deep)  # refused, and no RecursionError
 
 
 # --------------------------------------------------------------------------- URLs

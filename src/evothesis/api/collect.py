@@ -23,8 +23,9 @@ from evothesis.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from evothesis.ingest.collector import Collector
+from evothesis.ingest.collector import Collector, CollectResult
 from evothesis.ingest.envelope import check_media_type
+from evothesis.privacy import header_signals
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,7 +41,11 @@ _WANTED_HEADERS = frozenset(
         b"content-length",
         b"content-encoding",
         b"origin",
+        b"referer",
         b"user-agent",
+        b"x-write-key",
+        b"dnt",
+        b"sec-gpc",
         b"x-forwarded-for",
         b"x-real-ip",
         b"access-control-request-headers",
@@ -70,6 +75,16 @@ COLLECT_OPENAPI: dict[str, object] = {
         "is committed to PostgreSQL. Inner events inherit sessionId, visitorId, siteId, "
         "timestamp, url, path and referrer from the envelope.",
         "operationId": "collect",
+        "parameters": [
+            {
+                "name": "X-Write-Key",
+                "in": "header",
+                "required": False,
+                "description": "The client's write key; required when neither Origin nor "
+                "Referer is sent.",
+                "schema": {"type": "string"},
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -97,7 +112,14 @@ COLLECT_OPENAPI: dict[str, object] = {
         "responses": {
             "200": {"description": "Every event is committed."},
             "400": {"description": "Malformed JSON."},
-            "403": {"description": "The site is not authorized for any client."},
+            "401": {
+                "description": "No Origin or Referer, and no valid X-Write-Key "
+                "(server-to-server senders authenticate with the client's write key)."
+            },
+            "403": {
+                "description": "The siteId is not authorized for any client, or the page "
+                "(Origin/Referer) belongs to another client."
+            },
             "413": {"description": "Body or batch too large."},
             "415": {"description": "Unsupported Content-Type or Content-Encoding."},
             "422": {"description": "An event has the wrong shape; the error names the field."},
@@ -126,10 +148,19 @@ class CollectEndpoint:
             for name, value in scope["headers"]
             if name in _WANTED_HEADERS
         }
-        cors = _cors_headers(headers)
         method = scope["method"]
+        collector: Collector = self._state.collector
+        origin = headers.get("origin")
+        allowed = origin is not None and await collector.page_client(origin) is not None
+        cors = _cors_headers(origin) if allowed else []
         if method == "OPTIONS":
-            await _send(send, 204, b"", _preflight_headers(headers, cors))
+            if origin is not None and not allowed:
+                body = error_body(
+                    "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
+                )
+                await _send(send, 403, orjson.dumps(body), [])
+            else:
+                await _send(send, 204, b"", _preflight_headers(headers, cors))
             return
         if method != "POST":
             body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
@@ -148,34 +179,50 @@ class CollectEndpoint:
             check_media_type(headers.get("content-type"))
             body = await _read_body(receive, headers, settings.max_body_bytes)
             peer = scope.get("client")
+            dnt, gpc = header_signals(headers)
             context = RequestContext(
                 client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
                 user_agent=headers.get("user-agent"),
                 received_at=clock.now(),
                 origin=headers.get("origin"),
+                referer=headers.get("referer"),
+                write_key=headers.get("x-write-key"),
+                dnt=dnt,
+                gpc=gpc,
             )
             result = await collector.collect(body, context)
         except EvothesisError as exc:
             status, payload, extra_headers = error_payload(exc)
             return status, payload, [(k.encode(), v.encode()) for k, v in extra_headers.items()]
-        return (
-            200,
-            {
-                "status": "success",
-                "message": f"{result.events_processed} event(s) received and stored",
-                "events_processed": result.events_processed,
-                "client_id": result.client_id,
-                "timestamp": iso_millis(result.received_at),
-            },
-            [],
+        return 200, success_body(result), []
+
+
+def success_body(result: CollectResult) -> dict[str, object]:
+    """The seed's answer; events dropped by a privacy signal are acknowledged, not stored."""
+    if result.events_dropped:
+        message = (
+            f"{result.events_dropped} event(s) received and dropped: "
+            "the visitor's privacy signal or missing consent forbids storing them"
         )
+    else:
+        message = f"{result.events_processed} event(s) received and stored"
+    body: dict[str, object] = {
+        "status": "success",
+        "message": message,
+        "events_processed": result.events_processed,
+        "client_id": result.client_id,
+        "timestamp": iso_millis(result.received_at),
+    }
+    if result.events_dropped:
+        body["events_dropped"] = result.events_dropped
+    return body
 
 
-def _cors_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """Client sites post cross-origin; echo the origin so their browser may read answers."""
-    origin = headers.get("origin", "*").encode("latin-1")
+def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    """Registered sites post cross-origin; echo their origin so the browser may read answers.
+    Origins of no client get no CORS headers at all, so their pages cannot read answers."""
     return [
-        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"access-control-expose-headers", b"Retry-After"),
         (b"vary", b"Origin"),
     ]

@@ -66,6 +66,8 @@ def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[s
     if isinstance(error, InvalidEvent) and error.field:
         extra["field"] = error.field
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    if isinstance(error, AdminUnauthorized):
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
     return status, error_body(error.code, error.message, **extra), headers
 
 

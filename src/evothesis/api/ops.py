@@ -25,6 +25,7 @@ async def health(request: Request) -> Response:
         "status": "healthy",
         "database": "connected",
         "client_attribution": state.sites.status(),
+        "refused_or_dropped": dict(state.collector.outcomes),
         "write_buffer": {
             "pending_events": state.buffer.pending_rows,
             "flushes": state.buffer.flushed_batches,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
@@ -16,21 +15,6 @@ class SiteDirectory(Protocol):
     async def resolve(self, site_id: str) -> ClientConfig | None: ...
 
     def status(self) -> dict[str, object]: ...
-
-
-class StaticSites:
-    """A fixed host -> client map from ``EVOTHESIS_SITES`` (``localhost=client_test``);
-    hosts arrive canonical (``Settings.site_map``)."""
-
-    def __init__(self, sites: Mapping[str, str]) -> None:
-        self._clients = {domain: ClientConfig(client_id) for domain, client_id in sites.items()}
-
-    async def resolve(self, site_id: str) -> ClientConfig | None:
-        host = site_host(site_id)
-        return None if host is None else self._clients.get(host)
-
-    def status(self) -> dict[str, object]:
-        return {"source": "static", "sites": len(self._clients)}
 
 
 @lru_cache(maxsize=4096)

@@ -1,56 +1,100 @@
-"""The /collect use case: parse, attribute, build rows, hand to the buffer.
+"""The /collect use case: parse, authorize, apply privacy, build rows, hand to the buffer.
 
 Kept free of HTTP so the same flow serves the API, tests and future transports.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
-from evothesis.clock import Clock
-from evothesis.domain import ClientConfig, Envelope, EventRow, RequestContext
-from evothesis.errors import InvalidEvent, UnauthorizedDomain
-from evothesis.ingest.attribution import SiteDirectory
+from evothesis.domain import AuditRecord, ClientConfig, Envelope, EventRow, RequestContext
+from evothesis.errors import (
+    EvothesisError,
+    InvalidEvent,
+    InvalidWriteKey,
+    OriginMismatch,
+    UnauthorizedDomain,
+    WriteKeyRequired,
+)
+from evothesis.ingest.attribution import SiteDirectory, site_host
 from evothesis.ingest.envelope import parse_envelope
+from evothesis.ingest.privacy import RequestPrivacy, audit_ip_hash, protect_payload, request_privacy
+from evothesis.privacy import ConsentDecision
+from evothesis.privacy.redact import NestingTooDeep
+from evothesis.registry.secrets import write_key_matches
 from evothesis.storage.write_buffer import WriteBuffer
+
+#: Names this process in audit records: which collector accepted a batch.
+COLLECTOR_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
 class CollectResult:
-    """What the response reports: how many events were stored, for whom, when."""
+    """What the response reports: how many events were stored or dropped, for whom, when."""
 
     events_processed: int
     client_id: str
     received_at: datetime
+    events_dropped: int = 0
 
 
 class Collector:
-    def __init__(
-        self, *, sites: SiteDirectory, buffer: WriteBuffer, clock: Clock, max_batch_events: int
-    ) -> None:
+    def __init__(self, *, sites: SiteDirectory, buffer: WriteBuffer, max_batch_events: int) -> None:
         self._sites = sites
         self._buffer = buffer
-        self._clock = clock
         self._max_batch_events = max_batch_events
+        #: Refusals and drops by reason, for /health: nothing is refused silently.
+        self.outcomes: Counter[str] = Counter()
 
     async def collect(self, body: bytes, context: RequestContext) -> CollectResult:
         """Store every event of one request durably, or raise an ``EvothesisError``."""
         envelope = parse_envelope(
             body, max_batch_events=self._max_batch_events, now=context.received_at
         )
-        client = await self._attribute(envelope)
+        try:
+            client = await self._attribute(envelope)
+            await self._authorize_sender(client, context)
+        except (UnauthorizedDomain, WriteKeyRequired) as exc:
+            self.outcomes[exc.code] += 1
+            raise
+        privacy = request_privacy(client, context, envelope.events[0].payload.get("consent"))
+        if privacy.decision is ConsentDecision.DROP:
+            reason = "dropped_do_not_track" if context.dnt or context.gpc else "dropped_no_consent"
+            self.outcomes[reason] += len(envelope.events)
+            return CollectResult(
+                0, client.client_id, context.received_at, events_dropped=len(envelope.events)
+            )
+        if privacy.anonymize:
+            self.outcomes["anonymized"] += len(envelope.events)
+        rows = build_rows(envelope, client, context, privacy)
         note = (
             f"Processing batch with {envelope.inner_count} individual events "
             f"for client {client.client_id}"
             if envelope.is_batch
             else None
         )
-        rows = build_rows(envelope, client, context)
-        await self._buffer.write(rows, note)
+        audit = (
+            audit_record(envelope, client, context, rows)
+            if client.privacy_level == "hipaa"
+            else None
+        )
+        await self._buffer.write(rows, note, audit)
         return CollectResult(len(rows), client.client_id, context.received_at)
+
+    async def page_client(self, page: str | None) -> ClientConfig | None:
+        """The client owning the page an Origin or Referer names; ``None`` when nobody's."""
+        if page is None or site_host(page) is None:
+            return None
+        try:
+            return await self._sites.resolve(page)
+        except EvothesisError:
+            return None
 
     async def _attribute(self, envelope: Envelope) -> ClientConfig:
         clients: dict[str, ClientConfig] = {}
@@ -63,30 +107,60 @@ class Collector:
             raise InvalidEvent("one request may only carry events of a single client")
         return next(iter(clients.values()))
 
+    async def _authorize_sender(self, client: ClientConfig, context: RequestContext) -> None:
+        """Browsers prove their page with Origin (or Referer); servers with a write key.
 
-def build_rows(envelope: Envelope, client: ClientConfig, context: RequestContext) -> list[EventRow]:
-    """Turn parsed events into ``events_log`` rows; the client comes from attribution only."""
+        The page must belong to the same client as the siteId, so one client's site cannot
+        inject events into another client's data. A present but opaque Origin (``null``,
+        from sandboxed frames and file pages) names no page and is refused.
+        """
+        page = context.origin if context.origin is not None else context.referer
+        if page is not None:
+            owner = await self._sites.resolve(page) if site_host(page) else None
+            if owner is None or owner.client_id != client.client_id:
+                shown = site_host(page) or page[:100]
+                raise OriginMismatch(
+                    f"page {shown!r} does not belong to client {client.client_id!r}, "
+                    "which owns the events' siteId"
+                )
+            return
+        if context.write_key is None:
+            raise WriteKeyRequired()
+        if not write_key_matches(context.write_key, client.write_key_sha256):
+            raise InvalidWriteKey()
+
+
+def build_rows(
+    envelope: Envelope, client: ClientConfig, context: RequestContext, privacy: RequestPrivacy
+) -> list[EventRow]:
+    """Turn parsed events into protected ``events_log`` rows.
+
+    The client comes from attribution only; every text column is read back from the
+    redacted payload so columns and ``raw_event_data`` can never disagree.
+    """
     rows = []
     client_id = client.client_id
-    ip, user_agent, received_at = context.client_ip, context.user_agent, context.received_at
+    ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
     for event in envelope.events:
         try:
-            raw = orjson.dumps(event.payload).decode()
-        except orjson.JSONEncodeError as exc:
-            raise InvalidEvent(f"event cannot be stored as JSON: {exc}") from None
+            payload = protect_payload(event.payload, privacy)
+            raw = orjson.dumps(payload).decode()
+        except (NestingTooDeep, orjson.JSONEncodeError) as exc:
+            raise InvalidEvent(f"event cannot be stored: {exc}") from None
+        get = payload.get
         # Positional on purpose: this runs once per event on the hot path.
         rows.append(
             EventRow(
                 event.event_id,
-                event.event_type,
-                event.session_id,
-                event.visitor_id,
+                get("eventType", event.event_type),
+                get("sessionId"),
+                get("visitorId"),
                 event.site_id,
                 client_id,
                 event.timestamp,
-                event.url,
-                event.path,
-                event.referrer,
+                get("url"),
+                get("path"),
+                get("referrer"),
                 ip,
                 user_agent,
                 raw,
@@ -94,3 +168,20 @@ def build_rows(envelope: Envelope, client: ClientConfig, context: RequestContext
             )
         )
     return rows
+
+
+def audit_record(
+    envelope: Envelope, client: ClientConfig, context: RequestContext, rows: list[EventRow]
+) -> AuditRecord:
+    """The hipaa trail of one accepted batch (its site, visitor, size, hashed sender IP)."""
+    first = rows[0]
+    return AuditRecord(
+        recorded_at=context.received_at,
+        client_id=client.client_id,
+        site_id=first.site_id,
+        visitor_id=first.visitor_id,
+        events=len(rows),
+        ip_hash=audit_ip_hash(client, context.client_ip),
+        origin=site_host(context.origin) if context.origin else None,
+        collector=COLLECTOR_NAME,
+    )

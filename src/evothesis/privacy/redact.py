@@ -23,6 +23,7 @@ from urllib.parse import unquote, unquote_plus
 __all__ = [
     "MAX_DEPTH",
     "REDACTED",
+    "NestingTooDeep",
     "is_sensitive_key",
     "redact_event_data",
     "redact_text",
@@ -34,9 +35,13 @@ __all__ = [
 #: triggers a rule itself (this is what makes redaction idempotent).
 REDACTED: Final = "[REDACTED]"
 
-#: Nesting deeper than this is replaced whole: the parser already caps depth at 32, and a
-#: subtree we refuse to inspect must not be stored unredacted (fail closed).
+#: Nesting deeper than this is refused (``NestingTooDeep``): a subtree we will not inspect
+#: must not be stored unredacted, and silently cutting it off would lose data unseen.
 MAX_DEPTH: Final = 64
+
+
+class NestingTooDeep(ValueError):
+    """The payload nests deeper than ``MAX_DEPTH``; it cannot be checked for PII."""
 
 # Replacing a match can expose a neighbour that a boundary check hid the first time
 # (``a@b.com+14155552671``); a few passes reach the fixed point that idempotence needs.
@@ -553,11 +558,11 @@ def _walk(value: object, strict: bool, depth: int) -> object:
         return _redact_string(value, strict)
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
-            return REDACTED
+            raise NestingTooDeep(f"data nested deeper than {MAX_DEPTH} levels")
         return _redact_mapping(value, strict, depth + 1)
     if isinstance(value, list | tuple):
         if depth >= MAX_DEPTH:
-            return REDACTED
+            raise NestingTooDeep(f"data nested deeper than {MAX_DEPTH} levels")
         items = [_walk(item, strict, depth + 1) for item in value]
         return items if isinstance(value, list) else tuple(items)
     return value
@@ -569,6 +574,7 @@ def redact_event_data(data: object, *, strict: bool = False) -> object:
     Values under sensitive keys become ``[REDACTED]`` whatever their type (a CVV sent as an
     int is still a CVV); other strings are scanned for PII; other scalars pass unchanged.
     ``strict`` is the hipaa level: personal-field keys and IP addresses are redacted too.
+    Raises ``NestingTooDeep`` past ``MAX_DEPTH`` levels.
     """
     return _walk(data, strict, 0)
 

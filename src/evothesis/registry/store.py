@@ -160,8 +160,7 @@ class RegistryStore:
         write_key = new_write_key()
         async with self._connection() as connection:
             status = await connection.execute(
-                "UPDATE clients SET write_key_sha256 = $2, updated_at = now() "
-                "WHERE client_id = $1",
+                "UPDATE clients SET write_key_sha256 = $2, updated_at = now() WHERE client_id = $1",
                 client_id,
                 hash_write_key(write_key),
             )
@@ -314,7 +313,9 @@ class _GuardedAcquire:
             async with asyncio.timeout(10):
                 return await self._acquire.__aenter__()
         except UNAVAILABLE_ERRORS as exc:
-            raise RegistryUnavailable(f"registry database unreachable: {describe_error(exc)}")
+            raise RegistryUnavailable(
+                f"registry database unreachable: {describe_error(exc)}"
+            ) from exc
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         await self._acquire.__aexit__(exc_type, exc, tb)

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from evothesis.domain import EVENT_COLUMNS, EventRow
+from evothesis.domain import AUDIT_COLUMNS, EVENT_COLUMNS, AuditRecord, EventRow
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.queries import query
 
@@ -38,8 +38,13 @@ class EventStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(self, rows: Sequence[EventRow]) -> list[InsertedCount]:
+    async def insert(
+        self, rows: Sequence[EventRow], audits: Sequence[AuditRecord] = ()
+    ) -> list[InsertedCount]:
         """Write rows with one binary COPY; event ids already stored are skipped.
+
+        ``audits`` (hipaa batches) go into ``hipaa_audit_log`` in the same transaction, so
+        there is never an audited batch without its events or the other way round.
 
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
@@ -52,12 +57,14 @@ class EventStore:
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
+                        await _write_audits(connection, audits)
                 except asyncpg.UniqueViolationError:
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
                         )
                         result = await connection.fetch(query("move_staged_events"))
+                        await _write_audits(connection, audits)
                     return [
                         InsertedCount(r["client_id"], r["site_id"], r["inserted"]) for r in result
                     ]
@@ -91,6 +98,13 @@ class EventStore:
                     return await connection.fetch(query(name), *args)
         except UNAVAILABLE_ERRORS as exc:
             raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
+
+
+async def _write_audits(connection: asyncpg.Connection, audits: Sequence[AuditRecord]) -> None:
+    if audits:
+        await connection.copy_records_to_table(
+            "hipaa_audit_log", records=audits, columns=AUDIT_COLUMNS
+        )
 
 
 def describe_error(exc: BaseException) -> str:

@@ -15,21 +15,23 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from evothesis.domain import EventRow
+from evothesis.domain import AuditRecord, EventRow
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import InsertedCount
 
 logger = logging.getLogger("evothesis.ingest")
 
-Sink = Callable[[Sequence[EventRow]], Awaitable[list[InsertedCount]]]
+#: Writes rows and audit records in one transaction.
+Sink = Callable[[Sequence[EventRow], Sequence[AuditRecord]], Awaitable[list[InsertedCount]]]
 
 
 class _Request(NamedTuple):
-    """One caller's rows, the future it waits on, and its log line (if any)."""
+    """One caller's rows, the future it waits on, its log line and audit record (if any)."""
 
     rows: Sequence[EventRow]
     done: asyncio.Future[None]
     note: str | None
+    audit: AuditRecord | None
 
 
 class BufferOverloaded(StorageUnavailable):
@@ -77,11 +79,14 @@ class WriteBuffer:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._coalesce(), name="write-buffer")
 
-    async def write(self, rows: Sequence[EventRow], note: str | None = None) -> None:
+    async def write(
+        self, rows: Sequence[EventRow], note: str | None = None, audit: AuditRecord | None = None
+    ) -> None:
         """Return once ``rows`` are committed; raise ``StorageUnavailable`` otherwise.
 
         ``note`` is an INFO line about this request; notes are logged together with their
         flush as one log record, because a record per request costs more than the request.
+        ``audit`` is committed in the same transaction as the rows.
         """
         if self._closing:
             raise BufferClosed()
@@ -90,7 +95,7 @@ class WriteBuffer:
                 f"write buffer holds {self._pending_rows} events waiting for the database"
             )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(rows, done, note))
+        self._pending.append(_Request(rows, done, note, audit))
         self._pending_rows += len(rows)
         self._wakeup.set()
         await done
@@ -126,7 +131,7 @@ class WriteBuffer:
         """Whole requests, oldest first, up to ``max_events`` rows (at least one request)."""
         taken = 0
         count = 0
-        for rows, _, _ in self._pending:
+        for rows, *_ in self._pending:
             if count and taken + len(rows) > self._max_events:
                 break
             taken += len(rows)
@@ -138,8 +143,9 @@ class WriteBuffer:
     async def _flush(self, batch: list[_Request]) -> None:
         rows = [row for request in batch for row in request.rows]
         notes = [request.note for request in batch if request.note]
+        audits = [request.audit for request in batch if request.audit is not None]
         try:
-            inserted = await self._sink(rows)
+            inserted = await self._sink(rows, audits)
         except StorageUnavailable as exc:
             logger.warning(
                 "\n".join([*notes, f"Flush of {len(rows)} events failed: {exc.message}"])
@@ -164,7 +170,7 @@ class WriteBuffer:
 
 
 def _settle(batch: list[_Request], error: BaseException | None) -> None:
-    for _, done, _ in batch:
+    for _, done, *_ in batch:
         if done.done():
             continue
         if error is None:

@@ -1,0 +1,75 @@
+"""A client's privacy rules applied to one request: pure decisions over privacy functions.
+
+Everything here runs before a row exists, so nothing unprotected reaches the write
+buffer, the database, the spool or a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from evothesis.domain import ClientConfig, RequestContext
+from evothesis.privacy import (
+    ConsentDecision,
+    apply_ip_policy,
+    decide,
+    hash_ip,
+    redact_event_data,
+    strip_identifiers,
+)
+
+__all__ = ["RequestPrivacy", "audit_ip_hash", "protect_payload", "request_privacy"]
+
+
+class RequestPrivacy(NamedTuple):
+    """What the client's rules make of one request."""
+
+    decision: ConsentDecision
+    #: The IP as it may be stored (raw, anonymised, HMAC or ``None``).
+    stored_ip: str | None
+    #: hipaa redacts strictly (personal keys such as name or address too).
+    strict: bool
+
+    @property
+    def anonymize(self) -> bool:
+        return self.decision is ConsentDecision.ANONYMIZE
+
+
+def request_privacy(
+    client: ClientConfig, context: RequestContext, consent: object
+) -> RequestPrivacy:
+    """Decide the request's fate from the visitor's signals and the client's settings.
+
+    Above ``standard`` the DNT/GPC signals are always honoured; only ``consent is True``
+    counts as consent. A gdpr client without a salt stores no IP rather than a bare hash.
+    """
+    decision = decide(
+        dnt=context.dnt,
+        gpc=context.gpc,
+        consent=consent if isinstance(consent, bool) else None,
+        honour_dnt=client.honour_dnt or client.privacy_level != "standard",
+        consent_mode=client.consent_mode,
+    )
+    ip = context.client_ip
+    if decision is ConsentDecision.ANONYMIZE or (
+        client.privacy_level == "gdpr" and not client.ip_salt
+    ):
+        ip = None
+    stored = apply_ip_policy(
+        ip, level=client.privacy_level, ip_collection=client.ip_collection, salt=client.ip_salt
+    )
+    return RequestPrivacy(decision, stored, client.privacy_level == "hipaa")
+
+
+def protect_payload(payload: dict[str, Any], privacy: RequestPrivacy) -> dict[str, Any]:
+    """The event as it may be stored: PII redacted, identifiers gone when anonymous."""
+    redacted = redact_event_data(payload, strict=privacy.strict)
+    assert isinstance(redacted, dict)
+    return strip_identifiers(redacted) if privacy.anonymize else redacted
+
+
+def audit_ip_hash(client: ClientConfig, ip: str | None) -> str | None:
+    """The sender's IP for the audit trail: keyed hash only, never the address."""
+    if ip is None or not ip.strip() or not client.ip_salt:
+        return None
+    return hash_ip(ip, client.ip_salt)

@@ -1,0 +1,155 @@
+"""The collector's view of the registry: cached so authorization costs no round trip.
+
+Every request names a site (and usually an Origin); the answer for a host changes only
+when an operator edits the registry, so it is cached:
+
+* answers for ``ttl`` seconds, unknown hosts (404s) for the shorter ``negative_ttl``, so
+  a newly registered site starts collecting within seconds;
+* one lookup in flight per host: a burst of requests for a cold host waits on one query;
+* while the registry is unreachable, an expired answer is served for up to ``stale_for``
+  seconds more (retried every ``retry_interval``), so a registry restart does not stop
+  collection; with nothing cached the request gets a 503 and the pixel retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from evothesis.domain import ClientConfig
+from evothesis.errors import RegistryUnavailable
+from evothesis.ingest.attribution import site_host
+
+__all__ = ["CachedDirectory", "RegistrySource"]
+
+logger = logging.getLogger("evothesis.registry")
+
+#: Hosts remembered at most; beyond it the oldest entries go (garbage site ids in a flood
+#: of bad requests must not grow memory without bound).
+MAX_ENTRIES: Final = 100_000
+
+
+class RegistrySource(Protocol):
+    """Where answers come from: the database in-process, or pixel management over HTTP."""
+
+    async def lookup(self, host: str) -> ClientConfig | None:
+        """The active client owning ``host``; raises ``RegistryUnavailable`` on outages."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    client: ClientConfig | None
+    expires: float
+    stale_until: float
+
+
+class CachedDirectory:
+    """A ``SiteDirectory`` over a ``RegistrySource``, with TTLs, single flight and stale
+    answers; ``status()`` is what /health reports."""
+
+    def __init__(
+        self,
+        source: RegistrySource,
+        *,
+        kind: str,
+        ttl: float,
+        negative_ttl: float,
+        stale_for: float,
+        retry_interval: float = 2.0,
+        max_entries: int = MAX_ENTRIES,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._kind = kind
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._stale_for = stale_for
+        self._retry_interval = retry_interval
+        self._max_entries = max_entries
+        self._now = monotonic
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[ClientConfig | None]] = {}
+        self._generation = 0
+        self.hits = 0
+        self.misses = 0
+        self.lookups = 0
+        self.stale_answers = 0
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+
+    async def resolve(self, site_id: str) -> ClientConfig | None:
+        """The client of a site id, Origin or URL; ``None`` when unknown or not a host."""
+        host = site_host(site_id)
+        if host is None:
+            return None
+        entry = self._entries.get(host)
+        if entry is not None and entry.expires > self._now():
+            self.hits += 1
+            return entry.client
+        self.misses += 1
+        task = self._inflight.get(host)
+        if task is None:
+            task = asyncio.create_task(self._fill(host, entry), name=f"registry-lookup:{host}")
+            self._inflight[host] = task
+            task.add_done_callback(lambda _: self._inflight.pop(host, None))
+        # Shielded: one caller giving up (client disconnect) must not cancel the lookup
+        # the other waiters share.
+        return await asyncio.shield(task)
+
+    def invalidate(self) -> None:
+        """Forget every answer (the in-process admin API changed the registry)."""
+        self._generation += 1
+        self._entries.clear()
+
+    def status(self) -> dict[str, object]:
+        asked = self.hits + self.misses
+        return {
+            "source": self._kind,
+            "registry_reachable": self.reachable,
+            "cache_size": len(self._entries),
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": round(self.hits / asked, 4) if asked else None,
+            "lookups": self.lookups,
+            "stale_answers": self.stale_answers,
+            "last_error": self.last_error,
+        }
+
+    async def _fill(self, host: str, previous: _Entry | None) -> ClientConfig | None:
+        generation = self._generation
+        self.lookups += 1
+        try:
+            client = await self._source.lookup(host)
+        except RegistryUnavailable as exc:
+            self.reachable = False
+            self.last_error = exc.message
+            now = self._now()
+            if previous is None or previous.stale_until <= now:
+                raise
+            self.stale_answers += 1
+            logger.warning(
+                "Registry unreachable (%s); serving the cached answer for %s", exc.message, host
+            )
+            retry_at = now + self._retry_interval
+            self._store(host, _Entry(previous.client, retry_at, previous.stale_until))
+            return previous.client
+        self.reachable = True
+        self.last_error = None
+        now = self._now()
+        ttl = self._ttl if client is not None else self._negative_ttl
+        if generation == self._generation:
+            self._store(host, _Entry(client, now + ttl, now + ttl + self._stale_for))
+        if client is not None:
+            logger.info("Domain %s authorized for client %s", host, client.client_id)
+        return client
+
+    def _store(self, host: str, entry: _Entry) -> None:
+        self._entries.pop(host, None)
+        self._entries[host] = entry
+        while len(self._entries) > self._max_entries:
+            del self._entries[next(iter(self._entries))]

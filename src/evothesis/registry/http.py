@@ -1,0 +1,69 @@
+"""Pixel management over HTTP, for collectors that do not own the registry database."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from evothesis.domain import ClientConfig
+from evothesis.errors import RegistryUnavailable
+
+__all__ = ["INTERNAL_DOMAIN_PATH", "HttpRegistrySource", "client_config_from_json"]
+
+#: The service-token endpoint that returns a domain's client with its secrets.
+INTERNAL_DOMAIN_PATH = "/api/v1/internal/domain/"
+
+
+def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
+    """Parse the internal endpoint's answer; a malformed answer is an outage, not a 403."""
+    try:
+        return ClientConfig(
+            client_id=str(data["client_id"]),
+            privacy_level=str(data["privacy_level"]),
+            ip_collection=str(data["ip_collection"]),
+            honour_dnt=bool(data["honour_dnt"]),
+            consent_mode=str(data["consent_mode"]),
+            ip_salt=bytes.fromhex(data["ip_salt"]),
+            write_key_sha256=data.get("write_key_sha256"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryUnavailable(f"pixel management sent an unexpected answer: {exc!r}") from None
+
+
+class HttpRegistrySource:
+    """``RegistrySource`` over ``GET {base}/api/v1/internal/domain/{host}``."""
+
+    def __init__(self, base_url: str, *, token: str | None, timeout: float) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        )
+
+    async def lookup(self, host: str) -> ClientConfig | None:
+        try:
+            response = await self._client.get(INTERNAL_DOMAIN_PATH + quote(host, safe=""))
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(
+                f"pixel management at {self.base_url} unreachable: {type(exc).__name__}"
+            ) from None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryUnavailable(
+                f"pixel management at {self.base_url} answered {response.status_code}"
+                + (" (check PIXEL_MANAGEMENT_TOKEN)" if response.status_code == 401 else "")
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            raise RegistryUnavailable("pixel management sent invalid JSON") from None
+        return client_config_from_json(data)
+
+    async def close(self) -> None:
+        await self._client.aclose()
