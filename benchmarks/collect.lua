@@ -46,7 +46,9 @@ function request()
       '"siteId":"%s","timestamp":"2025-07-11T12:00:00Z","url":"https://%s/page",' ..
       '"path":"/page","events":[%s]}', uuid(), site, site, table.concat(parts, ","))
   end
-  return wrk.format("POST", "/collect", {["Content-Type"] = "application/json"}, body)
+  -- As a browser on the site's own page: the Origin is checked against the siteId's client.
+  return wrk.format("POST", "/collect",
+    {["Content-Type"] = "application/json", ["Origin"] = "http://" .. site}, body)
 end
 
 local non2xx = 0

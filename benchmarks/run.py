@@ -1,12 +1,18 @@
 """Collector benchmark: wrk load on loopback, events counted in PostgreSQL afterwards.
 
     .venv/bin/python benchmarks/run.py [--runs 3] [--duration 10] [--connections 50]
+                                       [--workers 1] [--compare REF]
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder (nothing
 else configured, INFO logging on, as a user would run it), a bare-ASGI baseline, then for
 each scenario runs wrk ``--runs`` times and reports the median. After every run the rows
 in ``events_log`` are counted through the database and compared with what wrk saw
 acknowledged: a benchmark that loses events is a failure, not a number.
+
+``--compare REF`` also measures an earlier revision of the collector (a git worktree of
+REF, run with this environment's packages) in the same run, so a change is judged by a
+ratio measured on the same machine minutes apart, e.g. ``--compare 3d66408`` for the
+collector before authorization and privacy enforcement existed.
 """
 
 from __future__ import annotations
@@ -161,6 +167,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="collector worker processes")
+    parser.add_argument("--compare", metavar="REF", help="also measure this git revision")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evothesis-bench-"))
@@ -191,23 +198,49 @@ def main() -> None:
     finally:
         stop(baseline)
 
+    if args.compare:
+        source = checkout(args.compare, work)
+        ref_env = {**env, "PYTHONPATH": str(source), "EVOTHESIS_DATA_DIR": str(work / "ref")}
+        ref_runs, _ = bench_collector(f"@{args.compare}", ref_env, args, work)
+        results += ref_runs
+    head_runs, rss = bench_collector("", env, args, work)
+    results += head_runs
+    report(results, rss, args, work)
+
+
+def bench_collector(
+    suffix: str, env: dict[str, str], args: argparse.Namespace, work: Path
+) -> tuple[list[Run], float]:
+    """Start ``evothesis serve`` on the embedded default, run both scenarios, stop it."""
     port = free_port()
+    workers = str(args.workers)
     collector = start(
-        [str(VENV_BIN / "evothesis"), "serve", "--port", str(port), "--workers", str(args.workers)],
+        [sys.executable, "-m", "evothesis", "serve", "--port", str(port), "--workers", workers],
         env,
-        work / "collector.log",
+        work / f"collector{suffix.replace('@', '-')}.log",
     )
     base = f"http://127.0.0.1:{port}"
+    results: list[Run] = []
     try:
         wait_http(f"{base}/health")
         for name, events in (("single", 0), ("batch20", 20)):
-            print(f"collector, {name}:", flush=True)
-            results += measure(name, base, events, args, count=True)
+            print(f"collector{suffix}, {name}:", flush=True)
+            results += measure(name + suffix, base, events, args, count=True)
         rss = peak_rss_mib(process_tree(collector.pid)[:1] + process_tree(collector.pid)[1:])
     finally:
         stop(collector)
+    return results, rss
 
-    report(results, rss, args, work)
+
+def checkout(ref: str, work: Path) -> Path:
+    """A detached worktree of ``ref``; its ``src`` goes first on PYTHONPATH."""
+    tree = work / "ref-tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+        check=True,
+        capture_output=True,
+    )
+    return tree / "src"
 
 
 def wait_http_any(url: str) -> None:
@@ -233,7 +266,7 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
         and not r.acknowledged_events <= r.stored <= r.acknowledged_events + slack
     ]
     summary: dict[str, dict[str, float]] = {}
-    for scenario in ("baseline", "single", "batch20"):
+    for scenario in dict.fromkeys(r.scenario for r in results):
         runs = [r for r in results if r.scenario == scenario]
         summary[scenario] = {
             key: statistics.median(getattr(r, key) for r in runs)
@@ -254,6 +287,11 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
             f" {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['non_2xx']:>8.0f}"
             f" {s['requests_per_s'] / base_rps:>11.2f}x"
         )
+    for scenario, s in summary.items():
+        name, _, ref = scenario.partition("@")
+        if ref and name in summary:
+            ratio = summary[name]["events_per_s"] / s["events_per_s"]
+            print(f"{name}: this tree vs {ref}: {ratio:.3f}x events/s")
     print(f"collector peak RSS: {rss:.1f} MiB")
     print(
         "every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}"
@@ -273,6 +311,11 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
         )
     )
     print(f"details: {path} (server logs in {work})")
+    if args.compare:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "ref-tree")],
+            check=False,
+        )
     if lost:
         sys.exit(1)
 

@@ -13,6 +13,7 @@ from evothesis import __version__
 from evothesis.api import ops, site
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
 from evothesis.api.errors import install_error_handlers
+from evothesis.api.registry import include_pixel_management
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.ingest.attribution import SiteDirectory
@@ -124,12 +125,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(site.router)
     if in_process_registry:
-        try:  # TEMPORARY until api/registry.py lands
-            from evothesis.api.registry import include_pixel_management
-
-            include_pixel_management(app)
-        except ImportError:
-            pass
+        include_pixel_management(app)
     if settings.serve_demo:
         site.mount_demo(app)
     _document_collect(app)

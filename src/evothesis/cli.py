@@ -1,4 +1,5 @@
-"""The ``evothesis`` command: serve the collector, run migrations."""
+"""The ``evothesis`` command: serve the collector or pixel management, run migrations,
+manage clients and domains (``cli_registry``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from evothesis import __version__
+from evothesis.cli_registry import clients_app, domains_app, open_secret_box
 from evothesis.config import Settings, environment_help
 
 logger = logging.getLogger("evothesis.cli")
@@ -105,6 +107,51 @@ def migrate() -> None:
     configure_logging(settings.log_level)
     migrate_database(database_url(settings))
     typer.echo("Database schema is up to date.")
+
+
+@app.command("pixel-management", epilog=environment_help())
+def pixel_management(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8001,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Run the pixel-management service: the client registry over HTTP.
+
+    Public: /api/v1/config/domain/{domain}, /pixel/{client_id}/tracking.js. Collectors:
+    /api/v1/internal/domain/{domain} (PIXEL_MANAGEMENT_TOKEN). Operators:
+    /api/v1/clients (EVOTHESIS_ADMIN_TOKEN). With no DATABASE_URL an embedded PostgreSQL is
+    started under EVOTHESIS_DATA_DIR; migrations are applied first.
+    """
+    import uvicorn
+
+    from evothesis.logs import configure_logging
+    from evothesis.pixel_management import create_pixel_management_app
+    from evothesis.server import uvicorn_config
+
+    settings = load_settings()
+    open_secret_box(settings)  # a missing key stops us before any database is started
+    configure_logging(settings.log_level)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    url = database_url(settings)
+    migrate_database(url)
+    logger.info("Evothesis %s pixel management on http://%s:%d/", __version__, host, port)
+    application = create_pixel_management_app(settings, database_url=url)
+    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
+
+
+@app.command("secret-key", epilog=environment_help())
+def secret_key() -> None:
+    """Print a new key for EVOTHESIS_SECRET_KEY (it encrypts client secrets at rest).
+
+    To rotate, set EVOTHESIS_SECRET_KEY=<new>,<old>: the first key seals, all keys open.
+    """
+    from evothesis.registry.secrets import generate_key
+
+    typer.echo(generate_key())
+
+
+app.add_typer(clients_app)
+app.add_typer(domains_app)
 
 
 @app.callback(invoke_without_command=True)

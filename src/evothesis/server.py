@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from evothesis.app import Evothesis
 
@@ -17,9 +18,9 @@ WORKER_FACTORY = "evothesis.app:app_from_environment"
 
 
 def uvicorn_config(
-    app: Evothesis, *, host: str, port: int, access_log: bool = False
+    app: Evothesis | FastAPI, *, host: str, port: int, access_log: bool = False
 ) -> uvicorn.Config:
-    """Config for one in-process server (tests, ``serve --workers 1``)."""
+    """Config for one in-process server (tests, ``serve --workers 1``, pixel management)."""
     return uvicorn.Config(app, host=host, port=port, access_log=access_log, **_OPTIONS)
 
 

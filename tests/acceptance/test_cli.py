@@ -16,7 +16,13 @@ import psutil
 import psycopg
 import pytest
 
-from tests.conftest import PostgresServer, free_port, fresh_database
+from tests.conftest import (
+    LOCAL_ORIGIN,
+    TEST_SECRET_KEY,
+    PostgresServer,
+    free_port,
+    fresh_database,
+)
 from tests.seed import SEED_SINGLE
 
 EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
@@ -27,6 +33,7 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "EVOTHESIS_DATA_DIR": str(data_dir),
+        "EVOTHESIS_SECRET_KEY": TEST_SECRET_KEY,
         **extra,
     }
 
@@ -79,7 +86,7 @@ def test_migrate_help_documents_both_database_choices() -> None:
     [
         ("DATABASE_POOL_SIZE", "0"),
         ("DATABASE_MAX_OVERFLOW", "lots"),
-        ("EVOTHESIS_SITES", "localhost"),
+        ("REGISTRY_CACHE_TTL", "-1"),
         ("TRUSTED_PROXIES", "not-an-ip"),
         ("ENVIRONMENT", "staging"),
         ("MAX_BATCH_EVENTS", "0"),
@@ -108,7 +115,7 @@ def test_migrate_brings_an_external_database_to_head_and_is_repeatable(
         assert "Database schema is up to date." in result.stdout
 
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
     assert not (tmp_path / "data").exists()
 
@@ -155,7 +162,7 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
-            response = api.post("/collect", json=SEED_SINGLE)
+            response = api.post("/collect", json=SEED_SINGLE, headers={"Origin": LOCAL_ORIGIN})
             assert response.status_code == 200
             assert response.json()["events_processed"] == 1
 

@@ -30,7 +30,8 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 
 def request(url: str, body: object | None = None) -> tuple[int, dict[str, object]]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Origin": "http://localhost"}
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.status, json.load(response)

@@ -349,3 +349,13 @@ def test_events_without_consent_can_be_kept_without_any_identifier(
         assert (session, visitor, ip) == (None, None, None)
         assert not {"sessionId", "visitorId", "userId"} & set(raw)
     assert [r[:3] for r in consented] == [("sess_abc123", "vis_xyz789", RAW_IP)] * 2
+
+
+def test_a_site_id_given_as_a_url_is_redacted_too(
+    collector: RunningCollector, db: psycopg.Connection[Any]
+) -> None:
+    site = "https://localhost/?email=bob@example.com"
+    with collector.client() as api:
+        assert api.post("/collect", json=event(site)).status_code == 200
+    [raw] = stored(db, "raw_event_data")
+    assert "bob@example.com" not in str(raw)

@@ -126,3 +126,21 @@ def test_development_client_is_registered_once(database_url: str) -> None:
     (client,) = with_registry(database_url, work)
     assert client.client_id == "client_test"
     assert client.domains == ("127.0.0.1", "localhost")
+
+
+def test_creating_a_client_with_a_taken_domain_creates_nothing(database_url: str) -> None:
+    async def work(store: RegistryStore) -> None:
+        await store.create_client("rival", ClientSpec(name="Rival"), ["b.example"])
+        with pytest.raises(Conflict, match=r"'b\.example' already belongs to client 'rival'"):
+            await store.create_client(
+                "newcomer", ClientSpec(name="New"), ["a.example", "B.example", "b.example"]
+            )
+        with pytest.raises(NotFound):
+            await store.get_client("newcomer")
+        assert await store.lookup("a.example") is None
+        record, _ = await store.create_client(
+            "newcomer", ClientSpec(name="New"), ["a.example", "A.example:443"]
+        )
+        assert record.domains == ("a.example",)
+
+    with_registry(database_url, work)

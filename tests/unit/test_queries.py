@@ -17,6 +17,7 @@ PACKAGED_NAMES = [
     "registry_lookup",
     "client_insert",
     "client_update",
+    "client_set_write_key",
     "client_get",
     "client_lock",
     "client_list",

@@ -25,7 +25,7 @@ from evothesis.errors import (
 )
 from evothesis.ingest.collector import Collector, CollectResult
 from evothesis.ingest.envelope import check_media_type
-from evothesis.privacy import header_signals
+from evothesis.privacy import signal_on
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -179,7 +179,6 @@ class CollectEndpoint:
             check_media_type(headers.get("content-type"))
             body = await _read_body(receive, headers, settings.max_body_bytes)
             peer = scope.get("client")
-            dnt, gpc = header_signals(headers)
             context = RequestContext(
                 client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
                 user_agent=headers.get("user-agent"),
@@ -187,8 +186,8 @@ class CollectEndpoint:
                 origin=headers.get("origin"),
                 referer=headers.get("referer"),
                 write_key=headers.get("x-write-key"),
-                dnt=dnt,
-                gpc=gpc,
+                dnt=signal_on(headers.get("dnt")),
+                gpc=signal_on(headers.get("sec-gpc")),
             )
             result = await collector.collect(body, context)
         except EvothesisError as exc:

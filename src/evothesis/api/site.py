@@ -6,7 +6,6 @@ work without installing a web server.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from importlib import resources
 
@@ -14,27 +13,22 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
+from evothesis.api.conditional import script_response, strong_etag
 from evothesis.tracker import render_tracker
 
 router = APIRouter(tags=["tracker"])
-
-#: Browsers revalidate after this many seconds; the ETag makes that a cheap 304.
-TRACKER_MAX_AGE = 300
 
 
 @cache
 def _generic_tracker() -> tuple[bytes, str]:
     body = render_tracker(None)
-    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, strong_etag(body)
 
 
 @router.get("/tracking.js", summary="The tracker, configured by window.EvothesisConfig")
 async def tracking_js(request: Request) -> Response:
     body, etag = _generic_tracker()
-    headers = {"ETag": etag, "Cache-Control": f"public, max-age={TRACKER_MAX_AGE}"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
+    return script_response(request, body, etag=etag)
 
 
 def mount_demo(app: FastAPI) -> None:

@@ -61,9 +61,15 @@ def request_privacy(
     return RequestPrivacy(decision, stored, client.privacy_level == "hipaa")
 
 
+#: Payload fields the parser has already validated into PII-free shapes: a canonical UUID
+#: and an ISO-8601 timestamp. (Not ``siteId``: a full URL with a query string is accepted
+#: there, and only its host is checked.)
+VERIFIED_FIELDS = frozenset({"eventId", "timestamp"})
+
+
 def protect_payload(payload: dict[str, Any], privacy: RequestPrivacy) -> dict[str, Any]:
     """The event as it may be stored: PII redacted, identifiers gone when anonymous."""
-    redacted = redact_event_data(payload, strict=privacy.strict)
+    redacted = redact_event_data(payload, strict=privacy.strict, verified=VERIFIED_FIELDS)
     assert isinstance(redacted, dict)
     return strip_identifiers(redacted) if privacy.anonymize else redacted
 

@@ -7,7 +7,13 @@ tested exhaustively on its own and reused by the collector, the exporter and too
 
 from __future__ import annotations
 
-from evothesis.privacy.consent import ConsentDecision, decide, header_signals, strip_identifiers
+from evothesis.privacy.consent import (
+    ConsentDecision,
+    decide,
+    header_signals,
+    signal_on,
+    strip_identifiers,
+)
 from evothesis.privacy.ip import anonymize_ip, apply_ip_policy, hash_ip, normalize_ip, protect_ip
 from evothesis.privacy.redact import (
     REDACTED,
@@ -33,5 +39,6 @@ __all__ = [
     "redact_text",
     "redact_url",
     "redact_value",
+    "signal_on",
     "strip_identifiers",
 ]

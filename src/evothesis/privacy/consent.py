@@ -15,6 +15,7 @@ __all__ = [
     "ConsentDecision",
     "decide",
     "header_signals",
+    "signal_on",
     "strip_identifiers",
 ]
 
@@ -81,7 +82,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _is_on(value: str | None) -> bool:
+def signal_on(value: str | None) -> bool:
+    """Whether a DNT / Sec-GPC header value turns the signal on (only ``1`` does)."""
     return value is not None and value.split(",", 1)[0].strip() == "1"
 
 
@@ -90,7 +92,7 @@ def header_signals(headers: Mapping[str, str]) -> tuple[bool, bool]:
 
     Only the value ``1`` turns a signal on (``DNT: 0`` explicitly allows tracking).
     """
-    return _is_on(_header(headers, "dnt")), _is_on(_header(headers, "sec-gpc"))
+    return signal_on(_header(headers, "dnt")), signal_on(_header(headers, "sec-gpc"))
 
 
 def _is_identifier(key: object) -> bool:

@@ -43,6 +43,7 @@ MAX_DEPTH: Final = 64
 class NestingTooDeep(ValueError):
     """The payload nests deeper than ``MAX_DEPTH``; it cannot be checked for PII."""
 
+
 # Replacing a match can expose a neighbour that a boundary check hid the first time
 # (``a@b.com+14155552671``); a few passes reach the fixed point that idempotence needs.
 _MAX_PASSES: Final = 8
@@ -232,6 +233,19 @@ _TRIGGER: Final = re.compile(r"[@0-9%=]")
 _TRIGGER_STRICT: Final = re.compile(r"[@0-9%=:]")
 _HAS_DIGIT: Final = re.compile(r"[0-9]")
 
+# Every numeric rule needs at least 8 digits (an E.164 number; SSNs have 9, cards 13+),
+# strict mode's IPv4 rule at least 4. Possessive, so a long digit-poor string fails in
+# linear time. Most strings with digits (element ids, prices, dates) stop here.
+_EIGHT_DIGITS: Final = re.compile(r"(?:[^0-9]*+[0-9]){8}")
+_FOUR_DIGITS: Final = re.compile(r"(?:[^0-9]*+[0-9]){4}")
+#: Whole strings no rule ever redacts (canonical UUIDs, ISO-8601 dates and timestamps),
+#: though they are full of digits: every event carries a few, so they skip the scan.
+_INERT: Final = re.compile(
+    r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
+)
+
 # ASCII [0-9], never \d: \d matches other scripts' digits, which Luhn cannot weigh.
 _CARD_RUN: Final = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}")
 _CARD_SEPARATOR: Final = re.compile(r"([ -])")
@@ -395,6 +409,17 @@ def _redact_once(text: str, strict: bool) -> str:
     return text
 
 
+def _may_hold_pii(text: str, strict: bool) -> bool:
+    """The cheap second gate: can any rule match at all? (Digit counts, known shapes.)"""
+    if "@" in text:
+        return True
+    if _INERT.fullmatch(text):
+        return False
+    if strict and ":" in text:
+        return True  # IPv6 candidates need few digits ("fe80::1")
+    return (_FOUR_DIGITS if strict else _EIGHT_DIGITS).match(text) is not None
+
+
 def redact_text(text: str, *, strict: bool = False) -> str:
     """Replace e-mails, card numbers, SSNs and phone numbers inside free text, in place.
 
@@ -405,6 +430,12 @@ def redact_text(text: str, *, strict: bool = False) -> str:
         return text
     if not (_TRIGGER_STRICT if strict else _TRIGGER).search(text):
         return text
+    if not _may_hold_pii(text, strict):
+        return text
+    return _redact_passes(text, strict)
+
+
+def _redact_passes(text: str, strict: bool) -> str:
     for _ in range(_MAX_PASSES):
         redacted = _redact_once(text, strict)
         if redacted == text:
@@ -521,35 +552,76 @@ def _looks_like_url(text: str) -> bool:
 def _redact_string(text: str, strict: bool) -> str:
     if not (_TRIGGER_STRICT if strict else _TRIGGER).search(text):
         return text
+    return _redact_triggered(text, strict)
+
+
+#: Redacted URLs per mode: parsing a URL is the dearest step of redaction, and the same
+#: page URLs arrive over and over. Emptied when full, so it stays bounded.
+_URL_CACHE: Final[dict[bool, dict[str, str]]] = {False: {}, True: {}}
+_URL_CACHE_SIZE: Final = 8192
+_CACHEABLE_URL_LENGTH: Final = 1024
+
+
+def _redact_triggered(text: str, strict: bool) -> str:
+    """``_redact_string`` for a string that passed the trigger scan."""
     if _looks_like_url(text):
-        return redact_url(text, strict=strict)
-    return redact_text(text, strict=strict)
+        if len(text) > _CACHEABLE_URL_LENGTH:
+            return redact_url(text, strict=strict)
+        cache = _URL_CACHE[strict]
+        redacted = cache.get(text)
+        if redacted is None:
+            if len(cache) >= _URL_CACHE_SIZE:
+                cache.clear()
+            redacted = cache[text] = redact_url(text, strict=strict)
+        return redacted
+    if len(text) < (3 if strict else 6) or not _may_hold_pii(text, strict):
+        return text
+    return _redact_passes(text, strict)
 
 
-@lru_cache(maxsize=4096)
-def _cached_key_plan(key: str, strict: bool) -> tuple[str, bool]:
-    return redact_text(key, strict=strict), is_sensitive_key(key, strict=strict)
+#: Key plans per mode (normal, strict): a plain dict, because one lookup per key of every
+#: event is the hottest operation of redaction. It stops growing at the size limit, so a
+#: flood of unique keys costs the uncached path, not memory.
+_KEY_PLANS: Final[dict[bool, dict[str, tuple[str, bool]]]] = {False: {}, True: {}}
+_KEY_PLAN_CACHE_SIZE: Final = 4096
 
 
 def _key_plan(key: str, strict: bool) -> tuple[str, bool]:
-    """The key to store (keys can hold e-mails too) and whether its value is replaced whole.
-
-    Cached like key classes: redacting and classifying keys would otherwise be a large
-    share of the per-event cost.
-    """
-    if len(key) <= _CACHEABLE_KEY_LENGTH:
-        return _cached_key_plan(key, strict)
+    """The key to store (keys can hold e-mails too) and whether its value is replaced whole."""
     return redact_text(key, strict=strict), is_sensitive_key(key, strict=strict)
 
 
-def _redact_mapping(data: dict[object, object], strict: bool, depth: int) -> dict[object, object]:
+def _redact_mapping(
+    data: dict[object, object], strict: bool, depth: int, verified: frozenset[str] = frozenset()
+) -> dict[object, object]:
+    # The hot loop of redaction (every key of every event): the common cases (a short key,
+    # a string without trigger characters, a number) are handled inline, without calls.
     out: dict[object, object] = {}
+    trigger = (_TRIGGER_STRICT if strict else _TRIGGER).search
+    plans = _KEY_PLANS[strict]
     for key, value in data.items():
-        if not isinstance(key, str):
-            out[key] = _walk(value, strict, depth)
+        if key in verified:
+            out[key] = value
             continue
-        safe_key, sensitive = _key_plan(key, strict)
-        out[safe_key] = REDACTED if sensitive else _walk(value, strict, depth)
+        if type(key) is str:
+            plan = plans.get(key)
+            if plan is None:
+                plan = _key_plan(key, strict)
+                if len(plans) < _KEY_PLAN_CACHE_SIZE and len(key) <= _CACHEABLE_KEY_LENGTH:
+                    plans[key] = plan
+            safe_key, sensitive = plan
+            if sensitive:
+                out[safe_key] = REDACTED
+                continue
+        else:
+            safe_key = key
+        kind = type(value)
+        if kind is str:
+            out[safe_key] = _redact_triggered(value, strict) if trigger(value) else value  # type: ignore[arg-type]
+        elif kind is int or kind is float or kind is bool or value is None:
+            out[safe_key] = value
+        else:
+            out[safe_key] = _walk(value, strict, depth)
     return out
 
 
@@ -568,14 +640,22 @@ def _walk(value: object, strict: bool, depth: int) -> object:
     return value
 
 
-def redact_event_data(data: object, *, strict: bool = False) -> object:
+def redact_event_data(
+    data: object, *, strict: bool = False, verified: frozenset[str] = frozenset()
+) -> object:
     """Return a redacted copy of a JSON-like event payload; the input is never mutated.
+
+    ``verified`` names top-level keys whose values the caller has already validated into
+    shapes no rule redacts (the collector's parsed event id, timestamp and authorized
+    site): they are copied as they are, which saves scanning the digit-rich ones.
 
     Values under sensitive keys become ``[REDACTED]`` whatever their type (a CVV sent as an
     int is still a CVV); other strings are scanned for PII; other scalars pass unchanged.
     ``strict`` is the hipaa level: personal-field keys and IP addresses are redacted too.
     Raises ``NestingTooDeep`` past ``MAX_DEPTH`` levels.
     """
+    if verified and type(data) is dict:
+        return _redact_mapping(data, strict, 1, verified)
     return _walk(data, strict, 0)
 
 

@@ -7,7 +7,8 @@ so every path validates and seals the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Final
@@ -18,9 +19,17 @@ import orjson
 from evothesis.domain import ClientConfig
 from evothesis.errors import Conflict, InvalidSetting, NotFound, RegistryUnavailable
 from evothesis.registry.domains import candidate_patterns, validate_pattern
-from evothesis.registry.secrets import SecretBox, hash_write_key, new_salt, new_write_key
+from evothesis.registry.secrets import (
+    SecretBox,
+    SecretKeyError,
+    hash_write_key,
+    new_salt,
+    new_write_key,
+)
 from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
+
+logger = logging.getLogger("evothesis.registry")
 
 __all__ = ["ClientRecord", "ClientSpec", "RegistryStore", "validate_client_id"]
 
@@ -44,6 +53,19 @@ def validate_client_id(client_id: str) -> str:
             field="client_id",
         )
     return client_id
+
+
+def canonical_domains(patterns: Iterable[str]) -> list[str]:
+    """Validated, canonical, de-duplicated domain patterns, in the order given."""
+    canonical: list[str] = []
+    for pattern in patterns:
+        try:
+            domain = validate_pattern(pattern)
+        except ValueError as exc:
+            raise InvalidSetting(str(exc), field="domains") from None
+        if domain not in canonical:
+            canonical.append(domain)
+    return canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +146,24 @@ class RegistryStore:
 
     # ---------------------------------------------------------------- administration
 
-    async def create_client(self, client_id: str, spec: ClientSpec) -> tuple[ClientRecord, str]:
-        """Create a client; returns it and its write key, which is shown this once."""
+    async def create_client(
+        self, client_id: str, spec: ClientSpec, domains: Iterable[str] = ()
+    ) -> tuple[ClientRecord, str]:
+        """Create a client owning ``domains``; returns it and its write key (shown once).
+
+        One transaction: an id in use or a domain owned by someone else creates nothing.
+        """
         validate_client_id(client_id)
+        wanted = canonical_domains(domains)
         write_key = new_write_key()
-        created = await self._fetchval(
-            "client_insert",
-            client_id,
-            *self._spec_values(spec, hash_write_key(write_key)),
-        )
-        if created is None:
-            raise Conflict(f"client {client_id!r} already exists")
+        values = self._spec_values(spec, hash_write_key(write_key))
+        async with self._connection() as connection, connection.transaction():
+            if await connection.fetchval(query("client_insert"), client_id, *values) is None:
+                raise Conflict(f"client {client_id!r} already exists")
+            for domain in wanted:
+                owner = await connection.fetchval(query("domain_insert"), domain, client_id)
+                if owner != client_id:
+                    raise Conflict(f"domain {domain!r} already belongs to client {owner!r}")
         return await self.get_client(client_id), write_key
 
     async def update_client(self, client_id: str, changes: Mapping[str, Any]) -> ClientRecord:
@@ -158,15 +187,9 @@ class RegistryStore:
 
     async def rotate_write_key(self, client_id: str) -> str:
         write_key = new_write_key()
-        async with self._connection() as connection:
-            status = await connection.execute(
-                "UPDATE clients SET write_key_sha256 = $2, updated_at = now() WHERE client_id = $1",
-                client_id,
-                hash_write_key(write_key),
-            )
-        if status.endswith(" 0"):
-            raise NotFound(f"client {client_id!r} does not exist")
-        return write_key
+        if await self._fetchval("client_set_write_key", client_id, hash_write_key(write_key)):
+            return write_key
+        raise NotFound(f"client {client_id!r} does not exist")
 
     async def get_client(self, client_id: str) -> ClientRecord:
         row = await self._fetchrow("client_get", client_id)
@@ -179,10 +202,7 @@ class RegistryStore:
 
     async def add_domain(self, client_id: str, pattern: str) -> str:
         """Register a domain pattern; returns its canonical form."""
-        try:
-            domain = validate_pattern(pattern)
-        except ValueError as exc:
-            raise InvalidSetting(str(exc), field="domain") from None
+        [domain] = canonical_domains([pattern])
         await self.get_client(client_id)
         owner = await self._fetchval("domain_insert", domain, client_id)
         if owner != client_id:
@@ -190,10 +210,7 @@ class RegistryStore:
         return domain
 
     async def remove_domain(self, client_id: str, pattern: str) -> str:
-        try:
-            domain = validate_pattern(pattern)
-        except ValueError as exc:
-            raise InvalidSetting(str(exc), field="domain") from None
+        [domain] = canonical_domains([pattern])
         if await self._fetchval("domain_delete", domain, client_id) is None:
             raise NotFound(f"domain {domain!r} is not registered for client {client_id!r}")
         return domain
@@ -255,13 +272,19 @@ class RegistryStore:
         )
 
     def _config(self, row: asyncpg.Record) -> ClientConfig:
+        try:
+            salt = self._box.open(row["ip_salt"])
+        except SecretKeyError as exc:
+            # A misconfigured key is an outage of attribution (503, retried), not a 500.
+            logger.error("Cannot open the secrets of client %s: %s", row["client_id"], exc)
+            raise RegistryUnavailable(str(exc)) from None
         return ClientConfig(
             client_id=row["client_id"],
             privacy_level=row["privacy_level"],
             ip_collection=row["ip_collection"],
             honour_dnt=row["honour_dnt"],
             consent_mode=row["consent_mode"],
-            ip_salt=self._box.open(row["ip_salt"]),
+            ip_salt=salt,
             write_key_sha256=row["write_key_sha256"],
         )
 
@@ -321,7 +344,11 @@ class _GuardedAcquire:
         await self._acquire.__aexit__(exc_type, exc, tb)
         if isinstance(exc, asyncpg.CheckViolationError):
             raise InvalidSetting(f"invalid client settings: {exc.constraint_name}") from exc
-        if exc is not None and isinstance(exc, UNAVAILABLE_ERRORS):
+        if isinstance(exc, asyncpg.ForeignKeyViolationError):
+            raise NotFound("the client does not exist") from exc
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise Conflict(f"already registered: {exc.detail or exc}") from exc
+        if isinstance(exc, UNAVAILABLE_ERRORS):
             raise RegistryUnavailable(
                 f"registry database unreachable: {describe_error(exc)}"
             ) from exc

@@ -59,6 +59,10 @@ SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_
     export_credentials = $11, active = $12, updated_at = now()
 WHERE client_id = $1
 
+-- client_set_write_key --
+UPDATE clients SET write_key_sha256 = $2, updated_at = now() WHERE client_id = $1
+RETURNING client_id
+
 -- client_get --
 -- One client with its domains, for update (the admin API merges changes into it).
 SELECT c.*, COALESCE(array_agg(d.domain ORDER BY d.domain)

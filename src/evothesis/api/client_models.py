@@ -1,0 +1,124 @@
+"""Request bodies of the client administration API.
+
+Separate shapes for creating and for changing a client, both refusing unknown fields, so
+a misspelt setting is a 422 rather than silently ignored. Secrets (``ip_salt``,
+``export_credentials``) are write-only: they come in here and never go out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from evothesis.registry.choices import ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.registry.store import ClientSpec
+
+__all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]
+
+#: The shortest IP salt accepted from an operator: HMAC keys below 128 bits are guessable.
+MIN_SALT_BYTES: Final = 16
+
+
+def _salt_from_hex(value: object) -> object:
+    if not isinstance(value, str):
+        return value  # let pydantic name the wrong type
+    try:
+        salt = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError("ip_salt must be hexadecimal") from None
+    if len(salt) < MIN_SALT_BYTES:
+        raise ValueError(
+            f"ip_salt must be at least {MIN_SALT_BYTES} bytes ({2 * MIN_SALT_BYTES} hex digits)"
+        )
+    return salt
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Destination = Annotated[str, Field(min_length=1, max_length=2000)]
+Credentials = Annotated[
+    dict[str, str], Field(description="Write-only; shown back only as has_export_credentials.")
+]
+Salt = Annotated[
+    bytes,
+    BeforeValidator(_salt_from_hex),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^([0-9a-fA-F]{2}){16,}$",
+            "description": "Write-only hex IP salt; generated when omitted.",
+        }
+    ),
+]
+
+# Enum values as plain strings (defaults too), which is what the store and JSON expect.
+_STRICT: Final = ConfigDict(extra="forbid", use_enum_values=True, validate_default=True)
+
+#: Changes that may be ``null``: clearing the export destination or its credentials.
+_NULLABLE_CHANGES: Final = frozenset({"export_destination", "export_credentials"})
+
+
+class ClientCreate(BaseModel):
+    """``POST /api/v1/clients``: a client, its settings and the domains it owns."""
+
+    model_config = _STRICT
+
+    client_id: str = Field(examples=["client_acme_corp"])
+    name: Name
+    privacy_level: PrivacyLevel = PrivacyLevel.STANDARD
+    ip_collection: IpCollection = IpCollection.FULL
+    honour_dnt: bool = True
+    consent_mode: ConsentMode = ConsentMode.NONE
+    export_destination: Destination | None = None
+    export_format: ExportFormat = ExportFormat.JSON
+    export_credentials: Credentials | None = None
+    ip_salt: Salt | None = None
+    domains: list[str] = Field(default_factory=list, max_length=1000)
+
+    def spec(self) -> ClientSpec:
+        return ClientSpec(**self.model_dump(exclude={"client_id", "domains"}))
+
+
+class ClientChanges(BaseModel):
+    """``PATCH /api/v1/clients/{id}``: only the fields sent change.
+
+    ``null`` clears the optional export settings; for every other field it is refused,
+    since "no name" or "no privacy level" means nothing (and a null salt would silently
+    rotate it, breaking continuity of hashed IPs).
+    """
+
+    model_config = _STRICT
+
+    name: Name | None = None
+    privacy_level: PrivacyLevel | None = None
+    ip_collection: IpCollection | None = None
+    honour_dnt: bool | None = None
+    consent_mode: ConsentMode | None = None
+    export_destination: Destination | None = None
+    export_format: ExportFormat | None = None
+    export_credentials: Credentials | None = None
+    ip_salt: Salt | None = None
+    active: bool | None = None
+
+    @model_validator(mode="after")
+    def _refuse_meaningless_nulls(self) -> ClientChanges:
+        nulls = sorted(
+            name
+            for name in self.model_fields_set - _NULLABLE_CHANGES
+            if getattr(self, name) is None
+        )
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request set, as ``RegistryStore.update_client`` takes them."""
+        return self.model_dump(include=self.model_fields_set)
+
+
+class DomainAdd(BaseModel):
+    """``POST /api/v1/clients/{id}/domains``: an exact host or a ``*.`` wildcard."""
+
+    model_config = _STRICT
+
+    domain: str = Field(min_length=1, max_length=300, examples=["www.acme.com", "*.acme.com"])
