@@ -130,7 +130,12 @@ class CachedDirectory:
             self.last_error = exc.message
             now = self._now()
             if previous is None or previous.stale_until <= now:
-                raise
+                # The detail (an internal URL, a token problem) is for operators: logs and
+                # /health. Senders learn only that they should retry.
+                logger.warning("Registry unreachable for %s: %s", host, exc.message)
+                raise RegistryUnavailable(
+                    "client attribution is temporarily unavailable; retry later"
+                ) from None
             self.stale_answers += 1
             logger.warning(
                 "Registry unreachable (%s); serving the cached answer for %s", exc.message, host
