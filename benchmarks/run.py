@@ -10,8 +10,8 @@ in ``events_log`` are counted through the database and compared with what wrk sa
 acknowledged: a benchmark that loses events is a failure, not a number.
 
 ``--compare REF`` also measures an earlier revision of the collector (a git worktree of
-REF, run with this environment's packages) in the same run, so a change is judged by a
-ratio measured on the same machine minutes apart, e.g. ``--compare 3d66408`` for the
+REF, run with this environment's packages) in the same run, interleaved with this tree run
+by run, so a change is judged by a ratio measured on the same machine seconds apart, e.g. ``--compare 3d66408`` for the
 collector before authorization and privacy enforcement existed.
 """
 
@@ -113,9 +113,11 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def measure(name: str, base: str, events: int, args: argparse.Namespace, count: bool) -> list[Run]:
-    runs = []
-    for index in range(args.runs):
+def measure(
+    name: str, base: str, events: int, args: argparse.Namespace, count: bool, runs: int = 0
+) -> list[Run]:
+    results = []
+    for index in range(runs or args.runs):
         before = stored_events(base) if count else 0
         r = wrk(base, events, args.duration, args.connections)
         duration = r["duration_s"]
@@ -136,14 +138,14 @@ def measure(name: str, base: str, events: int, args: argparse.Namespace, count: 
             stored=stored,
             acknowledged_events=ok * per_request,
         )
-        runs.append(run)
+        results.append(run)
         print(
             f"  {name} run {index + 1}: {run.requests_per_s:8.0f} req/s "
             f"{run.events_per_s:9.0f} events/s  p50 {run.p50_ms:6.2f} ms  "
             f"p99 {run.p99_ms:6.2f} ms  non-2xx {run.non_2xx}  stored {stored}",
             flush=True,
         )
-    return runs
+    return results
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -198,38 +200,42 @@ def main() -> None:
     finally:
         stop(baseline)
 
+    variants = [("", env)]
     if args.compare:
         source = checkout(args.compare, work)
         ref_env = {**env, "PYTHONPATH": str(source), "EVOTHESIS_DATA_DIR": str(work / "ref")}
-        ref_runs, _ = bench_collector(f"@{args.compare}", ref_env, args, work)
-        results += ref_runs
-    head_runs, rss = bench_collector("", env, args, work)
-    results += head_runs
+        variants.insert(0, (f"@{args.compare}", ref_env))
+    collectors = [
+        (suffix, *start_collector(suffix, variant_env, args, work))
+        for suffix, variant_env in variants
+    ]
+    try:
+        for _, _, base in collectors:
+            wait_http(f"{base}/health")
+        # Interleaved: run i of every variant back to back, so drift in machine speed
+        # (other tenants, thermal) hits both sides of a comparison alike.
+        for index in range(args.runs):
+            for name, events in (("single", 0), ("batch20", 20)):
+                for suffix, _, base in collectors:
+                    print(f"collector{suffix}, {name}, round {index + 1}:", flush=True)
+                    results += measure(name + suffix, base, events, args, count=True, runs=1)
+        head = collectors[-1][1]
+        rss = peak_rss_mib(process_tree(head.pid))
+    finally:
+        for _, process, _ in collectors:
+            stop(process)
     report(results, rss, args, work)
 
 
-def bench_collector(
+def start_collector(
     suffix: str, env: dict[str, str], args: argparse.Namespace, work: Path
-) -> tuple[list[Run], float]:
-    """Start ``evothesis serve`` on the embedded default, run both scenarios, stop it."""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``evothesis serve`` on the embedded default in its own data folder."""
     port = free_port()
-    workers = str(args.workers)
-    collector = start(
-        [sys.executable, "-m", "evothesis", "serve", "--port", str(port), "--workers", workers],
-        env,
-        work / f"collector{suffix.replace('@', '-')}.log",
-    )
-    base = f"http://127.0.0.1:{port}"
-    results: list[Run] = []
-    try:
-        wait_http(f"{base}/health")
-        for name, events in (("single", 0), ("batch20", 20)):
-            print(f"collector{suffix}, {name}:", flush=True)
-            results += measure(name + suffix, base, events, args, count=True)
-        rss = peak_rss_mib(process_tree(collector.pid)[:1] + process_tree(collector.pid)[1:])
-    finally:
-        stop(collector)
-    return results, rss
+    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    log = work / f"collector{suffix.replace('@', '-')}.log"
+    process = start([*command, "--workers", str(args.workers)], env, log)
+    return process, f"http://127.0.0.1:{port}"
 
 
 def checkout(ref: str, work: Path) -> Path:

@@ -1,0 +1,102 @@
+"""request_privacy: a client's settings and a visitor's signals, combined per request."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+import pytest
+
+from evothesis.domain import ClientConfig, RequestContext
+from evothesis.ingest.privacy import audit_ip_hash, protect_payload, request_privacy
+from evothesis.privacy import ConsentDecision, apply_ip_policy, decide, hash_ip
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SALT = b"s" * 32
+IPS = ["203.0.113.9", "2001:db8::1", None, "  "]
+
+
+def client(**settings: object) -> ClientConfig:
+    return ClientConfig("client_x", ip_salt=SALT, **settings)  # type: ignore[arg-type]
+
+
+GRID = list(
+    itertools.product(
+        ["standard", "gdpr", "hipaa"],
+        ["full", "anonymized", "none"],
+        [True, False],
+        ["none", "required", "anonymous_without_consent"],
+        [False, True],
+        [False, True],
+        [None, True, False, "yes"],
+        IPS,
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("level", "ip_collection", "honour_dnt", "consent_mode", "dnt", "gpc", "consent", "ip"), GRID
+)
+def test_every_combination_follows_the_general_rules(
+    level: str,
+    ip_collection: str,
+    honour_dnt: bool,
+    consent_mode: str,
+    dnt: bool,
+    gpc: bool,
+    consent: object,
+    ip: str | None,
+) -> None:
+    config = client(
+        privacy_level=level,
+        ip_collection=ip_collection,
+        honour_dnt=honour_dnt,
+        consent_mode=consent_mode,
+    )
+    context = RequestContext(ip, "ua", NOW, dnt=dnt, gpc=gpc)
+    expected_decision = decide(
+        dnt=dnt,
+        gpc=gpc,
+        consent=consent if isinstance(consent, bool) else None,
+        honour_dnt=honour_dnt or level != "standard",
+        consent_mode=consent_mode,
+    )
+    kept_ip = None if expected_decision is ConsentDecision.ANONYMIZE else ip
+    expected_ip = apply_ip_policy(kept_ip, level=level, ip_collection=ip_collection, salt=SALT)
+
+    privacy = request_privacy(config, context, consent)
+
+    assert privacy.decision is expected_decision
+    assert privacy.stored_ip == expected_ip
+    assert privacy.strict is (level == "hipaa")
+    if level == "gdpr" and ip and ip.strip() and ip_collection == "full":
+        assert privacy.stored_ip in (None, hash_ip(ip, SALT))
+
+
+def test_gdpr_without_a_salt_stores_no_ip_rather_than_a_bare_hash() -> None:
+    config = ClientConfig("client_x", privacy_level="gdpr", ip_salt=b"")
+    privacy = request_privacy(config, RequestContext("203.0.113.9", None, NOW), None)
+    assert privacy.stored_ip is None
+    assert audit_ip_hash(config, "203.0.113.9") is None
+
+
+def test_protect_payload_redacts_and_strips_identifiers_when_anonymous() -> None:
+    payload = {
+        "eventType": "click",
+        "eventId": "0192f4c3-8a2b-7c3d-9e4f-0123456789ab",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "visitorId": "vis_1",
+        "eventData": {"email": "ann@example.org", "userId": "u1"},
+    }
+    config = client(consent_mode="anonymous_without_consent")
+    anonymous = request_privacy(config, RequestContext("203.0.113.9", None, NOW), None)
+    assert anonymous.anonymize and anonymous.stored_ip is None
+    assert protect_payload(payload, anonymous) == {
+        "eventType": "click",
+        "eventId": "0192f4c3-8a2b-7c3d-9e4f-0123456789ab",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "eventData": {"email": "[REDACTED]"},
+    }
+    consented = request_privacy(config, RequestContext("203.0.113.9", None, NOW), True)
+    assert protect_payload(payload, consented)["visitorId"] == "vis_1"
+    assert payload["eventData"] == {"email": "ann@example.org", "userId": "u1"}  # not mutated
