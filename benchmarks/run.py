@@ -11,8 +11,8 @@ acknowledged: a benchmark that loses events is a failure, not a number.
 
 ``--compare REF`` also measures an earlier revision of the collector (a git worktree of
 REF, run with this environment's packages) in the same run, interleaved with this tree run
-by run, so a change is judged by a ratio measured on the same machine seconds apart, e.g. ``--compare 3d66408`` for the
-collector before authorization and privacy enforcement existed.
+by run, so a change is judged by a ratio measured on the same machine seconds apart, e.g.
+``--compare 3d66408`` for the collector before authorization and privacy enforcement.
 """
 
 from __future__ import annotations
