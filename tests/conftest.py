@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -157,19 +158,46 @@ class RunningCollector:
         self.thread.join(timeout=15)
 
 
-def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
-    """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
-    settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
-    app = create_app(settings, database_url=database_url)
-    port = port or free_port()
+def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """A real uvicorn server for ``app`` on 127.0.0.1 in a thread, once it has started."""
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("collector did not start")
+            raise RuntimeError(f"server on port {port} did not start")
         time.sleep(0.02)
+    return server, thread
+
+
+def start_process(
+    command: list[str], *, env: dict[str, str], log: Path, health_url: str, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """Start a server process logging to ``log``; return once ``health_url`` answers 200."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{health_url} not healthy in {timeout} s:\n{log.read_text()}")
+        try:
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
+    """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
+    settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
+    port = port or free_port()
+    server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)
     return RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread)
 
 

@@ -7,12 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
-from evothesis import __version__
 from evothesis.api import ops, site
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
-from evothesis.api.errors import install_error_handlers
+from evothesis.api.factory import new_api
 from evothesis.api.registry import include_pixel_management
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
@@ -111,17 +109,8 @@ def create_app(
             if http_source is not None:
                 await http_source.close()
 
-    app = FastAPI(
-        title="Evothesis collector",
-        version=__version__,
-        lifespan=lifespan,
-        generate_unique_id_function=lambda route: (
-            route.name if isinstance(route, APIRoute) else str(route)
-        ),
-    )
-    app.state.settings = settings
+    app = new_api("Evothesis collector", settings, lifespan)
     app.state.clock = clock
-    install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(site.router)
     if in_process_registry:

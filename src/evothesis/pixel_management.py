@@ -13,11 +13,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from evothesis import __version__
-from evothesis.api.errors import install_error_handlers
+from evothesis.api.factory import new_api
 from evothesis.api.registry import include_pixel_management
 from evothesis.api.responses import JSONResponse
 from evothesis.clock import iso_millis
@@ -64,17 +63,8 @@ def create_pixel_management_app(
         finally:
             await pool.close()
 
-    app = FastAPI(
-        title="Evothesis pixel management",
-        version=__version__,
-        lifespan=lifespan,
-        generate_unique_id_function=lambda route: (
-            route.name if isinstance(route, APIRoute) else str(route)
-        ),
-    )
-    app.state.settings = settings
+    app = new_api("Evothesis pixel management", settings, lifespan)
     app.state.registry_changed = on_change or _nothing_cached
-    install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], summary="Database status")
     include_pixel_management(app)
     return app

@@ -22,6 +22,7 @@ from tests.conftest import (
     PostgresServer,
     free_port,
     fresh_database,
+    start_process,
 )
 from tests.seed import SEED_SINGLE
 
@@ -143,25 +144,11 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
     log = tmp_path / "serve.log"
     port = free_port()
     env = clean_env(data_dir, DATABASE_URL=database_url)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [EVOTHESIS, "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    base = f"http://127.0.0.1:{port}"
+    command = [EVOTHESIS, "serve", "--port", str(port)]
+    process = start_process(command, env=env, log=log, health_url=f"{base}/health")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "collector did not become healthy"
-                try:
-                    if api.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=10) as api:
             response = api.post("/collect", json=SEED_SINGLE, headers={"Origin": LOCAL_ORIGIN})
             assert response.status_code == 200
             assert response.json()["events_processed"] == 1

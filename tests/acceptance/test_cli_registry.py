@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import TEST_SECRET_KEY, free_port
+from tests.conftest import TEST_SECRET_KEY, free_port, start_process
 
 PYTHON = sys.executable
 ADMIN_TOKEN = "cli-admin-token"
@@ -283,25 +282,11 @@ def test_pixel_management_serves_what_the_cli_registered_and_stops_on_sigterm(
     port = free_port()
     log = tmp_path / "pixel-management.log"
     env["EVOTHESIS_ADMIN_TOKEN"] = ADMIN_TOKEN
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PYTHON, "-m", "evothesis", "pixel-management", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    base = f"http://127.0.0.1:{port}"
+    command = [PYTHON, "-m", "evothesis", "pixel-management", "--port", str(port)]
+    process = start_process(command, env=env, log=log, health_url=f"{base}/health")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "pixel management did not become healthy"
-                try:
-                    if api.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=10) as api:
             config = api.get("/api/v1/config/domain/www.acme.example")
             exact = api.get("/api/v1/config/domain/acme.example")
             tracker = api.get("/pixel/acme/tracking.js")

@@ -5,8 +5,6 @@ and per-client trackers."""
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,13 +15,11 @@ import httpx
 import orjson
 import psycopg
 import pytest
-import uvicorn
 
 from evothesis.config import Settings
 from evothesis.pixel_management import create_pixel_management_app
-from evothesis.server import uvicorn_config
 from evothesis.tracker import EMBEDDED_GLOBAL
-from tests.conftest import TEST_SECRET_KEY, PostgresServer, free_port
+from tests.conftest import TEST_SECRET_KEY, PostgresServer, free_port, serve_in_thread
 
 ADMIN_TOKEN = "admin-token-for-tests"
 SERVICE_TOKEN = "service-token-for-tests"
@@ -66,14 +62,7 @@ def running_service(database_url: str, **overrides: Any) -> Iterator[PixelServic
     app = create_pixel_management_app(
         settings, database_url=database_url, on_change=lambda: service.changes.append(None)
     )
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("pixel management did not start")
-        time.sleep(0.02)
+    server, thread = serve_in_thread(app, port)
     try:
         yield service
     finally:

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import RunningCollector, free_port, register_client
+from tests.conftest import RunningCollector, free_port, register_client, start_process
 
 TOKEN = "service-token-for-tests"
 SALT = bytes(range(100, 132))
@@ -48,23 +48,10 @@ class Registry:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "evothesis", "pixel-management", "--port", str(self.port)],
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "pixel management did not start"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        command = [sys.executable, "-m", "evothesis", "pixel-management", "--port", str(self.port)]
+        self.process = start_process(
+            command, env=self.env, log=self.log, health_url=f"{self.url}/health"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -258,10 +258,7 @@ class RegistryStore:
         credentials = row["export_credentials"]
         return ClientSpec(
             name=row["name"],
-            privacy_level=row["privacy_level"],
-            ip_collection=row["ip_collection"],
-            honour_dnt=row["honour_dnt"],
-            consent_mode=row["consent_mode"],
+            **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=row["export_format"],
             export_credentials=(
@@ -280,10 +277,7 @@ class RegistryStore:
             raise RegistryUnavailable(str(exc)) from None
         return ClientConfig(
             client_id=row["client_id"],
-            privacy_level=row["privacy_level"],
-            ip_collection=row["ip_collection"],
-            honour_dnt=row["honour_dnt"],
-            consent_mode=row["consent_mode"],
+            **_privacy_settings(row),
             ip_salt=salt,
             write_key_sha256=row["write_key_sha256"],
         )
@@ -293,10 +287,7 @@ class RegistryStore:
         return ClientRecord(
             client_id=row["client_id"],
             name=row["name"],
-            privacy_level=row["privacy_level"],
-            ip_collection=row["ip_collection"],
-            honour_dnt=row["honour_dnt"],
-            consent_mode=row["consent_mode"],
+            **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=row["export_format"],
             has_export_credentials=row["export_credentials"] is not None,
@@ -320,6 +311,14 @@ class RegistryStore:
     async def _fetchval(self, name: str, *args: object) -> Any:
         async with self._connection() as connection:
             return await connection.fetchval(query(name), *args)
+
+
+#: The settings every view of a client carries (spec, collector config, admin record).
+PRIVACY_COLUMNS: Final = ("privacy_level", "ip_collection", "honour_dnt", "consent_mode")
+
+
+def _privacy_settings(row: asyncpg.Record) -> dict[str, Any]:
+    return {column: row[column] for column in PRIVACY_COLUMNS}
 
 
 class _GuardedAcquire:

@@ -1,0 +1,35 @@
+"""The FastAPI application shell both services share: naming, error shapes, settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from evothesis import __version__
+from evothesis.api.errors import install_error_handlers
+from evothesis.config import Settings
+
+
+def _operation_id(route: object) -> str:
+    """OpenAPI operation ids are the handler names: stable and readable in clients."""
+    return route.name if isinstance(route, APIRoute) else str(route)
+
+
+def new_api(
+    title: str,
+    settings: Settings,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    """A FastAPI app with our error bodies installed and ``settings`` in its state."""
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    return app
