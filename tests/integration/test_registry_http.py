@@ -23,7 +23,13 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import RunningCollector, free_port, register_client, start_process
+from tests.conftest import (
+    RunningCollector,
+    free_port,
+    register_client,
+    start_process,
+    with_registry,
+)
 
 TOKEN = "service-token-for-tests"
 SALT = bytes(range(100, 132))
@@ -61,7 +67,7 @@ class Registry:
 
 @pytest.fixture
 def registry(database_url: str, tmp_path: Path) -> Iterator[Registry]:
-    register_client(database_url, "client_acme", "acme.example")
+    register_client(database_url, "client_acme", "acme.example", "*.shop.acme.example")
     register_client(database_url, "client_eu", "eu.example", privacy_level="gdpr", ip_salt=SALT)
     process = Registry(database_url, tmp_path / "pixel-management.log")
     process.start()
@@ -148,3 +154,22 @@ def test_a_wrong_service_token_is_an_outage_not_a_refusal(
     response = post(collector, "acme.example")
     assert response.status_code == 503
     assert "PIXEL_MANAGEMENT_TOKEN" in attribution(collector)["last_error"]
+
+
+def test_wildcards_origin_checks_and_deactivation_hold_over_http(
+    registry: Registry,
+    remote_collector: RunningCollector,
+    database_url: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    assert post(remote_collector, "eu.shop.acme.example").json()["client_id"] == "client_acme"
+    assert post(remote_collector, "shop.acme.example").status_code == 403  # not the wildcard
+    with remote_collector.client(origin="https://eu.example") as api:
+        mismatch = api.post("/collect", json={"eventType": "pageview", "siteId": "acme.example"})
+    assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (403, "origin_mismatch")
+
+    with_registry(database_url, lambda s: s.update_client("client_acme", {"active": False}))
+    time.sleep(0.6)  # the collector's TTL; the registry itself answers from the database
+    assert post(remote_collector, "acme.example").status_code == 403
+    assert post(remote_collector, "eu.shop.acme.example").status_code == 403
+    assert [r[0] for r in db.execute("SELECT site_id FROM events_log")] == ["eu.shop.acme.example"]
