@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -195,6 +196,7 @@ def start_process(
 
 def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
     """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
+    overrides.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="evothesis-spool-"))
     settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
     port = port or free_port()
     server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)

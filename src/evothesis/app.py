@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +23,8 @@ from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
+from evothesis.storage.replay import replay_forever
+from evothesis.storage.spool import Spool
 from evothesis.storage.write_buffer import WriteBuffer
 
 #: The write buffer refuses new events past this many flushes' worth of waiting rows.
@@ -64,12 +68,18 @@ def create_app(
             database_url, min_size=settings.pool_size, max_size=settings.pool_max_size
         )
         store = EventStore(pool)
+        spool = (
+            Spool(settings.spool_folder, max_bytes=settings.spool_max_bytes)
+            if settings.spool_max_bytes
+            else None
+        )
         buffer = WriteBuffer(
             store.insert,
             max_events=settings.buffer_max_events,
             max_delay=settings.buffer_max_delay_ms / 1000,
             concurrency=settings.buffer_flush_concurrency,
             max_pending=settings.buffer_max_events * PENDING_FLUSHES_LIMIT,
+            spool=spool,
         )
         http_source: HttpRegistrySource | None = None
         directory = sites
@@ -95,8 +105,14 @@ def create_app(
             )
             app.state.registry_changed = directory.invalidate
         buffer.start()
+        replayer = (
+            asyncio.create_task(replay_forever(spool, store.insert), name="spool-replay")
+            if spool is not None
+            else None
+        )
         app.state.store = store
         app.state.buffer = buffer
+        app.state.spool = spool
         app.state.sites = directory
         app.state.collector = Collector(
             sites=directory, buffer=buffer, max_batch_events=settings.max_batch_events
@@ -104,8 +120,14 @@ def create_app(
         try:
             yield
         finally:
+            if replayer is not None:
+                replayer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replayer
             await buffer.close()
             await pool.close()
+            if spool is not None:
+                spool.close()
             if http_source is not None:
                 await http_source.close()
 

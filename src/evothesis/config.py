@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     buffer_max_delay_ms: float = Field(2.0, ge=0, alias="WRITE_BUFFER_MAX_DELAY_MS")
     buffer_flush_concurrency: int = Field(4, ge=1, alias="WRITE_BUFFER_FLUSH_CONCURRENCY")
 
+    spool_dir: Path | None = Field(
+        None,
+        alias="SPOOL_DIR",
+        description="Folder of the disk spool used while PostgreSQL is unreachable "
+        "(default EVOTHESIS_DATA_DIR/spool).",
+    )
+    spool_max_bytes: int = Field(1024**3, ge=0, alias="SPOOL_MAX_BYTES")
+
     recent_max_limit: int = Field(1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT")
     serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -118,6 +126,10 @@ class Settings(BaseSettings):
         )
 
     @property
+    def spool_folder(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
+
+    @property
     def pool_max_size(self) -> int:
         """The seed sizes pools as pool_size + max_overflow; asyncpg wants min and max."""
         return self.pool_size + self.max_overflow
@@ -141,6 +153,8 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("MAX_BATCH_EVENTS", "most events in one batch (default 500)"),
     ("WRITE_BUFFER_MAX_EVENTS", "events per COPY flush at most (default 5000)"),
     ("WRITE_BUFFER_MAX_DELAY_MS", "how long a flush waits to coalesce requests (default 2)"),
+    ("SPOOL_DIR", "disk spool while PostgreSQL is down (default EVOTHESIS_DATA_DIR/spool)"),
+    ("SPOOL_MAX_BYTES", "disk spool size limit; 0 turns the spool off (default 1 GiB)"),
     ("LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
 )
 

@@ -108,19 +108,6 @@ class RequestContext:
     gpc: bool = False
 
 
-#: Columns of ``hipaa_audit_log`` written by ingestion, in COPY order.
-AUDIT_COLUMNS: tuple[str, ...] = (
-    "recorded_at",
-    "client_id",
-    "site_id",
-    "visitor_id",
-    "events",
-    "ip_hash",
-    "origin",
-    "collector",
-)
-
-
 class AuditRecord(NamedTuple):
     """One accepted batch of a hipaa client: who sent how many events, when, from where.
 
@@ -135,6 +122,8 @@ class AuditRecord(NamedTuple):
     ip_hash: str | None
     origin: str | None
     collector: str
+    #: The request's first event id: a retried or replayed batch is audited once.
+    request_id: str
 
 
 @dataclass(frozen=True, slots=True)

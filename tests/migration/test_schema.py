@@ -88,8 +88,8 @@ def test_every_named_query_is_valid_against_the_schema(database_url: str) -> Non
 def test_the_hipaa_audit_log_is_append_only(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, events, collector) "
-            "VALUES (now(), 'clinic', 'clinic.example', 3, 'test')"
+            "INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, events, collector, "
+            "request_id) VALUES (now(), 'clinic', 'clinic.example', 3, 'test', gen_random_uuid())"
         )
         for statement in (
             "UPDATE hipaa_audit_log SET events = 1",

@@ -11,6 +11,7 @@ from evothesis.storage.queries import parse_queries, queries, query
 PACKAGED_NAMES = [
     "create_staging",
     "move_staged_events",
+    "insert_audit",
     "count_events",
     "recent_events",
     "ping",

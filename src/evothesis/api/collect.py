@@ -111,6 +111,10 @@ COLLECT_OPENAPI: dict[str, object] = {
         },
         "responses": {
             "200": {"description": "Every event is committed."},
+            "202": {
+                "description": "The database is unreachable: every event is fsync'ed to the "
+                "disk spool and will be stored when it returns."
+            },
             "400": {"description": "Malformed JSON."},
             "401": {
                 "description": "No Origin or Referer, and no valid X-Write-Key "
@@ -193,7 +197,7 @@ class CollectEndpoint:
         except EvothesisError as exc:
             status, payload, extra_headers = error_payload(exc)
             return status, payload, [(k.encode(), v.encode()) for k, v in extra_headers.items()]
-        return 200, success_body(result), []
+        return (202 if result.spooled else 200), success_body(result), []
 
 
 def success_body(result: CollectResult) -> dict[str, object]:
@@ -203,10 +207,15 @@ def success_body(result: CollectResult) -> dict[str, object]:
             f"{result.events_dropped} event(s) received and dropped: "
             "the visitor's privacy signal or missing consent forbids storing them"
         )
+    elif result.spooled:
+        message = (
+            f"{result.events_processed} event(s) received and spooled to disk; they are "
+            "stored when the database is back"
+        )
     else:
         message = f"{result.events_processed} event(s) received and stored"
     body: dict[str, object] = {
-        "status": "success",
+        "status": "accepted" if result.spooled else "success",
         "message": message,
         "events_processed": result.events_processed,
         "client_id": result.client_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -18,7 +19,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/health", summary="Database and attribution status")
 async def health(request: Request) -> Response:
-    """200 when the database answers, 503 otherwise; load balancers poll this."""
+    """``healthy``; ``degraded`` (200) while events are spooled to disk or replayed from it;
+    ``unhealthy`` (503) when nothing can be made durable. Load balancers poll this."""
     state = request.app.state
     store: EventStore = state.store
     body: dict[str, Any] = {
@@ -33,11 +35,22 @@ async def health(request: Request) -> Response:
         },
         "timestamp": iso_millis(state.clock.now()),
     }
+    spool = state.spool
+    spool_status = await asyncio.to_thread(spool.status) if spool is not None else None
+    body["spool"] = spool_status
+    backlog = bool(spool_status and spool_status["segments"])
     try:
         await store.ping()
     except StorageUnavailable as exc:
-        body.update(status="unhealthy", database="disconnected", error=exc.message)
-        return JSONResponse(body, status_code=503)
+        body.update(database="disconnected", error=exc.message)
+        if spool_status is None or spool_status["bytes"] >= spool_status["max_bytes"]:
+            body["status"] = "unhealthy"
+            return JSONResponse(body, status_code=503)
+        # Still accepting: events go to the disk spool (answered 202).
+        body["status"] = "degraded"
+        return JSONResponse(body)
+    if backlog:
+        body["status"] = "degraded"  # replaying the spool
     return JSONResponse(body)
 
 

@@ -42,6 +42,8 @@ class CollectResult:
     client_id: str
     received_at: datetime
     events_dropped: int = 0
+    #: Durable on local disk, not yet in PostgreSQL (answered 202).
+    spooled: bool = False
 
 
 class Collector:
@@ -84,8 +86,8 @@ class Collector:
             if client.privacy_level == "hipaa"
             else None
         )
-        await self._buffer.write(rows, note, audit)
-        return CollectResult(len(rows), client.client_id, context.received_at)
+        spooled = await self._buffer.write(rows, note, audit)
+        return CollectResult(len(rows), client.client_id, context.received_at, spooled=spooled)
 
     async def page_client(self, page: str | None) -> ClientConfig | None:
         """The client owning the page an Origin or Referer names; ``None`` when nobody's."""
@@ -184,4 +186,5 @@ def audit_record(
         ip_hash=audit_ip_hash(client, context.client_ip),
         origin=site_host(context.origin) if context.origin else None,
         collector=COLLECTOR_NAME,
+        request_id=first.event_id,
     )

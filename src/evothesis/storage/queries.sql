@@ -21,6 +21,13 @@ WITH inserted AS (
 )
 SELECT client_id, site_id, count(*) AS inserted FROM inserted GROUP BY client_id, site_id
 
+-- insert_audit --
+-- A hipaa batch's audit record, once per request id (retries and spool replays repeat it).
+INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, visitor_id, events, ip_hash,
+                             origin, collector, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (request_id) DO NOTHING
+
 -- count_events --
 -- Total and per-client event counts in the buffer.
 SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY client_id

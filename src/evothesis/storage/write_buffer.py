@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from evothesis.domain import AuditRecord, EventRow
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import InsertedCount
+from evothesis.storage.spool import Spool
 
 logger = logging.getLogger("evothesis.ingest")
 
@@ -29,7 +31,8 @@ class _Request(NamedTuple):
     """One caller's rows, the future it waits on, its log line and audit record (if any)."""
 
     rows: Sequence[EventRow]
-    done: asyncio.Future[None]
+    #: Resolves to ``True`` when the rows went to the disk spool instead of the database.
+    done: asyncio.Future[bool]
     note: str | None
     audit: AuditRecord | None
 
@@ -57,8 +60,10 @@ class WriteBuffer:
         max_delay: float,
         concurrency: int,
         max_pending: int,
+        spool: Spool | None = None,
     ) -> None:
         self._sink = sink
+        self._spool = spool
         self._max_events = max_events
         self._max_delay = max_delay
         self._max_pending = max_pending
@@ -71,6 +76,10 @@ class WriteBuffer:
         self._closing = False
         self.flushed_batches = 0
         self.flushed_rows = 0
+        self.flush_seconds_total = 0.0
+        self.failed_flushes = 0
+        self.spooled_batches = 0
+        self.spooled_rows = 0
 
     @property
     def pending_rows(self) -> int:
@@ -81,8 +90,9 @@ class WriteBuffer:
 
     async def write(
         self, rows: Sequence[EventRow], note: str | None = None, audit: AuditRecord | None = None
-    ) -> None:
-        """Return once ``rows`` are committed; raise ``StorageUnavailable`` otherwise.
+    ) -> bool:
+        """Return once ``rows`` are durable: ``False`` when committed in the database,
+        ``True`` when fsync'ed to the disk spool; raise ``StorageUnavailable`` otherwise.
 
         ``note`` is an INFO line about this request; notes are logged together with their
         flush as one log record, because a record per request costs more than the request.
@@ -94,11 +104,11 @@ class WriteBuffer:
             raise BufferOverloaded(
                 f"write buffer holds {self._pending_rows} events waiting for the database"
             )
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(rows, done, note, audit))
         self._pending_rows += len(rows)
         self._wakeup.set()
-        await done
+        return await done
 
     async def close(self) -> None:
         """Flush everything already accepted, then stop."""
@@ -144,19 +154,21 @@ class WriteBuffer:
         rows = [row for request in batch for row in request.rows]
         notes = [request.note for request in batch if request.note]
         audits = [request.audit for request in batch if request.audit is not None]
+        started = time.monotonic()
         try:
             inserted = await self._sink(rows, audits)
         except StorageUnavailable as exc:
-            logger.warning(
-                "\n".join([*notes, f"Flush of {len(rows)} events failed: {exc.message}"])
-            )
-            _settle(batch, exc)
+            self.failed_flushes += 1
+            await self._spool_or_refuse(batch, rows, audits, notes, exc)
         except Exception as exc:
+            self.failed_flushes += 1
             logger.exception("Flush of %d events failed unexpectedly", len(rows))
-            _settle(batch, StorageUnavailable(f"could not store events: {exc!r}"))
+            failure = StorageUnavailable(f"could not store events: {exc!r}")
+            await self._spool_or_refuse(batch, rows, audits, notes, failure)
         else:
             self.flushed_batches += 1
             self.flushed_rows += len(rows)
+            self.flush_seconds_total += time.monotonic() - started
             _settle(batch, None)
             if logger.isEnabledFor(logging.INFO):
                 lines = notes + [
@@ -168,12 +180,44 @@ class WriteBuffer:
         finally:
             self._slots.release()
 
+    async def _spool_or_refuse(
+        self,
+        batch: list[_Request],
+        rows: list[EventRow],
+        audits: list[AuditRecord],
+        notes: list[str | None],
+        failure: StorageUnavailable,
+    ) -> None:
+        """The database failed this flush: make it durable on disk, or refuse it (503)."""
+        lines = [note for note in notes if note]
+        if self._spool is None:
+            logger.warning(
+                "\n".join([*lines, f"Flush of {len(rows)} events failed: {failure.message}"])
+            )
+            _settle(batch, failure)
+            return
+        try:
+            await asyncio.to_thread(self._spool.append, rows, audits)
+        except StorageUnavailable as full:
+            logger.error("Flush of %d events refused: %s", len(rows), full.message)
+            _settle(batch, full)
+        except OSError as exc:
+            logger.error("Flush of %d events failed and could not be spooled: %s", len(rows), exc)
+            _settle(batch, StorageUnavailable(f"{failure.message}; the disk spool failed too"))
+        else:
+            self.spooled_batches += 1
+            self.spooled_rows += len(rows)
+            logger.warning(
+                "\n".join([*lines, f"Spooled {len(rows)} events to disk: {failure.message}"])
+            )
+            _settle(batch, None, spooled=True)
 
-def _settle(batch: list[_Request], error: BaseException | None) -> None:
+
+def _settle(batch: list[_Request], error: BaseException | None, *, spooled: bool = False) -> None:
     for _, done, *_ in batch:
         if done.done():
             continue
         if error is None:
-            done.set_result(None)
+            done.set_result(spooled)
         else:
             done.set_exception(error)

