@@ -199,3 +199,36 @@ def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_p
             first.wait()
     assert_exactly_once(load.acknowledged, database.stored_ids())
     assert "Replayed" in log.read_text()
+
+
+def test_sigterm_under_load_stores_everything_acknowledged(
+    database: Database, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "DATABASE_URL": database.url,
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
+        "ENVIRONMENT": "test",
+    }
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    process = start_process(
+        command, env=env, log=tmp_path / "serve.log", health_url=f"{base}/health"
+    )
+    load = Load(base)
+    try:
+        load.start()
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        load.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert load.statuses.get(200, 0) > 0
+    assert_exactly_once(load.acknowledged, database.stored_ids())
+    assert not list((tmp_path / "spool").glob("*/segment-*.spool"))  # nothing left behind
