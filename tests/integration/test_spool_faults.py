@@ -232,3 +232,27 @@ def test_sigterm_under_load_stores_everything_acknowledged(
     assert load.statuses.get(200, 0) > 0
     assert_exactly_once(load.acknowledged, database.stored_ids())
     assert not list((tmp_path / "spool").glob("*/segment-*.spool"))  # nothing left behind
+
+
+def test_a_full_spool_is_a_503_with_retry_after_and_an_unhealthy_collector(
+    database: Database, tmp_path: Path
+) -> None:
+    collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"), SPOOL_MAX_BYTES=4096)
+    event = {"eventType": "pageview", "siteId": "localhost"}
+    try:
+        with collector.client() as api:
+            assert api.post("/collect", json=event).status_code == 200  # warms the cache
+            database.stop()
+            answers = [api.post("/collect", json=event) for _ in range(40)]
+            statuses = [answer.status_code for answer in answers]
+            assert statuses[0] == 202
+            refused = answers[statuses.index(503)]
+            assert refused.json()["error"]["code"] == "spool_full"
+            assert refused.headers["retry-after"] == "1"
+            health = api.get("/health")
+            assert (health.status_code, health.json()["status"]) == (503, "unhealthy")
+            database.start()
+    finally:
+        collector.stop()
+    spooled = statuses.count(202)
+    assert 0 < spooled < 40

@@ -43,7 +43,7 @@ async def health(request: Request) -> Response:
         await store.ping()
     except StorageUnavailable as exc:
         body.update(database="disconnected", error=exc.message)
-        if spool_status is None or spool_status["bytes"] >= spool_status["max_bytes"]:
+        if spool_status is None or spool_status["full"]:
             body["status"] = "unhealthy"
             return JSONResponse(body, status_code=503)
         # Still accepting: events go to the disk spool (answered 202).

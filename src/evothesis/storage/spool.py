@@ -158,6 +158,8 @@ class Spool:
         self._adopted: dict[Path, int] = {}
         self.quarantined = 0
         self.replayed_rows = 0
+        #: The last append was refused for lack of room (cleared once room is made).
+        self.full = False
 
     # -------------------------------------------------------------- writing (a thread)
 
@@ -169,6 +171,7 @@ class Spool:
         record = encode_record(rows, audits)
         with self._mutex:
             if self.size_bytes() + len(record) > self.max_bytes:
+                self.full = True
                 raise SpoolFull(
                     f"the database is unreachable and the disk spool is full "
                     f"({self.max_bytes} bytes)"
@@ -181,6 +184,7 @@ class Spool:
                 handle.flush()
                 os.fsync(handle.fileno())
             self._active_size += len(record)
+            self.full = False
 
     def _start_segment(self) -> None:
         self._next_segment += 1
@@ -209,9 +213,10 @@ class Spool:
     def has_backlog(self) -> bool:
         return bool(self._all_segments())
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict[str, int | bool]:
         segments = self._all_segments()
         return {
+            "full": self.full,
             "segments": len(segments),
             "bytes": sum(path.stat().st_size for path in segments),
             "max_bytes": self.max_bytes,
@@ -273,6 +278,7 @@ class Spool:
     def done(self, segment: Path) -> None:
         """The segment is fully replayed: delete it (and its folder when it was adopted)."""
         segment.unlink(missing_ok=True)
+        self.full = False
         folder = segment.parent
         if folder in self._adopted and not _segments(folder):
             shutil.rmtree(folder, ignore_errors=True)
