@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from evothesis.api import ops, site
+from evothesis.api import metrics, ops, site
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
 from evothesis.api.factory import new_api
+from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
@@ -37,8 +38,12 @@ class Evothesis:
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self._collect = CollectEndpoint(api.state)
+        self._app = RequestMetrics(self._route, api.state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/collect":
             await self._collect(scope, receive, send)
         else:
@@ -134,6 +139,7 @@ def create_app(
     app = new_api("Evothesis collector", settings, lifespan)
     app.state.clock = clock
     app.include_router(ops.router)
+    app.include_router(metrics.router)
     app.include_router(site.router)
     if in_process_registry:
         include_pixel_management(app)

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="MAX_BODY_BYTES")
     max_batch_events: int = Field(500, ge=1, alias="MAX_BATCH_EVENTS")
+    body_timeout_s: float = Field(15.0, gt=0, alias="BODY_READ_TIMEOUT")
 
     buffer_max_events: int = Field(5000, ge=1, alias="WRITE_BUFFER_MAX_EVENTS")
     buffer_max_delay_ms: float = Field(2.0, ge=0, alias="WRITE_BUFFER_MAX_DELAY_MS")
@@ -151,6 +152,7 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("TRUSTED_PROXIES", "IPs/CIDRs whose X-Forwarded-For is trusted (default loopback)"),
     ("MAX_BODY_BYTES", "largest accepted /collect body (default 1048576)"),
     ("MAX_BATCH_EVENTS", "most events in one batch (default 500)"),
+    ("BODY_READ_TIMEOUT", "seconds a /collect body may take to arrive (default 15)"),
     ("WRITE_BUFFER_MAX_EVENTS", "events per COPY flush at most (default 5000)"),
     ("WRITE_BUFFER_MAX_DELAY_MS", "how long a flush waits to coalesce requests (default 2)"),
     ("SPOOL_DIR", "disk spool while PostgreSQL is down (default EVOTHESIS_DATA_DIR/spool)"),

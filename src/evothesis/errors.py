@@ -33,6 +33,12 @@ class MalformedBody(BadRequest):
     code = "malformed_json"
 
 
+class RequestTimeout(BadRequest):
+    """The request body did not arrive in time."""
+
+    code = "request_timeout"
+
+
 class UnsupportedMediaType(BadRequest):
     """Send the body as application/json or text/plain."""
 

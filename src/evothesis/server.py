@@ -10,8 +10,17 @@ from fastapi import FastAPI
 from evothesis.app import Evothesis
 
 #: ``proxy_headers`` is off because forwarded headers are interpreted by our own
-#: ``TRUSTED_PROXIES`` logic; uvicorn's would rewrite the peer address first.
-_OPTIONS: dict[str, Any] = {"log_config": None, "proxy_headers": False, "server_header": False}
+#: ``TRUSTED_PROXIES`` logic; uvicorn's would rewrite the peer address first. A client that
+#: stalls must not hold a shutdown (SIGTERM, rolling deploys) forever: after
+#: ``GRACEFUL_SHUTDOWN_SECONDS`` the remaining connections are closed; what was already
+#: acknowledged is durable either way.
+GRACEFUL_SHUTDOWN_SECONDS = 20
+_OPTIONS: dict[str, Any] = {
+    "log_config": None,
+    "proxy_headers": False,
+    "server_header": False,
+    "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+}
 
 #: Import path of the factory each worker process calls (``--workers`` > 1).
 WORKER_FACTORY = "evothesis.app:app_from_environment"

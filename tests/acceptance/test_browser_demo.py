@@ -190,8 +190,10 @@ def test_do_not_track_browser_sends_nothing_when_the_client_honours_it(
 
 
 def test_collector_answering_503_for_a_while_loses_nothing(
-    collector: RunningCollector, db: Any, page: Page
+    start_collector: Callable[..., RunningCollector], db: Any, page: Page
 ) -> None:
+    # Without a spool, a failing database is a 503: the tracker's retries are what count.
+    collector = start_collector(SPOOL_MAX_BYTES=0)
     page.goto(localhost(collector, "/index.html"))
     page.wait_for_function("window.evothesis !== undefined")
     page.evaluate("evothesis.flush()")
@@ -211,4 +213,24 @@ def test_collector_answering_503_for_a_while_loses_nothing(
     while time.monotonic() < deadline and not page.evaluate("evothesis.flush()"):
         time.sleep(0.5)
     rows = wait_for_rows(db, "event_type = 'during_503'", 4)
+    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"
+
+
+def test_with_the_spool_a_database_outage_is_invisible_to_the_page(
+    collector: RunningCollector, db: Any, page: Page
+) -> None:
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.flush()")
+    assert wait_for_rows(db, "event_type = 'pageview'", 1)
+
+    db.execute("ALTER TABLE events_log RENAME TO events_log_offline")
+    for n in range(4):
+        page.evaluate(f"evothesis.track('while_spooling', {{n: {n}}})")
+    page.evaluate("evothesis.flush()")
+    page.wait_for_timeout(1000)
+    assert page.evaluate("evothesis.getStats().batches_pending") == 0  # 202: accepted
+    db.execute("ALTER TABLE events_log_offline RENAME TO events_log")
+
+    rows = wait_for_rows(db, "event_type = 'while_spooling'", 4)  # replayed from disk
     assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"

@@ -7,6 +7,7 @@ is served directly and documented in the OpenAPI schema by hand (``COLLECT_OPENA
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from evothesis.errors import (
     EvothesisError,
     MalformedBody,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from evothesis.ingest.collector import Collector, CollectResult
@@ -125,6 +127,7 @@ COLLECT_OPENAPI: dict[str, object] = {
                 "(Origin/Referer) belongs to another client."
             },
             "413": {"description": "Body or batch too large."},
+            "408": {"description": "The body did not arrive within BODY_READ_TIMEOUT."},
             "415": {"description": "Unsupported Content-Type or Content-Encoding."},
             "422": {"description": "An event has the wrong shape; the error names the field."},
             "503": {"description": "Storage unavailable; retry after Retry-After seconds."},
@@ -181,7 +184,9 @@ class CollectEndpoint:
         collector: Collector = self._state.collector
         try:
             check_media_type(headers.get("content-type"))
-            body = await _read_body(receive, headers, settings.max_body_bytes)
+            body = await _read_body(
+                receive, headers, settings.max_body_bytes, settings.body_timeout_s
+            )
             peer = scope.get("client")
             context = RequestContext(
                 client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
@@ -248,8 +253,11 @@ def _preflight_headers(
     ]
 
 
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """Read at most ``limit`` bytes, refusing early on a large Content-Length."""
+async def _read_body(
+    receive: Receive, headers: dict[str, str], limit: int, within: float
+) -> bytes:
+    """Read at most ``limit`` bytes within ``within`` seconds (a stalled sender must not
+    hold a connection and a task forever), refusing early on a large Content-Length."""
     if headers.get("content-encoding", "identity").lower() != "identity":
         raise UnsupportedMediaType("compressed request bodies are not accepted")
     declared = headers.get("content-length")
@@ -258,6 +266,14 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
             raise MalformedBody(f"invalid Content-Length header: {declared[:40]!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body is {declared} bytes; at most {limit} accepted")
+    try:
+        async with asyncio.timeout(within):
+            return await _receive_all(receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {within:g} s") from None
+
+
+async def _receive_all(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -1,0 +1,359 @@
+"""render_metrics and RequestMetrics on stand-in states: exact lines, and a strict parse.
+
+The state is a ``SimpleNamespace`` shaped like ``app.state``, so every source of a metric
+(collector, write buffer, spool, registry cache, request counter) can be present, absent
+or half-built, as it is while the collector starts or while a feature is not configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from evothesis import __version__
+from evothesis.api.metrics import (
+    COLLECT_LATENCY_BUCKETS,
+    RequestMetrics,
+    escape_label_value,
+    read_spool_status,
+    render_metrics,
+)
+from tests.prometheus_text import FormatError, parse, value
+
+
+class FakeBuffer:
+    """The write buffer's counters as the spool work will leave them."""
+
+    def __init__(self) -> None:
+        self.pending_rows = 7
+        self.flushed_batches = 3
+        self.flushed_rows = 120
+        self.spooled_rows = 40
+        self.spooled_batches = 2
+        self.flush_seconds_total = 0.125
+        self.failed_flushes = 1
+
+
+class FakeSpool:
+    def status(self) -> dict[str, object]:
+        return {
+            "records": 2,
+            "segments": 1,
+            "full": False,
+            "bytes": 4096,
+            "max_bytes": 1 << 30,
+            "quarantined": 1,
+            "replayed_rows": 15,
+        }
+
+
+class FakeSites:
+    def __init__(self, reachable: bool | None = True) -> None:
+        self.reachable = reachable
+
+    def status(self) -> dict[str, object]:
+        return {
+            "source": "database",
+            "registry_reachable": self.reachable,
+            "cache_size": 4,
+            "hits": 90,
+            "misses": 10,
+            "hit_rate": 0.9,
+            "lookups": 6,
+            "stale_answers": 0,
+            "last_error": None,
+        }
+
+
+def full_state() -> SimpleNamespace:
+    outcomes = Counter(
+        {
+            "unauthorized_domain": 5,
+            "origin_mismatch": 2,
+            "dropped_do_not_track": 9,
+            "anonymized": 4,
+        }
+    )
+    return SimpleNamespace(
+        collector=SimpleNamespace(outcomes=outcomes),
+        buffer=FakeBuffer(),
+        spool=FakeSpool(),
+        sites=FakeSites(),
+    )
+
+
+def lines(text: str) -> set[str]:
+    return set(text.splitlines())
+
+
+def test_every_source_is_rendered_with_exact_lines() -> None:
+    text = render_metrics(full_state())
+    parse(text)
+    expected = {
+        "# HELP evothesis_build_info Version of the running collector; always 1.",
+        "# TYPE evothesis_build_info gauge",
+        f'evothesis_build_info{{version="{__version__}"}} 1',
+        "# TYPE evothesis_collect_refused_requests_total counter",
+        'evothesis_collect_refused_requests_total{reason="unauthorized_domain"} 5',
+        'evothesis_collect_refused_requests_total{reason="origin_mismatch"} 2',
+        'evothesis_collect_refused_requests_total{reason="write_key_required"} 0',
+        'evothesis_collect_refused_requests_total{reason="invalid_write_key"} 0',
+        "# TYPE evothesis_events_dropped_total counter",
+        'evothesis_events_dropped_total{reason="do_not_track"} 9',
+        'evothesis_events_dropped_total{reason="no_consent"} 0',
+        "evothesis_events_anonymized_total 4",
+        "# TYPE evothesis_write_buffer_pending_events gauge",
+        "evothesis_write_buffer_pending_events 7",
+        "evothesis_write_buffer_flushes_total 3",
+        "evothesis_write_buffer_flushed_events_total 120",
+        "evothesis_write_buffer_flush_seconds_total 0.125",
+        "evothesis_write_buffer_failed_flushes_total 1",
+        "evothesis_write_buffer_spooled_batches_total 2",
+        "evothesis_write_buffer_spooled_events_total 40",
+        "evothesis_spool_enabled 1",
+        "evothesis_spool_records 2",
+        "evothesis_spool_segments 1",
+        "evothesis_spool_full 0",
+        "evothesis_spool_bytes 4096",
+        f"evothesis_spool_max_bytes {1 << 30}",
+        "evothesis_spool_quarantined 1",
+        "# TYPE evothesis_spool_replayed_events_total counter",
+        "evothesis_spool_replayed_events_total 15",
+        "evothesis_registry_cache_hits_total 90",
+        "evothesis_registry_cache_misses_total 10",
+        "evothesis_registry_cache_lookups_total 6",
+        "evothesis_registry_cache_stale_answers_total 0",
+        "# TYPE evothesis_registry_cache_entries gauge",
+        "evothesis_registry_cache_entries 4",
+        "evothesis_registry_reachable 1",
+    }
+    assert expected <= lines(text), sorted(expected - lines(text))
+    # Refusals are requests, drops and anonymizations are events: never in one metric.
+    assert "anonymized" not in "".join(
+        line for line in lines(text) if "refused_requests_total{" in line
+    )
+
+
+def test_every_family_has_help_and_type_and_counters_end_in_total() -> None:
+    families = parse(render_metrics(full_state()))
+    for family in families.values():
+        assert family.help, family.name
+        assert family.type in {"counter", "gauge", "histogram"}, family.name
+        assert family.name.startswith("evothesis_")
+
+
+def test_missing_sources_are_left_out_not_reported_as_zero() -> None:
+    """A bare state (the lifespan has not run yet) still renders a valid exposition."""
+    text = render_metrics(SimpleNamespace())
+    families = parse(text)
+    assert set(families) == {"evothesis_build_info", "evothesis_spool_enabled"}
+    assert "evothesis_spool_enabled 0" in lines(text)
+
+
+def test_half_built_sources_are_tolerated() -> None:
+    """Today's write buffer (no spool counters), no spool, a directory without status()."""
+    state = SimpleNamespace(
+        collector=SimpleNamespace(outcomes=Counter()),
+        buffer=SimpleNamespace(pending_rows=0, flushed_batches=1, flushed_rows=2),
+        spool=None,
+        sites=SimpleNamespace(),
+    )
+    text = render_metrics(state)
+    families = parse(text)
+    assert "evothesis_write_buffer_flushed_events_total 2" in lines(text)
+    assert "evothesis_spool_enabled 0" in lines(text)
+    for absent in (
+        "evothesis_write_buffer_spooled_events_total",
+        "evothesis_write_buffer_flush_seconds_total",
+        "evothesis_spool_records",
+        "evothesis_registry_cache_hits_total",
+    ):
+        assert absent not in families
+    assert (
+        value(families, "evothesis_collect_refused_requests_total", reason="origin_mismatch") == 0
+    )
+
+
+def test_spool_status_with_missing_or_odd_keys() -> None:
+    state = SimpleNamespace(spool=SimpleNamespace(status=lambda: {"records": 3, "bytes": None}))
+    families = parse(render_metrics(state))
+    assert value(families, "evothesis_spool_records") == 3
+    assert "evothesis_spool_bytes" not in families
+    assert "evothesis_spool_max_bytes" not in families
+
+
+def test_spool_status_read_by_the_caller_or_unreadable() -> None:
+    """The endpoint reads the status in a thread and passes it in; an unreadable spool
+    folder leaves the spool's numbers out instead of failing the scrape."""
+
+    class BrokenSpool:
+        def status(self) -> dict[str, int]:
+            raise FileNotFoundError("spool folder removed")
+
+    state = SimpleNamespace(spool=BrokenSpool())
+    families = parse(render_metrics(state))
+    assert value(families, "evothesis_spool_enabled") == 1
+    assert "evothesis_spool_bytes" not in families
+    assert read_spool_status(state) is None
+    given = render_metrics(state, spool_status={"segments": 4, "bytes": 10})
+    assert {"evothesis_spool_segments 4", "evothesis_spool_bytes 10"} <= lines(given)
+
+
+@pytest.mark.parametrize(("reachable", "line"), [(True, "1"), (False, "0"), (None, None)])
+def test_registry_reachability_is_absent_until_known(reachable: bool | None, line: str) -> None:
+    text = render_metrics(SimpleNamespace(sites=FakeSites(reachable)))
+    parse(text)
+    reported = [x for x in lines(text) if x.startswith("evothesis_registry_reachable ")]
+    assert reported == ([f"evothesis_registry_reachable {line}"] if line else [])
+
+
+def test_unknown_reasons_are_escaped_label_values() -> None:
+    """Reasons are our own codes today, but a label value must survive any text."""
+    reason = 'odd "reason"\\with\nnewline'
+    state = SimpleNamespace(collector=SimpleNamespace(outcomes=Counter({reason: 1})))
+    text = render_metrics(state)
+    assert (
+        'evothesis_collect_refused_requests_total{reason="odd \\"reason\\"\\\\with\\nnewline"} 1'
+        in lines(text)
+    )
+    families = parse(text)
+    assert value(families, "evothesis_collect_refused_requests_total", reason=reason) == 1
+
+
+def test_escape_label_value() -> None:
+    assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    assert escape_label_value("plain") == "plain"
+
+
+def test_float_values_are_rendered_the_way_scrapers_read_them() -> None:
+    buffer = SimpleNamespace(flush_seconds_total=math.inf, pending_rows=0)
+    text = render_metrics(SimpleNamespace(buffer=buffer))
+    assert "evothesis_write_buffer_flush_seconds_total +Inf" in lines(text)
+    buffer.flush_seconds_total = math.nan
+    assert "evothesis_write_buffer_flush_seconds_total NaN" in lines(
+        render_metrics(SimpleNamespace(buffer=buffer))
+    )
+
+
+# ---------------------------------------------------------------------------- middleware
+
+
+async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
+    status = 404 if scope["path"] == "/missing" else 200
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _silent_app(scope: Any, receive: Any, send: Any) -> None:
+    """Ends without answering, as when the client has gone away."""
+
+
+async def _failing_app(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("boom")
+
+
+def _call(app: RequestMetrics, path: str, kind: str = "http") -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    asyncio.run(app({"type": kind, "path": path}, receive, send))
+
+
+def test_requests_are_counted_by_fixed_path_set_and_status() -> None:
+    state = SimpleNamespace()
+    app = RequestMetrics(_ok_app, state)
+    assert state.http_metrics is app
+    for path in ("/collect", "/collect", "/health", "/missing", "/wp-admin/x.php", "/metrics"):
+        _call(app, path)
+    text = render_metrics(state)
+    families = parse(text)
+    requests = "evothesis_http_requests_total"
+    assert value(families, requests, path="/collect", status="200") == 2
+    assert value(families, requests, path="/health", status="200") == 1
+    assert value(families, requests, path="other", status="404") == 1
+    assert value(families, requests, path="other", status="200") == 2
+    assert len(families[requests].samples) == 4
+    histogram = "evothesis_http_request_duration_seconds"
+    assert families[histogram].type == "histogram"
+    assert value(families, f"{histogram}_count", path="/collect") == 2
+    assert value(families, f"{histogram}_bucket", path="/collect", le="+Inf") == 2
+    # Quick in-process calls land in the first bucket.
+    first = str(COLLECT_LATENCY_BUCKETS[0])
+    assert value(families, f"{histogram}_bucket", path="/collect", le=first) == 2
+    assert value(families, f"{histogram}_sum", path="/collect") < COLLECT_LATENCY_BUCKETS[0] * 2
+
+
+def test_histogram_buckets_are_cumulative_with_exact_lines() -> None:
+    state = SimpleNamespace()
+    app = RequestMetrics(_ok_app, state)
+    app.collect_buckets[1] = 3  # 5 ms < t <= 10 ms
+    app.collect_buckets[-1] = 1  # slower than the last bound
+    app.collect_count = 4
+    app.collect_seconds = 3.5
+    text = render_metrics(state)
+    parse(text)
+    name = "evothesis_http_request_duration_seconds"
+    assert {
+        f'{name}_bucket{{path="/collect",le="0.005"}} 0',
+        f'{name}_bucket{{path="/collect",le="0.01"}} 3',
+        f'{name}_bucket{{path="/collect",le="2.5"}} 3',
+        f'{name}_bucket{{path="/collect",le="+Inf"}} 4',
+        f'{name}_sum{{path="/collect"}} 3.5',
+        f'{name}_count{{path="/collect"}} 4',
+    } <= lines(text)
+
+
+def test_requests_without_an_answer_or_with_an_exception() -> None:
+    state = SimpleNamespace()
+    _call(RequestMetrics(_silent_app, state), "/collect")
+    families = parse(render_metrics(state))
+    assert value(families, "evothesis_http_requests_total", path="/collect", status="499") == 1
+    state = SimpleNamespace()
+    with pytest.raises(RuntimeError):
+        _call(RequestMetrics(_failing_app, state), "/health")
+    families = parse(render_metrics(state))
+    assert value(families, "evothesis_http_requests_total", path="/health", status="500") == 1
+
+
+def test_lifespan_and_websocket_scopes_pass_through_uncounted() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    state = SimpleNamespace()
+    metrics = RequestMetrics(app, state)
+    _call(metrics, "/collect", kind="websocket")
+    assert seen == ["websocket"]
+    assert metrics.requests == {}
+
+
+# ------------------------------------------------------------------- the test's own parser
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "no_newline 1",
+        "9starts_with_digit 1\n",
+        'm{le="1" 2\n',
+        'm{a="x",a="y"} 1\n',
+        'm{a="\\q"} 1\n',
+        "m one\n",
+        "# TYPE c_total counter\nc_total -1\n",
+        "# TYPE c counter\nc 1\n",
+        "# TYPE m gauge\nm 1\n# TYPE n gauge\nn 1\nm 2\n",
+        '# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_count 1\n',
+    ],
+)
+def test_parser_rejects_what_a_scraper_would(bad: str) -> None:
+    with pytest.raises(FormatError):
+        parse(bad)
