@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from evothesis.api import metrics, ops, site
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
+from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.factory import new_api
 from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
@@ -110,6 +111,9 @@ def create_app(
             )
             app.state.registry_changed = directory.invalidate
         buffer.start()
+        read_deadlines = ReadDeadlines(settings.body_timeout_s)
+        read_deadlines.start()
+        app.state.read_deadlines = read_deadlines
         replayer = (
             asyncio.create_task(replay_forever(spool, store.insert), name="spool-replay")
             if spool is not None
@@ -129,6 +133,7 @@ def create_app(
                 replayer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await replayer
+            await read_deadlines.close()
             await buffer.close()
             await pool.close()
             if spool is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from evothesis.api.client_ip import client_ip
+from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.errors import error_body, error_payload
 from evothesis.clock import Clock, iso_millis
 from evothesis.config import Settings
@@ -22,7 +23,6 @@ from evothesis.errors import (
     EvothesisError,
     MalformedBody,
     PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
 )
 from evothesis.ingest.collector import Collector, CollectResult
@@ -185,7 +185,7 @@ class CollectEndpoint:
         try:
             check_media_type(headers.get("content-type"))
             body = await _read_body(
-                receive, headers, settings.max_body_bytes, settings.body_timeout_s
+                receive, headers, settings.max_body_bytes, self._state.read_deadlines
             )
             peer = scope.get("client")
             context = RequestContext(
@@ -254,9 +254,9 @@ def _preflight_headers(
 
 
 async def _read_body(
-    receive: Receive, headers: dict[str, str], limit: int, within: float
+    receive: Receive, headers: dict[str, str], limit: int, deadlines: ReadDeadlines
 ) -> bytes:
-    """Read at most ``limit`` bytes within ``within`` seconds (a stalled sender must not
+    """Read at most ``limit`` bytes before the read deadline (a stalled sender must not
     hold a connection and a task forever), refusing early on a large Content-Length."""
     if headers.get("content-encoding", "identity").lower() != "identity":
         raise UnsupportedMediaType("compressed request bodies are not accepted")
@@ -266,11 +266,16 @@ async def _read_body(
             raise MalformedBody(f"invalid Content-Length header: {declared[:40]!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body is {declared} bytes; at most {limit} accepted")
+    reader = deadlines.begin()
     try:
-        async with asyncio.timeout(within):
-            return await _receive_all(receive, limit)
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {within:g} s") from None
+        return await _receive_all(receive, limit)
+    except asyncio.CancelledError:
+        timeout = deadlines.timed_out(reader)
+        if timeout is None:
+            raise
+        raise timeout from None
+    finally:
+        deadlines.end(reader)
 
 
 async def _receive_all(receive: Receive, limit: int) -> bytes:
