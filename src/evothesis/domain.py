@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -82,6 +82,11 @@ class Envelope:
 
     events: tuple[Event, ...]
     inner_count: int
+    #: What inner events inherit from the envelope, and each inner event as the sender
+    #: wrote it: every inner payload is ``{**inherited, **own, "eventId": its id}``, which
+    #: lets the shared part be processed once per request instead of once per event.
+    inherited: dict[str, Any] = field(default_factory=dict)
+    own: tuple[dict[str, Any], ...] = ()
 
     @property
     def is_batch(self) -> bool:

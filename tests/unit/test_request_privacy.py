@@ -5,11 +5,19 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from evothesis.domain import ClientConfig, RequestContext
-from evothesis.ingest.privacy import audit_ip_hash, protect_payload, request_privacy
+from evothesis.ingest.envelope import parse_envelope
+from evothesis.ingest.privacy import (
+    audit_ip_hash,
+    protect_envelope,
+    protect_payload,
+    request_privacy,
+)
 from evothesis.privacy import ConsentDecision, apply_ip_policy, decide, hash_ip
+from tests.seed import SEED_BATCH
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SALT = b"s" * 32
@@ -100,3 +108,31 @@ def test_protect_payload_redacts_and_strips_identifiers_when_anonymous() -> None
     consented = request_privacy(config, RequestContext("203.0.113.9", None, NOW), True)
     assert protect_payload(payload, consented)["visitorId"] == "vis_1"
     assert payload["eventData"] == {"email": "ann@example.org", "userId": "u1"}  # not mutated
+
+
+BATCHES = [
+    SEED_BATCH,
+    {**SEED_BATCH, "url": "https://localhost/p?email=ann@example.org", "visitorId": "a@b.co"},
+    {
+        **SEED_BATCH,
+        "events": [
+            {"eventType": "click", "url": "https://localhost/own?token=x", "sessionId": "s2"},
+            {"eventType": "scroll", "eventData": {"password": "pw", "n": 1}},
+        ],
+    },
+    {k: v for k, v in SEED_BATCH.items() if k != "timestamp"},
+]
+
+
+@pytest.mark.parametrize("body", BATCHES)
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"privacy_level": "hipaa"}, {"consent_mode": "anonymous_without_consent"}],
+)
+def test_a_batch_is_protected_exactly_like_its_events_one_by_one(
+    body: dict[str, object], settings: dict[str, object]
+) -> None:
+    envelope = parse_envelope(orjson.dumps(body), max_batch_events=500, now=NOW)
+    privacy = request_privacy(client(**settings), RequestContext("203.0.113.9", "ua", NOW), None)
+    one_by_one = [protect_payload(event.payload, privacy) for event in envelope.events]
+    assert protect_envelope(envelope, privacy) == one_by_one

@@ -24,7 +24,12 @@ from evothesis.errors import (
 )
 from evothesis.ingest.attribution import SiteDirectory, site_host
 from evothesis.ingest.envelope import parse_envelope
-from evothesis.ingest.privacy import RequestPrivacy, audit_ip_hash, protect_payload, request_privacy
+from evothesis.ingest.privacy import (
+    RequestPrivacy,
+    audit_ip_hash,
+    protect_envelope,
+    request_privacy,
+)
 from evothesis.privacy import ConsentDecision
 from evothesis.privacy.redact import NestingTooDeep
 from evothesis.registry.secrets import write_key_matches
@@ -143,11 +148,15 @@ def build_rows(
     rows = []
     client_id = client.client_id
     ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
-    for event in envelope.events:
+    events = envelope.events
+    try:
+        payloads = protect_envelope(envelope, privacy)
+    except NestingTooDeep as exc:
+        raise InvalidEvent(f"event cannot be stored: {exc}") from None
+    for event, payload in zip(events, payloads, strict=True):
         try:
-            payload = protect_payload(event.payload, privacy)
             raw = orjson.dumps(payload).decode()
-        except (NestingTooDeep, orjson.JSONEncodeError) as exc:
+        except orjson.JSONEncodeError as exc:
             raise InvalidEvent(f"event cannot be stored: {exc}") from None
         get = payload.get
         # Positional on purpose: this runs once per event on the hot path.

@@ -97,7 +97,9 @@ def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Enve
     outer_payload["eventId"] = outer.event_id
     outer_payload["eventCount"] = len(inner)
     events[0] = outer._replace(payload=outer_payload)
-    return Envelope(events=tuple(events), inner_count=len(inner))
+    return Envelope(
+        events=tuple(events), inner_count=len(inner), inherited=inherited, own=tuple(inner)
+    )
 
 
 def _build_event(
