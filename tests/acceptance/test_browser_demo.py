@@ -189,48 +189,49 @@ def test_do_not_track_browser_sends_nothing_when_the_client_honours_it(
     assert wait_for_rows(db, "true", 1, timeout=2) == []
 
 
+def track_while_the_table_is_offline(
+    collector: RunningCollector, db: Any, page: Page, event_type: str, *, wait_ms: int
+) -> int:
+    """Record a page view, take ``events_log`` away (every flush now fails), track four
+    events and flush, put the table back; returns the tracker's pending batches from
+    while it was away."""
+    page.goto(localhost(collector, "/index.html"))
+    page.wait_for_function("window.evothesis !== undefined")
+    page.evaluate("evothesis.flush()")
+    assert wait_for_rows(db, "event_type = 'pageview'", 1)
+    db.execute("ALTER TABLE events_log RENAME TO events_log_offline")
+    for n in range(4):
+        page.evaluate(f"evothesis.track('{event_type}', {{n: {n}}})")
+    page.evaluate("evothesis.flush()")
+    page.wait_for_timeout(wait_ms)
+    pending = int(page.evaluate("evothesis.getStats().batches_pending"))
+    db.execute("ALTER TABLE events_log_offline RENAME TO events_log")
+    return pending
+
+
+def assert_tracked_once(db: Any, event_type: str) -> None:
+    rows = wait_for_rows(db, f"event_type = '{event_type}'", 4)
+    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"
+
+
 def test_collector_answering_503_for_a_while_loses_nothing(
     start_collector: Callable[..., RunningCollector], db: Any, page: Page
 ) -> None:
     # Without a spool, a failing database is a 503: the tracker's retries are what count.
     collector = start_collector(SPOOL_MAX_BYTES=0)
-    page.goto(localhost(collector, "/index.html"))
-    page.wait_for_function("window.evothesis !== undefined")
-    page.evaluate("evothesis.flush()")
-    assert wait_for_rows(db, "event_type = 'pageview'", 1)
-
-    # The collector stays up but its database table is gone: every flush fails, /collect
-    # answers 503 with Retry-After, and the tracker keeps the batches.
-    db.execute("ALTER TABLE events_log RENAME TO events_log_offline")
-    for n in range(4):
-        page.evaluate(f"evothesis.track('during_503', {{n: {n}}})")
-    page.evaluate("evothesis.flush()")
-    page.wait_for_timeout(1500)
-    assert page.evaluate("evothesis.getStats().batches_pending") >= 1
-    db.execute("ALTER TABLE events_log_offline RENAME TO events_log")
-
+    # /collect answers 503 with Retry-After, and the tracker keeps the batches.
+    assert track_while_the_table_is_offline(collector, db, page, "during_503", wait_ms=1500) >= 1
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not page.evaluate("evothesis.flush()"):
         time.sleep(0.5)
-    rows = wait_for_rows(db, "event_type = 'during_503'", 4)
-    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"
+    assert_tracked_once(db, "during_503")
 
 
 def test_with_the_spool_a_database_outage_is_invisible_to_the_page(
     collector: RunningCollector, db: Any, page: Page
 ) -> None:
-    page.goto(localhost(collector, "/index.html"))
-    page.wait_for_function("window.evothesis !== undefined")
-    page.evaluate("evothesis.flush()")
-    assert wait_for_rows(db, "event_type = 'pageview'", 1)
-
-    db.execute("ALTER TABLE events_log RENAME TO events_log_offline")
-    for n in range(4):
-        page.evaluate(f"evothesis.track('while_spooling', {{n: {n}}})")
-    page.evaluate("evothesis.flush()")
-    page.wait_for_timeout(1000)
-    assert page.evaluate("evothesis.getStats().batches_pending") == 0  # 202: accepted
-    db.execute("ALTER TABLE events_log_offline RENAME TO events_log")
-
-    rows = wait_for_rows(db, "event_type = 'while_spooling'", 4)  # replayed from disk
-    assert sorted(r[5]["eventData"]["n"] for r in rows) == [0, 1, 2, 3], "lost or duplicated"
+    # 202: accepted into the spool, nothing left pending in the page.
+    assert (
+        track_while_the_table_is_offline(collector, db, page, "while_spooling", wait_ms=1000) == 0
+    )
+    assert_tracked_once(db, "while_spooling")  # replayed from disk

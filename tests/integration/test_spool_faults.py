@@ -121,6 +121,22 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def serve_command(database: Database, tmp_path: Path) -> tuple[str, list[str], dict[str, str]]:
+    """Base URL, command and environment of an ``evothesis serve`` process on ``database``
+    with its spool under ``tmp_path``."""
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "DATABASE_URL": database.url,
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
+        "ENVIRONMENT": "test",
+    }
+    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    return f"http://127.0.0.1:{port}", command, env
+
+
 def assert_exactly_once(acknowledged: set[str], stored: list[str]) -> None:
     assert len(stored) == len(set(stored)), "an event was stored twice"
     missing = acknowledged - set(stored)
@@ -156,17 +172,7 @@ def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: 
 
 
 def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "DATABASE_URL": database.url,
-        "SPOOL_DIR": str(tmp_path / "spool"),
-        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
-        "ENVIRONMENT": "test",
-    }
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    base, command, env = serve_command(database, tmp_path)
     log = tmp_path / "collector.log"
     first = start_process(command, env=env, log=log, health_url=f"{base}/health")
     load = Load(base)
@@ -204,17 +210,7 @@ def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_p
 def test_sigterm_under_load_stores_everything_acknowledged(
     database: Database, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "DATABASE_URL": database.url,
-        "SPOOL_DIR": str(tmp_path / "spool"),
-        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
-        "ENVIRONMENT": "test",
-    }
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
+    base, command, env = serve_command(database, tmp_path)
     process = start_process(
         command, env=env, log=tmp_path / "serve.log", health_url=f"{base}/health"
     )
