@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 
 from evothesis.api import metrics, ops, site
@@ -18,7 +19,6 @@ from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
-from evothesis.ingest.attribution import SiteDirectory
 from evothesis.ingest.collector import Collector
 from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
@@ -56,17 +56,14 @@ def create_app(
     *,
     database_url: str,
     clock: Clock | None = None,
-    sites: SiteDirectory | None = None,
 ) -> Evothesis:
     """Build the collector app; ``database_url`` is explicit because the embedded default
     decides it at start-up, after settings are read.
 
     The registry is read over HTTP when ``PIXEL_MANAGEMENT_URL`` is set; otherwise this
     process hosts pixel management itself (its API included) on the same database.
-    ``sites`` replaces the registry altogether (tests).
     """
     clock = clock or SystemClock()
-    in_process_registry = sites is None and not settings.pixel_management_url
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,29 +84,7 @@ def create_app(
             max_pending=settings.buffer_max_events * PENDING_FLUSHES_LIMIT,
             spool=spool,
         )
-        http_source: HttpRegistrySource | None = None
-        directory = sites
-        if directory is None:
-            source: RegistrySource
-            if settings.pixel_management_url:
-                source = http_source = HttpRegistrySource(
-                    settings.pixel_management_url,
-                    token=settings.pixel_management_token,
-                    timeout=settings.registry_timeout_s,
-                )
-            else:
-                registry = RegistryStore(pool, settings.secret_box())
-                if settings.is_development:
-                    await registry.ensure_development_client()
-                app.state.registry = source = registry
-            directory = CachedDirectory(
-                source,
-                kind="http" if http_source else "database",
-                ttl=settings.registry_cache_ttl_s,
-                negative_ttl=settings.registry_negative_ttl_s,
-                stale_for=settings.registry_stale_s,
-            )
-            app.state.registry_changed = directory.invalidate
+        directory, http_source = await _registry_directory(settings, pool, app)
         buffer.start()
         read_deadlines = ReadDeadlines(settings.body_timeout_s)
         read_deadlines.start()
@@ -146,12 +121,41 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(metrics.router)
     app.include_router(site.router)
-    if in_process_registry:
+    if not settings.pixel_management_url:
         include_pixel_management(app)
     if settings.serve_demo:
         site.mount_demo(app)
     _document_collect(app)
     return Evothesis(app)
+
+
+async def _registry_directory(
+    settings: Settings, pool: asyncpg.Pool, app: FastAPI
+) -> tuple[CachedDirectory, HttpRegistrySource | None]:
+    """The cached registry the collector attributes with, over HTTP or on ``pool``; the
+    HTTP client is returned too, for the lifespan to close."""
+    source: RegistrySource
+    http_source = None
+    if settings.pixel_management_url:
+        source = http_source = HttpRegistrySource(
+            settings.pixel_management_url,
+            token=settings.pixel_management_token,
+            timeout=settings.registry_timeout_s,
+        )
+    else:
+        registry = RegistryStore(pool, settings.secret_box())
+        if settings.is_development:
+            await registry.ensure_development_client()
+        app.state.registry = source = registry
+    directory = CachedDirectory(
+        source,
+        kind="http" if http_source else "database",
+        ttl=settings.registry_cache_ttl_s,
+        negative_ttl=settings.registry_negative_ttl_s,
+        stale_for=settings.registry_stale_s,
+    )
+    app.state.registry_changed = directory.invalidate
+    return directory, http_source
 
 
 def app_from_environment() -> Evothesis:

@@ -70,10 +70,14 @@ def serve(
         int, typer.Option(min=1, help="Collector processes sharing the port (one pool each).")
     ] = 1,
 ) -> None:
-    """Run the collector API (POST /collect, /health, /events/*).
+    """Run the collector (POST /collect, /health, /metrics, /events/*, the demo site).
 
     With no DATABASE_URL an embedded PostgreSQL is started under EVOTHESIS_DATA_DIR
     (default ./.evothesis). Migrations are applied before the server accepts requests.
+    Without PIXEL_MANAGEMENT_URL the registry and its API (/api/v1/..., /pixel/...) are
+    served here too; in development client_test is registered for localhost. While
+    PostgreSQL is unreachable, accepted events go to the disk spool (SPOOL_DIR) and are
+    replayed when it returns.
     """
     import uvicorn
 
