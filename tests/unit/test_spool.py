@@ -196,6 +196,10 @@ def test_a_dead_processes_folder_is_adopted_and_a_live_ones_is_not(tmp_path: Pat
     assert [r.event_id for r in sink.rows] == [orphan.event_id]
     assert not dead.folder.exists()
     assert alive.has_backlog()  # still there: its owner replays it
+    empty = Spool(tmp_path, max_bytes=10**9)
+    os.close(empty._lock_fd)  # died with nothing spooled
+    replay(survivor, Sink())
+    assert not empty.folder.exists()  # its folder is cleaned up, not kept forever
 
 
 def test_the_write_buffer_spools_a_failed_flush_and_refuses_when_full(tmp_path: Path) -> None:

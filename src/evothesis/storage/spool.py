@@ -146,10 +146,14 @@ class Spool:
         self._segment_bytes = segment_bytes
         root.mkdir(parents=True, exist_ok=True)
         owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.folder = root / owner
-        self.folder.mkdir()
-        descriptor = _lock(self.folder / "lock")
+        # Locked under a hidden name first, then renamed into view, so no other process
+        # can take the new folder for a dead one's in between.
+        hidden = root / f".{owner}"
+        hidden.mkdir()
+        descriptor = _lock(hidden / "lock")
         assert descriptor is not None  # a fresh folder nobody else knows
+        self.folder = root / owner
+        hidden.rename(self.folder)
         self._lock_fd = descriptor
         self._mutex = threading.Lock()
         self._active: Path | None = None
@@ -207,7 +211,9 @@ class Spool:
 
     def _folders(self) -> list[Path]:
         return sorted(
-            path for path in self.root.iterdir() if path.is_dir() and path.name != QUARANTINE
+            path
+            for path in self.root.iterdir()
+            if path.is_dir() and path.name != QUARANTINE and not path.name.startswith(".")
         )
 
     def has_backlog(self) -> bool:
@@ -240,8 +246,13 @@ class Spool:
             descriptor = _lock(folder / "lock")
             if descriptor is None:
                 continue  # a live process: it replays its own
+            segments = _segments(folder)
+            if not segments:  # a process that died with nothing spooled
+                shutil.rmtree(folder, ignore_errors=True)
+                os.close(descriptor)
+                continue
             self._adopted[folder] = descriptor
-            ready += _segments(folder)
+            ready += segments
         return ready
 
     def release_adopted(self) -> None:
