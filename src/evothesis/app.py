@@ -12,7 +12,8 @@ import asyncpg
 from fastapi import FastAPI
 
 from evothesis.api import metrics, ops, site
-from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint, Receive, Scope, Send
+from evothesis.api.asgi import Receive, Scope, Send
+from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.factory import new_api
 from evothesis.api.metrics import RequestMetrics

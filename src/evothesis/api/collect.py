@@ -8,11 +8,11 @@ is served directly and documented in the OpenAPI schema by hand (``COLLECT_OPENA
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from evothesis.api.asgi import Receive, Scope, Send
 from evothesis.api.client_ip import client_ip
 from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.errors import error_body, error_payload
@@ -28,11 +28,6 @@ from evothesis.errors import (
 from evothesis.ingest.collector import Collector, CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.privacy import signal_on
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PATH = "/collect"
 

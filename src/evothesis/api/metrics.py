@@ -24,13 +24,14 @@ import asyncio
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from evothesis import __version__
+from evothesis.api.asgi import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "COLLECT_LATENCY_BUCKETS",
@@ -42,11 +43,6 @@ __all__ = [
     "router",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The text exposition format, version 0.0.4, which every Prometheus-compatible scraper reads.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
