@@ -359,3 +359,15 @@ def test_a_site_id_given_as_a_url_is_redacted_too(
         assert api.post("/collect", json=event(site)).status_code == 200
     [raw] = stored(db, "raw_event_data")
     assert "bob@example.com" not in str(raw)
+
+
+def test_drops_are_counted_by_their_real_reason(
+    database_url: str, collector: RunningCollector
+) -> None:
+    register_client(
+        database_url, "client_c", "c.example", honour_dnt=False, consent_mode="required"
+    )
+    with collector.client(origin="https://c.example") as api:
+        # DNT is not honoured by this client: the drop is for the missing consent.
+        api.post("/collect", json=event("c.example"), headers={"DNT": "1"})
+        assert api.get("/health").json()["refused_or_dropped"] == {"dropped_no_consent": 1}

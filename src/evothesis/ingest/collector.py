@@ -72,7 +72,10 @@ class Collector:
             raise
         privacy = request_privacy(client, context, envelope.events[0].payload.get("consent"))
         if privacy.decision is ConsentDecision.DROP:
-            reason = "dropped_do_not_track" if context.dnt or context.gpc else "dropped_no_consent"
+            signalled = (context.dnt or context.gpc) and (
+                client.honour_dnt or client.privacy_level != "standard"
+            )
+            reason = "dropped_do_not_track" if signalled else "dropped_no_consent"
             self.outcomes[reason] += len(envelope.events)
             return CollectResult(
                 0, client.client_id, context.received_at, events_dropped=len(envelope.events)
