@@ -49,20 +49,20 @@ Domain = Annotated[
     str, typer.Argument(metavar="DOMAIN", help="An exact host (www.acme.com) or *.acme.com.")
 ]
 
-clients_app = typer.Typer(
-    name="clients",
-    help="Create, list and change clients in the registry.",
-    epilog=environment_help(),
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-domains_app = typer.Typer(
-    name="domains",
-    help="Give domains to clients, or take them away.",
-    epilog=environment_help(),
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
+
+def _command_group(name: str, help_text: str) -> typer.Typer:
+    """A sub-command group whose help lists the environment variables, like every command."""
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        epilog=environment_help(),
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+
+
+clients_app = _command_group("clients", "Create, list and change clients in the registry.")
+domains_app = _command_group("domains", "Give domains to clients, or take them away.")
 
 
 def fail(message: str) -> NoReturn:

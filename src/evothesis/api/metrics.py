@@ -7,8 +7,8 @@ hot path; here a scrape reads them in place, on the event loop, with no locks.
 
 Everything is read at request time from ``app.state`` with ``getattr`` defaults, because
 parts of the state are optional (no spool configured, a test ``SiteDirectory`` without
-``status()``) or still being added. A metric whose source is missing is left out rather
-than reported as a misleading zero.
+``status()``). A metric whose source is missing is left out rather than reported as a
+misleading zero.
 
 No metric carries a client or site label: /metrics is for operators, must not reveal which
 tenants send what, and must keep a bounded number of series whatever senders put in their

@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from evothesis.api.metrics import read_spool_status
 from evothesis.api.responses import JSONResponse
 from evothesis.clock import iso_millis
 from evothesis.errors import StorageUnavailable
@@ -35,8 +36,7 @@ async def health(request: Request) -> Response:
         },
         "timestamp": iso_millis(state.clock.now()),
     }
-    spool = state.spool
-    spool_status = await asyncio.to_thread(spool.status) if spool is not None else None
+    spool_status = await asyncio.to_thread(read_spool_status, state)
     body["spool"] = spool_status
     backlog = bool(spool_status and spool_status["segments"])
     try:

@@ -152,7 +152,7 @@ class WriteBuffer:
 
     async def _flush(self, batch: list[_Request]) -> None:
         rows = [row for request in batch for row in request.rows]
-        notes = [request.note for request in batch if request.note]
+        notes = [request.note for request in batch if request.note is not None]
         audits = [request.audit for request in batch if request.audit is not None]
         started = time.monotonic()
         try:
@@ -185,14 +185,13 @@ class WriteBuffer:
         batch: list[_Request],
         rows: list[EventRow],
         audits: list[AuditRecord],
-        notes: list[str | None],
+        notes: list[str],
         failure: StorageUnavailable,
     ) -> None:
         """The database failed this flush: make it durable on disk, or refuse it (503)."""
-        lines = [note for note in notes if note]
         if self._spool is None:
             logger.warning(
-                "\n".join([*lines, f"Flush of {len(rows)} events failed: {failure.message}"])
+                "\n".join([*notes, f"Flush of {len(rows)} events failed: {failure.message}"])
             )
             _settle(batch, failure)
             return
@@ -208,7 +207,7 @@ class WriteBuffer:
             self.spooled_batches += 1
             self.spooled_rows += len(rows)
             logger.warning(
-                "\n".join([*lines, f"Spooled {len(rows)} events to disk: {failure.message}"])
+                "\n".join([*notes, f"Spooled {len(rows)} events to disk: {failure.message}"])
             )
             _settle(batch, None, spooled=True)
 
