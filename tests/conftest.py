@@ -197,6 +197,9 @@ def start_process(
 def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
     """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
     overrides.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="evothesis-spool-"))
+    # Exports only where a test asks for them, and never into the working tree.
+    overrides.setdefault("EXPORT_IN_SERVE", False)
+    overrides.setdefault("EVOTHESIS_DATA_DIR", tempfile.mkdtemp(prefix="evothesis-data-"))
     settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
     port = port or free_port()
     server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from evothesis.api import metrics, ops, site
+from evothesis.api import export, metrics, ops, site
 from evothesis.api.asgi import Receive, Scope, Send
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deadlines import ReadDeadlines
@@ -20,6 +20,8 @@ from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
+from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
+from evothesis.export.scheduler import SchedulerState, run_scheduler
 from evothesis.ingest.collector import Collector
 from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
@@ -102,9 +104,15 @@ def create_app(
         app.state.collector = Collector(
             sites=directory, buffer=buffer, max_batch_events=settings.max_batch_events
         )
+        app.state.pipeline = pipeline = pipeline_from_settings(settings, pool)
+        exporter = _start_scheduler(settings, pipeline, app)
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await exporter
             if replayer is not None:
                 replayer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +129,7 @@ def create_app(
     app.state.clock = clock
     app.include_router(ops.router)
     app.include_router(metrics.router)
+    app.include_router(export.router)
     app.include_router(site.router)
     if not settings.pixel_management_url:
         include_pixel_management(app)
@@ -128,6 +137,21 @@ def create_app(
         site.mount_demo(app)
     _document_collect(app)
     return Evothesis(app)
+
+
+def _start_scheduler(
+    settings: Settings, pipeline: ExportPipeline, app: FastAPI
+) -> asyncio.Task[None] | None:
+    """The export schedule inside the collector, unless EXPORT_IN_SERVE is off (a separate
+    ``evothesis worker`` exports) or EXPORT_SCHEDULE is off (on demand only)."""
+    app.state.export_scheduler = None
+    interval = settings.export_interval_s
+    if not settings.export_in_serve or interval is None:
+        return None
+    state = app.state.export_scheduler = SchedulerState()
+    return asyncio.create_task(
+        run_scheduler(pipeline, state, interval_s=interval), name="export-scheduler"
+    )
 
 
 async def _registry_directory(

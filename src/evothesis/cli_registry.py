@@ -26,12 +26,22 @@ from evothesis.registry.secrets import SecretBox, SecretKeyError
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 from evothesis.storage.events import describe_error
 
-__all__ = ["clients_app", "domains_app", "open_secret_box", "run_on_registry"]
+__all__ = [
+    "DATABASE_ERRORS",
+    "clients_app",
+    "command_group",
+    "domains_app",
+    "fail",
+    "open_secret_box",
+    "prepared_database",
+    "print_json",
+    "run_on_registry",
+]
 
 T = TypeVar("T")
 
 #: What reaching, migrating or querying an absent or misconfigured database raises.
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
@@ -50,7 +60,7 @@ Domain = Annotated[
 ]
 
 
-def _command_group(name: str, help_text: str) -> typer.Typer:
+def command_group(name: str, help_text: str) -> typer.Typer:
     """A sub-command group whose help lists the environment variables, like every command."""
     return typer.Typer(
         name=name,
@@ -61,8 +71,8 @@ def _command_group(name: str, help_text: str) -> typer.Typer:
     )
 
 
-clients_app = _command_group("clients", "Create, list and change clients in the registry.")
-domains_app = _command_group("domains", "Give domains to clients, or take them away.")
+clients_app = command_group("clients", "Create, list and change clients in the registry.")
+domains_app = command_group("domains", "Give domains to clients, or take them away.")
 
 
 def fail(message: str) -> NoReturn:
@@ -79,13 +89,13 @@ def open_secret_box(settings: Settings) -> SecretBox:
         fail(str(exc))
 
 
-def _prepared_database(settings: Settings) -> str:
+def prepared_database(settings: Settings) -> str:
     from evothesis.cli import database_url, migrate_database
 
     try:
         url = database_url(settings)
         migrate_database(url)
-    except (*_DATABASE_ERRORS, ValueError) as exc:  # ValueError: DATABASE_URL is no URL
+    except (*DATABASE_ERRORS, ValueError) as exc:  # ValueError: DATABASE_URL is no URL
         fail(f"cannot use the database: {describe_error(exc)}")
     return url
 
@@ -104,16 +114,16 @@ def run_on_registry(work: Callable[[RegistryStore], Awaitable[T]]) -> T:
 
     settings = load_settings()
     box = open_secret_box(settings)
-    url = _prepared_database(settings)
+    url = prepared_database(settings)
     try:
         return asyncio.run(_with_store(url, box, work))
     except (EvothesisError, SecretKeyError) as exc:
         fail(str(exc))
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         fail(f"cannot use the database: {describe_error(exc)}")
 
 
-def _print_json(value: object) -> None:
+def print_json(value: object) -> None:
     typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -177,7 +187,7 @@ def add_client(
     record, write_key = run_on_registry(
         lambda store: store.create_client(client_id, spec, domains or ())
     )
-    _print_json({**record.as_dict(), "write_key": write_key})
+    print_json({**record.as_dict(), "write_key": write_key})
     _remind_to_keep(client_id)
 
 
@@ -207,7 +217,7 @@ def list_clients() -> None:
 def show_client(client_id: ClientId) -> None:
     """Print one client as JSON (secrets only as has_* flags)."""
     record = run_on_registry(lambda store: store.get_client(client_id))
-    _print_json(record.as_dict())
+    print_json(record.as_dict())
 
 
 def _set_active(client_id: str, active: bool) -> None:

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evothesis.export.buckets import BucketSpec, ExportBuckets, bucket_url, s3_options
+from evothesis.export.timing import parse_duration, parse_schedule
 from evothesis.registry.secrets import SecretBox, load_secret_box
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -102,6 +104,38 @@ class Settings(BaseSettings):
     )
     spool_max_bytes: int = Field(1024**3, ge=0, alias="SPOOL_MAX_BYTES")
 
+    raw_bucket: str | None = Field(
+        None,
+        alias="RAW_S3_BUCKET",
+        description="Raw export bucket (name or URL); unset = EVOTHESIS_DATA_DIR/buckets/raw.",
+    )
+    processed_bucket: str | None = Field(
+        None,
+        alias="PROCESSED_S3_BUCKET",
+        description="Processed exports of clients without a destination of their own.",
+    )
+    client_bucket: str | None = Field(
+        None, alias="CLIENT_S3_BUCKET", description="The seed's name for PROCESSED_S3_BUCKET."
+    )
+    backup_bucket: str | None = Field(
+        None, alias="BACKUP_S3_BUCKET", description="Backup bucket holding metering records."
+    )
+    s3_endpoint: str | None = Field(None, alias="S3_ENDPOINT_URL")
+    s3_region: str | None = Field(None, alias="S3_REGION")
+    raw_access_key: str | None = Field(None, alias="RAW_S3_ACCESS_KEY")
+    raw_secret_key: str | None = Field(None, alias="RAW_S3_SECRET_KEY")
+    processed_access_key: str | None = Field(None, alias="PROCESSED_S3_ACCESS_KEY")
+    processed_secret_key: str | None = Field(None, alias="PROCESSED_S3_SECRET_KEY")
+    backup_access_key: str | None = Field(None, alias="BACKUP_S3_ACCESS_KEY")
+    backup_secret_key: str | None = Field(None, alias="BACKUP_S3_SECRET_KEY")
+
+    export_batch_size: int = Field(10_000, ge=1, le=1_000_000, alias="EXPORT_BATCH_SIZE")
+    export_schedule: str = Field("1m", alias="EXPORT_SCHEDULE")
+    export_format: Literal["json", "csv", "parquet"] = Field("json", alias="EXPORT_FORMAT")
+    buffer_retention: str = Field("6h", alias="BUFFER_RETENTION")
+    export_lease: str = Field("5m", alias="EXPORT_LEASE")
+    export_in_serve: bool = Field(True, alias="EXPORT_IN_SERVE")
+
     recent_max_limit: int = Field(1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT")
     serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -113,6 +147,63 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [ipaddress.ip_network(str(v), strict=False) for v in value]
         return value
+
+    @field_validator("export_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("buffer_retention", "export_lease")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def export_interval_s(self) -> float | None:
+        """Seconds between scheduled exports; ``None`` when exports run on demand only."""
+        return parse_schedule(self.export_schedule)
+
+    @property
+    def buffer_retention_s(self) -> float:
+        return parse_duration(self.buffer_retention)
+
+    @property
+    def export_lease_s(self) -> float:
+        return parse_duration(self.export_lease)
+
+    def buckets(self) -> ExportBuckets:
+        """The operator's three buckets, local folders under the data directory when unset."""
+        root = self.data_dir / "buckets"
+
+        def spec(value: str | None, name: str, key: str | None, secret: str | None) -> BucketSpec:
+            url = bucket_url(value, default_folder=root / name)
+            options = (
+                {}
+                if url.startswith("file://")
+                else s3_options(
+                    endpoint=self.s3_endpoint,
+                    region=self.s3_region,
+                    access_key=key,
+                    secret_key=secret,
+                )
+            )
+            return BucketSpec(url, options)
+
+        return ExportBuckets(
+            raw=spec(self.raw_bucket, "raw", self.raw_access_key, self.raw_secret_key),
+            processed=spec(
+                self.processed_bucket or self.client_bucket,
+                "processed",
+                self.processed_access_key,
+                self.processed_secret_key,
+            ),
+            backup=spec(
+                self.backup_bucket, "backup", self.backup_access_key, self.backup_secret_key
+            ),
+        )
 
     @property
     def is_development(self) -> bool:
@@ -157,6 +248,21 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("WRITE_BUFFER_MAX_DELAY_MS", "how long a flush waits to coalesce requests (default 2)"),
     ("SPOOL_DIR", "disk spool while PostgreSQL is down (default EVOTHESIS_DATA_DIR/spool)"),
     ("SPOOL_MAX_BYTES", "disk spool size limit; 0 turns the spool off (default 1 GiB)"),
+    ("RAW_S3_BUCKET", "raw export bucket: name or URL (default EVOTHESIS_DATA_DIR/buckets/raw)"),
+    ("PROCESSED_S3_BUCKET", "processed exports of clients without own bucket (CLIENT_S3_BUCKET)"),
+    (
+        "BACKUP_S3_BUCKET",
+        "metering records for billing (default EVOTHESIS_DATA_DIR/buckets/backup)",
+    ),
+    (
+        "S3_ENDPOINT_URL",
+        "S3-compatible endpoint (MinIO, R2, ...); credentials: AWS_* or *_S3_*_KEY",
+    ),
+    ("EXPORT_SCHEDULE", "raw export interval: 30s, 1m, hourly, daily or off (default 1m)"),
+    ("EXPORT_BATCH_SIZE", "events per export batch; a backlog this big exports at once (10000)"),
+    ("EXPORT_FORMAT", "processed format when a client has none: json | csv | parquet"),
+    ("BUFFER_RETENTION", "how long exported events stay in PostgreSQL (default 6h)"),
+    ("EXPORT_IN_SERVE", "run the export scheduler inside serve (default true)"),
     ("LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
 )
 

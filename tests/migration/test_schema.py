@@ -29,6 +29,7 @@ EXPECTED_COLUMNS = {
     "user_agent": ("text", "YES"),
     "raw_event_data": ("jsonb", "NO"),
     "created_at": ("timestamp with time zone", "NO"),
+    "xid": ("xid8", "NO"),
 }
 
 
@@ -59,6 +60,7 @@ def test_upgrade_builds_events_log_with_seed_columns_and_indexes(empty_database:
     assert "UNIQUE" in indexes["events_log_event_id_key"]
     assert "(created_at, id)" in indexes["events_log_created_at_idx"]
     assert '(client_id, "timestamp")' in indexes["events_log_client_timestamp_idx"]
+    assert "(xid, id)" in indexes["events_log_export_order_idx"]
 
 
 def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str) -> None:
@@ -72,7 +74,7 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str
         assert run.returncode == 0, stderr.decode()
     with psycopg.connect(empty_database) as conn:
         [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:

@@ -16,9 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from evothesis.config import Settings
 from evothesis.errors import AdminUnauthorized
 
-__all__ = ["check_bearer", "require_admin", "require_service"]
+__all__ = ["admin_bearer", "check_bearer", "require_admin", "require_service"]
 
-_admin_bearer = HTTPBearer(
+admin_bearer = HTTPBearer(
     auto_error=False,
     scheme_name="AdminToken",
     description="EVOTHESIS_ADMIN_TOKEN, for the client administration API.",
@@ -58,7 +58,7 @@ def _settings(request: Request) -> Settings:
 
 async def require_admin(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
 ) -> None:
     check_bearer(
         credentials,

@@ -144,6 +144,19 @@ class RegistryStore:
             return None
         return self._config(row)
 
+    async def export_target(self, client_id: str) -> tuple[str | None, dict[str, str] | None]:
+        """The client's export destination and its opened credentials, for the exporter.
+
+        A client that is not (or no longer) registered exports to the operator's bucket:
+        its events were accepted, so they are delivered.
+        """
+        row = await self._fetchrow("client_get", client_id)
+        if row is None:
+            return None, None
+        spec = self._spec(row)
+        credentials = dict(spec.export_credentials) if spec.export_credentials else None
+        return spec.export_destination, credentials
+
     # ---------------------------------------------------------------- administration
 
     async def create_client(

@@ -30,6 +30,8 @@ async def create_pool(database_url: str, *, min_size: int, max_size: int) -> asy
         reset=_keep_session,
         command_timeout=30,
         max_inactive_connection_lifetime=300,
+        # Exports render timestamps in SQL (json_build_object); they are always UTC.
+        server_settings={"timezone": "UTC"},
     )
     assert pool is not None
     return pool

@@ -102,3 +102,199 @@ SELECT client_id FROM client_domains WHERE domain = $1 AND NOT EXISTS (SELECT 1 
 
 -- domain_delete --
 DELETE FROM client_domains WHERE domain = $1 AND client_id = $2 RETURNING domain
+
+-- export_claim_lock --
+-- Claims follow one another: each starts where the previous batch ended.
+SELECT pg_advisory_xact_lock(7461707468657369)
+
+-- export_cursor --
+-- Where the next batch starts: the end of the newest batch, or the very beginning.
+SELECT batch_id, upto_xid::text AS upto_xid, upto_id
+FROM export_batches ORDER BY batch_id DESC LIMIT 1
+
+-- export_claim --
+-- The next batch: at most $1 events after the cursor ($2, $3) in commit order, only from
+-- transactions that have all ended (xid below this statement's snapshot xmin), so no commit
+-- still in flight can later land inside the range. Nothing is returned when nothing is new.
+WITH picked AS (
+    SELECT xid, id, created_at FROM events_log
+    WHERE (xid, id) > ($2::text::xid8, $3::bigint)
+      AND xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY xid, id
+    LIMIT $1
+), summary AS (
+    SELECT count(*) AS n, min(created_at) AS first_at, max(created_at) AS last_at FROM picked
+), last AS (
+    SELECT xid, id FROM picked ORDER BY xid DESC, id DESC LIMIT 1
+)
+INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id, event_count,
+                            first_created_at, last_created_at, lease_owner, lease_until,
+                            attempts)
+SELECT $4, $2::text::xid8, $3, last.xid, last.id, summary.n, summary.first_at, summary.last_at,
+       $5, now() + make_interval(secs => $6), 1
+FROM last, summary
+RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
+          upto_xid::text AS upto_xid, upto_id, event_count, attempts
+
+-- export_lease_batch --
+-- A batch whose raw export is due: never leased, or its exporter's lease ran out (it died).
+UPDATE export_batches b
+SET lease_owner = $1, lease_until = now() + make_interval(secs => $2), attempts = attempts + 1
+WHERE b.batch_id = (
+    SELECT batch_id FROM export_batches
+    WHERE state = 'pending' AND next_attempt_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY batch_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
+          upto_xid::text AS upto_xid, upto_id, event_count, attempts
+
+-- export_batch_lines --
+-- A batch's events as JSON Lines, in commit order; the session time zone is UTC.
+SELECT client_id, site_id, created_at,
+       json_build_object('id', id, 'event_id', event_id, 'event_type', event_type,
+                         'session_id', session_id, 'visitor_id', visitor_id,
+                         'site_id', site_id, 'client_id', client_id, 'timestamp', "timestamp",
+                         'url', url, 'path', path, 'referrer', referrer,
+                         'ip_address', ip_address, 'user_agent', user_agent,
+                         'raw_event_data', raw_event_data, 'created_at', created_at)::text
+           AS line
+FROM events_log
+WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
+ORDER BY xid, id
+
+-- export_mark_exported --
+-- Only the first exporter to finish a batch records it (a second one, whose lease had run
+-- out, wrote the same objects and finds nothing to update).
+UPDATE export_batches
+SET state = 'exported', exported_at = now(), raw_key = $2, raw_bytes = $3, event_count = $4,
+    lease_owner = NULL, lease_until = NULL, last_error = NULL
+WHERE batch_id = $1 AND state = 'pending'
+RETURNING batch_id
+
+-- export_add_deliveries --
+-- One processed file per client of the batch, in the format the client has now, so that a
+-- retried delivery keeps its key even if the client changes format later.
+INSERT INTO export_deliveries (batch_id, client_id, event_count, format)
+SELECT $1, d.client_id, d.events, COALESCE(c.export_format, $4)
+FROM unnest($2::text[], $3::int[]) AS d (client_id, events)
+LEFT JOIN clients c ON c.client_id = d.client_id
+ON CONFLICT (batch_id, client_id) DO NOTHING
+
+-- export_batch_failed --
+UPDATE export_batches
+SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3),
+    lease_owner = NULL, lease_until = NULL
+WHERE batch_id = $1 AND state = 'pending'
+
+-- export_lease_deliveries --
+-- Up to $3 due deliveries of clients that are not paused, oldest batches first.
+WITH picked AS (
+    SELECT d.batch_id, d.client_id FROM export_deliveries d
+    LEFT JOIN export_destination_state s ON s.client_id = d.client_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND (s.paused_until IS NULL OR s.paused_until <= now())
+    ORDER BY d.batch_id, d.client_id
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE export_deliveries d
+SET lease_owner = $1, lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
+FROM picked, export_batches b
+WHERE d.batch_id = picked.batch_id AND d.client_id = picked.client_id
+  AND b.batch_id = d.batch_id
+RETURNING d.batch_id, d.client_id, d.event_count, d.format, d.attempts, b.raw_key,
+          b.claimed_at
+
+-- export_mark_delivered --
+UPDATE export_deliveries
+SET state = 'delivered', delivered_at = now(), object_key = $3, object_bytes = $4,
+    lease_owner = NULL, lease_until = NULL, last_error = NULL
+WHERE batch_id = $1 AND client_id = $2 AND state = 'pending'
+
+-- export_delivery_failed --
+UPDATE export_deliveries
+SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
+    lease_owner = NULL, lease_until = NULL
+WHERE batch_id = $1 AND client_id = $2 AND state = 'pending'
+
+-- export_destination_ok --
+INSERT INTO export_destination_state (client_id, last_success_at) VALUES ($1, now())
+ON CONFLICT (client_id) DO UPDATE
+SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
+
+-- export_destination_failed --
+-- The client is paused for $3 seconds: its deliveries wait, other clients' go on.
+INSERT INTO export_destination_state (client_id, consecutive_failures, paused_until,
+                                      last_error, last_failure_at)
+VALUES ($1, 1, now() + make_interval(secs => $3), $2, now())
+ON CONFLICT (client_id) DO UPDATE
+SET consecutive_failures = export_destination_state.consecutive_failures + 1,
+    paused_until = now() + make_interval(secs => $3), last_error = $2, last_failure_at = now()
+RETURNING consecutive_failures
+
+-- export_purge --
+-- Delete the events of one batch that was exported more than $1 seconds ago.
+WITH batch AS (
+    SELECT batch_id, after_xid, after_id, upto_xid, upto_id FROM export_batches
+    WHERE state = 'exported' AND purged_at IS NULL
+      AND exported_at < now() - make_interval(secs => $1)
+    ORDER BY batch_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM events_log e USING batch b
+    WHERE (e.xid, e.id) > (b.after_xid, b.after_id) AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
+    RETURNING 1
+)
+UPDATE export_batches x SET purged_at = now()
+FROM batch
+WHERE x.batch_id = batch.batch_id
+RETURNING x.batch_id, (SELECT count(*) FROM gone) AS deleted
+
+-- export_backlog --
+-- Events not yet in any batch (counted up to $3, so a huge backlog costs a bounded scan).
+SELECT count(*) AS rows, min(created_at) AS oldest FROM (
+    SELECT created_at FROM events_log
+    WHERE (xid, id) > ($1::text::xid8, $2::bigint)
+    ORDER BY xid, id
+    LIMIT $3
+) s
+
+-- export_batch_summary --
+SELECT
+    count(*) FILTER (WHERE state = 'pending') AS pending_batches,
+    COALESCE(sum(event_count) FILTER (WHERE state = 'pending'), 0) AS pending_batch_events,
+    count(*) FILTER (WHERE state = 'pending' AND last_error IS NOT NULL) AS failed_batches,
+    count(*) FILTER (WHERE state = 'exported') AS exported_batches,
+    COALESCE(sum(event_count) FILTER (WHERE state = 'exported'), 0) AS exported_events,
+    max(exported_at) AS last_exported_at,
+    min(first_created_at) FILTER (WHERE state = 'pending') AS oldest_pending_at,
+    count(*) FILTER (WHERE purged_at IS NOT NULL) AS purged_batches
+FROM export_batches
+
+-- export_failed_batches --
+SELECT batch_id, attempts, last_error, next_attempt_at, event_count FROM export_batches
+WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY batch_id LIMIT $1
+
+-- export_last_batch --
+SELECT batch_id, exported_at, event_count, raw_key FROM export_batches
+WHERE state = 'exported' ORDER BY exported_at DESC, batch_id DESC LIMIT 1
+
+-- export_delivery_summary --
+SELECT client_id,
+       count(*) FILTER (WHERE state = 'pending') AS pending_files,
+       COALESCE(sum(event_count) FILTER (WHERE state = 'pending'), 0) AS pending_events,
+       count(*) FILTER (WHERE state = 'delivered') AS delivered_files,
+       COALESCE(sum(event_count) FILTER (WHERE state = 'delivered'), 0) AS delivered_events,
+       max(delivered_at) AS last_delivered_at
+FROM export_deliveries GROUP BY client_id ORDER BY client_id
+
+-- export_unprocessed_objects --
+SELECT count(DISTINCT batch_id) AS objects FROM export_deliveries WHERE state = 'pending'
+
+-- export_destination_states --
+SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_at,
+       last_success_at, paused_until > now() AS paused
+FROM export_destination_state ORDER BY client_id

@@ -1,0 +1,1 @@
+"""Export pipeline: buffer -> raw objects -> per-client files, metering."""

@@ -1,0 +1,42 @@
+"""Object keys are a pure function of the export batch: a retried batch overwrites its own
+objects instead of adding a second copy, which is half of "exactly once" (the ledger in
+PostgreSQL is the other half)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from evothesis.export.formats import FILE_EXTENSIONS
+
+RAW_PREFIX = "raw-events"
+PROCESSED_PREFIX = "processed-events"
+METERING_PREFIX = "metering"
+
+
+def batch_name(batch_id: int) -> str:
+    """Zero-padded so that keys list in batch order."""
+    return f"batch-{batch_id:012d}"
+
+
+def _day(claimed_at: datetime) -> str:
+    return claimed_at.strftime("%Y/%m/%d")
+
+
+def raw_key(batch_id: int, claimed_at: datetime) -> str:
+    return f"{RAW_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl.gz"
+
+
+def metering_key(batch_id: int, claimed_at: datetime) -> str:
+    return f"{METERING_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl"
+
+
+def processed_key(client_id: str, batch_id: int, claimed_at: datetime, fmt: str) -> str:
+    return (
+        f"{PROCESSED_PREFIX}/{client_id}/{_day(claimed_at)}/"
+        f"{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
+    )
+
+
+def manifest_key(data_key: str) -> str:
+    """The sidecar of a processed file: the seed's export metadata, next to the data."""
+    return f"{data_key}.manifest.json"

@@ -1,0 +1,273 @@
+"""The export ledger in PostgreSQL: numbered batches, per-client deliveries, paused clients.
+
+This is the only module that talks SQL about exports. Exporters coordinate here: claims are
+serialised by an advisory lock (each batch starts where the previous one ended), and work on
+claimed batches and deliveries is handed out with ``FOR UPDATE SKIP LOCKED`` and a lease, so
+an exporter that dies mid-batch only delays that batch until its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from evothesis.errors import StorageUnavailable
+from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
+from evothesis.storage.queries import query
+
+#: The cursor before the first batch: below every real (xid, id).
+_ORIGIN = ("0", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A claimed range of the buffer: the events with after < (xid, id) <= upto."""
+
+    batch_id: int
+    claimed_at: datetime
+    after_xid: str
+    after_id: int
+    upto_xid: str
+    upto_id: int
+    event_count: int
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Batch:
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One event of a batch as its raw JSON line, with what metering needs."""
+
+    client_id: str
+    site_id: str
+    created_at: datetime
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One client's share of one raw batch, to be written in ``format``."""
+
+    batch_id: int
+    client_id: str
+    event_count: int
+    format: str
+    attempts: int
+    raw_key: str
+    claimed_at: datetime
+
+
+class ExportLedger:
+    """Batches and deliveries behind a small interface; driver errors become
+    ``StorageUnavailable``."""
+
+    def __init__(self, pool: asyncpg.Pool, *, owner: str, lease_s: float) -> None:
+        self._pool = pool
+        self.owner = owner
+        self._lease_s = lease_s
+
+    # ------------------------------------------------------------------------- raw batches
+
+    async def claim(self, max_events: int) -> Batch | None:
+        """The next batch of at most ``max_events`` new events, leased to this exporter."""
+
+        async def claim(connection: asyncpg.Connection) -> Batch | None:
+            async with connection.transaction():
+                await connection.execute(query("export_claim_lock"))
+                cursor = await connection.fetchrow(query("export_cursor"))
+                after = (cursor["upto_xid"], cursor["upto_id"]) if cursor else _ORIGIN
+                next_id = cursor["batch_id"] + 1 if cursor else 1
+                row = await connection.fetchrow(
+                    query("export_claim"),
+                    max_events,
+                    *after,
+                    next_id,
+                    self.owner,
+                    self._lease_s,
+                )
+                return Batch.from_row(row) if row else None
+
+        return await self._run(claim)
+
+    async def lease_batch(self) -> Batch | None:
+        """A claimed batch that is due (new, retried after a failure, or abandoned)."""
+        row = await self._fetchrow("export_lease_batch", self.owner, self._lease_s)
+        return Batch.from_row(row) if row else None
+
+    async def batch_lines(self, batch: Batch) -> list[BatchLine]:
+        rows = await self._fetch(
+            "export_batch_lines", batch.after_xid, batch.after_id, batch.upto_xid, batch.upto_id
+        )
+        return [BatchLine(r["client_id"], r["site_id"], r["created_at"], r["line"]) for r in rows]
+
+    async def mark_exported(
+        self,
+        batch: Batch,
+        *,
+        raw_key: str,
+        raw_bytes: int,
+        event_count: int,
+        client_counts: dict[str, int],
+        default_format: str,
+    ) -> bool:
+        """Record the batch as exported and create its deliveries, in one transaction;
+        ``False`` when another exporter recorded it first."""
+
+        async def mark(connection: asyncpg.Connection) -> bool:
+            async with connection.transaction():
+                done = await connection.fetchval(
+                    query("export_mark_exported"), batch.batch_id, raw_key, raw_bytes, event_count
+                )
+                if done is None:
+                    return False
+                clients = sorted(client_counts)
+                await connection.execute(
+                    query("export_add_deliveries"),
+                    batch.batch_id,
+                    clients,
+                    [client_counts[c] for c in clients],
+                    default_format,
+                )
+                return True
+
+        return await self._run(mark)
+
+    async def batch_failed(self, batch: Batch, error: str, retry_in_s: float) -> None:
+        await self._execute("export_batch_failed", batch.batch_id, error[:2000], retry_in_s)
+
+    async def backlog(self, limit: int) -> tuple[int, datetime | None]:
+        """Events not yet claimed (counted up to ``limit``) and the oldest one's arrival."""
+
+        async def backlog(connection: asyncpg.Connection) -> tuple[int, datetime | None]:
+            cursor = await connection.fetchrow(query("export_cursor"))
+            after = (cursor["upto_xid"], cursor["upto_id"]) if cursor else _ORIGIN
+            row = await connection.fetchrow(query("export_backlog"), *after, limit)
+            return row["rows"], row["oldest"]
+
+        return await self._run(backlog)
+
+    # -------------------------------------------------------------------------- deliveries
+
+    async def lease_deliveries(self, limit: int) -> list[Delivery]:
+        rows = await self._fetch("export_lease_deliveries", self.owner, self._lease_s, limit)
+        return [
+            Delivery(
+                r["batch_id"],
+                r["client_id"],
+                r["event_count"],
+                r["format"],
+                r["attempts"],
+                r["raw_key"],
+                r["claimed_at"],
+            )
+            for r in rows
+        ]
+
+    async def delivered(self, delivery: Delivery, *, key: str, size: int) -> None:
+        async def done(connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
+                await connection.execute(
+                    query("export_mark_delivered"),
+                    delivery.batch_id,
+                    delivery.client_id,
+                    key,
+                    size,
+                )
+                await connection.execute(query("export_destination_ok"), delivery.client_id)
+
+        await self._run(done)
+
+    async def delivery_failed(
+        self, delivery: Delivery, error: str, *, retry_in_s: float, pause_s: float | None
+    ) -> None:
+        """The delivery waits ``retry_in_s``; its client's other deliveries wait ``pause_s``
+        (``None``: the failure was not the client's destination, nobody is paused)."""
+
+        async def failed(connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
+                await connection.execute(
+                    query("export_delivery_failed"),
+                    delivery.batch_id,
+                    delivery.client_id,
+                    error[:2000],
+                    retry_in_s,
+                )
+                if pause_s is not None:
+                    await connection.execute(
+                        query("export_destination_failed"),
+                        delivery.client_id,
+                        error[:2000],
+                        pause_s,
+                    )
+
+        await self._run(failed)
+
+    async def destination_failures(self, client_id: str) -> int:
+        """Consecutive failures of a client's destination so far (0 when healthy)."""
+        rows = await self._fetch("export_destination_states")
+        return next((r["consecutive_failures"] for r in rows if r["client_id"] == client_id), 0)
+
+    # ---------------------------------------------------------------------------- retention
+
+    async def purge_one(self, older_than_s: float) -> tuple[int, int] | None:
+        """Delete the buffered events of one batch exported ``older_than_s`` ago:
+        ``(batch_id, events deleted)``, or ``None`` when no batch is due."""
+        row = await self._fetchrow("export_purge", older_than_s)
+        return (row["batch_id"], row["deleted"]) if row else None
+
+    # ------------------------------------------------------------------------------- status
+
+    async def status(self, failed_limit: int = 20) -> dict[str, Any]:
+        """Everything the status endpoints show, read in one connection."""
+
+        async def read(connection: asyncpg.Connection) -> dict[str, Any]:
+            summary = await connection.fetchrow(query("export_batch_summary"))
+            last = await connection.fetchrow(query("export_last_batch"))
+            failed = await connection.fetch(query("export_failed_batches"), failed_limit)
+            deliveries = await connection.fetch(query("export_delivery_summary"))
+            unprocessed = await connection.fetchval(query("export_unprocessed_objects"))
+            destinations = await connection.fetch(query("export_destination_states"))
+            return {
+                "summary": dict(summary),
+                "last_batch": dict(last) if last else None,
+                "failed_batches": [dict(r) for r in failed],
+                "deliveries": [dict(r) for r in deliveries],
+                "unprocessed_objects": unprocessed,
+                "destinations": [dict(r) for r in destinations],
+            }
+
+        return await self._run(read)
+
+    # ------------------------------------------------------------------------------ helpers
+
+    async def _run(self, work: Any) -> Any:
+        try:
+            async with asyncio.timeout(60):
+                async with self._pool.acquire() as connection:
+                    return await work(connection)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
+
+    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        return await self._run(lambda c: c.fetch(query(name), *args))
+
+    async def _fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
+        return await self._run(lambda c: c.fetchrow(query(name), *args))
+
+    async def _execute(self, name: str, *args: object) -> None:
+        await self._run(lambda c: c.execute(query(name), *args))
+
+
+def counts_by_client(lines: Sequence[BatchLine]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in lines:
+        counts[line.client_id] = counts.get(line.client_id, 0) + 1
+    return counts

@@ -1,0 +1,98 @@
+"""Object storage behind one small interface over obstore: S3 and S3-compatible stores, GCS,
+Azure, and local folders all take the same code path.
+
+Every failure of a store (network, credentials, missing bucket, bad configuration) comes out
+as ``ObjectStoreError`` with a readable message, which the pipeline records on the batch or
+the client it was working for.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+import obstore
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.store import LocalStore, from_url
+
+from evothesis.export.buckets import BucketConfigError, BucketSpec
+
+#: Each request is bounded, and obstore retries transient failures a few times (exponential
+#: backoff with jitter) before the pipeline's own, slower retry schedule takes over.
+_CLIENT_OPTIONS: Final[dict[str, Any]] = {
+    "connect_timeout": timedelta(seconds=5),
+    "timeout": timedelta(seconds=60),
+}
+_RETRY: Final[dict[str, Any]] = {
+    "max_retries": 3,
+    "retry_timeout": timedelta(seconds=30),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=5),
+        "base": 2,
+    },
+}
+
+
+class ObjectStoreError(Exception):
+    """A store could not be opened, read or written."""
+
+
+class Bucket:
+    """One store (with its prefix); keys are relative to the URL's path."""
+
+    def __init__(self, spec: BucketSpec) -> None:
+        self.spec = spec
+        self._store = _open(spec)
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Atomic whole-object write; an existing object at ``key`` is replaced."""
+        try:
+            await obstore.put_async(self._store, key, data)
+        except (ObstoreError, OSError, TimeoutError) as exc:
+            raise ObjectStoreError(_describe("write", self.spec, key, exc)) from exc
+
+    async def get(self, key: str) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+        except (ObstoreError, OSError, TimeoutError) as exc:
+            raise ObjectStoreError(_describe("read", self.spec, key, exc)) from exc
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+        try:
+            found: list[str] = []
+            async for chunk in obstore.list(self._store, prefix, chunk_size=1000):
+                found.extend(meta["path"] for meta in chunk)
+        except (ObstoreError, OSError, TimeoutError) as exc:
+            raise ObjectStoreError(_describe("list", self.spec, prefix, exc)) from exc
+        return sorted(found)
+
+
+def _open(spec: BucketSpec) -> Any:
+    try:
+        if spec.is_local:
+            return LocalStore(spec.local_path, mkdir=True)
+        options = dict(spec.options)
+        client_options = dict(_CLIENT_OPTIONS)
+        if options.get("endpoint", "").startswith("http://"):
+            client_options["allow_http"] = True
+        return from_url(
+            spec.url, config=options, client_options=client_options, retry_config=_RETRY
+        )
+    except (ObstoreError, OSError, ValueError) as exc:
+        if isinstance(exc, BucketConfigError):
+            raise ObjectStoreError(str(exc)) from exc
+        raise ObjectStoreError(f"cannot open bucket {spec.url}: {_first_line(exc)}") from exc
+
+
+def _describe(action: str, spec: BucketSpec, key: str, exc: BaseException) -> str:
+    return f"could not {action} {spec.url.rstrip('/')}/{key}: {type(exc).__name__}: " + (
+        _first_line(exc)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

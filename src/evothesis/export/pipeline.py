@@ -1,0 +1,308 @@
+"""The export pipeline as one object: raw export, processing, retention and their status,
+shared by the scheduler, the HTTP endpoints and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from evothesis.config import Settings
+from evothesis.export.buckets import BucketConfigError, ExportBuckets
+from evothesis.export.ledger import ExportLedger
+from evothesis.export.objects import Bucket, ObjectStoreError
+from evothesis.export.process import Processor, TargetLookup
+from evothesis.export.raw import RawExporter
+from evothesis.export.timing import retry_delay
+from evothesis.registry.secrets import SecretKeyError
+from evothesis.registry.store import RegistryStore
+
+logger = logging.getLogger("evothesis.export")
+
+#: Progress callback: (events done so far, events known to be waiting).
+Progress = Callable[[int, int], None]
+#: Raw batches in flight at once in one exporter.
+EXPORT_CONCURRENCY = 2
+#: Deliveries leased at once; a batch's clients are usually among them together.
+DELIVERY_LEASE = 64
+
+
+@dataclass
+class ExportReport:
+    """What one raw export run did."""
+
+    batches: int = 0
+    events: int = 0
+    bytes: int = 0
+    failed_batches: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProcessReport:
+    """What one processing run did."""
+
+    files: int = 0
+    events: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    batch_size: int
+    default_format: str
+    retention_s: float
+    lease_s: float
+    interval_s: float | None
+
+
+def exporter_name() -> str:
+    """Lease owner: enough to find the process that holds a batch."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ExportPipeline:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        buckets: ExportBuckets,
+        settings: PipelineSettings,
+        *,
+        targets: TargetLookup,
+    ) -> None:
+        self.settings = settings
+        self.buckets = buckets
+        self.ledger = ExportLedger(pool, owner=exporter_name(), lease_s=settings.lease_s)
+        raw = Bucket(buckets.raw)
+        self._raw = RawExporter(
+            self.ledger, raw, Bucket(buckets.backup), default_format=settings.default_format
+        )
+        self._processor = Processor(
+            self.ledger, raw, default_destination=buckets.processed, targets=targets
+        )
+
+    async def export(
+        self, *, deadline_s: float | None = None, progress: Progress | None = None
+    ) -> ExportReport:
+        """Export due batches (retries first), then claim and export new ones until the
+        buffer is drained or ``deadline_s`` has passed.
+
+        ``EXPORT_CONCURRENCY`` batches are in flight at once, so PostgreSQL renders one batch
+        while this process compresses and uploads another. A failing batch is recorded with
+        its error and retried later with backoff; the run then stops, because the raw bucket
+        is shared and the next batch would most likely fail the same way.
+        """
+        report = ExportReport()
+        started = time.monotonic()
+        waiting = (await self.ledger.backlog(10_000_000))[0] if progress else 0
+        stop = False
+
+        async def work() -> None:
+            nonlocal stop
+            while not stop and (deadline_s is None or time.monotonic() - started < deadline_s):
+                batch = await self.ledger.lease_batch() or await self.ledger.claim(
+                    self.settings.batch_size
+                )
+                if batch is None:
+                    return
+                try:
+                    result = await self._raw.export(batch)
+                except ObjectStoreError as exc:
+                    stop = True
+                    delay = retry_delay(batch.attempts)
+                    logger.warning(
+                        "Raw export of batch %d failed (attempt %d), retry in %.0f s: %s",
+                        batch.batch_id,
+                        batch.attempts,
+                        delay,
+                        exc,
+                    )
+                    await self.ledger.batch_failed(batch, str(exc), delay)
+                    report.failed_batches.append({"batch_id": batch.batch_id, "error": str(exc)})
+                    return
+                report.batches += 1
+                report.events += result.events
+                report.bytes += result.size
+                if progress:
+                    progress(report.events, max(waiting, report.events))
+
+        await asyncio.gather(*(work() for _ in range(EXPORT_CONCURRENCY)))
+        report.seconds = round(time.monotonic() - started, 3)
+        return report
+
+    async def process(
+        self, *, deadline_s: float | None = None, progress: Progress | None = None
+    ) -> ProcessReport:
+        """Deliver pending per-client files until none is due or ``deadline_s`` passed."""
+        report = ProcessReport()
+        started = time.monotonic()
+        waiting = 0
+        if progress:
+            status = await self.ledger.status()
+            waiting = sum(row["pending_events"] for row in status["deliveries"])
+        attempted: set[tuple[int, str]] = set()
+        while deadline_s is None or time.monotonic() - started < deadline_s:
+            deliveries = [
+                d
+                for d in await self.ledger.lease_deliveries(DELIVERY_LEASE)
+                if (d.batch_id, d.client_id) not in attempted
+            ]
+            if not deliveries:
+                break
+            for result in await self._processor.process(deliveries):
+                attempted.add((result.batch_id, result.client_id))
+                if result.error is None:
+                    report.files += 1
+                    report.events += result.events
+                else:
+                    report.failed.append(
+                        {
+                            "batch_id": result.batch_id,
+                            "client_id": result.client_id,
+                            "error": result.error,
+                        }
+                    )
+            if progress:
+                progress(report.events, max(waiting, report.events))
+        report.seconds = round(time.monotonic() - started, 3)
+        return report
+
+    async def purge(self) -> int:
+        """Delete buffered events of batches exported longer ago than the retention."""
+        deleted = 0
+        while (purged := await self.ledger.purge_one(self.settings.retention_s)) is not None:
+            batch_id, count = purged
+            deleted += count
+            logger.info("Removed %d exported events of batch %d from the buffer", count, batch_id)
+        return deleted
+
+    async def run_once(self, *, deadline_s: float | None = None) -> dict[str, Any]:
+        """One scheduled round: raw export, processing, retention."""
+        exported = await self.export(deadline_s=deadline_s)
+        processed = await self.process(deadline_s=deadline_s)
+        purged = await self.purge()
+        return {"export": exported.as_dict(), "process": processed.as_dict(), "purged": purged}
+
+    # ------------------------------------------------------------------------------ status
+
+    async def export_status(self) -> dict[str, Any]:
+        ledger = await self.ledger.status()
+        backlog, oldest = await self.ledger.backlog(10_000_000)
+        summary = ledger["summary"]
+        oldest_waiting = min(
+            (t for t in (oldest, summary["oldest_pending_at"]) if t is not None), default=None
+        )
+        return {
+            "last_run": _jsonable(ledger["last_batch"]),
+            "lag_seconds": _age(oldest_waiting),
+            "pending_rows": backlog + summary["pending_batch_events"],
+            "unclaimed_rows": backlog,
+            "pending_batches": summary["pending_batches"],
+            "exported_batches": summary["exported_batches"],
+            "exported_events": summary["exported_events"],
+            "purged_batches": summary["purged_batches"],
+            "failed_batches": _jsonable(ledger["failed_batches"]),
+            "schedule_seconds": self.settings.interval_s,
+        }
+
+    async def process_status(self) -> dict[str, Any]:
+        ledger = await self.ledger.status()
+        destinations = {row["client_id"]: row for row in ledger["destinations"]}
+        clients = []
+        for row in ledger["deliveries"]:
+            state = destinations.get(row["client_id"], {})
+            clients.append(
+                _jsonable(
+                    {
+                        **row,
+                        "paused": bool(state.get("paused")),
+                        "paused_until": state.get("paused_until") if state.get("paused") else None,
+                        "consecutive_failures": state.get("consecutive_failures", 0),
+                        "last_error": state.get("last_error"),
+                    }
+                )
+            )
+        return {
+            "unprocessed_objects": ledger["unprocessed_objects"],
+            "pending_files": sum(c["pending_files"] for c in clients),
+            "paused_clients": [c["client_id"] for c in clients if c["paused"]],
+            "clients": clients,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """The pipeline's configuration as operators may see it (no secrets)."""
+        return {
+            "buckets": self.buckets.describe(),
+            "batch_size": self.settings.batch_size,
+            "schedule_seconds": self.settings.interval_s,
+            "default_format": self.settings.default_format,
+            "buffer_retention_seconds": self.settings.retention_s,
+            "lease_seconds": self.settings.lease_s,
+            "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
+            "processed_key_pattern": (
+                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<jsonl|csv|parquet>"
+                " (+ .manifest.json)"
+            ),
+            "metering_key_pattern": "metering/YYYY/MM/DD/batch-<batch>.jsonl",
+        }
+
+
+def _age(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return round(max(0.0, (datetime.now(UTC) - moment).total_seconds()), 3)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def pipeline_from_settings(settings: Settings, pool: asyncpg.Pool) -> ExportPipeline:
+    """The pipeline configured by the environment, reading client destinations from the
+    registry tables of the same database.
+
+    Without the secret key (a collector-only production process) client credentials cannot
+    be opened: raw export works, and each delivery fails with that reason, visible in the
+    pipeline status, until the key is configured.
+    """
+    try:
+        targets: TargetLookup = RegistryStore(pool, settings.secret_box()).export_target
+    except SecretKeyError as exc:
+        reason = f"cannot open client export credentials: {exc}"
+
+        async def targets(client_id: str) -> tuple[str | None, dict[str, str] | None]:
+            raise BucketConfigError(reason)
+
+    return ExportPipeline(
+        pool,
+        settings.buckets(),
+        PipelineSettings(
+            batch_size=settings.export_batch_size,
+            default_format=settings.export_format,
+            retention_s=settings.buffer_retention_s,
+            lease_s=settings.export_lease_s,
+            interval_s=settings.export_interval_s,
+        ),
+        targets=targets,
+    )

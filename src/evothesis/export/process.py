@@ -1,0 +1,151 @@
+"""Processing: each raw object not yet processed is split per client and written to that
+client's destination, in the client's format, with its export metadata.
+
+A delivery is one (raw batch, client) pair. A client whose destination fails is paused with
+its error recorded; its deliveries wait, and other clients' go on. Keys depend only on the
+client, the batch and the format fixed when the delivery was created, so a retry overwrites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from evothesis.export.buckets import BucketConfigError, BucketSpec, client_bucket
+from evothesis.export.formats import (
+    encode_events,
+    export_metadata,
+    group_by_client,
+    parse_raw_lines,
+)
+from evothesis.export.keys import batch_name, manifest_key, processed_key
+from evothesis.export.ledger import Delivery, ExportLedger
+from evothesis.export.objects import Bucket, ObjectStoreError
+from evothesis.export.timing import retry_delay
+
+logger = logging.getLogger("evothesis.export")
+
+#: Resolves a client's destination: (bucket URL or None, credentials or None).
+TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    batch_id: int
+    client_id: str
+    events: int
+    key: str | None
+    error: str | None = None
+
+
+class Processor:
+    """Turns leased deliveries into per-client files."""
+
+    def __init__(
+        self,
+        ledger: ExportLedger,
+        raw: Bucket,
+        *,
+        default_destination: BucketSpec,
+        targets: TargetLookup,
+    ) -> None:
+        self._ledger = ledger
+        self._raw = raw
+        self._default = default_destination
+        self._targets = targets
+        self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
+
+    async def process(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+        """Deliver each of ``deliveries``, reading every raw object once."""
+        by_object: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            by_object[delivery.raw_key].append(delivery)
+        results: list[DeliveryResult] = []
+        for key, group in by_object.items():
+            try:
+                events = await asyncio.to_thread(_split, await self._raw.get(key))
+            except ObjectStoreError as exc:
+                # The raw bucket is ours: its outage is not the clients' fault, so nobody is
+                # paused; the deliveries are retried later.
+                for delivery in group:
+                    await self._ledger.delivery_failed(
+                        delivery,
+                        str(exc),
+                        retry_in_s=retry_delay(delivery.attempts),
+                        pause_s=None,
+                    )
+                    results.append(_failed(delivery, str(exc)))
+                continue
+            for delivery in group:
+                results.append(await self._deliver(delivery, events.get(delivery.client_id, [])))
+        return results
+
+    async def _deliver(self, delivery: Delivery, events: list[dict[str, Any]]) -> DeliveryResult:
+        try:
+            bucket = await self._bucket(delivery.client_id)
+            key = processed_key(
+                delivery.client_id, delivery.batch_id, delivery.claimed_at, delivery.format
+            )
+            data, manifest = await asyncio.to_thread(_encode, delivery, events)
+            # Data first: a manifest is present only next to a complete file.
+            await bucket.put(key, data)
+            await bucket.put(manifest_key(key), manifest)
+        except (ObjectStoreError, BucketConfigError) as exc:
+            failures = await self._ledger.destination_failures(delivery.client_id) + 1
+            pause = retry_delay(failures)
+            logger.warning(
+                "Export to client %s failed (attempt %d), paused for %.0f s: %s",
+                delivery.client_id,
+                failures,
+                pause,
+                exc,
+            )
+            await self._ledger.delivery_failed(delivery, str(exc), retry_in_s=pause, pause_s=pause)
+            return _failed(delivery, str(exc))
+        await self._ledger.delivered(delivery, key=key, size=len(data))
+        logger.info(
+            "Successfully uploaded %d events for client %s to processed S3: %s",
+            len(events),
+            delivery.client_id,
+            key,
+        )
+        return DeliveryResult(delivery.batch_id, delivery.client_id, len(events), key)
+
+    async def _bucket(self, client_id: str) -> Bucket:
+        destination, credentials = await self._targets(client_id)
+        spec = client_bucket(destination, credentials, default=self._default)
+        cache_key = (spec.url, tuple(sorted(spec.options.items())))
+        bucket = self._buckets.get(cache_key)
+        if bucket is None:
+            bucket = self._buckets[cache_key] = Bucket(spec)
+        return bucket
+
+
+def _split(raw: bytes) -> dict[str, list[dict[str, Any]]]:
+    return group_by_client(parse_raw_lines(gzip.decompress(raw)))
+
+
+def _encode(delivery: Delivery, events: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+    """The client's file and its sidecar manifest; the export time is the batch's claim time
+    so that a retried delivery writes identical bytes."""
+    metadata = export_metadata(
+        export_id=f"exp_{batch_name(delivery.batch_id)}_{delivery.client_id}",
+        export_time=delivery.claimed_at.isoformat(),
+        events=events,
+        fmt=delivery.format,
+        batch_id=delivery.batch_id,
+        client_id=delivery.client_id,
+    )
+    data = encode_events(events, delivery.format, metadata=metadata)
+    return data, orjson.dumps({"export_metadata": metadata}, option=orjson.OPT_INDENT_2)
+
+
+def _failed(delivery: Delivery, error: str) -> DeliveryResult:
+    return DeliveryResult(delivery.batch_id, delivery.client_id, 0, None, error)

@@ -1,0 +1,549 @@
+"""Raw JSON Lines -> per-client json / csv / parquet files, read back with independent readers.
+
+Every round trip starts from raw bytes shaped like PostgreSQL's json output and ends with a
+reader that is not ours (orjson, the csv module, pyarrow.parquet), so a wrong key order,
+quoting rule or timestamp conversion shows up as a mismatch against the input events.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from evothesis.export.formats import (
+    CORE_COLUMNS,
+    EXPORT_COLUMNS,
+    EXPORT_FORMATS,
+    FILE_EXTENSIONS,
+    PARQUET_SCHEMA,
+    RawFormatError,
+    encode_events,
+    export_metadata,
+    group_by_client,
+    parse_raw_lines,
+)
+
+#: The raw line's key order, as the buffer's export query prints it.
+RAW_KEYS = (
+    "id",
+    "event_id",
+    "event_type",
+    "session_id",
+    "visitor_id",
+    "site_id",
+    "client_id",
+    "timestamp",
+    "url",
+    "path",
+    "referrer",
+    "ip_address",
+    "user_agent",
+    "raw_event_data",
+    "created_at",
+)
+METADATA_KEY = b"evothesis.export_metadata"
+OPTIONAL_TEXT = ("session_id", "visitor_id", "url", "path", "referrer", "ip_address", "user_agent")
+
+
+def make_event(number: int, **changes: Any) -> dict[str, Any]:
+    """One raw event with realistic values; keys in the raw line's order."""
+    event = {
+        "id": number,
+        "event_id": f"00000000-0000-4000-8000-{number:012d}",
+        "event_type": "pageview",
+        "session_id": f"s-{number}",
+        "visitor_id": f"v-{number}",
+        "site_id": "site-1",
+        "client_id": "client-a",
+        "timestamp": f"2026-11-25T10:00:{number % 60:02d}.123456+00:00",
+        "url": f"https://example.com/post-{number}",
+        "path": f"/post-{number}",
+        "referrer": "https://www.google.com/",
+        "ip_address": "203.0.113.0",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "raw_event_data": {
+            "event_type": "pageview",
+            "seq": number,
+            "screen": {"w": 1920, "h": 1080, "dpr": 1.5},
+            "tags": ["a", "b"],
+            "consent": True,
+            "nothing": None,
+        },
+        "created_at": f"2026-11-25T10:00:{number % 60:02d}.5+00:00",
+    }
+    unknown = set(changes) - set(event)
+    assert not unknown, unknown
+    event.update(changes)
+    return event
+
+
+def tricky_events() -> list[dict[str, Any]]:
+    """Values that break naive CSV writers and timestamp parsers, plus nulls everywhere."""
+    return [
+        make_event(
+            1,
+            url="https://example.com/?a=1,2&b=3",
+            referrer='say "hi", then leave',
+            user_agent="line one\nline two\r\nline three\rend",
+            path="/über/日本語/🎉",
+            session_id="",
+            raw_event_data={
+                "title": 'Ein "Blog", \u2013 Beitrag\nzweite Zeile',
+                "nested": {"deep": {"list": [1, 2.5, None, "ü"]}},
+                "emoji": "🎉",
+            },
+            timestamp="2026-11-25T10:00:00+00:00",
+        ),
+        make_event(
+            2,
+            session_id=None,
+            visitor_id=None,
+            url=None,
+            path=None,
+            referrer=None,
+            ip_address=None,
+            user_agent=None,
+            raw_event_data={},
+            timestamp="2026-11-25T10:00:00.1Z",
+            created_at="2026-11-25T15:30:00.654321+05:30",
+        ),
+        make_event(3, client_id="client-b", timestamp="2026-11-25T08:00:00.12345-02:00"),
+        make_event(4, user_agent=",", referrer='"', url="\r", path=" padded "),
+    ]
+
+
+def raw_bytes(events: list[dict[str, Any]], *, trailing_newline: bool = True) -> bytes:
+    body = b"\n".join(orjson.dumps({key: event[key] for key in RAW_KEYS}) for event in events)
+    return body + b"\n" if trailing_newline and events else body
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def read_csv(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def stdlib_csv(events: list[dict[str, Any]]) -> bytes:
+    """The reference the encoder must match byte for byte."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(EXPORT_COLUMNS)
+    for event in events:
+        row = [event[key] for key in CORE_COLUMNS]
+        writer.writerow([*row, orjson.dumps(event["raw_event_data"]).decode()])
+    return buffer.getvalue().encode("utf-8")
+
+
+def read_parquet(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))
+
+
+# --- constants ---------------------------------------------------------------------------
+
+
+def test_columns_and_schema_line_up() -> None:
+    assert RAW_KEYS[:13] + RAW_KEYS[14:] == CORE_COLUMNS
+    assert EXPORT_COLUMNS[:-1] == CORE_COLUMNS
+    assert EXPORT_COLUMNS[-1] == "raw_event_data"
+    assert tuple(PARQUET_SCHEMA.names) == EXPORT_COLUMNS
+    assert set(FILE_EXTENSIONS) == set(EXPORT_FORMATS) == {"json", "csv", "parquet"}
+    assert FILE_EXTENSIONS["json"] == "jsonl"
+    nullable = {field.name for field in PARQUET_SCHEMA if field.nullable}
+    assert nullable == set(OPTIONAL_TEXT)
+    assert PARQUET_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert PARQUET_SCHEMA.field("created_at").type == pa.timestamp("us", tz="UTC")
+    assert PARQUET_SCHEMA.field("id").type == pa.int64()
+    assert PARQUET_SCHEMA.field("raw_event_data").type == pa.string()
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_parse_raw_lines_returns_the_events(trailing_newline: bool) -> None:
+    events = tricky_events()
+    parsed = parse_raw_lines(raw_bytes(events, trailing_newline=trailing_newline))
+    assert parsed == events
+    assert all(isinstance(event["raw_event_data"], dict) for event in parsed)
+
+
+def test_parse_raw_lines_of_nothing_is_no_events() -> None:
+    assert parse_raw_lines(b"") == []
+
+
+def test_parse_raw_lines_ignores_extra_keys_and_accepts_crlf() -> None:
+    line = orjson.dumps({**make_event(1), "xid": "12345"})
+    parsed = parse_raw_lines(line + b"\r\n" + orjson.dumps(make_event(2)) + b"\r\n")
+    assert [event["id"] for event in parsed] == [1, 2]
+    assert encode_events(parsed[:1], "json") == encode_events([make_event(1)], "json")
+
+
+def _line_with(number: int, **changes: Any) -> bytes:
+    return orjson.dumps(make_event(number, **changes))
+
+
+def _without(key: str) -> bytes:
+    event = make_event(2)
+    del event[key]
+    return orjson.dumps(event)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "fragment"),
+    [
+        (b'{"id": 2, "event_id": ', "not valid JSON"),
+        (b"not json at all", "not valid JSON"),
+        (b"[1, 2, 3]", "got an array"),
+        (b'"a string"', "got a string"),
+        (_without("client_id"), "missing key 'client_id'"),
+        (_without("raw_event_data"), "missing key 'raw_event_data'"),
+        (b"", "empty line"),
+        (_line_with(2, id="2"), "'id' must be an integer"),
+        (_line_with(2, id=True), "'id' must be an integer"),
+        (_line_with(2, client_id=None), "'client_id' must be a string"),
+        (_line_with(2, url=17), "'url' must be a string or null"),
+        (_line_with(2, raw_event_data=[1]), "'raw_event_data' must be an object"),
+        (_line_with(2, timestamp="2026-11-25T10:00:00"), "'timestamp' is not an ISO-8601"),
+        (_line_with(2, created_at="yesterday"), "'created_at' is not an ISO-8601"),
+    ],
+)
+def test_parse_raw_lines_names_the_bad_line(bad_line: bytes, fragment: str) -> None:
+    data = b"\n".join([orjson.dumps(make_event(1)), bad_line, orjson.dumps(make_event(3))])
+    with pytest.raises(RawFormatError) as caught:
+        parse_raw_lines(data + b"\n")
+    assert caught.value.line == 2
+    assert str(caught.value).startswith("raw line 2: ")
+    assert fragment in str(caught.value)
+
+
+def test_raw_format_error_on_the_first_line_and_after_many() -> None:
+    with pytest.raises(RawFormatError, match=r"^raw line 1: expected a JSON object"):
+        parse_raw_lines(b"[]\n")
+    good = b"".join(orjson.dumps(make_event(n)) + b"\n" for n in range(1, 1001))
+    with pytest.raises(RawFormatError, match=r"^raw line 1001: not valid JSON"):
+        parse_raw_lines(good + b"{oops\n")
+
+
+def test_raw_format_error_is_a_value_error_that_pickles() -> None:
+    error = RawFormatError(7, "missing key 'client_id'")
+    assert isinstance(error, ValueError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.line, copy.reason, str(copy)) == (7, error.reason, str(error))
+
+
+# --- grouping ----------------------------------------------------------------------------
+
+
+def test_group_by_client_keeps_both_orders() -> None:
+    clients = ["c", "a", "c", "b", "a", "c"]
+    events = [make_event(n, client_id=client) for n, client in enumerate(clients, 1)]
+    groups = group_by_client(iter(events))
+    assert list(groups) == ["c", "a", "b"]
+    assert {client: [e["id"] for e in group] for client, group in groups.items()} == {
+        "c": [1, 3, 6],
+        "a": [2, 5],
+        "b": [4],
+    }
+    assert group_by_client([]) == {}
+
+
+# --- json --------------------------------------------------------------------------------
+
+
+def test_json_round_trip() -> None:
+    events = tricky_events()
+    data = encode_events(parse_raw_lines(raw_bytes(events)), "json")
+    assert data.endswith(b"\n")
+    lines = data.split(b"\n")
+    assert lines.pop() == b""
+    assert len(lines) == len(events)
+    for line, event in zip(lines, events, strict=True):
+        decoded = orjson.loads(line)
+        assert list(decoded) == list(EXPORT_COLUMNS)
+        assert decoded == event
+        # Compact: exactly orjson's own rendering, no spaces after separators.
+        assert line == orjson.dumps({key: event[key] for key in EXPORT_COLUMNS})
+    # Timestamps stay the raw line's text.
+    assert orjson.loads(lines[1])["timestamp"] == "2026-11-25T10:00:00.1Z"
+
+
+# --- csv ---------------------------------------------------------------------------------
+
+
+def test_csv_round_trip() -> None:
+    events = tricky_events()
+    data = encode_events(parse_raw_lines(raw_bytes(events)), "csv")
+    assert not data.startswith(b"\xef\xbb\xbf")
+    assert data.endswith(b"\r\n")
+    header, *rows = read_csv(data)
+    assert header == list(EXPORT_COLUMNS)
+    assert len(rows) == len(events)
+    for row, event in zip(rows, events, strict=True):
+        record = dict(zip(EXPORT_COLUMNS, row, strict=True))
+        assert record["id"] == str(event["id"])
+        for key in CORE_COLUMNS[1:]:
+            expected = event[key]
+            assert record[key] == ("" if expected is None else expected), key
+        assert orjson.loads(record["raw_event_data"]) == event["raw_event_data"]
+        assert record["raw_event_data"] == orjson.dumps(event["raw_event_data"]).decode()
+    assert rows[0][CORE_COLUMNS.index("user_agent")] == "line one\nline two\r\nline three\rend"
+    assert rows[0][CORE_COLUMNS.index("path")] == "/über/日本語/🎉"
+
+
+def test_csv_quotes_only_what_rfc_4180_requires() -> None:
+    event = make_event(
+        5,
+        url="https://x.test/?a=1,2",
+        referrer='say "hi"',
+        user_agent="two\r\nlines",
+        path="/plain path/ü",
+        session_id=None,
+        raw_event_data={"k": "v"},
+        timestamp="2026-11-25T10:00:00+00:00",
+        created_at="2026-11-25T10:00:01+00:00",
+    )
+    data = encode_events([event], "csv")
+    expected = (
+        ",".join(EXPORT_COLUMNS) + "\r\n"
+        "5,00000000-0000-4000-8000-000000000005,pageview,,v-5,site-1,client-a,"
+        '2026-11-25T10:00:00+00:00,"https://x.test/?a=1,2",/plain path/ü,"say ""hi""",'
+        '203.0.113.0,"two\r\nlines",2026-11-25T10:00:01+00:00,"{""k"":""v""}"\r\n'
+    )
+    assert data == expected.encode("utf-8")
+
+
+def test_csv_matches_the_csv_module_byte_for_byte() -> None:
+    events = tricky_events()
+    assert encode_events(events, "csv") == stdlib_csv(events)
+
+
+_ALPHABET = ',"\r\n a\u00e9\u65e5\U0001f389x'
+
+
+def _random_text(rng: random.Random) -> str | None:
+    if rng.random() < 0.2:
+        return None
+    return "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(9)))
+
+
+def test_csv_matches_the_csv_module_for_random_text() -> None:
+    """Seeded, so a failure reproduces; every field mixes the characters that need quoting."""
+    rng = random.Random(4180)
+    for _ in range(200):
+        events = []
+        for number in range(1, rng.randrange(1, 6) + 1):
+            changes = {key: _random_text(rng) for key in OPTIONAL_TEXT}
+            blob = _random_text(rng) or ""
+            events.append(make_event(number, raw_event_data={blob: [blob]}, **changes))
+        data = encode_events(events, "csv")
+        assert data == stdlib_csv(events)
+        assert len(read_csv(data)) == len(events) + 1
+
+
+# --- parquet -----------------------------------------------------------------------------
+
+
+def test_parquet_round_trip() -> None:
+    events = tricky_events()
+    data = encode_events(parse_raw_lines(raw_bytes(events)), "parquet")
+    table = read_parquet(data)
+    assert table.schema.equals(PARQUET_SCHEMA)
+    assert table.num_rows == len(events)
+    for row, event in zip(table.to_pylist(), events, strict=True):
+        assert list(row) == list(EXPORT_COLUMNS)
+        for key in CORE_COLUMNS:
+            if key in ("timestamp", "created_at"):
+                assert row[key] == instant(event[key]), key
+            else:
+                assert row[key] == event[key], key
+        assert orjson.loads(row["raw_event_data"]) == event["raw_event_data"]
+        assert row["raw_event_data"] == orjson.dumps(event["raw_event_data"]).decode()
+    columns = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
+    assert {columns.column(i).compression for i in range(columns.num_columns)} == {"ZSTD"}
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-11-25T10:00:00+00:00", datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.1+00:00", datetime(2026, 11, 25, 10, 0, 0, 100000, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.12+00:00", datetime(2026, 11, 25, 10, 0, 0, 120000, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.123+00:00", datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.1234+00:00", datetime(2026, 11, 25, 10, 0, 0, 123400, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.12345+00:00", datetime(2026, 11, 25, 10, 0, 0, 123450, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.123456+00:00", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.000001Z", datetime(2026, 11, 25, 10, 0, 0, 1, tzinfo=UTC)),
+        ("2026-11-25T15:30:00.5+05:30", datetime(2026, 11, 25, 10, 0, 0, 500000, tzinfo=UTC)),
+        ("2026-11-25T08:00:00-02:00", datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)),
+        ("2026-11-26T00:30:00+01:00", datetime(2026, 11, 25, 23, 30, 0, tzinfo=UTC)),
+    ],
+)
+def test_parquet_timestamps_are_utc_instants(text: str, utc: datetime) -> None:
+    event = make_event(1, timestamp=text, created_at=text)
+    row = read_parquet(encode_events(parse_raw_lines(raw_bytes([event])), "parquet")).to_pylist()
+    assert row[0]["timestamp"] == utc
+    assert row[0]["timestamp"].utcoffset().total_seconds() == 0
+    assert row[0]["created_at"] == utc
+
+
+def test_parquet_schema_is_the_same_whatever_the_events_hold() -> None:
+    first = [make_event(1, raw_event_data={"a": 1, "b": {"c": [1, 2]}})]
+    second = [
+        make_event(
+            2,
+            raw_event_data={"totally": ["different", {"shape": None}], "n": 1.5},
+            **dict.fromkeys(OPTIONAL_TEXT),
+        ),
+        make_event(3, raw_event_data={}, **dict.fromkeys(OPTIONAL_TEXT)),
+    ]
+    schemas = [read_parquet(encode_events(batch, "parquet")).schema for batch in (first, second)]
+    for schema in schemas:
+        assert schema.equals(PARQUET_SCHEMA)
+    # All-null optional columns are still strings, not Arrow's null type.
+    assert schemas[1].field("url").type == pa.string()
+    assert schemas[0].equals(schemas[1])
+
+
+def test_parquet_carries_the_export_metadata() -> None:
+    events = tricky_events()
+    metadata = export_metadata(
+        export_id="exp-1",
+        export_time="2026-11-25T11:00:00Z",
+        events=events,
+        fmt="parquet",
+        batch_id=42,
+        client_id="client-a",
+    )
+    data = encode_events(events, "parquet", metadata=metadata)
+    stored = pq.read_metadata(pa.BufferReader(data)).metadata
+    assert orjson.loads(stored[METADATA_KEY]) == metadata
+    assert read_parquet(data).schema.equals(PARQUET_SCHEMA)
+    plain = pq.read_metadata(pa.BufferReader(encode_events(events, "parquet"))).metadata
+    assert METADATA_KEY not in (plain or {})
+
+
+def test_parquet_rejects_a_missing_required_value() -> None:
+    with pytest.raises(ValueError, match="event_type"):
+        encode_events([make_event(1, event_type=None)], "parquet")
+
+
+# --- empty input -------------------------------------------------------------------------
+
+
+def test_empty_json_is_empty() -> None:
+    assert encode_events([], "json") == b""
+
+
+def test_empty_csv_is_the_header_only() -> None:
+    data = encode_events([], "csv")
+    assert data == (",".join(EXPORT_COLUMNS) + "\r\n").encode("ascii")
+    assert read_csv(data) == [list(EXPORT_COLUMNS)]
+
+
+def test_empty_parquet_is_a_valid_empty_table() -> None:
+    metadata = {"event_count": 0}
+    data = encode_events([], "parquet", metadata=metadata)
+    table = read_parquet(data)
+    assert table.num_rows == 0
+    assert table.schema.equals(PARQUET_SCHEMA)
+    assert orjson.loads(pq.read_metadata(pa.BufferReader(data)).metadata[METADATA_KEY]) == metadata
+
+
+# --- export metadata and formats ---------------------------------------------------------
+
+
+def test_export_metadata_document() -> None:
+    events = [make_event(1), make_event(2)]
+    metadata = export_metadata(
+        export_id="exp-9",
+        export_time="2026-11-25T11:00:00+00:00",
+        events=events,
+        fmt="csv",
+        batch_id=7,
+        client_id="client-a",
+    )
+    assert list(metadata) == [
+        "export_id",
+        "export_time",
+        "event_count",
+        "time_range",
+        "format",
+        "batch_id",
+        "client_id",
+        "columns",
+    ]
+    assert metadata["export_id"] == "exp-9"
+    assert metadata["export_time"] == "2026-11-25T11:00:00+00:00"
+    assert metadata["event_count"] == 2
+    assert (metadata["format"], metadata["batch_id"], metadata["client_id"]) == (
+        "csv",
+        7,
+        "client-a",
+    )
+    assert metadata["columns"] == list(EXPORT_COLUMNS)
+    assert orjson.loads(orjson.dumps(metadata)) == metadata
+
+
+def test_time_range_compares_instants_not_strings() -> None:
+    texts = [
+        "2026-11-25T10:00:00.5+00:00",
+        "2026-11-25T10:00:00.123456+00:00",
+        "2026-11-25T15:00:00+05:30",  # 09:30 UTC: the earliest, though the largest string
+        "2026-11-25T10:00:00.75Z",
+        "2026-11-25T08:00:00.9-02:00",  # 10:00:00.9 UTC: the latest, though a small string
+        "2026-11-25T10:00:00+00:00",
+    ]
+    events = [make_event(n, timestamp=text) for n, text in enumerate(texts, 1)]
+    metadata = export_metadata(
+        export_id="e", export_time="t", events=events, fmt="json", batch_id=1, client_id="c"
+    )
+    assert metadata["time_range"] == {
+        "start": "2026-11-25T15:00:00+05:30",
+        "end": "2026-11-25T08:00:00.9-02:00",
+    }
+    instants = [instant(text) for text in texts]
+    assert instant(metadata["time_range"]["start"]) == min(instants)
+    assert instant(metadata["time_range"]["end"]) == max(instants)
+
+
+def test_time_range_of_no_events_is_null() -> None:
+    metadata = export_metadata(
+        export_id="e", export_time="t", events=[], fmt="parquet", batch_id=1, client_id="c"
+    )
+    assert metadata["event_count"] == 0
+    assert metadata["time_range"] == {"start": None, "end": None}
+
+
+@pytest.mark.parametrize("fmt", ["xml", "jsonl", "JSON", "", "parquet "])
+def test_unknown_format_is_refused(fmt: str) -> None:
+    with pytest.raises(ValueError, match="unknown export format"):
+        encode_events([make_event(1)], fmt)
+    with pytest.raises(ValueError, match="unknown export format"):
+        encode_events([], fmt)
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_metadata(
+            export_id="e", export_time="t", events=[], fmt=fmt, batch_id=1, client_id="c"
+        )
+
+
+def test_a_batch_splits_into_per_client_files() -> None:
+    events = tricky_events()
+    groups = group_by_client(parse_raw_lines(raw_bytes(events)))
+    assert list(groups) == ["client-a", "client-b"]
+    for client_id, group in groups.items():
+        table = read_parquet(encode_events(group, "parquet"))
+        assert set(table.column("client_id").to_pylist()) == {client_id}
+        assert table.column("id").to_pylist() == [
+            event["id"] for event in events if event["client_id"] == client_id
+        ]
