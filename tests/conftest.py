@@ -42,6 +42,9 @@ for _name in list(os.environ):
 TEST_SECRET_KEY = generate_key()
 os.environ["EVOTHESIS_SECRET_KEY"] = TEST_SECRET_KEY
 
+#: The moto S3 server and bucket fixtures of the export tests.
+pytest_plugins = ["tests.export_support"]
+
 T = TypeVar("T")
 TEMPLATE = "evothesis_template"
 #: Every test database starts with the development client (``client_test`` for localhost

@@ -1,0 +1,167 @@
+"""What the export tests share: a real S3 HTTP API (moto server on loopback), buckets in it,
+settings pointing at it, and readers that turn every object back into events."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from evothesis.config import Settings
+from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
+from evothesis.storage.pool import create_pool
+
+REGION = "us-east-1"
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+
+
+@dataclass
+class S3:
+    """A moto server: ``endpoint`` for the pipeline, ``client`` (boto3) to inspect it."""
+
+    endpoint: str
+    client: Any
+
+    def new_bucket(self, prefix: str = "bucket") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    yield S3(endpoint, client)
+    server.stop()
+
+
+@dataclass
+class Buckets:
+    raw: str
+    processed: str
+    backup: str
+
+
+@pytest.fixture
+def buckets(s3: S3) -> Buckets:
+    return Buckets(s3.new_bucket("raw"), s3.new_bucket("processed"), s3.new_bucket("backup"))
+
+
+def s3_environment(s3: S3, buckets: Buckets, **extra: Any) -> dict[str, Any]:
+    """Settings (as environment names) that send every bucket to the moto server."""
+    return {
+        "RAW_S3_BUCKET": buckets.raw,
+        "PROCESSED_S3_BUCKET": buckets.processed,
+        "BACKUP_S3_BUCKET": buckets.backup,
+        "S3_ENDPOINT_URL": s3.endpoint,
+        "S3_REGION": REGION,
+        "RAW_S3_ACCESS_KEY": ACCESS_KEY,
+        "RAW_S3_SECRET_KEY": SECRET_KEY,
+        "PROCESSED_S3_ACCESS_KEY": ACCESS_KEY,
+        "PROCESSED_S3_SECRET_KEY": SECRET_KEY,
+        "BACKUP_S3_ACCESS_KEY": ACCESS_KEY,
+        "BACKUP_S3_SECRET_KEY": SECRET_KEY,
+        **extra,
+    }
+
+
+def client_credentials(s3: S3) -> dict[str, str]:
+    """A client's own destination credentials for the moto server."""
+    return {
+        "endpoint": s3.endpoint,
+        "region": REGION,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+    }
+
+
+def run_pipeline(database_url: str, work: Callable[[ExportPipeline], Any], **env: Any) -> Any:
+    """Run ``work(pipeline)`` (a coroutine function) with a pipeline built from ``env``."""
+    settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
+
+    async def run() -> Any:
+        pool = await create_pool(database_url, min_size=1, max_size=4)
+        try:
+            return await work(pipeline_from_settings(settings, pool))
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def raw_events(s3: S3, bucket: str) -> list[dict[str, Any]]:
+    """Every event of every raw object, in key order."""
+    events: list[dict[str, Any]] = []
+    for key in s3.keys(bucket, "raw-events/"):
+        for line in gzip.decompress(s3.get(bucket, key)).splitlines():
+            events.append(orjson.loads(line))
+    return events
+
+
+def decode_file(key: str, data: bytes) -> list[dict[str, Any]]:
+    """A processed file back into events, whatever its format (by extension)."""
+    if key.endswith(".jsonl"):
+        return [orjson.loads(line) for line in data.splitlines()]
+    if key.endswith(".csv"):
+        rows = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+        for row in rows:
+            row["id"] = int(row["id"])
+            row["raw_event_data"] = orjson.loads(row["raw_event_data"])
+        return rows
+    if key.endswith(".parquet"):
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        for row in rows:
+            row["raw_event_data"] = orjson.loads(row["raw_event_data"])
+        return rows
+    raise AssertionError(f"unexpected processed object {key}")
+
+
+def processed_events(s3: S3, bucket: str, client_id: str) -> list[dict[str, Any]]:
+    """Every event in a client's processed files (manifests skipped)."""
+    events: list[dict[str, Any]] = []
+    for key in s3.keys(bucket, f"processed-events/{client_id}/"):
+        if not key.endswith(".manifest.json"):
+            events.extend(decode_file(key, s3.get(bucket, key)))
+    return events
+
+
+def duplicates(event_ids: list[str]) -> dict[str, int]:
+    return {event_id: n for event_id, n in Counter(event_ids).items() if n > 1}
