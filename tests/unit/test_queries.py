@@ -35,7 +35,6 @@ PACKAGED_NAMES = [
     "export_lease_deliveries",
     "export_mark_delivered",
     "export_delivery_failed",
-    "export_destination_ok",
     "export_destination_failed",
     "export_purge",
     "export_backlog",

@@ -171,19 +171,16 @@ class ExportLedger:
             for r in rows
         ]
 
-    async def delivered(self, delivery: Delivery, *, key: str, size: int) -> None:
-        async def done(connection: asyncpg.Connection) -> None:
-            async with connection.transaction():
-                await connection.execute(
-                    query("export_mark_delivered"),
-                    delivery.batch_id,
-                    delivery.client_id,
-                    key,
-                    size,
-                )
-                await connection.execute(query("export_destination_ok"), delivery.client_id)
-
-        await self._run(done)
+    async def delivered(self, done: Sequence[tuple[Delivery, str, int]]) -> None:
+        """Record deliveries as done: ``(delivery, object key, object size)`` each."""
+        if done:
+            await self._execute(
+                "export_mark_delivered",
+                [d.batch_id for d, _, _ in done],
+                [d.client_id for d, _, _ in done],
+                [key for _, key, _ in done],
+                [size for _, _, size in done],
+            )
 
     async def delivery_failed(
         self, delivery: Delivery, error: str, *, retry_in_s: float, pause_s: float | None

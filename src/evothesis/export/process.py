@@ -32,6 +32,10 @@ from evothesis.export.timing import retry_delay
 
 logger = logging.getLogger("evothesis.export")
 
+#: Client files of one raw object written at once: uploads wait on the network, and
+#: encoding runs in threads (pyarrow and zlib release the GIL).
+PARALLEL_UPLOADS = 8
+
 #: Resolves a client's destination: (bucket URL or None, credentials or None).
 TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
 
@@ -42,6 +46,7 @@ class DeliveryResult:
     client_id: str
     events: int
     key: str | None
+    size: int = 0
     error: str | None = None
 
 
@@ -69,25 +74,42 @@ class Processor:
             by_object[delivery.raw_key].append(delivery)
         results: list[DeliveryResult] = []
         for key, group in by_object.items():
-            try:
-                events = await asyncio.to_thread(_split, await self._raw.get(key))
-            except ObjectStoreError as exc:
-                # The raw bucket is ours: its outage is not the clients' fault, so nobody is
-                # paused; the deliveries are retried later.
-                for delivery in group:
-                    await self._ledger.delivery_failed(
-                        delivery,
-                        str(exc),
-                        retry_in_s=retry_delay(delivery.attempts),
-                        pause_s=None,
-                    )
-                    results.append(_failed(delivery, str(exc)))
-                continue
-            for delivery in group:
-                results.append(await self._deliver(delivery, events.get(delivery.client_id, [])))
+            results.extend(await self._process_object(key, group))
         return results
 
+    async def _process_object(self, key: str, group: list[Delivery]) -> list[DeliveryResult]:
+        """One raw object's clients, their files written concurrently and recorded at once."""
+        try:
+            events = await asyncio.to_thread(_split, await self._raw.get(key))
+        except ObjectStoreError as exc:
+            # The raw bucket is ours: its outage is not the clients' fault, so nobody is
+            # paused; the deliveries are retried later.
+            for delivery in group:
+                await self._ledger.delivery_failed(
+                    delivery, str(exc), retry_in_s=retry_delay(delivery.attempts), pause_s=None
+                )
+            return [_failed(delivery, str(exc)) for delivery in group]
+        limit = asyncio.Semaphore(PARALLEL_UPLOADS)
+
+        async def deliver(delivery: Delivery) -> DeliveryResult:
+            async with limit:
+                return await self._deliver(delivery, events.get(delivery.client_id, []))
+
+        outcomes = await asyncio.gather(*(deliver(d) for d in group))
+        done = [(d, o.key, o.size) for d, o in zip(group, outcomes, strict=True) if o.key]
+        await self._ledger.delivered(done)
+        for delivery, object_key, _ in done:
+            logger.info(
+                "Successfully uploaded %d events for client %s to processed S3: %s",
+                delivery.event_count,
+                delivery.client_id,
+                object_key,
+            )
+        return list(outcomes)
+
     async def _deliver(self, delivery: Delivery, events: list[dict[str, Any]]) -> DeliveryResult:
+        """Write one client's file and manifest; a failure is recorded (and the client
+        paused) here, a success by the caller together with the others of the object."""
         try:
             bucket = await self._bucket(delivery.client_id)
             key = processed_key(
@@ -109,14 +131,7 @@ class Processor:
             )
             await self._ledger.delivery_failed(delivery, str(exc), retry_in_s=pause, pause_s=pause)
             return _failed(delivery, str(exc))
-        await self._ledger.delivered(delivery, key=key, size=len(data))
-        logger.info(
-            "Successfully uploaded %d events for client %s to processed S3: %s",
-            len(events),
-            delivery.client_id,
-            key,
-        )
-        return DeliveryResult(delivery.batch_id, delivery.client_id, len(events), key)
+        return DeliveryResult(delivery.batch_id, delivery.client_id, len(events), key, len(data))
 
     async def _bucket(self, client_id: str) -> Bucket:
         destination, credentials = await self._targets(client_id)
@@ -148,4 +163,4 @@ def _encode(delivery: Delivery, events: list[dict[str, Any]]) -> tuple[bytes, by
 
 
 def _failed(delivery: Delivery, error: str) -> DeliveryResult:
-    return DeliveryResult(delivery.batch_id, delivery.client_id, 0, None, error)
+    return DeliveryResult(delivery.batch_id, delivery.client_id, 0, None, error=error)

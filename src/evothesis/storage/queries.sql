@@ -209,21 +209,28 @@ RETURNING d.batch_id, d.client_id, d.event_count, d.format, d.attempts, b.raw_ke
           b.claimed_at
 
 -- export_mark_delivered --
-UPDATE export_deliveries
-SET state = 'delivered', delivered_at = now(), object_key = $3, object_bytes = $4,
-    lease_owner = NULL, lease_until = NULL, last_error = NULL
-WHERE batch_id = $1 AND client_id = $2 AND state = 'pending'
+-- Several deliveries at once (one raw object's clients), with their clients' destinations
+-- recorded as working again.
+WITH done AS (
+    UPDATE export_deliveries d
+    SET state = 'delivered', delivered_at = now(), object_key = x.object_key,
+        object_bytes = x.object_bytes, lease_owner = NULL, lease_until = NULL,
+        last_error = NULL
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[])
+         AS x (batch_id, client_id, object_key, object_bytes)
+    WHERE d.batch_id = x.batch_id AND d.client_id = x.client_id AND d.state = 'pending'
+    RETURNING d.client_id
+)
+INSERT INTO export_destination_state (client_id, last_success_at)
+SELECT DISTINCT client_id, now() FROM done
+ON CONFLICT (client_id) DO UPDATE
+SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
 
 -- export_delivery_failed --
 UPDATE export_deliveries
 SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
     lease_owner = NULL, lease_until = NULL
 WHERE batch_id = $1 AND client_id = $2 AND state = 'pending'
-
--- export_destination_ok --
-INSERT INTO export_destination_state (client_id, last_success_at) VALUES ($1, now())
-ON CONFLICT (client_id) DO UPDATE
-SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
 
 -- export_destination_failed --
 -- The client is paused for $3 seconds: its deliveries wait, other clients' go on.

