@@ -103,7 +103,8 @@ def bucket_url(value: str | None, *, default_folder: Path) -> str:
             f"unsupported bucket URL scheme {scheme!r} in {value!r} "
             "(use s3://, gs://, az://, file:// or a bare S3 bucket name)"
         )
-    if scheme == "file" and not urlsplit(value).path.startswith("/"):
+    parts = urlsplit(value)
+    if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
         raise BucketConfigError(f"file bucket URLs need an absolute path: {value!r}")
     return value
 

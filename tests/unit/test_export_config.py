@@ -1,0 +1,180 @@
+"""Pure parts of the export pipeline: bucket URLs, durations and schedules, retry delays,
+object keys and metering totals."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from evothesis.config import Settings
+from evothesis.export.buckets import BucketConfigError, BucketSpec, bucket_url, client_bucket
+from evothesis.export.keys import manifest_key, metering_key, processed_key, raw_key
+from evothesis.export.metering import MeteredEvent, encode_metering, meter
+from evothesis.export.timing import parse_duration, parse_schedule, retry_delay
+
+CLAIMED = datetime(2026, 3, 9, 23, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("acme-raw", "s3://acme-raw"),
+        ("acme-raw/events/", "s3://acme-raw/events"),
+        ("s3://acme/prefix", "s3://acme/prefix"),
+        ("gs://acme", "gs://acme"),
+        ("file:///srv/buckets/raw", "file:///srv/buckets/raw"),
+    ],
+)
+def test_bucket_values_become_urls(value: str, expected: str) -> None:
+    assert bucket_url(value, default_folder=Path("/unused")) == expected
+
+
+def test_an_unset_bucket_is_a_local_folder(tmp_path: Path) -> None:
+    assert bucket_url(None, default_folder=tmp_path / "raw") == (tmp_path / "raw").as_uri()
+
+
+@pytest.mark.parametrize("value", ["ftp://host/x", "file://relative/path"])
+def test_unusable_bucket_urls_are_refused_with_the_value_named(value: str) -> None:
+    with pytest.raises(BucketConfigError, match=r"ftp|absolute"):
+        bucket_url(value, default_folder=Path("/unused"))
+
+
+def test_settings_default_to_folders_under_the_data_directory(tmp_path: Path) -> None:
+    buckets = Settings(_env_file=None, EVOTHESIS_DATA_DIR=str(tmp_path)).buckets()
+    assert buckets.raw.local_path == (tmp_path / "buckets" / "raw").resolve()
+    assert buckets.processed.local_path == (tmp_path / "buckets" / "processed").resolve()
+    assert buckets.backup.options == {}
+
+
+def test_s3_settings_carry_endpoint_region_and_per_bucket_keys() -> None:
+    buckets = Settings(
+        _env_file=None,
+        RAW_S3_BUCKET="raw-bucket",
+        CLIENT_S3_BUCKET="client-bucket",
+        S3_ENDPOINT_URL="http://127.0.0.1:9000",
+        S3_REGION="eu-west-1",
+        RAW_S3_ACCESS_KEY="AKIA-raw",
+        RAW_S3_SECRET_KEY="raw-secret",
+    ).buckets()
+    assert buckets.raw.url == "s3://raw-bucket"
+    assert buckets.raw.options["access_key_id"] == "AKIA-raw"
+    assert buckets.processed.url == "s3://client-bucket"  # the seed's name is honoured
+    assert "access_key_id" not in buckets.processed.options
+    shown = orjson.dumps(buckets.describe()).decode()
+    assert "raw-secret" not in shown and "AKIA-raw" not in shown
+    assert buckets.describe()["raw"] == {
+        "url": "s3://raw-bucket",
+        "endpoint": "http://127.0.0.1:9000",
+        "region": "eu-west-1",
+        "credentials": True,
+    }
+
+
+def test_a_client_destination_replaces_the_default_and_refuses_unknown_keys() -> None:
+    default = BucketSpec("s3://operator")
+    assert client_bucket(None, None, default=default) is default
+    own = client_bucket("s3://acme/exports", {"region": "eu-west-1"}, default=default)
+    assert own == BucketSpec("s3://acme/exports", {"region": "eu-west-1"})
+    with pytest.raises(BucketConfigError, match="passwd"):
+        client_bucket("s3://acme", {"passwd": "x"}, default=default)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("6h", 21600.0),
+        ("1d", 86400.0),
+        ("250ms", 0.25),
+        (" 2 H ", 7200.0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 minutes", "-1s", "1w"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1m", 60.0), ("hourly", 3600.0), ("daily", 86400.0), ("minutely", 60.0), ("off", None)],
+)
+def test_schedules(text: str, seconds: float | None) -> None:
+    assert parse_schedule(text) == seconds
+
+
+def test_a_bad_schedule_is_a_configuration_error_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="EXPORT_SCHEDULE"):
+        Settings(_env_file=None, EXPORT_SCHEDULE="whenever")
+    with pytest.raises(ValueError, match="BUFFER_RETENTION"):
+        Settings(_env_file=None, BUFFER_RETENTION="0s")
+
+
+def test_retry_delays_grow_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 5.0), (2, 10.0), (3, 20.0), (12, 900.0)]:
+        delays = [retry_delay(attempt, rng=rng) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered, not one value
+
+
+def test_object_keys_are_a_pure_function_of_the_batch() -> None:
+    assert raw_key(42, CLAIMED) == "raw-events/2026/03/09/batch-000000000042.jsonl.gz"
+    assert metering_key(42, CLAIMED) == "metering/2026/03/09/batch-000000000042.jsonl"
+    assert processed_key("acme", 42, CLAIMED, "parquet") == (
+        "processed-events/acme/2026/03/09/batch-000000000042.parquet"
+    )
+    assert processed_key("acme", 42, CLAIMED, "json").endswith(".jsonl")
+    assert processed_key("acme", 42, CLAIMED, "csv").endswith(".csv")
+    assert manifest_key("a/b.csv") == "a/b.csv.manifest.json"
+    assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order
+
+
+def test_metering_totals_per_client_site_and_day_in_a_stable_order() -> None:
+    day1, day2 = date(2026, 3, 9), date(2026, 3, 10)
+    events = [
+        MeteredEvent("b", "b.test", day1, 100),
+        MeteredEvent("a", "a.test", day2, 10),
+        MeteredEvent("a", "a.test", day1, 20),
+        MeteredEvent("a", "a.test", day1, 30),
+    ]
+    records = meter(7, events)
+    assert records == [
+        {
+            "batch_id": 7,
+            "client_id": "a",
+            "site_id": "a.test",
+            "day": "2026-03-09",
+            "events": 2,
+            "bytes": 50,
+        },
+        {
+            "batch_id": 7,
+            "client_id": "a",
+            "site_id": "a.test",
+            "day": "2026-03-10",
+            "events": 1,
+            "bytes": 10,
+        },
+        {
+            "batch_id": 7,
+            "client_id": "b",
+            "site_id": "b.test",
+            "day": "2026-03-09",
+            "events": 1,
+            "bytes": 100,
+        },
+    ]
+    assert meter(7, reversed(events)) == records
+    lines = encode_metering(records).splitlines()
+    assert [orjson.loads(line) for line in lines] == records
