@@ -156,11 +156,12 @@ class FaultProxy:
                 body = self._read_body(conn, head)
                 self._bump("requests")
                 action = self._action(method)
-                self._bump(action)
                 if action == "reset":
+                    self._bump(action)
                     _reset(conn.client)
                     return
                 if action == "stall":
+                    self._bump(action)
                     self._drain(conn)
                     return
                 upstream = self._upstream_for(conn)
@@ -168,11 +169,12 @@ class FaultProxy:
                     return
                 if action == "partial":
                     upstream.sendall(head + body[: len(body) // 2])
+                    self._bump(action)
                     self._drain(conn)
                     return
-                if action == "withhold":
-                    conn.withhold = True
+                conn.withhold = action == "withhold"
                 upstream.sendall(head + body)
+                self._bump(action)
         except (_ClientGone, OSError):
             return
         finally:

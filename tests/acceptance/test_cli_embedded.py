@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -130,3 +131,82 @@ def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -
         assert request(f"{base}/events/count")[1]["count"] == 5
     finally:
         assert stop(again) == 0
+
+
+def exported_lines(folder: Path, pattern: str) -> list[dict[str, object]]:
+    lines: list[dict[str, object]] = []
+    for path in sorted(folder.rglob(pattern)):
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        lines.extend(json.loads(line) for line in data.splitlines())
+    return lines
+
+
+def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> None:
+    """The README's export path on the embedded default: events in, `evothesis export run`
+    and `process run` with progress and a summary, files in the local buckets."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**clean_env(data_dir), "EXPORT_SCHEDULE": "off"}
+    with (tmp_path / "serve.log").open("ab") as output:
+        process = subprocess.Popen(
+            [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
+        )
+    try:
+        wait_healthy(base, process)
+        assert request(f"{base}/collect", SEED_SINGLE)[0] == 200
+        assert request(f"{base}/collect", SEED_BATCH)[0] == 200
+        run = subprocess.run(
+            [EVOTHESIS, "export", "run"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(run.stdout)
+        assert (summary["batches"], summary["events"], summary["failed_batches"]) == (1, 5, [])
+        assert "raw export: 5/5 events (100%)" in run.stderr
+        run = subprocess.run(
+            [EVOTHESIS, "process", "run"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["events"] == 5
+        status = subprocess.run(
+            [EVOTHESIS, "export", "status"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert json.loads(status.stdout)["exported_events"] == 5
+    finally:
+        assert stop(process) == 0
+    buckets = data_dir / "buckets"
+    raw = exported_lines(buckets / "raw", "*.jsonl.gz")
+    processed = exported_lines(
+        buckets / "processed" / "processed-events" / "client_test", "*.jsonl"
+    )
+    assert len(raw) == 5 and len({event["event_id"] for event in raw}) == 5
+    assert sorted(e["event_id"] for e in processed) == sorted(e["event_id"] for e in raw)
+    metering = exported_lines(buckets / "backup", "*.jsonl")
+    assert sum(int(str(record["events"])) for record in metering) == 5
+
+
+def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**clean_env(data_dir), "EXPORT_SCHEDULE": "1s"}
+    with (tmp_path / "serve.log").open("ab") as output:
+        process = subprocess.Popen(
+            [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
+        )
+    try:
+        wait_healthy(base, process)
+        assert request(f"{base}/collect", SEED_BATCH)[0] == 200
+        folder = data_dir / "buckets" / "processed" / "processed-events" / "client_test"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(exported_lines(folder, "*.jsonl")) < 4:
+            time.sleep(0.2)
+        assert len(exported_lines(folder, "*.jsonl")) == 4
+    finally:
+        assert stop(process) == 0
+    assert (
+        "Successfully uploaded 4 events to raw S3: raw-events/"
+        in (tmp_path / "serve.log").read_text()
+    )

@@ -55,6 +55,7 @@ async def run_scheduler(
     """Run rounds forever (until cancelled); the first one starts at once, so a backlog
     left by a previous run is exported on start-up."""
     threshold = pipeline.settings.batch_size
+    poll_s = min(poll_s, interval_s)
     state.running = True
     last: float | None = None
     try:

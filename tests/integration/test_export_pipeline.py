@@ -1,0 +1,909 @@
+"""The export pipeline end to end: real collectors, real PostgreSQL, a real S3 API (moto).
+
+Events go in through ``POST /collect`` (or, where a test needs control over transactions,
+straight into ``events_log``), come out of the raw, processed and backup buckets, and every
+object is read back and compared with the database row by row. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import io
+import random
+import re
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+from psycopg.rows import dict_row
+
+from evothesis.app import create_app
+from evothesis.config import Settings
+from evothesis.export.formats import (
+    EXPORT_COLUMNS,
+    FILE_EXTENSIONS,
+    PARQUET_METADATA_KEY,
+    PARQUET_SCHEMA,
+)
+from evothesis.export.keys import metering_key, raw_key
+from evothesis.export.pipeline import ExportPipeline
+from evothesis.export.scheduler import SchedulerState, run_scheduler
+from tests.conftest import (
+    LOCAL_ORIGIN,
+    RunningCollector,
+    free_port,
+    register_client,
+    serve_in_thread,
+)
+from tests.export_support import (
+    S3,
+    Buckets,
+    client_credentials,
+    decode_file,
+    duplicates,
+    raw_events,
+    run_pipeline,
+    s3_environment,
+)
+
+StartCollector = Callable[..., RunningCollector]
+
+#: Clients of the multi-client tests: id, format, the page they post from, their sites.
+CLIENTS = {
+    "client_json": ("json", "http://a.test", ("a.test", "shop.a.test")),
+    "client_csv": ("csv", "http://b.test", ("b.test", "blog.b.test")),
+    "client_parquet": ("parquet", "http://c.test", ("c.test", "docs.c.test")),
+}
+#: The development client every test database has.
+DEV_SITES = ("localhost", "127.0.0.1")
+
+TEXT_COLUMNS = (
+    "event_type",
+    "session_id",
+    "visitor_id",
+    "site_id",
+    "client_id",
+    "url",
+    "path",
+    "referrer",
+    "ip_address",
+    "user_agent",
+)
+PROCESSED_KEY = re.compile(
+    r"^(?P<prefix>.*?)processed-events/(?P<client>[^/]+)/(?P<day>\d{4}/\d\d/\d\d)/"
+    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|csv|parquet)$"
+)
+
+# Values a tabular format must survive: separators, quotes, line breaks, non-ASCII text.
+AWKWARD = [
+    'comma, "double quotes", and a trailing comma,',
+    "line one\nline two\r\nline three\rend",
+    "héllo wörld, naïve café \u2013 日本語 / Ελληνικά / emoji 🎉🚀",
+    "tab\tseparated\tvalue; semicolon; 'single quotes'",
+    "",
+    "=SUM(A1:A9)",
+    'back\\slash and "escaped" \\n not a newline',
+]
+# Values that look like personal data: whatever the collector makes of them is what the
+# database holds, and the exports must hold exactly that.
+PII_LIKE = [
+    {"email": "jane.doe@example.com", "note": "mail me at jane.doe@example.com"},
+    {"phone": "+1 415 555 2671", "text": "call +44 20 7946 0958 today"},
+    {"card": "4111 1111 1111 1111", "comment": "card 4111-1111-1111-1111 exp 12/29"},
+    {"ssn": "123-45-6789", "ip": "203.0.113.7", "user": {"name": "Zoë O'Brien, Jr."}},
+]
+TIMESTAMPS = [
+    None,  # the collector stamps the arrival
+    "2025-07-11T12:00:00Z",
+    "2025-07-11T14:30:15.123+02:00",
+    "2025-12-31T23:59:59.999999-05:00",
+    "2024-02-29T00:00:00.5+00:00",
+]
+
+
+# ------------------------------------------------------------------------------- posting
+
+
+def event_payload(rng: random.Random, site: str, index: int) -> dict[str, Any]:
+    """One event with a known id and a mix of awkward, personal-looking and nested data."""
+    event: dict[str, Any] = {
+        "eventType": rng.choice(["click", "pageview", "scroll", "form_submit", "custom ✓"]),
+        "eventId": str(uuid.uuid4()),
+        "siteId": site,
+        "eventData": {
+            "index": index,
+            "label": rng.choice(AWKWARD),
+            "nested": {"list": [1, 2.5, None, True, "x,y"], "deep": {"text": rng.choice(AWKWARD)}},
+        },
+    }
+    if index % 3 == 0:
+        event["eventData"].update(rng.choice(PII_LIKE))
+    if index % 4 == 0:
+        event["url"] = f"https://{site}/checkout?email=jane%40example.com&q=a,b&n={index}"
+        event["path"] = f"/checkout/{index}"
+        event["referrer"] = "https://search.example/?q=caf%C3%A9+%22quoted%22"
+    timestamp = rng.choice(TIMESTAMPS)
+    if timestamp is not None:
+        event["timestamp"] = timestamp
+    return event
+
+
+def post_traffic(
+    collector: RunningCollector,
+    origin: str,
+    sites: tuple[str, ...],
+    *,
+    seed: int,
+    requests: int = 6,
+) -> dict[str, str]:
+    """A client's traffic: single events and batch envelopes; event id -> site id."""
+    rng = random.Random(seed)
+    posted: dict[str, str] = {}
+    with collector.client(origin=origin) as client:
+        for number in range(requests):
+            site = sites[number % len(sites)]
+            if number % 3 == 0:
+                body = event_payload(rng, site, number)
+                ids = [body["eventId"]]
+            else:
+                inner = [event_payload(rng, site, i) for i in range(rng.randint(5, 25))]
+                for event in inner:
+                    del event["siteId"]  # inherited from the envelope
+                body = {
+                    "eventType": "batch",
+                    "eventId": str(uuid.uuid4()),
+                    "siteId": site,
+                    "sessionId": f"sess-{seed}-{number}",
+                    "visitorId": f"vis-{seed}",
+                    "url": f"https://{site}/page?utm_source=x,y&name=Zo%C3%AB",
+                    "timestamp": "2025-07-11T12:00:00.250Z",
+                    "events": inner,
+                }
+                ids = [body["eventId"], *(event["eventId"] for event in inner)]
+            response = client.post("/collect", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["events_processed"] == len(ids)
+            posted.update(dict.fromkeys(ids, site))
+        # A browser retrying a request it thinks was lost: same ids, no new rows.
+        retry = client.post("/collect", json=body)
+        assert retry.status_code == 200, retry.text
+    return posted
+
+
+def post_batch(collector: RunningCollector, count: int, *, site: str = "localhost") -> list[str]:
+    """``count`` events of the development client in one request; their ids."""
+    inner = [{"eventType": "click", "eventId": str(uuid.uuid4())} for _ in range(count - 1)]
+    body = {"eventType": "batch", "eventId": str(uuid.uuid4()), "siteId": site, "events": inner}
+    with collector.client(origin=LOCAL_ORIGIN) as client:
+        response = client.post("/collect", json=body)
+    assert response.status_code == 200, response.text
+    return [body["eventId"], *(event["eventId"] for event in inner)]
+
+
+# -------------------------------------------------------------------------- the database
+
+
+def db_events(database_url: str) -> dict[str, dict[str, Any]]:
+    """Every buffered event by event id, with its commit-order position."""
+    with psycopg.connect(database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id,"
+            ' "timestamp", url, path, referrer, ip_address, user_agent, raw_event_data,'
+            " created_at, xid::text::bigint AS xid FROM events_log ORDER BY xid, id"
+        )
+        return {str(row["event_id"]): row for row in cur.fetchall()}
+
+
+def db_batches(database_url: str) -> dict[int, dict[str, Any]]:
+    with psycopg.connect(database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT batch_id, claimed_at, after_xid::text AS after_xid, after_id,"
+            " upto_xid::text AS upto_xid, upto_id, event_count, state, raw_key, attempts,"
+            " last_error, exported_at, purged_at FROM export_batches ORDER BY batch_id"
+        )
+        return {row["batch_id"]: row for row in cur.fetchall()}
+
+
+def execute(database_url: str, sql: str, *params: Any) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql, params or None)
+
+
+def client_format(database_url: str, client_id: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT export_format FROM clients WHERE client_id = %s", (client_id,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def wait_out_backoff(database_url: str) -> None:
+    """Stand-in for waiting out the retry backoff (seconds to minutes, with jitter): make
+    every paused destination and every waiting batch or delivery due now."""
+    execute(database_url, "UPDATE export_destination_state SET paused_until = now()")
+    execute(
+        database_url, "UPDATE export_deliveries SET next_attempt_at = now() WHERE state = 'pending'"
+    )
+    execute(
+        database_url, "UPDATE export_batches SET next_attempt_at = now() WHERE state = 'pending'"
+    )
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def instant(value: Any) -> datetime:
+    """A timestamp as an aware datetime, whether the file held text or a real timestamp."""
+    if isinstance(value, datetime):
+        assert value.tzinfo is not None, value
+        return value
+    parsed = datetime.fromisoformat(value)
+    assert parsed.tzinfo is not None, value
+    return parsed
+
+
+def assert_same_event(event: dict[str, Any], row: dict[str, Any], *, csv: bool = False) -> None:
+    """An exported event carries exactly the database row (CSV cannot tell null from "")."""
+    where = f"event {row['event_id']}"
+    assert event["id"] == row["id"], where
+    assert event["event_id"] == str(row["event_id"]), where
+    for column in TEXT_COLUMNS:
+        got, want = event[column], row[column]
+        if csv:
+            got, want = got or None, want or None
+        assert got == want, f"{where}: {column} {got!r} != {want!r}"
+    for column in ("timestamp", "created_at"):
+        assert instant(event[column]) == row[column], f"{where}: {column}"
+    assert event["raw_event_data"] == row["raw_event_data"], where
+
+
+def assert_raw_bucket_matches(
+    s3: S3, bucket: str, database_url: str, rows: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every row exactly once in the raw bucket, one object per exported batch, keyed by
+    the batch alone."""
+    batches = db_batches(database_url)
+    assert all(batch["state"] == "exported" for batch in batches.values()), batches
+    assert s3.keys(bucket, "raw-events/") == sorted(
+        raw_key(batch_id, batch["claimed_at"]) for batch_id, batch in batches.items()
+    )
+    assert all(batch["raw_key"] == raw_key(i, batch["claimed_at"]) for i, batch in batches.items())
+    for batch_id, batch in batches.items():
+        lines = gzip.decompress(s3.get(bucket, batch["raw_key"])).splitlines()
+        assert len(lines) == batch["event_count"], batch_id
+    events = raw_events(s3, bucket)
+    ids = [event["event_id"] for event in events]
+    assert duplicates(ids) == {}
+    assert set(ids) == set(rows)
+    for event in events:
+        assert_same_event(event, rows[event["event_id"]])
+    # Commit order inside and across objects (keys list in batch order).
+    positions = [(rows[i]["xid"], rows[i]["id"]) for i in ids]
+    assert positions == sorted(positions)
+    return events
+
+
+def assert_client_files(
+    s3: S3,
+    bucket: str,
+    client_id: str,
+    fmt: str,
+    rows: dict[str, dict[str, Any]],
+    database_url: str,
+    *,
+    prefix: str = "",
+) -> list[dict[str, Any]]:
+    """A client's processed files: well named, with manifests, holding exactly its rows."""
+    batches = db_batches(database_url)
+    keys = s3.keys(bucket, f"{prefix}processed-events/{client_id}/")
+    data_keys = [key for key in keys if not key.endswith(".manifest.json")]
+    assert data_keys, f"no files for {client_id} in {bucket}/{prefix}"
+    assert set(keys) - set(data_keys) == {f"{key}.manifest.json" for key in data_keys}
+    found: list[dict[str, Any]] = []
+    for key in data_keys:
+        match = PROCESSED_KEY.match(key)
+        assert match, key
+        batch_id = int(match["batch"])
+        assert match["prefix"] == prefix
+        assert match["client"] == client_id
+        assert match["ext"] == FILE_EXTENSIONS[fmt]
+        assert match["day"] == batches[batch_id]["claimed_at"].strftime("%Y/%m/%d")
+        data = s3.get(bucket, key)
+        events = decode_file(key, data)
+        assert events, key
+        for event in events:
+            assert event["client_id"] == client_id, key
+            assert_same_event(event, rows[event["event_id"]], csv=fmt == "csv")
+        positions = [(rows[e["event_id"]]["xid"], e["id"]) for e in events]
+        assert positions == sorted(positions), f"{key} is not in commit order"
+
+        metadata = orjson.loads(s3.get(bucket, f"{key}.manifest.json"))["export_metadata"]
+        assert metadata["event_count"] == len(events)
+        assert metadata["client_id"] == client_id
+        assert metadata["batch_id"] == batch_id
+        assert metadata["format"] == fmt
+        assert metadata["columns"] == list(EXPORT_COLUMNS)
+        times = [instant(event["timestamp"]) for event in events]
+        assert instant(metadata["time_range"]["start"]) == min(times)
+        assert instant(metadata["time_range"]["end"]) == max(times)
+
+        if fmt == "json":
+            assert all(list(orjson.loads(line)) == list(EXPORT_COLUMNS) for line in data.split())
+        elif fmt == "csv":
+            assert data.startswith(",".join(EXPORT_COLUMNS).encode() + b"\r\n")
+            assert data.endswith(b"\r\n")
+        else:
+            schema = pq.read_schema(io.BytesIO(data))
+            assert schema.remove_metadata().equals(PARQUET_SCHEMA), schema
+            assert orjson.loads(schema.metadata[PARQUET_METADATA_KEY]) == metadata
+        found.extend(events)
+    ids = [event["event_id"] for event in found]
+    assert duplicates(ids) == {}
+    assert sorted(ids) == sorted(i for i, row in rows.items() if row["client_id"] == client_id)
+    return found
+
+
+def metering_totals(s3: S3, bucket: str) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+    """Events per (client, site) and bytes per client in every metering record."""
+    events: Counter[tuple[str, str]] = Counter()
+    size: Counter[str] = Counter()
+    for key in s3.keys(bucket, "metering/"):
+        for line in s3.get(bucket, key).splitlines():
+            record = orjson.loads(line)
+            events[(record["client_id"], record["site_id"])] += record["events"]
+            size[record["client_id"]] += record["bytes"]
+    return events, size
+
+
+async def _export_and_process(pipeline: ExportPipeline) -> tuple[Any, Any]:
+    return await pipeline.export(), await pipeline.process()
+
+
+# ------------------------------------------------------------------------------- servers
+
+
+@contextlib.contextmanager
+def serve(database_url: str, **values: Any) -> Iterator[RunningCollector]:
+    """A collector with exactly these settings (``start_collector`` fixes ENVIRONMENT=test)."""
+    values.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="evothesis-spool-"))
+    values.setdefault("EVOTHESIS_DATA_DIR", tempfile.mkdtemp(prefix="evothesis-data-"))
+    values.setdefault("EXPORT_IN_SERVE", False)
+    settings = Settings(_env_file=None, **values)
+    port = free_port()
+    server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)
+    running = RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# --------------------------------------------------------------------------------- tests
+
+
+def test_every_format_end_to_end(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    for client_id, (fmt, _, sites) in CLIENTS.items():
+        register_client(database_url, client_id, *sites, export_format=fmt)
+    collector = start_collector()
+    posted: dict[str, tuple[str, str]] = {}
+    for seed, (client_id, (_, origin, sites)) in enumerate(
+        [*CLIENTS.items(), ("client_test", ("", LOCAL_ORIGIN, DEV_SITES))]
+    ):
+        for event_id, site in post_traffic(collector, origin, sites, seed=seed).items():
+            posted[event_id] = (client_id, site)
+    rows = db_events(database_url)
+    assert len(posted) >= 200
+    assert {i: (r["client_id"], r["site_id"]) for i, r in rows.items()} == posted
+
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=100)
+    exported, processed = run_pipeline(database_url, _export_and_process, **env)
+
+    batch_count = -(-len(rows) // 100)
+    assert exported.failed_batches == []
+    assert (exported.batches, exported.events) == (batch_count, len(rows))
+    assert processed.failed == []
+    assert processed.events == len(rows)
+    raw = assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+
+    formats = {client_id: spec[0] for client_id, spec in CLIENTS.items()}
+    formats["client_test"] = client_format(database_url, "client_test")
+    files = 0
+    for client_id, fmt in formats.items():
+        assert_client_files(s3, buckets.processed, client_id, fmt, rows, database_url)
+        files += len(s3.keys(buckets.processed, f"processed-events/{client_id}/")) // 2
+    assert processed.files == files
+    # Nothing else in the processed bucket: no stray client folder, no partial file.
+    assert {key.split("/")[1] for key in s3.keys(buckets.processed)} == set(formats)
+
+    # Metering: one file per batch, summing to exactly the accepted events and raw bytes.
+    batches = db_batches(database_url)
+    assert s3.keys(buckets.backup) == sorted(
+        metering_key(i, b["claimed_at"]) for i, b in batches.items()
+    )
+    events, size = metering_totals(s3, buckets.backup)
+    assert events == Counter((r["client_id"], r["site_id"]) for r in rows.values())
+    assert len(events) == 2 * len(formats)  # two sites per client
+    raw_size: Counter[str] = Counter()
+    for key in s3.keys(buckets.raw):
+        for line in gzip.decompress(s3.get(buckets.raw, key)).splitlines():
+            raw_size[orjson.loads(line)["client_id"]] += len(line) + 1
+    assert size == raw_size
+    assert len(raw) == sum(events.values())
+
+    # A second round finds nothing to do and writes nothing new.
+    before = {b: s3.keys(getattr(buckets, b)) for b in ("raw", "processed", "backup")}
+    again_exported, again_processed = run_pipeline(database_url, _export_and_process, **env)
+    assert (again_exported.batches, again_exported.events) == (0, 0)
+    assert (again_processed.files, again_processed.events) == (0, 0)
+    assert before == {b: s3.keys(getattr(buckets, b)) for b in ("raw", "processed", "backup")}
+
+
+def test_client_with_its_own_destination(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    destination = s3.new_bucket("client-dest")
+    register_client(
+        database_url,
+        "client_own",
+        "own.test",
+        export_format="csv",
+        export_destination=f"s3://{destination}/some/prefix",
+        export_credentials=client_credentials(s3),
+    )
+    register_client(database_url, "client_json", "a.test", export_format="json")
+    collector = start_collector()
+    post_traffic(collector, "http://own.test", ("own.test",), seed=11, requests=4)
+    post_traffic(collector, "http://a.test", ("a.test",), seed=12, requests=3)
+    rows = db_events(database_url)
+
+    exported, processed = run_pipeline(
+        database_url, _export_and_process, **s3_environment(s3, buckets)
+    )
+    assert exported.failed_batches == [] and processed.failed == []
+    assert processed.events == len(rows)
+
+    own = assert_client_files(
+        s3, destination, "client_own", "csv", rows, database_url, prefix="some/prefix/"
+    )
+    assert len(own) == sum(r["client_id"] == "client_own" for r in rows.values())
+    # Only under the prefix, only that client; nothing of it in the default bucket.
+    assert all(
+        key.startswith("some/prefix/processed-events/client_own/") for key in s3.keys(destination)
+    )
+    assert s3.keys(buckets.processed, "processed-events/client_own/") == []
+    assert_client_files(s3, buckets.processed, "client_json", "json", rows, database_url)
+    assert {key.split("/")[1] for key in s3.keys(buckets.processed)} == {"client_json"}
+
+
+def test_failing_destination_pauses_only_its_client(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    missing = f"client-dest-{uuid.uuid4().hex[:10]}"  # not created yet
+    register_client(
+        database_url,
+        "client_broken",
+        "broken.test",
+        export_format="parquet",
+        export_destination=f"s3://{missing}/exports",
+        export_credentials=client_credentials(s3),
+    )
+    register_client(database_url, "client_json", "a.test", export_format="json")
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=40)
+    collector = start_collector(**env)
+    post_traffic(collector, "http://broken.test", ("broken.test",), seed=21, requests=4)
+    post_traffic(collector, "http://a.test", ("a.test",), seed=22, requests=4)
+    post_batch(collector, 15)
+    rows = db_events(database_url)
+    per_client = Counter(row["client_id"] for row in rows.values())
+
+    exported, processed = run_pipeline(database_url, _export_and_process, **env)
+    assert exported.failed_batches == [] and exported.events == len(rows)
+    failed_clients = {failure["client_id"] for failure in processed.failed}
+    assert failed_clients == {"client_broken"}
+    assert all(missing in failure["error"] for failure in processed.failed), processed.failed
+    # The others were delivered in the same run.
+    assert processed.events == len(rows) - per_client["client_broken"]
+    assert_client_files(s3, buckets.processed, "client_json", "json", rows, database_url)
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+    assert s3.keys(buckets.processed, "processed-events/client_broken/") == []
+
+    with collector.client(origin=None) as http:
+        status = http.get("/process/status").json()
+        pipeline = http.get("/pipeline/status").json()
+    assert status["paused_clients"] == ["client_broken"]
+    broken = next(c for c in status["clients"] if c["client_id"] == "client_broken")
+    assert broken["paused"] is True
+    assert broken["paused_until"] is not None
+    assert broken["consecutive_failures"] >= 1
+    assert missing in broken["last_error"]
+    assert broken["pending_events"] == per_client["client_broken"]
+    assert broken["delivered_files"] == 0
+    healthy = next(c for c in status["clients"] if c["client_id"] == "client_json")
+    assert (healthy["paused"], healthy["pending_files"]) == (False, 0)
+    assert healthy["delivered_events"] == per_client["client_json"]
+    assert status["unprocessed_objects"] == broken["pending_files"]
+    assert pipeline["status"] == "degraded"
+    assert pipeline["process"]["paused_clients"] == ["client_broken"]
+
+    # While paused, another run does not touch the client.
+    still = run_pipeline(database_url, lambda p: p.process(), **env)
+    assert (still.files, still.failed) == (0, [])
+
+    s3.client.create_bucket(Bucket=missing)
+    wait_out_backoff(database_url)
+    recovered = run_pipeline(database_url, lambda p: p.process(), **env)
+    assert recovered.failed == []
+    assert recovered.events == per_client["client_broken"]
+    assert recovered.files == broken["pending_files"]
+    assert_client_files(
+        s3, missing, "client_broken", "parquet", rows, database_url, prefix="exports/"
+    )
+    # The healthy clients' files were not written again.
+    assert_client_files(s3, buckets.processed, "client_json", "json", rows, database_url)
+    with collector.client(origin=None) as http:
+        status = http.get("/process/status").json()
+        assert http.get("/pipeline/status").json()["status"] == "healthy"
+    assert status["paused_clients"] == []
+    assert status["unprocessed_objects"] == 0
+    broken = next(c for c in status["clients"] if c["client_id"] == "client_broken")
+    assert (broken["paused"], broken["consecutive_failures"], broken["pending_files"]) == (
+        False,
+        0,
+        0,
+    )
+    assert broken["delivered_events"] == per_client["client_broken"]
+
+
+def test_unreachable_raw_bucket_keeps_the_batch_and_retries_it(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    collector = start_collector()
+    for _ in range(3):
+        post_batch(collector, 30)
+    rows = db_events(database_url)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = s3_environment(s3, buckets, S3_ENDPOINT_URL=closed, EXPORT_BATCH_SIZE=40)
+
+    async def failing(pipeline: ExportPipeline) -> tuple[Any, dict[str, Any]]:
+        return await pipeline.export(), await pipeline.export_status()
+
+    report, status = run_pipeline(database_url, failing, **down)
+    assert report.batches == 0 and report.events == 0
+    assert report.failed_batches, report
+    assert all("127.0.0.1" in failure["error"] for failure in report.failed_batches)
+    failed_ids = [failure["batch_id"] for failure in report.failed_batches]
+    assert [f["batch_id"] for f in status["failed_batches"]] == failed_ids
+    assert all(f["last_error"] for f in status["failed_batches"])
+    assert status["exported_events"] == 0
+    assert status["pending_rows"] == len(rows)
+    claimed = db_batches(database_url)
+    assert sorted(claimed) == failed_ids
+    assert all(b["state"] == "pending" and b["last_error"] for b in claimed.values())
+    assert db_events(database_url).keys() == rows.keys()  # nothing lost or purged
+    assert s3.keys(buckets.raw) == [] and s3.keys(buckets.backup) == []
+
+    # Still failing within the backoff: the batch is not retried early.
+    early = run_pipeline(database_url, lambda p: p.export(), **down)
+    assert (early.batches, early.failed_batches) == (0, [])
+
+    wait_out_backoff(database_url)
+    up = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=40)
+    recovered = run_pipeline(database_url, lambda p: p.export(), **up)
+    assert recovered.failed_batches == []
+    assert recovered.events == len(rows)
+    assert recovered.batches == 3
+    after = db_batches(database_url)
+    for batch_id, first in claimed.items():
+        # The same batch, the same range, the key it was always going to have.
+        same = ("claimed_at", "after_xid", "after_id", "upto_xid", "upto_id", "event_count")
+        assert {k: after[batch_id][k] for k in same} == {k: first[k] for k in same}
+        assert after[batch_id]["raw_key"] == raw_key(batch_id, first["claimed_at"])
+        assert after[batch_id]["attempts"] == 2
+    assert sorted(after) == list(range(1, 4))
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    status = run_pipeline(database_url, lambda p: p.export_status(), **up)
+    assert status["failed_batches"] == []
+    assert (status["pending_rows"], status["exported_events"]) == (0, len(rows))
+
+
+def test_pipeline_endpoints(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    token = f"admin-{uuid.uuid4().hex}"
+    access_key = f"AKIA{uuid.uuid4().hex[:16].upper()}"
+    secret_key = f"operator-secret-{uuid.uuid4().hex}"
+    client_secret = f"client-secret-{uuid.uuid4().hex}"
+    destination = s3.new_bucket("client-dest")
+    register_client(
+        database_url,
+        "client_own",
+        "own.test",
+        export_format="parquet",
+        export_destination=f"s3://{destination}",
+        export_credentials={**client_credentials(s3), "secret_access_key": client_secret},
+    )
+    keys = {
+        f"{bucket}_S3_{kind}_KEY": value
+        for bucket in ("RAW", "PROCESSED", "BACKUP")
+        for kind, value in (("ACCESS", access_key), ("SECRET", secret_key))
+    }
+    env = s3_environment(s3, buckets, EVOTHESIS_ADMIN_TOKEN=token, EXPORT_BATCH_SIZE=50, **keys)
+    collector = start_collector(**env)
+    ids = post_batch(collector, 70) + post_batch(collector, 10)
+    own = post_traffic(collector, "http://own.test", ("own.test",), seed=5, requests=2)
+    total = len(ids) + len(own)
+    bearer = {"Authorization": f"Bearer {token}"}
+    bodies: list[str] = []
+
+    with collector.client(origin=None) as http:
+        refused = http.post("/export/run")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+        wrong = http.post("/export/run", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+        before = http.get("/export/status")
+        assert before.status_code == 200
+        assert before.json()["pending_rows"] == total
+        assert before.json()["unclaimed_rows"] == total
+        assert before.json()["lag_seconds"] is not None
+
+        run = http.post("/export/run", headers=bearer)
+        assert run.status_code == 200, run.text
+        body = run.json()
+        assert body["status"] == "success"
+        assert body["export"]["events"] == total
+        assert body["export"]["batches"] == -(-total // 50)
+        assert body["export"]["failed_batches"] == []
+        assert body["pending_rows"] == 0
+        assert (
+            body["message"] == f"{total} event(s) exported in {body['export']['batches']} batch(es)"
+        )
+
+        status = http.get("/export/status").json()
+        assert status["exported_events"] == total
+        assert status["exported_batches"] == body["export"]["batches"]
+        assert status["failed_batches"] == [] and status["pending_rows"] == 0
+        assert status["last_run"]["raw_key"].startswith("raw-events/")
+        assert status["schedule_seconds"] == 60.0
+
+        config = http.get("/export/config").json()
+        assert config["buckets"]["raw"]["url"] == f"s3://{buckets.raw}"
+        assert config["buckets"]["raw"]["endpoint"] == s3.endpoint
+        assert config["buckets"]["raw"]["credentials"] is True
+        assert config["batch_size"] == 50
+
+        process = http.post("/process/run", headers=bearer)
+        assert process.status_code == 200, process.text
+        assert process.json()["status"] == "success"
+        assert process.json()["process"]["events"] == total
+        assert process.json()["unprocessed_objects"] == 0
+
+        processing = http.get("/process/status").json()
+        assert processing["unprocessed_objects"] == 0
+        assert processing["pending_files"] == 0
+        assert processing["paused_clients"] == []
+        delivered = {c["client_id"]: c["delivered_events"] for c in processing["clients"]}
+        assert delivered == {"client_test": len(ids), "client_own": len(own)}
+
+        overall = http.get("/pipeline/status").json()
+        assert overall["status"] == "healthy"
+        assert overall["scheduler"] == {"running": False}
+        assert overall["export"]["exported_events"] == total
+        assert overall["config"] == config
+
+        for response in (before, run, process):
+            bodies.append(response.text)
+        for path in ("/export/status", "/export/config", "/process/status", "/pipeline/status"):
+            bodies.append(http.get(path).text)
+
+    for text in bodies:
+        for secret in (secret_key, access_key, client_secret, token):
+            assert secret not in text
+    rows = db_events(database_url)
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    assert_client_files(s3, destination, "client_own", "parquet", rows, database_url)
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environment", "token", "header", "expected"),
+    [
+        pytest.param("development", None, None, 200, id="development-open"),
+        pytest.param("test", None, None, 401, id="test-closed-without-token"),
+        pytest.param("production", None, None, 401, id="production-closed-without-token"),
+        pytest.param("production", "tok-123", None, 401, id="production-no-bearer"),
+        pytest.param("production", "tok-123", "Bearer wrong", 401, id="production-wrong-bearer"),
+        pytest.param("production", "tok-123", "Bearer tok-123", 200, id="production-bearer"),
+        pytest.param("development", "tok-123", None, 401, id="development-token-set"),
+    ],
+)
+def test_who_may_trigger_runs(
+    database_url: str,
+    s3: S3,
+    buckets: Buckets,
+    environment: str,
+    token: str | None,
+    header: str | None,
+    expected: int,
+) -> None:
+    """The documented rule: the admin token once one is set; open only in development."""
+    env = s3_environment(s3, buckets, ENVIRONMENT=environment)
+    if token:
+        env["EVOTHESIS_ADMIN_TOKEN"] = token
+    headers = {"Authorization": header} if header else {}
+    with serve(database_url, **env) as collector, collector.client(origin=None) as http:
+        for path, kind in (("/export/run", "export"), ("/process/run", "process")):
+            response = http.post(path, headers=headers)
+            assert response.status_code == expected, response.text
+            body = response.json()
+            if expected == 401:
+                assert body["status"] == "error"
+                assert body["error"]["code"] == "unauthorized"
+                assert "EVOTHESIS_ADMIN_TOKEN" in body["error"]["message"]
+            else:
+                assert body["status"] == "success"
+                assert body[kind]["failed" if kind == "process" else "failed_batches"] == []
+        # Reading the status never needs the token.
+        assert http.get("/export/status").status_code == 200
+
+
+def test_retention_purges_exactly_the_exported_events(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    collector = start_collector()
+    first = post_batch(collector, 30) + post_batch(collector, 12)
+    env = s3_environment(s3, buckets, BUFFER_RETENTION="1s", EXPORT_BATCH_SIZE=25)
+    exported = run_pipeline(database_url, lambda p: p.export(), **env)
+    assert exported.events == len(first)
+    later = post_batch(collector, 20)
+
+    assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0  # not yet 1 s old
+    time.sleep(1.3)
+    assert run_pipeline(database_url, lambda p: p.purge(), **env) == len(first)
+    assert set(db_events(database_url)) == set(later)
+    batches = db_batches(database_url)
+    assert all(b["purged_at"] is not None for b in batches.values())
+    assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0
+
+    # The survivors are exported later, once; the purged ones stay in the raw bucket.
+    again = run_pipeline(database_url, lambda p: p.export(), **env)
+    assert again.events == len(later)
+    ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
+    assert duplicates(ids) == {} and set(ids) == set(first) | set(later)
+    status = run_pipeline(database_url, lambda p: p.export_status(), **env)
+    assert status["purged_batches"] == len(batches)
+
+
+def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    collector = start_collector()
+    initial = post_batch(collector, 10)
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=50)
+
+    async def wait_until(condition: Callable[[], bool], limit_s: float) -> float:
+        started = time.monotonic()
+        while not condition():
+            assert time.monotonic() - started < limit_s, "timed out"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+    async def work(pipeline: ExportPipeline) -> tuple[SchedulerState, list[str]]:
+        state = SchedulerState()
+        task = asyncio.create_task(run_scheduler(pipeline, state, interval_s=3600, poll_s=0.1))
+        try:
+            await wait_until(lambda: state.rounds >= 1, 10)
+            assert state.running
+            assert state.last_round is not None
+            assert state.last_round["trigger"] == "schedule"
+            assert state.last_round["export"]["events"] == len(initial)
+            # Below the threshold nothing happens for a while (the interval is an hour).
+            few = await asyncio.to_thread(post_batch, collector, 49)
+            await asyncio.sleep(0.6)
+            assert state.rounds == 1
+            more = await asyncio.to_thread(post_batch, collector, 11)
+            waited = await wait_until(lambda: state.rounds >= 2, 5)
+            assert waited < 5
+            assert state.last_round["trigger"] == "threshold"
+            assert state.last_round["export"]["events"] == len(few) + len(more)
+            assert state.last_round["process"]["events"] == len(few) + len(more)
+            assert state.triggers == {"schedule": 1, "threshold": 1}
+            assert state.last_error is None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return state, initial + few + more
+
+    state, posted = run_pipeline(database_url, work, **env)
+    assert state.running is False
+    rows = db_events(database_url)
+    assert set(rows) == set(posted)
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+
+
+def _insert_event(conn: psycopg.Connection[Any], label: str) -> str:
+    event_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp,"
+        " raw_event_data) VALUES (%s, 'custom', 'localhost', 'client_test', now(), %s)",
+        (event_id, orjson.dumps({"eventType": "custom", "label": label}).decode()),
+    )
+    return event_id
+
+
+def test_a_late_commit_is_not_skipped(database_url: str, s3: S3, buckets: Buckets) -> None:
+    env = s3_environment(s3, buckets)
+    with (
+        psycopg.connect(database_url) as slow,
+        psycopg.connect(database_url, autocommit=True) as fast,
+    ):
+        early = _insert_event(slow, "inserted first, committed last")  # T1 stays open
+        late = _insert_event(fast, "inserted second, committed first")
+        assert set(db_events(database_url)) == {late}  # T1's row is invisible to others
+
+        # While T1 is open nothing at or after its xid is final, so E2 waits too.
+        waiting = run_pipeline(database_url, lambda p: p.export(), **env)
+        assert (waiting.batches, waiting.events, waiting.failed_batches) == (0, 0, [])
+        assert s3.keys(buckets.raw) == []
+
+        slow.commit()
+
+    rows = db_events(database_url)
+    assert rows[early]["id"] < rows[late]["id"]  # ids out of commit order
+    assert rows[early]["xid"] < rows[late]["xid"]
+    exported, processed = run_pipeline(database_url, _export_and_process, **env)
+    assert (exported.events, processed.events) == (2, 2)
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+
+    # A third event after the batch lands in a new batch, and nothing is exported twice.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        third = _insert_event(conn, "after the first batch")
+    exported = run_pipeline(database_url, lambda p: p.export(), **env)
+    assert (exported.batches, exported.events) == (1, 1)
+    ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
+    assert sorted(ids) == sorted([early, late, third])
