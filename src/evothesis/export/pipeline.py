@@ -155,17 +155,12 @@ class ExportPipeline:
         if progress:
             status = await self.ledger.status()
             waiting = sum(row["pending_events"] for row in status["deliveries"])
-        attempted: set[tuple[int, str]] = set()
         while deadline_s is None or time.monotonic() - started < deadline_s:
-            deliveries = [
-                d
-                for d in await self.ledger.lease_deliveries(DELIVERY_LEASE)
-                if (d.batch_id, d.client_id) not in attempted
-            ]
+            # A failed delivery is due again only after its backoff, so this ends.
+            deliveries = await self.ledger.lease_deliveries(DELIVERY_LEASE)
             if not deliveries:
                 break
             for result in await self._processor.process(deliveries):
-                attempted.add((result.batch_id, result.client_id))
                 if result.error is None:
                     report.files += 1
                     report.events += result.events
