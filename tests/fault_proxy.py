@@ -21,11 +21,12 @@ Only Content-Length bodies and chunked bodies are understood; responses are rela
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 Mode = Literal["forward", "stall", "partial", "withhold", "reset"]
@@ -76,8 +77,10 @@ class FaultProxy:
             self._methods = None if methods is None else frozenset(m.upper() for m in methods)
 
     def count(self, what: str) -> int:
-        """How often something happened: ``requests``, ``forward``, ``stall``, ``partial``,
-        ``withhold`` (requests), ``withheld`` (responses dropped), ``reset``."""
+        """How often something happened: ``requests`` (seen), and requests ``forward``ed,
+        ``stall``ed, sent ``partial``ly, forwarded to ``withhold`` their answer (each counted
+        once the fault has taken effect), ``withheld`` (connections whose answer was
+        dropped), ``reset``."""
         with self._lock:
             return self._counts[what]
 
@@ -107,8 +110,8 @@ class FaultProxy:
 
     # ------------------------------------------------------------------------ plumbing
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
@@ -277,17 +280,13 @@ class FaultProxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 
 def _reset(sock: socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0), as a host refusing the connection would."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()

@@ -141,7 +141,9 @@ class ExportLedger:
         return await self._run(mark)
 
     async def batch_failed(self, batch: Batch, error: str, retry_in_s: float) -> None:
-        await self._execute("export_batch_failed", batch.batch_id, error[:2000], retry_in_s)
+        await self._execute(
+            "export_batch_failed", batch.batch_id, error[:2000], retry_in_s, self.owner
+        )
 
     async def backlog(self, limit: int) -> tuple[int, datetime | None]:
         """Events not yet claimed (counted up to ``limit``) and the oldest one's arrival."""
@@ -196,6 +198,7 @@ class ExportLedger:
                     delivery.client_id,
                     error[:2000],
                     retry_in_s,
+                    self.owner,
                 )
                 if pause_s is not None:
                     await connection.execute(

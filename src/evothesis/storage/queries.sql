@@ -183,10 +183,11 @@ LEFT JOIN clients c ON c.client_id = d.client_id
 ON CONFLICT (batch_id, client_id) DO NOTHING
 
 -- export_batch_failed --
+-- Only while the lease is still ours: an exporter that took the batch over keeps it.
 UPDATE export_batches
 SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3),
     lease_owner = NULL, lease_until = NULL
-WHERE batch_id = $1 AND state = 'pending'
+WHERE batch_id = $1 AND state = 'pending' AND lease_owner = $4
 
 -- export_lease_deliveries --
 -- Up to $3 due deliveries of clients that are not paused, oldest batches first.
@@ -227,10 +228,11 @@ ON CONFLICT (client_id) DO UPDATE
 SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
 
 -- export_delivery_failed --
+-- Only while the lease is still ours, as for batches.
 UPDATE export_deliveries
 SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
     lease_owner = NULL, lease_until = NULL
-WHERE batch_id = $1 AND client_id = $2 AND state = 'pending'
+WHERE batch_id = $1 AND client_id = $2 AND state = 'pending' AND lease_owner = $5
 
 -- export_destination_failed --
 -- The client is paused for $3 seconds: its deliveries wait, other clients' go on.
