@@ -72,8 +72,12 @@ def start_postgres(pgdata: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = start_postgres(tmp_path_factory.mktemp("pg") / "data")
+def postgres() -> Iterator[PostgresServer]:
+    # Not under pytest's temporary root: every new pytest session resets that folder to 0700,
+    # which locks the embedded server's own user out of a data folder another session (a
+    # second test run on the same machine) is still using.
+    parent = Path(tempfile.mkdtemp(prefix="evothesis-test-pg-"))
+    server = start_postgres(parent / "data")
     pg = PostgresServer(server.get_uri(), server.pgdata)
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
@@ -81,6 +85,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     with_registry(pg.url(TEMPLATE), lambda store: store.ensure_development_client())
     yield pg
     server.cleanup()
+    parent.rmdir()
 
 
 @contextmanager
