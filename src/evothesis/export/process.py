@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from evothesis.export.buckets import BucketConfigError, BucketSpec, client_bucket
+from evothesis.export.cpu import WORKERS, run_in_worker
 from evothesis.export.formats import (
     encode_events,
     export_metadata,
@@ -32,9 +33,11 @@ from evothesis.export.timing import retry_delay
 
 logger = logging.getLogger("evothesis.export")
 
-#: Client files of one raw object written at once: uploads wait on the network, and
-#: encoding runs in threads (pyarrow and zlib release the GIL).
+#: Client files of one raw object uploaded at once: uploads wait on the network.
 PARALLEL_UPLOADS = 8
+#: Raw objects in hand at once: one per worker process is split and encoded while the
+#: files of others are uploaded.
+PARALLEL_OBJECTS = WORKERS + 1
 
 #: Resolves a client's destination: (bucket URL or None, credentials or None).
 TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
@@ -72,15 +75,19 @@ class Processor:
         by_object: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in deliveries:
             by_object[delivery.raw_key].append(delivery)
-        results: list[DeliveryResult] = []
-        for key, group in by_object.items():
-            results.extend(await self._process_object(key, group))
-        return results
+        limit = asyncio.Semaphore(PARALLEL_OBJECTS)
+
+        async def process_object(key: str, group: list[Delivery]) -> list[DeliveryResult]:
+            async with limit:
+                return await self._process_object(key, group)
+
+        groups = await asyncio.gather(*(process_object(k, g) for k, g in by_object.items()))
+        return [result for group in groups for result in group]
 
     async def _process_object(self, key: str, group: list[Delivery]) -> list[DeliveryResult]:
         """One raw object's clients, their files written concurrently and recorded at once."""
         try:
-            events = await asyncio.to_thread(_split, await self._raw.get(key))
+            raw = await self._raw.get(key)
         except ObjectStoreError as exc:
             # The raw bucket is ours: its outage is not the clients' fault, so nobody is
             # paused; the deliveries are retried later.
@@ -89,13 +96,14 @@ class Processor:
                     delivery, str(exc), retry_in_s=retry_delay(delivery.attempts), pause_s=None
                 )
             return [_failed(delivery, str(exc)) for delivery in group]
+        files = await run_in_worker(render_files, raw, group)
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
 
-        async def deliver(delivery: Delivery) -> DeliveryResult:
+        async def deliver(delivery: Delivery, file: RenderedFile) -> DeliveryResult:
             async with limit:
-                return await self._deliver(delivery, events.get(delivery.client_id, []))
+                return await self._deliver(delivery, file)
 
-        outcomes = await asyncio.gather(*(deliver(d) for d in group))
+        outcomes = await asyncio.gather(*map(deliver, group, files))
         done = [(d, o.key, o.size) for d, o in zip(group, outcomes, strict=True) if o.key]
         await self._ledger.delivered(done)
         for delivery, object_key, _ in done:
@@ -107,7 +115,7 @@ class Processor:
             )
         return list(outcomes)
 
-    async def _deliver(self, delivery: Delivery, events: list[dict[str, Any]]) -> DeliveryResult:
+    async def _deliver(self, delivery: Delivery, file: RenderedFile) -> DeliveryResult:
         """Write one client's file and manifest; a failure is recorded (and the client
         paused) here, a success by the caller together with the others of the object."""
         try:
@@ -115,10 +123,9 @@ class Processor:
             key = processed_key(
                 delivery.client_id, delivery.batch_id, delivery.claimed_at, delivery.format
             )
-            data, manifest = await asyncio.to_thread(_encode, delivery, events)
             # Data first: a manifest is present only next to a complete file.
-            await bucket.put(key, data)
-            await bucket.put(manifest_key(key), manifest)
+            await bucket.put(key, file.data)
+            await bucket.put(manifest_key(key), file.manifest)
         except (ObjectStoreError, BucketConfigError) as exc:
             failures = await self._ledger.destination_failures(delivery.client_id) + 1
             pause = retry_delay(failures)
@@ -131,7 +138,9 @@ class Processor:
             )
             await self._ledger.delivery_failed(delivery, str(exc), retry_in_s=pause, pause_s=pause)
             return _failed(delivery, str(exc))
-        return DeliveryResult(delivery.batch_id, delivery.client_id, len(events), key, len(data))
+        return DeliveryResult(
+            delivery.batch_id, delivery.client_id, file.events, key, len(file.data)
+        )
 
     async def _bucket(self, client_id: str) -> Bucket:
         destination, credentials = await self._targets(client_id)
@@ -143,8 +152,24 @@ class Processor:
         return bucket
 
 
-def _split(raw: bytes) -> dict[str, list[dict[str, Any]]]:
-    return group_by_client(parse_raw_lines(gzip.decompress(raw)))
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """One delivery's file body and sidecar manifest, as they are uploaded."""
+
+    data: bytes
+    manifest: bytes
+    events: int
+
+
+def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
+    """Split a gzip raw object per client and encode each delivery's file (in a worker
+    process: only bytes travel back)."""
+    events = group_by_client(parse_raw_lines(gzip.decompress(raw)))
+    files = []
+    for delivery in deliveries:
+        mine = events.get(delivery.client_id, [])
+        files.append(RenderedFile(*_encode(delivery, mine), len(mine)))
+    return files
 
 
 def _encode(delivery: Delivery, events: list[dict[str, Any]]) -> tuple[bytes, bytes]:

@@ -1,0 +1,95 @@
+"""CPU-bound export work in worker processes.
+
+Splitting a raw object and encoding a client's Parquet, CSV or JSON file is Python work
+that holds the GIL: in threads it runs on one core however many there are, and in the
+``serve`` process it competes with the collector. Worker processes give it every core, and
+they pause the cyclic garbage collector during a task: a task builds tens of thousands of
+short-lived dicts, which otherwise trigger collections that cost more than the parsing.
+
+One pool serves the whole process (every pipeline in it), started on first use with the
+``spawn`` method, because forking a process that runs an event loop and database
+connections is unsafe. A worker exits when its parent dies, even by SIGKILL, so a killed
+exporter leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: One worker per core: the tasks are pure CPU.
+WORKERS = max(1, os.cpu_count() or 1)
+#: How often a worker checks that its parent is still alive.
+_PARENT_CHECK_S = 1.0
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+async def run_in_worker(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker process; both must be picklable.
+
+    A pool broken by a worker that died (killed, out of memory) is replaced and the call
+    tried once more, so one lost worker does not fail every later export.
+    """
+    loop = asyncio.get_running_loop()
+    for attempt in range(2):
+        pool = _executor()
+        try:
+            return await loop.run_in_executor(pool, _run_without_gc, function, args)
+        except BrokenProcessPool:
+            _discard(pool)
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                WORKERS,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
+            )
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_worker(parent: int) -> None:
+    # What was imported to get here lives as long as the worker: keep collections off it.
+    gc.freeze()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_S)
+    os._exit(0)
+
+
+def _run_without_gc(function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    gc.disable()
+    try:
+        return function(*args)
+    finally:
+        gc.enable()
