@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     event_max_properties: int = Field(300, ge=1, alias="EVENT_MAX_PROPERTIES")
     event_max_key_length: int = Field(200, ge=1, alias="EVENT_MAX_KEY_LENGTH")
     event_max_string_length: int = Field(4096, ge=32, alias="EVENT_MAX_STRING_LENGTH")
-    event_max_depth: int = Field(10, ge=1, le=64, alias="EVENT_MAX_DEPTH")
+    event_max_depth: int = Field(40, ge=1, le=64, alias="EVENT_MAX_DEPTH")
 
     recent_max_limit: int = Field(1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT")
     serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
@@ -295,7 +295,7 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     (
         "EVENT_MAX_PROPERTIES",
         "per-event limits: properties (300), EVENT_MAX_KEY_LENGTH (200), "
-        "EVENT_MAX_STRING_LENGTH (4096, longer is truncated), EVENT_MAX_DEPTH (10)",
+        "EVENT_MAX_STRING_LENGTH (4096, longer is truncated), EVENT_MAX_DEPTH (40)",
     ),
     ("LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
 )

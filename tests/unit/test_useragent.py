@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evothesis.enrich.useragent import UNKNOWN, UserAgentParser
+from evothesis.enrich.useragent import DEVICE_TYPES, UNKNOWN, UserAgentParser
 
 PARSER = UserAgentParser(cache_size=64)
 
@@ -95,6 +95,7 @@ def test_real_user_agents_are_parsed_and_classified(
         expected
     )
     assert info.is_bot == (expected[-1] is not None)
+    assert info.device_type in DEVICE_TYPES
 
 
 @pytest.mark.parametrize("user_agent", [None, "", "   "])

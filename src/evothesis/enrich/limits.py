@@ -26,8 +26,9 @@ class EventLimits(NamedTuple):
     max_key_length: int = 200
     #: Longer strings are cut to this length, marker included.
     max_string_length: int = 4096
-    #: Objects and lists nested in the event (``{"eventData": {"a": [1]}}`` is depth 2).
-    max_depth: int = 10
+    #: Objects and lists nested in the event (``{"eventData": {"a": [1]}}`` is depth 2);
+    #: deep but reasonable, and below the 64 levels the PII redactor inspects.
+    max_depth: int = 40
 
 
 def apply_limits(
@@ -79,7 +80,9 @@ def _check(value: Any, limits: EventLimits, depth: int, counter: list[int], wher
         return False
     if depth > limits.max_depth:
         raise InvalidEvent(
-            f"{where} nests deeper than {limits.max_depth} levels", field=where, reason="too_deep"
+            f"{where} is nested deeper than {limits.max_depth} levels",
+            field=where,
+            reason="too_deep",
         )
     too_long = False
     if isinstance(value, list):

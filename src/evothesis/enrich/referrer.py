@@ -13,7 +13,14 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["REFERRER_CLASSES", "UTM_KEYS", "Attribution", "attribute", "classify_referrer"]
+__all__ = [
+    "REFERRER_CLASSES",
+    "UTM_KEYS",
+    "Attribution",
+    "attribute",
+    "classify_referrer",
+    "sent_utm",
+]
 
 #: Every class, in the order they are tested.
 REFERRER_CLASSES: Final = ("paid", "email", "internal", "social", "search", "referral", "direct")

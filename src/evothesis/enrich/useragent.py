@@ -15,7 +15,7 @@ import ua_parser
 
 from evothesis.enrich.bots import BotDetector
 
-__all__ = ["DEVICE_TYPES", "UserAgentInfo", "UserAgentParser"]
+__all__ = ["DEVICE_TYPES", "UNKNOWN", "UserAgentInfo", "UserAgentParser"]
 
 #: The device types stored in ``device_type``.
 DEVICE_TYPES: Final = ("desktop", "mobile", "tablet", "bot")
