@@ -2,6 +2,13 @@
 -- Each request gets fresh event ids so nothing is deduplicated away.
 local events = tonumber(os.getenv("EVENTS") or "0")
 local site = os.getenv("SITE") or "localhost"
+-- A browser's user agent and a public client address (loopback is a trusted proxy, so the
+-- collector believes X-Forwarded-For), so that enrichment does the work it does for real
+-- visitors: a user-agent parse and a geo lookup (cached) on every request.
+local user_agent = os.getenv("USER_AGENT") or
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) " ..
+  "Chrome/124.0.0.0 Safari/537.36"
+local client_ip = os.getenv("CLIENT_IP") or "81.2.69.160"
 
 local counter = 0
 local thread_id = 0
@@ -48,7 +55,8 @@ function request()
   end
   -- As a browser on the site's own page: the Origin is checked against the siteId's client.
   return wrk.format("POST", "/collect",
-    {["Content-Type"] = "application/json", ["Origin"] = "http://" .. site}, body)
+    {["Content-Type"] = "application/json", ["Origin"] = "http://" .. site,
+     ["User-Agent"] = user_agent, ["X-Forwarded-For"] = client_ip}, body)
 end
 
 local non2xx = 0

@@ -1,7 +1,7 @@
 """Collector benchmark: wrk load on loopback, events counted in PostgreSQL afterwards.
 
     .venv/bin/python benchmarks/run.py [--runs 3] [--duration 10] [--connections 50]
-                                       [--workers 1] [--compare REF]
+                                       [--workers 1] [--compare REF | --compare-env N=V]
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder (nothing
 else configured, INFO logging on, as a user would run it), a bare-ASGI baseline, then for
@@ -13,6 +13,8 @@ acknowledged: a benchmark that loses events is a failure, not a number.
 REF, run with this environment's packages) in the same run, interleaved with this tree run
 by run, so a change is judged by a ratio measured on the same machine seconds apart, e.g.
 ``--compare 3d66408`` for the collector before authorization and privacy enforcement.
+``--compare-env NAME=VALUE`` does the same with this tree run a second time with one more
+environment variable, e.g. ``--compare-env ENRICHMENT=off`` for the cost of enrichment.
 """
 
 from __future__ import annotations
@@ -170,6 +172,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="collector worker processes")
     parser.add_argument("--compare", metavar="REF", help="also measure this git revision")
+    parser.add_argument(
+        "--compare-env",
+        metavar="NAME=VALUE",
+        help="also measure this tree with one more environment variable (e.g. ENRICHMENT=off)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evothesis-bench-"))
@@ -205,6 +212,10 @@ def main() -> None:
         source = checkout(args.compare, work)
         ref_env = {**env, "PYTHONPATH": str(source), "EVOTHESIS_DATA_DIR": str(work / "ref")}
         variants.insert(0, (f"@{args.compare}", ref_env))
+    elif args.compare_env:
+        name, _, value = args.compare_env.partition("=")
+        ref_env = {**env, name: value, "EVOTHESIS_DATA_DIR": str(work / "ref")}
+        variants.insert(0, (f"@{args.compare_env}", ref_env))
     collectors = [
         (suffix, *start_collector(suffix, variant_env, args, work))
         for suffix, variant_env in variants

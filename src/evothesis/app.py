@@ -23,6 +23,7 @@ from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.export.scheduler import SchedulerState, run_scheduler
 from evothesis.ingest.collector import Collector
+from evothesis.ingest.enrichment import enricher_from_settings
 from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.store import RegistryStore
@@ -102,7 +103,11 @@ def create_app(
         app.state.spool = spool
         app.state.sites = directory
         app.state.collector = Collector(
-            sites=directory, buffer=buffer, max_batch_events=settings.max_batch_events
+            sites=directory,
+            buffer=buffer,
+            max_batch_events=settings.max_batch_events,
+            enricher=await asyncio.to_thread(enricher_from_settings, settings),
+            limits=settings.event_limits,
         )
         app.state.pipeline = pipeline = pipeline_from_settings(settings, pool)
         exporter = _start_scheduler(settings, pipeline, app)

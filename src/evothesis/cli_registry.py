@@ -21,7 +21,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from evothesis.config import Settings, environment_help
 from evothesis.errors import EvothesisError
-from evothesis.registry.choices import ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.registry.choices import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+)
 from evothesis.registry.secrets import SecretBox, SecretKeyError
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 from evothesis.storage.events import describe_error
@@ -158,6 +164,10 @@ def add_client(
     consent: Annotated[
         ConsentMode, typer.Option(help="Whether the tracker waits for consent.")
     ] = ConsentMode.NONE,
+    bots: Annotated[
+        BotPolicy,
+        typer.Option(help="Bot, crawler and monitor events: keep (flagged is_bot) or drop."),
+    ] = BotPolicy.KEEP,
     domains: Annotated[
         list[str] | None,
         typer.Option(
@@ -181,6 +191,7 @@ def add_client(
         ip_collection=ip_collection.value,
         honour_dnt=honour_dnt,
         consent_mode=consent.value,
+        bot_policy=bots.value,
         export_destination=export_destination,
         export_format=export_format.value,
     )

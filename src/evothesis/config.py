@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evothesis.enrich.limits import EventLimits
 from evothesis.export.buckets import BucketSpec, ExportBuckets, bucket_url, s3_options
 from evothesis.export.timing import parse_duration, parse_schedule
 from evothesis.registry.secrets import SecretBox, load_secret_box
@@ -136,6 +137,23 @@ class Settings(BaseSettings):
     export_lease: str = Field("5m", alias="EXPORT_LEASE")
     export_in_serve: bool = Field(True, alias="EXPORT_IN_SERVE")
 
+    enrichment: bool = Field(
+        True,
+        alias="ENRICHMENT",
+        description="Add user agent, bot, geo, referrer and UTM columns to events "
+        "(off: those columns stay empty and bots are never dropped).",
+    )
+    geoip_database: Path | None = Field(
+        None,
+        alias="GEOIP_DATABASE",
+        description="MaxMind-format .mmdb file (GeoIP2/GeoLite2 Country or City) for geo "
+        "enrichment; unset = geoip2fast's bundled country data.",
+    )
+    event_max_properties: int = Field(300, ge=1, alias="EVENT_MAX_PROPERTIES")
+    event_max_key_length: int = Field(200, ge=1, alias="EVENT_MAX_KEY_LENGTH")
+    event_max_string_length: int = Field(4096, ge=32, alias="EVENT_MAX_STRING_LENGTH")
+    event_max_depth: int = Field(40, ge=1, le=64, alias="EVENT_MAX_DEPTH")
+
     recent_max_limit: int = Field(1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT")
     serve_demo: bool = Field(True, alias="EVOTHESIS_SERVE_DEMO")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -206,6 +224,15 @@ class Settings(BaseSettings):
         )
 
     @property
+    def event_limits(self) -> EventLimits:
+        return EventLimits(
+            max_properties=self.event_max_properties,
+            max_key_length=self.event_max_key_length,
+            max_string_length=self.event_max_string_length,
+            max_depth=self.event_max_depth,
+        )
+
+    @property
     def is_development(self) -> bool:
         return self.environment == "development"
 
@@ -263,6 +290,13 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("EXPORT_FORMAT", "processed format when a client has none: json | csv | parquet"),
     ("BUFFER_RETENTION", "how long exported events stay in PostgreSQL (default 6h)"),
     ("EXPORT_IN_SERVE", "run the export scheduler inside serve (default true)"),
+    ("ENRICHMENT", "user agent, bot, geo, referrer and UTM columns: on | off (default on)"),
+    ("GEOIP_DATABASE", "MaxMind-format .mmdb file for geo; unset = bundled country data"),
+    (
+        "EVENT_MAX_PROPERTIES",
+        "per-event limits: properties (300), EVENT_MAX_KEY_LENGTH (200), "
+        "EVENT_MAX_STRING_LENGTH (4096, longer is truncated), EVENT_MAX_DEPTH (40)",
+    ),
     ("LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
 )
 

@@ -13,6 +13,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+#: Columns the enrichment step fills (see ``ingest/enrichment.py``), after the seed's.
+ENRICHED_COLUMNS: tuple[str, ...] = (
+    "browser",
+    "browser_version",
+    "os",
+    "device_type",
+    "is_bot",
+    "country",
+    "region",
+    "city",
+    "referrer_class",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+)
+
 #: Columns written by ingestion, in COPY order (``id`` comes from its sequence).
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -29,6 +47,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "user_agent",
     "raw_event_data",
     "created_at",
+    *ENRICHED_COLUMNS,
 )
 
 
@@ -49,6 +68,21 @@ class EventRow(NamedTuple):
     user_agent: str | None
     raw_event_data: str
     created_at: datetime
+    # Enrichment, last and defaulted: rows spooled before these columns existed still load.
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    device_type: str | None = None
+    is_bot: bool = False
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    referrer_class: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
 
 
 class Event(NamedTuple):
@@ -72,12 +106,42 @@ class Event(NamedTuple):
     payload: dict[str, Any]
 
 
+class RejectedEvent(NamedTuple):
+    """An inner event of a batch that failed validation: not stored as an event, but kept.
+
+    ``raw`` is the inner event exactly as sent (any JSON value); it is redacted by the
+    client's privacy rules before it is stored in ``failed_events``.
+    """
+
+    position: int
+    reason: str
+    field: str | None
+    message: str
+    raw: object
+
+
+class FailedEvent(NamedTuple):
+    """One ``failed_events`` row, in the column order of its insert statement."""
+
+    request_id: str
+    position: int
+    client_id: str
+    site_id: str
+    reason: str
+    field: str | None
+    message: str
+    #: The redacted inner event as JSON text.
+    payload: str
+    received_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """Everything one POST /collect carried: the outer event and any batched inner ones.
 
-    ``events`` holds the envelope first, then the inner events, which is also the order
-    they are stored in; the seed counts the envelope as an event.
+    ``events`` holds the envelope first, then the valid inner events, which is also the
+    order they are stored in; the seed counts the envelope as an event. ``inner_count`` is
+    the number of valid inner events.
     """
 
     events: tuple[Event, ...]
@@ -87,6 +151,8 @@ class Envelope:
     #: lets the shared part be processed once per request instead of once per event.
     inherited: dict[str, Any] = field(default_factory=dict)
     own: tuple[dict[str, Any], ...] = ()
+    #: Inner events that failed validation, in batch order; the valid ones are stored.
+    rejected: tuple[RejectedEvent, ...] = ()
 
     @property
     def is_batch(self) -> bool:
@@ -145,6 +211,9 @@ class ClientConfig:
     ip_collection: str = "full"
     honour_dnt: bool = True
     consent_mode: str = "none"
+    #: What happens to events whose user agent is a bot: ``keep`` (stored, ``is_bot``
+    #: true) or ``drop`` (counted by bot kind, not stored).
+    bot_policy: str = "keep"
     ip_salt: bytes = b""
     write_key_sha256: str | None = None
 

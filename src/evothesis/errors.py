@@ -62,8 +62,13 @@ class InvalidEvent(BadRequest):
 
     code = "invalid_event"
 
-    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, field: str | None = None, reason: str = "invalid"
+    ) -> None:
         self.field = field
+        #: A short, closed-set cause (``wrong_type``, ``too_long``, ``missing_field``…): the
+        #: label a rejected inner event is counted and stored under.
+        self.reason = reason
         super().__init__(message)
 
 

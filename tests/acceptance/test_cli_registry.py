@@ -77,7 +77,7 @@ def test_add_prints_the_record_and_the_write_key_once(
     result = succeeded(
         "clients", "add", "acme", "--name", "Acme Corp", "--privacy-level", "gdpr",
         "--ip-collection", "anonymized", "--ignore-dnt", "--consent", "required",
-        "--domain", "Acme.example", "-d", "*.acme.example",
+        "--bots", "drop", "--domain", "Acme.example", "-d", "*.acme.example",
         "--export-destination", "s3://acme-events", "--export-format", "csv",
         env=env,
     )  # fmt: skip
@@ -91,6 +91,7 @@ def test_add_prints_the_record_and_the_write_key_once(
         "ip_collection": "anonymized",
         "honour_dnt": False,
         "consent_mode": "required",
+        "bot_policy": "drop",
         "export_destination": "s3://acme-events",
         "export_format": "csv",
         "has_export_credentials": False,

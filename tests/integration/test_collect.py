@@ -37,7 +37,17 @@ def test_single_event_is_stored_with_extracted_columns(api: httpx.Client, db: An
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"status", "message", "events_processed", "client_id", "timestamp"}
+    # The seed's keys, plus what issue #9 added: nothing was rejected.
+    assert set(body) == {
+        "status",
+        "message",
+        "events_processed",
+        "client_id",
+        "timestamp",
+        "events_rejected",
+        "rejected_reasons",
+    }
+    assert (body["events_rejected"], body["rejected_reasons"]) == (0, [])
     assert body["status"] == "success"
     assert body["message"] == "1 event(s) received and stored"
     assert body["events_processed"] == 1
@@ -175,20 +185,6 @@ BAD_INPUT = [
         id="events-not-list",
     ),
     pytest.param(
-        b'{"eventType":"batch","siteId":"localhost","events":[{"a":1}]}',
-        None,
-        422,
-        "invalid_event",
-        id="inner-missing-eventType",
-    ),
-    pytest.param(
-        b'{"eventType":"batch","siteId":"localhost","events":[{"eventType":"batch","events":[]}]}',
-        None,
-        422,
-        "invalid_event",
-        id="nested-batch",
-    ),
-    pytest.param(
         b'{"eventType":"x","siteId":"localhost","eventData":{"k":"a\\u0000b"}}',
         None,
         422,
@@ -239,10 +235,38 @@ def test_bad_input_gets_a_clear_json_error_and_stores_nothing(
 
 
 def test_wrong_type_error_names_the_field(api: httpx.Client) -> None:
-    body = {**SEED_BATCH, "events": [{"eventType": "click", "timestamp": "soon"}]}
+    body = {**SEED_BATCH, "timestamp": "soon"}
     error = api.post("/collect", json=body).json()["error"]
-    assert error["field"] == "events[0].timestamp"
+    assert error["field"] == "timestamp"
     assert "soon" in error["message"]
+
+
+# Issue #9: an invalid inner event no longer fails its whole batch (these were 422s).
+INVALID_INNER = [
+    pytest.param({"a": 1}, "missing_field", "events[0].eventType", id="inner-missing-eventType"),
+    pytest.param(
+        {"eventType": "batch", "events": []}, "nested_batch", "events[0].eventType", id="nested"
+    ),
+    pytest.param(
+        {"eventType": "click", "timestamp": "soon"}, "invalid", "events[0].timestamp", id="time"
+    ),
+]
+
+
+@pytest.mark.parametrize(("inner", "reason", "field"), INVALID_INNER)
+def test_an_invalid_inner_event_is_a_failed_event_and_the_batch_is_stored(
+    api: httpx.Client, db: Any, inner: dict[str, Any], reason: str, field: str
+) -> None:
+    body = {**SEED_BATCH, "events": [inner, {"eventType": "click"}]}
+    response = api.post("/collect", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["events_processed"], answer["events_rejected"]) == (2, 1)
+    [described] = answer["rejected_reasons"]
+    assert (described["index"], described["reason"], described["field"]) == (0, reason, field)
+    assert [r["event_type"] for r in rows(db)] == ["batch", "click"]
+    failed = db.execute("SELECT position, reason, field FROM failed_events").fetchall()
+    assert failed == [(0, reason, field)]
 
 
 def test_500_events_is_the_largest_batch_accepted(api: httpx.Client, db: Any) -> None:

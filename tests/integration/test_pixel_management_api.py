@@ -153,6 +153,7 @@ def test_create_client_with_domains_returns_the_record_and_a_one_time_write_key(
             "privacy_level": "gdpr",
             "ip_collection": "anonymized",
             "consent_mode": "required",
+            "bot_policy": "drop",
             "export_destination": "s3://acme-events",
             "export_format": "parquet",
             "domains": ["Acme.example", "*.acme.example", "https://acme.example/shop"],
@@ -172,6 +173,7 @@ def test_create_client_with_domains_returns_the_record_and_a_one_time_write_key(
         "ip_collection": "anonymized",
         "honour_dnt": True,
         "consent_mode": "required",
+        "bot_policy": "drop",
         "export_destination": "s3://acme-events",
         "export_format": "parquet",
         "has_export_credentials": False,
@@ -477,6 +479,7 @@ def test_internal_lookup_needs_the_service_token_and_returns_the_secrets(
         "ip_collection": "full",
         "honour_dnt": True,
         "consent_mode": "anonymous_without_consent",
+        "bot_policy": "keep",
         "ip_salt": SALT_HEX,
         "write_key_sha256": hashlib.sha256(created["write_key"].encode()).hexdigest(),
     }

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from evothesis.domain import EVENT_COLUMNS
+from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS
 from evothesis.storage.migrate import upgrade
 from evothesis.storage.queries import query
 from tests.conftest import PostgresServer, fresh_database
@@ -69,7 +69,7 @@ def test_upgrading_an_up_to_date_database_changes_nothing(empty_database: str) -
 
     with psycopg.connect(empty_database, autocommit=True) as conn:
         assert snapshot(conn) == before
-    assert before["version"] == [("0003",)]
+    assert before["version"] == [("0004",)]
     assert len(before["events"]) == 1  # type: ignore[arg-type]
 
 
@@ -90,7 +90,7 @@ def test_two_upgrades_in_parallel_threads_both_succeed(empty_database: str) -> N
     assert not any(thread.is_alive() for thread in threads), "an upgrade did not finish"
     assert not errors, "\n\n".join(errors)
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
 
 
@@ -104,7 +104,10 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
             )
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
-    assert columns == ["id", *EVENT_COLUMNS, "xid"]
+    # The enrichment columns came after it (0004).
+    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS)]
+    assert EVENT_COLUMNS[len(seed) :] == ENRICHED_COLUMNS
+    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS]
 
 
 def test_ids_and_created_at_are_filled_in_by_the_database(database_url: str) -> None:

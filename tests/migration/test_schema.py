@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from evothesis.domain import ENRICHED_COLUMNS
 from evothesis.storage.migrate import upgrade
 from evothesis.storage.queries import queries
 from tests.conftest import PostgresServer, fresh_database
@@ -30,6 +31,8 @@ EXPECTED_COLUMNS = {
     "raw_event_data": ("jsonb", "NO"),
     "created_at": ("timestamp with time zone", "NO"),
     "xid": ("xid8", "NO"),
+    **{name: ("text", "YES") for name in ENRICHED_COLUMNS if name != "is_bot"},
+    "is_bot": ("boolean", "NO"),
 }
 
 
@@ -74,7 +77,7 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str
         assert run.returncode == 0, stderr.decode()
     with psycopg.connect(empty_database) as conn:
         [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == "0003"
+    assert version == "0004"
 
 
 def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evothesis.domain import ClientConfig, Envelope, EventRow, RequestContext
+from evothesis.domain import ClientConfig, Envelope, EventRow, RejectedEvent, RequestContext
 from evothesis.errors import (
     BadRequest,
     BatchTooLarge,
@@ -23,6 +23,7 @@ from evothesis.errors import (
     UnsupportedMediaType,
 )
 from evothesis.ingest.collector import build_rows
+from evothesis.ingest.enrichment import Enricher
 from evothesis.ingest.envelope import (
     FIELD_LIMITS,
     INHERITED_FIELDS,
@@ -90,9 +91,7 @@ def test_client_ids_are_kept_and_missing_ones_are_uuid7() -> None:
     ],
 )
 def test_invalid_fields_are_named(document: object, field: str) -> None:
-    with pytest.raises(InvalidEvent) as error:
-        parse(document)
-    assert error.value.field == field
+    assert_refused(document, field)
 
 
 def test_batch_limit() -> None:
@@ -146,7 +145,34 @@ CONTEXT = RequestContext(client_ip="203.0.113.9", user_agent="ua", received_at=N
 def rows_for(envelope: Envelope, client_id: str) -> list[EventRow]:
     """Rows for a standard-level client, whose privacy rules only redact PII."""
     client = ClientConfig(client_id)
-    return build_rows(envelope, client, CONTEXT, request_privacy(client, CONTEXT, None))
+    privacy = request_privacy(client, CONTEXT, None)
+    off = Enricher()
+    return build_rows(
+        envelope, client, CONTEXT, privacy, off, off.request(client, CONTEXT, anonymize=False)
+    )
+
+
+def refusal(document: object) -> InvalidEvent | RejectedEvent:
+    """How a document with one problem is refused: the whole request (``InvalidEvent``)
+    when the problem is the envelope's, one ``RejectedEvent`` when it is an inner event's,
+    the batch's other events being kept."""
+    try:
+        envelope = parse(document)
+    except InvalidEvent as exc:
+        return exc
+    assert isinstance(document, dict)
+    [rejected] = envelope.rejected
+    assert envelope.inner_count == len(document["events"]) - 1
+    return rejected
+
+
+def assert_refused(document: object, field: str) -> InvalidEvent | RejectedEvent:
+    """Refused naming ``field``; inner events' problems reject only that event."""
+    refused = refusal(document)
+    assert refused.field == field
+    assert refused.message
+    assert isinstance(refused, RejectedEvent) == field.startswith("events[")
+    return refused
 
 
 @given(EVENTISH | JSON)
@@ -349,9 +375,7 @@ def test_generated_event_ids_are_current_uuid7s_and_never_repeat() -> None:
     ],
 )
 def test_an_event_id_that_is_not_a_canonical_uuid_is_refused_by_name(event_id: object) -> None:
-    with pytest.raises(InvalidEvent) as error:
-        parse(batch_of({"eventType": "click", "eventId": event_id}))
-    assert error.value.field == "events[0].eventId"
+    assert_refused(batch_of({"eventType": "click", "eventId": event_id}), "events[0].eventId")
 
 
 @pytest.mark.parametrize(
@@ -386,10 +410,8 @@ def test_a_field_one_over_its_limit_is_refused_by_name(field: str, limit: int, w
     document = batch_of({"eventType": "click", field: too_long}) if where else {**MINIMAL}
     if not where:
         document[field] = too_long
-    with pytest.raises(InvalidEvent) as error:
-        parse(document)
-    assert error.value.field == f"{where}{field}"
-    assert str(limit) in error.value.message
+    refused = assert_refused(document, f"{where}{field}")
+    assert str(limit) in refused.message
 
 
 @pytest.mark.parametrize("max_batch_events", [1, 500])
@@ -425,10 +447,7 @@ REFUSED_DOCUMENTS = [
 
 @pytest.mark.parametrize(("document", "field"), REFUSED_DOCUMENTS)
 def test_an_invalid_event_is_refused_naming_the_field(document: object, field: str) -> None:
-    with pytest.raises(InvalidEvent) as error:
-        parse(document)
-    assert error.value.field == field
-    assert error.value.message
+    assert_refused(document, field)
 
 
 @pytest.mark.parametrize("document", [[MINIMAL], "pageview", 42, None, True])
@@ -464,15 +483,22 @@ def test_a_body_that_is_not_strict_json_is_malformed(body: bytes) -> None:
         pytest.param(b'{"eventType":"x","siteId":"localhost","d":{"k":"a\\u0000b"}}', id="value"),
         pytest.param(b'{"eventType":"x","siteId":"localhost","d":{"\\u0000":1}}', id="key"),
         pytest.param(b'{"eventType":"x","siteId":"localhost","d":[[["\\u0000"]]]}', id="list"),
-        pytest.param(
-            b'{"eventType":"batch","siteId":"localhost","events":[{"eventType":"a\\u0000"}]}',
-            id="inner-event",
-        ),
     ],
 )
 def test_nul_characters_anywhere_in_the_document_are_refused(body: bytes) -> None:
     with pytest.raises(InvalidEvent, match="NUL"):
         parse_envelope(body, max_batch_events=500, now=NOW)
+
+
+def test_a_nul_character_in_an_inner_event_rejects_that_event_only() -> None:
+    body = (
+        b'{"eventType":"batch","siteId":"localhost",'
+        b'"events":[{"eventType":"a\\u0000"},{"eventType":"b"}]}'
+    )
+    envelope = parse_envelope(body, max_batch_events=500, now=NOW)
+    assert [e.event_type for e in envelope.events] == ["batch", "b"]
+    [rejected] = envelope.rejected
+    assert (rejected.position, rejected.reason) == (0, "nul_character")
 
 
 def test_an_escaped_backslash_before_u0000_is_not_a_nul_character() -> None:

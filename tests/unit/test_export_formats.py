@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from evothesis.domain import ENRICHED_COLUMNS
 from evothesis.export.formats import (
     CORE_COLUMNS,
     EXPORT_COLUMNS,
@@ -49,9 +50,21 @@ RAW_KEYS = (
     "user_agent",
     "raw_event_data",
     "created_at",
+    *ENRICHED_COLUMNS,
 )
+#: The keys of raw objects written before enrichment existed.
+SEED_RAW_KEYS = RAW_KEYS[: -len(ENRICHED_COLUMNS)]
 METADATA_KEY = b"evothesis.export_metadata"
-OPTIONAL_TEXT = ("session_id", "visitor_id", "url", "path", "referrer", "ip_address", "user_agent")
+OPTIONAL_TEXT = (
+    "session_id",
+    "visitor_id",
+    "url",
+    "path",
+    "referrer",
+    "ip_address",
+    "user_agent",
+    *(name for name in ENRICHED_COLUMNS if name != "is_bot"),
+)
 
 
 def make_event(number: int, **changes: Any) -> dict[str, Any]:
@@ -79,6 +92,20 @@ def make_event(number: int, **changes: Any) -> dict[str, Any]:
             "nothing": None,
         },
         "created_at": f"2026-11-25T10:00:{number % 60:02d}.5+00:00",
+        "browser": "Firefox",
+        "browser_version": "125.0",
+        "os": "Linux",
+        "device_type": "desktop",
+        "is_bot": number % 2 == 0,
+        "country": "DE",
+        "region": None,
+        "city": None,
+        "referrer_class": "search",
+        "utm_source": "news, letter",
+        "utm_medium": "email",
+        "utm_campaign": None,
+        "utm_term": None,
+        "utm_content": None,
     }
     unknown = set(changes) - set(event)
     assert not unknown, unknown
@@ -140,9 +167,14 @@ def stdlib_csv(events: list[dict[str, Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(EXPORT_COLUMNS)
     for event in events:
-        row = [event[key] for key in CORE_COLUMNS]
+        row = [_csv_text(event[key]) for key in CORE_COLUMNS]
         writer.writerow([*row, orjson.dumps(event["raw_event_data"]).decode()])
     return buffer.getvalue().encode("utf-8")
+
+
+def _csv_text(value: object) -> object:
+    """Booleans are written as JSON spells them."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 def read_parquet(data: bytes) -> pa.Table:
@@ -154,6 +186,7 @@ def read_parquet(data: bytes) -> pa.Table:
 
 def test_columns_and_schema_line_up() -> None:
     assert RAW_KEYS[:13] + RAW_KEYS[14:] == CORE_COLUMNS
+    assert PARQUET_SCHEMA.field("is_bot").type == pa.bool_()
     assert EXPORT_COLUMNS[:-1] == CORE_COLUMNS
     assert EXPORT_COLUMNS[-1] == "raw_event_data"
     assert tuple(PARQUET_SCHEMA.names) == EXPORT_COLUMNS
@@ -168,6 +201,20 @@ def test_columns_and_schema_line_up() -> None:
 
 
 # --- parsing -----------------------------------------------------------------------------
+
+
+def test_raw_objects_from_before_enrichment_read_as_not_enriched() -> None:
+    event = make_event(1)
+    body = orjson.dumps({key: event[key] for key in SEED_RAW_KEYS}) + b"\n"
+    [parsed] = parse_raw_lines(body)
+    assert parsed["is_bot"] is False
+    assert all(parsed[name] is None for name in ENRICHED_COLUMNS if name != "is_bot")
+    assert parsed["raw_event_data"] == event["raw_event_data"]
+
+
+def test_is_bot_must_be_a_boolean() -> None:
+    with pytest.raises(RawFormatError, match="is_bot"):
+        parse_raw_lines(raw_bytes([make_event(1, is_bot="yes")]))
 
 
 @pytest.mark.parametrize("trailing_newline", [True, False])
@@ -293,7 +340,7 @@ def test_csv_round_trip() -> None:
         record = dict(zip(EXPORT_COLUMNS, row, strict=True))
         assert record["id"] == str(event["id"])
         for key in CORE_COLUMNS[1:]:
-            expected = event[key]
+            expected = _csv_text(event[key])
             assert record[key] == ("" if expected is None else expected), key
         assert orjson.loads(record["raw_event_data"]) == event["raw_event_data"]
         assert record["raw_event_data"] == orjson.dumps(event["raw_event_data"]).decode()
@@ -318,7 +365,9 @@ def test_csv_quotes_only_what_rfc_4180_requires() -> None:
         ",".join(EXPORT_COLUMNS) + "\r\n"
         "5,00000000-0000-4000-8000-000000000005,pageview,,v-5,site-1,client-a,"
         '2026-11-25T10:00:00+00:00,"https://x.test/?a=1,2",/plain path/ü,"say ""hi""",'
-        '203.0.113.0,"two\r\nlines",2026-11-25T10:00:01+00:00,"{""k"":""v""}"\r\n'
+        '203.0.113.0,"two\r\nlines",2026-11-25T10:00:01+00:00,'
+        'Firefox,125.0,Linux,desktop,false,DE,,,search,"news, letter",email,,,,'
+        '"{""k"":""v""}"\r\n'
     )
     assert data == expected.encode("utf-8")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evothesis.domain import AuditRecord, EventRow
+from evothesis.domain import AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import InsertedCount
 from evothesis.storage.replay import drain
@@ -64,15 +64,20 @@ class Sink:
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.records: list[tuple[list[EventRow], list[AuditRecord]]] = []
+        self.failed: list[FailedEvent] = []
         self.fail_after = fail_after
 
     async def __call__(
-        self, rows: Sequence[EventRow], audits: Sequence[AuditRecord] = ()
+        self,
+        rows: Sequence[EventRow],
+        audits: Sequence[AuditRecord] = (),
+        failed: Sequence[FailedEvent] = (),
     ) -> list[InsertedCount]:
         if self.fail_after is not None and len(self.records) >= self.fail_after:
             self.fail_after = None
             raise StorageUnavailable("database went away again")
         self.records.append((list(rows), list(audits)))
+        self.failed.extend(failed)
         return []
 
     @property

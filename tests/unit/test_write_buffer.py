@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from evothesis.domain import AuditRecord, EventRow
+from evothesis.domain import AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import InsertedCount
 from evothesis.storage.write_buffer import BufferClosed, BufferOverloaded, WriteBuffer
@@ -60,16 +60,21 @@ class RecordingSink:
         self.error = error
         self.batches: list[list[EventRow]] = []
         self.audits: list[AuditRecord] = []
+        self.failed: list[FailedEvent] = []
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.gate: asyncio.Event | None = None
 
     async def insert(
-        self, rows: Sequence[EventRow], audits: Sequence[AuditRecord] = ()
+        self,
+        rows: Sequence[EventRow],
+        audits: Sequence[AuditRecord] = (),
+        failed: Sequence[FailedEvent] = (),
     ) -> list[InsertedCount]:
         self.calls += 1
         self.audits.extend(audits)
+        self.failed.extend(failed)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

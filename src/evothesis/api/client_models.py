@@ -11,7 +11,13 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from evothesis.registry.choices import ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.registry.choices import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+)
 from evothesis.registry.store import ClientSpec
 
 __all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]
@@ -69,6 +75,7 @@ class ClientCreate(BaseModel):
     ip_collection: IpCollection = IpCollection.FULL
     honour_dnt: bool = True
     consent_mode: ConsentMode = ConsentMode.NONE
+    bot_policy: BotPolicy = BotPolicy.KEEP
     export_destination: Destination | None = None
     export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Credentials | None = None
@@ -94,6 +101,7 @@ class ClientChanges(BaseModel):
     ip_collection: IpCollection | None = None
     honour_dnt: bool | None = None
     consent_mode: ConsentMode | None = None
+    bot_policy: BotPolicy | None = None
     export_destination: Destination | None = None
     export_format: ExportFormat | None = None
     export_credentials: Credentials | None = None

@@ -107,7 +107,11 @@ COLLECT_OPENAPI: dict[str, object] = {
             },
         },
         "responses": {
-            "200": {"description": "Every event is committed."},
+            "200": {
+                "description": "Every valid event is committed; inner events of a batch "
+                "that failed validation are kept in failed_events and counted in "
+                "events_rejected, with the first reasons in rejected_reasons."
+            },
             "202": {
                 "description": "The database is unreachable: every event is fsync'ed to the "
                 "disk spool and will be stored when it returns."
@@ -124,7 +128,10 @@ COLLECT_OPENAPI: dict[str, object] = {
             "413": {"description": "Body or batch too large."},
             "408": {"description": "The body did not arrive within BODY_READ_TIMEOUT."},
             "415": {"description": "Unsupported Content-Type or Content-Encoding."},
-            "422": {"description": "An event has the wrong shape; the error names the field."},
+            "422": {
+                "description": "The event or the batch envelope has the wrong shape; the "
+                "error names the field."
+            },
             "503": {"description": "Storage unavailable; retry after Retry-After seconds."},
         },
     },
@@ -200,12 +207,21 @@ class CollectEndpoint:
         return (202 if result.spooled else 200), success_body(result), []
 
 
+#: Why dropped events were not stored, as the answer's message says it.
+_DROP_EXPLANATIONS: dict[str, str] = {
+    "privacy": "the visitor's privacy signal or missing consent forbids storing them",
+    "bot": "the client drops events from bots, crawlers and monitors",
+}
+
+
 def success_body(result: CollectResult) -> dict[str, object]:
-    """The seed's answer; events dropped by a privacy signal are acknowledged, not stored."""
+    """The seed's answer, plus what was rejected: events dropped by a privacy signal or the
+    bot policy are acknowledged, not stored; inner events that failed validation are
+    counted and described in ``events_rejected`` and ``rejected_reasons``."""
     if result.events_dropped:
         message = (
             f"{result.events_dropped} event(s) received and dropped: "
-            "the visitor's privacy signal or missing consent forbids storing them"
+            f"{_DROP_EXPLANATIONS[result.dropped_because]}"
         )
     elif result.spooled:
         message = (
@@ -214,12 +230,16 @@ def success_body(result: CollectResult) -> dict[str, object]:
         )
     else:
         message = f"{result.events_processed} event(s) received and stored"
+    if result.events_rejected:
+        message += f"; {result.events_rejected} invalid event(s) rejected (see rejected_reasons)"
     body: dict[str, object] = {
         "status": "accepted" if result.spooled else "success",
         "message": message,
         "events_processed": result.events_processed,
         "client_id": result.client_id,
         "timestamp": iso_millis(result.received_at),
+        "events_rejected": result.events_rejected,
+        "rejected_reasons": list(result.rejected_reasons),
     }
     if result.events_dropped:
         body["events_dropped"] = result.events_dropped

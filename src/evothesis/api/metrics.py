@@ -32,6 +32,7 @@ from starlette.responses import Response
 
 from evothesis import __version__
 from evothesis.api.asgi import ASGIApp, Message, Receive, Scope, Send
+from evothesis.enrich.bots import BOT_KINDS
 
 __all__ = [
     "COLLECT_LATENCY_BUCKETS",
@@ -69,9 +70,14 @@ KNOWN_REFUSALS: Final = (
     "write_key_required",
     "invalid_write_key",
 )
-KNOWN_DROPS: Final = ("do_not_track", "no_consent")
+KNOWN_DROPS: Final = (
+    "do_not_track",
+    "no_consent",
+    *(f"bot_{kind}" for kind in BOT_KINDS),
+)
 #: ``Collector.outcomes`` keys that count events, not requests (see ``_outcome_families``).
 DROPPED_PREFIX: Final = "dropped_"
+REJECTED_PREFIX: Final = "rejected_"
 ANONYMIZED: Final = "anonymized"
 
 #: Default of ``render_metrics(spool_status=...)``: read the spool's status inline.
@@ -149,8 +155,10 @@ def _outcome_families(outcomes: Mapping[str, int] | None) -> list[_Family]:
     """Split ``Collector.outcomes`` by what each key counts.
 
     Refusals (401/403) count requests: the collector refuses a request as a whole. Drops
-    (``dropped_*``: DNT/GPC or missing consent, answered 200 but not stored) and
-    ``anonymized`` count events. Mixing them in one metric would add requests to events.
+    (``dropped_*``: DNT/GPC, missing consent or a bot the client drops, answered 200 but
+    not stored), rejections (``rejected_*``: inner events that failed validation, kept in
+    ``failed_events``) and ``anonymized`` count events. Mixing them in one metric would add
+    requests to events.
     """
     if outcomes is None:
         return []
@@ -162,8 +170,13 @@ def _outcome_families(outcomes: Mapping[str, int] | None) -> list[_Family]:
     dropped = _Family(
         "evothesis_events_dropped_total",
         "counter",
-        "Events acknowledged but not stored because of the visitor's privacy signal or "
-        "missing consent, by reason.",
+        "Events acknowledged but not stored because of the visitor's privacy signal, "
+        "missing consent or the client's bot policy, by reason.",
+    )
+    rejected = _Family(
+        "evothesis_events_rejected_total",
+        "counter",
+        "Inner events of batches that failed validation, stored as failed events, by reason.",
     )
     anonymized = _Family(
         "evothesis_events_anonymized_total",
@@ -180,9 +193,11 @@ def _outcome_families(outcomes: Mapping[str, int] | None) -> list[_Family]:
             continue
         if key.startswith(DROPPED_PREFIX):
             dropped.add(counts[key], reason=key.removeprefix(DROPPED_PREFIX))
+        elif key.startswith(REJECTED_PREFIX):
+            rejected.add(counts[key], reason=key.removeprefix(REJECTED_PREFIX))
         else:
             refused.add(counts[key], reason=key)
-    return [refused, dropped, anonymized]
+    return [refused, dropped, rejected, anonymized]
 
 
 #: (attribute of the write buffer, metric name, type, help) in exposition order.

@@ -63,6 +63,7 @@ def internal_config(config: ClientConfig) -> dict[str, object]:
         "ip_collection": config.ip_collection,
         "honour_dnt": config.honour_dnt,
         "consent_mode": config.consent_mode,
+        "bot_policy": config.bot_policy,
         "ip_salt": config.ip_salt.hex(),
         "write_key_sha256": config.write_key_sha256,
     }

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from evothesis.domain import ENRICHED_COLUMNS
+
 EXPORT_FORMATS: Final = ("json", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
 
@@ -40,6 +42,7 @@ CORE_COLUMNS: Final[tuple[str, ...]] = (
     "ip_address",
     "user_agent",
     "created_at",
+    *ENRICHED_COLUMNS,
 )
 EXPORT_COLUMNS: Final = (*CORE_COLUMNS, "raw_event_data")
 
@@ -64,6 +67,12 @@ PARQUET_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("ip_address", pa.string()),
         pa.field("user_agent", pa.string()),
         pa.field("created_at", _TIMESTAMP, nullable=False),
+        *(
+            pa.field(name, pa.bool_(), nullable=False)
+            if name == "is_bot"
+            else pa.field(name, pa.string())
+            for name in ENRICHED_COLUMNS
+        ),
         pa.field("raw_event_data", pa.string(), nullable=False),
     ]
 )
@@ -81,9 +90,12 @@ _OPTIONAL_TEXT: Final = (
     "referrer",
     "ip_address",
     "user_agent",
+    *(name for name in ENRICHED_COLUMNS if name != "is_bot"),
 )
 _TIME_COLUMNS: Final = ("timestamp", "created_at")
-_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS)
+#: What raw objects written before enrichment existed lack: read as "not enriched".
+_ENRICHED_DEFAULTS: Final = {name: False if name == "is_bot" else None for name in ENRICHED_COLUMNS}
+_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS)
 
 
 class RawFormatError(ValueError):
@@ -130,6 +142,8 @@ def parse_raw_lines(data: bytes) -> list[dict[str, Any]]:
             raise RawFormatError(number, reason) from None
         if type(event) is not dict:
             raise RawFormatError(number, f"expected a JSON object, got {_json_kind(event)}")
+        if "is_bot" not in event:
+            event.update(_ENRICHED_DEFAULTS)
         problem = _check_event(event)
         if problem is not None:
             raise RawFormatError(number, problem)
@@ -242,6 +256,8 @@ def _check_event(event: dict[str, Any]) -> str | None:
         value = event[key]
         if value is not None and type(value) is not str:
             return f"{key!r} must be a string or null, got {_json_kind(value)}"
+    if type(event["is_bot"]) is not bool:
+        return f"'is_bot' must be a boolean, got {_json_kind(event['is_bot'])}"
     for key in _TIME_COLUMNS:
         if type(event[key]) is not str:
             return f"{key!r} must be an ISO-8601 string, got {_json_kind(event[key])}"
@@ -313,6 +329,9 @@ def _encode_csv(events: Sequence[dict[str, Any]]) -> bytes:
     for name in CORE_COLUMNS:
         if name == "id":
             fields.append(pa.array([event["id"] for event in events], pa.int64()).cast(pa.string()))
+        elif name == "is_bot":
+            flags = pa.array([event["is_bot"] for event in events], pa.bool_())
+            fields.append(flags.cast(pa.string()))
         else:
             fields.append(_csv_field(_text_column(events, name)))
     fields.append(_csv_field(_raw_event_data_column(events)))

@@ -11,6 +11,7 @@ from evothesis.export.formats import FILE_EXTENSIONS
 RAW_PREFIX = "raw-events"
 PROCESSED_PREFIX = "processed-events"
 METERING_PREFIX = "metering"
+FAILED_EVENTS_PREFIX = "failed-events"
 
 
 def batch_name(batch_id: int) -> str:
@@ -28,6 +29,10 @@ def raw_key(batch_id: int, claimed_at: datetime) -> str:
 
 def metering_key(batch_id: int, claimed_at: datetime) -> str:
     return f"{METERING_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl"
+
+
+def failed_events_key(batch_id: int, claimed_at: datetime) -> str:
+    return f"{FAILED_EVENTS_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl.gz"
 
 
 def processed_key(client_id: str, batch_id: int, claimed_at: datetime, fmt: str) -> str:

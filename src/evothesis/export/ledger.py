@@ -108,6 +108,11 @@ class ExportLedger:
         )
         return [BatchLine(r["client_id"], r["site_id"], r["created_at"], r["line"]) for r in rows]
 
+    async def batch_failed_lines(self, batch: Batch) -> list[str]:
+        """The failed events of the batch's transactions, as JSON lines, in commit order."""
+        rows = await self._fetch("export_batch_failed_lines", batch.after_xid, batch.upto_xid)
+        return [r["line"] for r in rows]
+
     async def mark_exported(
         self,
         batch: Batch,

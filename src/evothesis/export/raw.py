@@ -1,5 +1,6 @@
 """Raw export of one batch: the buffer's rows as gzip JSON Lines in the raw bucket, plus the
-batch's metering records in the backup bucket, then the batch is recorded as exported.
+batch's metering records and failed events in the backup bucket, then the batch is recorded
+as exported.
 
 The order is what makes a crash harmless: objects are written before the ledger says so, and
 their keys and bytes depend only on the batch, so whatever was written before a crash is
@@ -13,7 +14,7 @@ import gzip
 import logging
 from dataclasses import dataclass
 
-from evothesis.export.keys import metering_key, raw_key
+from evothesis.export.keys import failed_events_key, metering_key, raw_key
 from evothesis.export.ledger import Batch, BatchLine, ExportLedger, counts_by_client
 from evothesis.export.metering import MeteredEvent, encode_metering, meter
 from evothesis.export.objects import Bucket
@@ -48,12 +49,26 @@ class RawExporter:
     async def export(self, batch: Batch) -> RawResult:
         """Raises ``ObjectStoreError`` (the batch stays pending) or ``StorageUnavailable``."""
         lines = await self._ledger.batch_lines(batch)
+        failed = await self._ledger.batch_failed_lines(batch)
         body, metering = await asyncio.to_thread(_encode, batch.batch_id, lines)
         key = raw_key(batch.batch_id, batch.claimed_at)
-        await asyncio.gather(
+        puts = [
             self._raw.put(key, body),
             self._backup.put(metering_key(batch.batch_id, batch.claimed_at), metering),
-        )
+        ]
+        if failed:
+            # Only batches with failures get a file; same batch, same failures, same bytes.
+            puts.append(
+                self._backup.put(
+                    failed_events_key(batch.batch_id, batch.claimed_at),
+                    gzip.compress(
+                        "".join(f"{line}\n" for line in failed).encode(),
+                        compresslevel=GZIP_LEVEL,
+                        mtime=0,
+                    ),
+                )
+            )
+        await asyncio.gather(*puts)
         recorded = await self._ledger.mark_exported(
             batch,
             raw_key=key,

@@ -13,7 +13,15 @@ from datetime import datetime
 
 import orjson
 
-from evothesis.domain import AuditRecord, ClientConfig, Envelope, EventRow, RequestContext
+from evothesis.domain import (
+    AuditRecord,
+    ClientConfig,
+    Envelope,
+    EventRow,
+    FailedEvent,
+    RequestContext,
+)
+from evothesis.enrich.limits import EventLimits
 from evothesis.errors import (
     EvothesisError,
     InvalidEvent,
@@ -23,11 +31,13 @@ from evothesis.errors import (
     WriteKeyRequired,
 )
 from evothesis.ingest.attribution import SiteDirectory, site_host
+from evothesis.ingest.enrichment import Enricher, RequestEnrichment
 from evothesis.ingest.envelope import parse_envelope
 from evothesis.ingest.privacy import (
     RequestPrivacy,
     audit_ip_hash,
     protect_envelope,
+    protect_rejected,
     request_privacy,
 )
 from evothesis.privacy import ConsentDecision
@@ -38,6 +48,12 @@ from evothesis.storage.write_buffer import WriteBuffer
 #: Names this process in audit records: which collector accepted a batch.
 COLLECTOR_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
+#: Rejected inner events described in a response; the count covers them all.
+MAX_REASONS_SHOWN = 10
+
+#: Stored instead of a rejected event's payload that nests too deep to be redacted.
+UNSTORABLE_PAYLOAD = '"[payload nested too deep to be stored]"'
+
 
 @dataclass(frozen=True, slots=True)
 class CollectResult:
@@ -47,22 +63,42 @@ class CollectResult:
     client_id: str
     received_at: datetime
     events_dropped: int = 0
+    #: Why ``events_dropped`` were not stored: ``privacy`` or ``bot``.
+    dropped_because: str = "privacy"
     #: Durable on local disk, not yet in PostgreSQL (answered 202).
     spooled: bool = False
+    #: Inner events that failed validation (stored in ``failed_events``), and the first
+    #: ``MAX_REASONS_SHOWN`` of them described for the sender.
+    events_rejected: int = 0
+    rejected_reasons: tuple[dict[str, object], ...] = ()
 
 
 class Collector:
-    def __init__(self, *, sites: SiteDirectory, buffer: WriteBuffer, max_batch_events: int) -> None:
+    def __init__(
+        self,
+        *,
+        sites: SiteDirectory,
+        buffer: WriteBuffer,
+        max_batch_events: int,
+        enricher: Enricher,
+        limits: EventLimits,
+    ) -> None:
         self._sites = sites
         self._buffer = buffer
         self._max_batch_events = max_batch_events
-        #: Refusals and drops by reason, for /health: nothing is refused silently.
+        self._enricher = enricher
+        self._limits = limits
+        #: Refusals, drops and rejections by reason, for /health and /metrics: nothing is
+        #: refused, dropped or rejected silently.
         self.outcomes: Counter[str] = Counter()
 
     async def collect(self, body: bytes, context: RequestContext) -> CollectResult:
         """Store every event of one request durably, or raise an ``EvothesisError``."""
         envelope = parse_envelope(
-            body, max_batch_events=self._max_batch_events, now=context.received_at
+            body,
+            max_batch_events=self._max_batch_events,
+            now=context.received_at,
+            limits=self._limits,
         )
         try:
             client = await self._attribute(envelope)
@@ -80,9 +116,24 @@ class Collector:
             return CollectResult(
                 0, client.client_id, context.received_at, events_dropped=len(envelope.events)
             )
+        enrichment = self._enricher.request(client, context, anonymize=privacy.anonymize)
+        bot_kind = enrichment.user_agent.bot_kind
+        if bot_kind is not None and client.bot_policy == "drop":
+            dropped = len(envelope.events) + len(envelope.rejected)
+            self.outcomes[f"dropped_bot_{bot_kind}"] += dropped
+            return CollectResult(
+                0,
+                client.client_id,
+                context.received_at,
+                events_dropped=dropped,
+                dropped_because="bot",
+            )
         if privacy.anonymize:
             self.outcomes["anonymized"] += len(envelope.events)
-        rows = build_rows(envelope, client, context, privacy)
+        rows = build_rows(envelope, client, context, privacy, self._enricher, enrichment)
+        failed = failed_rows(envelope, client, context, privacy)
+        for rejected in envelope.rejected:
+            self.outcomes[f"rejected_{rejected.reason}"] += 1
         note = (
             f"Processing batch with {envelope.inner_count} individual events "
             f"for client {client.client_id}"
@@ -94,8 +145,18 @@ class Collector:
             if client.privacy_level == "hipaa"
             else None
         )
-        spooled = await self._buffer.write(rows, note, audit)
-        return CollectResult(len(rows), client.client_id, context.received_at, spooled=spooled)
+        spooled = await self._buffer.write(rows, note, audit, failed)
+        return CollectResult(
+            len(rows),
+            client.client_id,
+            context.received_at,
+            spooled=spooled,
+            events_rejected=len(failed),
+            rejected_reasons=tuple(
+                {"index": r.position, "reason": r.reason, "field": r.field, "message": r.message}
+                for r in envelope.rejected[:MAX_REASONS_SHOWN]
+            ),
+        )
 
     async def page_client(self, page: str | None) -> ClientConfig | None:
         """The client owning the page an Origin or Referer names; ``None`` when nobody's."""
@@ -141,16 +202,23 @@ class Collector:
 
 
 def build_rows(
-    envelope: Envelope, client: ClientConfig, context: RequestContext, privacy: RequestPrivacy
+    envelope: Envelope,
+    client: ClientConfig,
+    context: RequestContext,
+    privacy: RequestPrivacy,
+    enricher: Enricher,
+    enrichment: RequestEnrichment,
 ) -> list[EventRow]:
-    """Turn parsed events into protected ``events_log`` rows.
+    """Turn parsed events into protected, enriched ``events_log`` rows.
 
     The client comes from attribution only; every text column is read back from the
-    redacted payload so columns and ``raw_event_data`` can never disagree.
+    redacted payload so columns and ``raw_event_data`` can never disagree, and the
+    referrer class and UTM columns are derived from that same redacted payload.
     """
     rows = []
     client_id = client.client_id
     ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
+    per_request = enrichment.columns
     events = envelope.events
     try:
         payloads = protect_envelope(envelope, privacy)
@@ -179,9 +247,44 @@ def build_rows(
                 user_agent,
                 raw,
                 received_at,
+                *per_request,
+                *enricher.event(payload, site_host(event.site_id) or event.site_id),
             )
         )
     return rows
+
+
+def failed_rows(
+    envelope: Envelope, client: ClientConfig, context: RequestContext, privacy: RequestPrivacy
+) -> list[FailedEvent]:
+    """The batch's rejected inner events as ``failed_events`` rows, redacted like events.
+
+    A payload rejected for a NUL character keeps it out of JSONB (which cannot hold it) by
+    replacing its escape with U+FFFD; one nested too deep to redact is not stored at all.
+    """
+    if not envelope.rejected:
+        return []
+    outer = envelope.events[0]
+    failed = []
+    for rejected in envelope.rejected:
+        try:
+            payload = orjson.dumps(protect_rejected(rejected.raw, privacy)).decode()
+        except (NestingTooDeep, orjson.JSONEncodeError):
+            payload = UNSTORABLE_PAYLOAD
+        failed.append(
+            FailedEvent(
+                outer.event_id,
+                rejected.position,
+                client.client_id,
+                outer.site_id,
+                rejected.reason,
+                rejected.field,
+                rejected.message,
+                payload.replace("\\u0000", "\\ufffd"),
+                context.received_at,
+            )
+        )
+    return failed
 
 
 def audit_record(

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from evothesis.domain import Envelope, Event, uuid7
+from evothesis.domain import Envelope, Event, RejectedEvent, uuid7
+from evothesis.enrich.limits import EventLimits, apply_limits
 from evothesis.errors import (
     BatchTooLarge,
     InvalidEvent,
@@ -41,6 +42,10 @@ FIELD_LIMITS: dict[str, int] = {
 }
 
 
+#: Fields the parser checks itself; the per-event limits cover everything else.
+_CORE_FIELDS = frozenset({*FIELD_LIMITS, "eventId", "timestamp", "events"})
+
+
 def check_media_type(content_type: str | None) -> None:
     """Refuse bodies that are clearly not our JSON (forms, multipart, images…)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -60,20 +65,31 @@ def decode_json(body: bytes) -> object:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
 
 
-def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Envelope:
-    """Parse and validate a /collect body; ``now`` stands in for missing timestamps."""
+def parse_envelope(
+    body: bytes, *, max_batch_events: int, now: datetime, limits: EventLimits | None = None
+) -> Envelope:
+    """Parse and validate a /collect body; ``now`` stands in for missing timestamps.
+
+    A problem with the body or the envelope raises ``InvalidEvent`` (or another
+    ``BadRequest``): nothing of the request is stored. A problem with one inner event of a
+    batch does not: that event is set aside as a ``RejectedEvent`` with its reason, and the
+    other events are stored.
+    """
     document = decode_json(body)
-    if b"\\u0000" in body:
-        _refuse_nul_characters(document)
     if not isinstance(document, dict):
         raise InvalidEvent("request body must be a JSON object (an event or a batch)")
+    has_nul = b"\\u0000" in body
+    inner = document.get("events")
+    if has_nul:
+        _refuse_nul_characters([v for k, v in document.items() if k != "events"], list(document))
+    if limits is not None:
+        document = apply_limits(document, limits, _CORE_FIELDS)
     outer = _build_event(document, inherited=None, now=now, where="")
     if outer.event_type != "batch":
         if "events" in document:
             raise InvalidEvent("'events' is only allowed when eventType is 'batch'", field="events")
         return Envelope(events=(outer,), inner_count=0)
 
-    inner = document.get("events")
     if not isinstance(inner, list):
         raise InvalidEvent("a batch needs 'events': a list of event objects", field="events")
     if len(inner) > max_batch_events:
@@ -84,22 +100,54 @@ def parse_envelope(body: bytes, *, max_batch_events: int, now: datetime) -> Enve
     if "timestamp" not in inherited:
         inherited["timestamp"] = outer.timestamp.isoformat()
     events = [outer]
+    own: list[dict[str, Any]] = []
+    rejected: list[RejectedEvent] = []
     for index, item in enumerate(inner):
-        where = f"events[{index}]."
-        if not isinstance(item, dict):
-            raise InvalidEvent(f"{where[:-1]} must be a JSON object", field=where[:-1])
-        event = _build_event(item, inherited=inherited, now=now, where=where)
-        if event.event_type == "batch":
-            raise InvalidEvent("batches cannot be nested", field=f"{where}eventType")
+        try:
+            where = f"events[{index}]."
+            checked, event = _inner_event(item, where, inherited, now, limits, has_nul)
+        except InvalidEvent as exc:
+            rejected.append(RejectedEvent(index, exc.reason, exc.field, exc.message, item))
+            continue
         events.append(event)
+        own.append(checked)
     # The stored envelope row describes the batch instead of repeating every inner event.
     outer_payload = {k: v for k, v in document.items() if k != "events"}
     outer_payload["eventId"] = outer.event_id
     outer_payload["eventCount"] = len(inner)
     events[0] = outer._replace(payload=outer_payload)
     return Envelope(
-        events=tuple(events), inner_count=len(inner), inherited=inherited, own=tuple(inner)
+        events=tuple(events),
+        inner_count=len(own),
+        inherited=inherited,
+        own=tuple(own),
+        rejected=tuple(rejected),
     )
+
+
+def _inner_event(
+    item: object,
+    where: str,
+    inherited: dict[str, Any],
+    now: datetime,
+    limits: EventLimits | None,
+    has_nul: bool,
+) -> tuple[dict[str, Any], Event]:
+    """One inner event as sent (limits applied) and parsed, or ``InvalidEvent``."""
+    if not isinstance(item, dict):
+        raise InvalidEvent(
+            f"{where[:-1]} must be a JSON object", field=where[:-1], reason="not_an_object"
+        )
+    if has_nul:
+        _refuse_nul_characters([*item.keys(), *item.values()], where=where[:-1])
+    if limits is not None:
+        item = apply_limits(item, limits, _CORE_FIELDS, where)
+    event = _build_event(item, inherited=inherited, now=now, where=where)
+    if event.event_type == "batch":
+        raise InvalidEvent(
+            "batches cannot be nested", field=f"{where}eventType", reason="nested_batch"
+        )
+    return item, event
 
 
 def _build_event(
@@ -109,21 +157,28 @@ def _build_event(
 
     event_type = payload.get("eventType")
     if event_type is None:
-        raise InvalidEvent(f"{where}eventType is required", field=f"{where}eventType")
+        raise InvalidEvent(
+            f"{where}eventType is required", field=f"{where}eventType", reason="missing_field"
+        )
     event_type = _string(payload, "eventType", where)
     if not event_type:
-        raise InvalidEvent(f"{where}eventType must not be empty", field=f"{where}eventType")
+        raise InvalidEvent(
+            f"{where}eventType must not be empty", field=f"{where}eventType", reason="missing_field"
+        )
 
     site_id = _string(payload, "siteId", where)
     if not site_id:
         raise InvalidEvent(
             f"{where}siteId is required (the domain the event comes from)",
             field=f"{where}siteId",
+            reason="missing_field",
         )
 
     event_data = payload.get("eventData")
     if event_data is not None and not isinstance(event_data, dict):
-        raise InvalidEvent(f"{where}eventData must be an object", field=f"{where}eventData")
+        raise InvalidEvent(
+            f"{where}eventData must be an object", field=f"{where}eventData", reason="wrong_type"
+        )
 
     raw_timestamp = payload.get("timestamp")
     timestamp = (
@@ -158,28 +213,34 @@ def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidEvent(
-            f"{where}{name} must be a string, not {_json_type(value)}", field=f"{where}{name}"
+            f"{where}{name} must be a string, not {_json_type(value)}",
+            field=f"{where}{name}",
+            reason="wrong_type",
         )
     limit = FIELD_LIMITS[name]
     if len(value) > limit:
         raise InvalidEvent(
             f"{where}{name} is {len(value)} characters; at most {limit} are accepted",
             field=f"{where}{name}",
+            reason="too_long",
         )
     return value
 
 
-def _refuse_nul_characters(document: object) -> None:
+def _refuse_nul_characters(pending: list[object], where: str | None = None) -> None:
     """PostgreSQL's JSONB cannot hold U+0000; one such event would fail a whole flush.
 
     Walks iteratively because orjson accepts nesting deeper than Python's recursion limit.
     """
-    pending = [document]
     while pending:
         node = pending.pop()
         if isinstance(node, str):
             if "\x00" in node:
-                raise InvalidEvent("strings must not contain the NUL character (\\u0000)")
+                raise InvalidEvent(
+                    "strings must not contain the NUL character (\\u0000)",
+                    field=where,
+                    reason="nul_character",
+                )
         elif isinstance(node, dict):
             pending.extend(node.keys())
             pending.extend(node.values())
@@ -193,7 +254,7 @@ _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 def _parse_uuid(value: object, field: str) -> str:
     """Canonical lower-case UUID text; only the 8-4-4-4-12 form senders actually use."""
     if not isinstance(value, str):
-        raise InvalidEvent(f"{field} must be a UUID string", field=field)
+        raise InvalidEvent(f"{field} must be a UUID string", field=field, reason="wrong_type")
     if _UUID_TEXT.fullmatch(value) is None:
         raise InvalidEvent(f"{field} is not a UUID: {value[:60]!r}", field=field)
     return value.lower()

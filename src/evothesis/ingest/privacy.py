@@ -15,6 +15,7 @@ from evothesis.privacy import (
     decide,
     hash_ip,
     redact_event_data,
+    redact_value,
     strip_identifiers,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "audit_ip_hash",
     "protect_envelope",
     "protect_payload",
+    "protect_rejected",
     "request_privacy",
 ]
 
@@ -86,6 +88,14 @@ def protect_payload(payload: dict[str, Any], privacy: RequestPrivacy) -> dict[st
     redacted = redact_event_data(payload, strict=privacy.strict, verified=VERIFIED_FIELDS)
     assert isinstance(redacted, dict)
     return strip_identifiers(redacted) if privacy.anonymize else redacted
+
+
+def protect_rejected(raw: object, privacy: RequestPrivacy) -> object:
+    """A rejected inner event (any JSON value) as it may be stored in ``failed_events``:
+    redacted like a stored event, since it carries the same visitor's data."""
+    if isinstance(raw, dict):
+        return protect_payload(raw, privacy)
+    return redact_value(raw, strict=privacy.strict)
 
 
 def protect_envelope(envelope: Envelope, privacy: RequestPrivacy) -> list[dict[str, Any]]:

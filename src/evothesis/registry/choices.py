@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ConsentMode", "ExportFormat", "IpCollection", "PrivacyLevel"]
+__all__ = ["BotPolicy", "ConsentMode", "ExportFormat", "IpCollection", "PrivacyLevel"]
 
 
 class PrivacyLevel(StrEnum):
@@ -33,6 +33,13 @@ class ConsentMode(StrEnum):
     NONE = "none"
     REQUIRED = "required"
     ANONYMOUS_WITHOUT_CONSENT = "anonymous_without_consent"
+
+
+class BotPolicy(StrEnum):
+    """What happens to events whose user agent is a crawler, headless browser or monitor."""
+
+    KEEP = "keep"
+    DROP = "drop"
 
 
 class ExportFormat(StrEnum):

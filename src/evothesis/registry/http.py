@@ -25,6 +25,7 @@ def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
             ip_collection=str(data["ip_collection"]),
             honour_dnt=bool(data["honour_dnt"]),
             consent_mode=str(data["consent_mode"]),
+            bot_policy=str(data.get("bot_policy", "keep")),
             ip_salt=bytes.fromhex(data["ip_salt"]),
             write_key_sha256=data.get("write_key_sha256"),
         )

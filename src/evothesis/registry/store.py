@@ -78,6 +78,7 @@ class ClientSpec:
     ip_collection: str = "full"
     honour_dnt: bool = True
     consent_mode: str = "none"
+    bot_policy: str = "keep"
     export_destination: str | None = None
     export_format: str = "json"
     export_credentials: Mapping[str, str] | None = None
@@ -95,6 +96,7 @@ class ClientRecord:
     ip_collection: str
     honour_dnt: bool
     consent_mode: str
+    bot_policy: str
     export_destination: str | None
     export_format: str
     has_export_credentials: bool
@@ -265,6 +267,7 @@ class RegistryStore:
             spec.export_destination,
             spec.export_format,
             credentials,
+            spec.bot_policy,
         )
 
     def _spec(self, row: asyncpg.Record) -> ClientSpec:
@@ -327,7 +330,13 @@ class RegistryStore:
 
 
 #: The settings every view of a client carries (spec, collector config, admin record).
-PRIVACY_COLUMNS: Final = ("privacy_level", "ip_collection", "honour_dnt", "consent_mode")
+PRIVACY_COLUMNS: Final = (
+    "privacy_level",
+    "ip_collection",
+    "honour_dnt",
+    "consent_mode",
+    "bot_policy",
+)
 
 
 def _privacy_settings(row: asyncpg.Record) -> dict[str, Any]:

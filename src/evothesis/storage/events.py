@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from evothesis.domain import EVENT_COLUMNS, AuditRecord, EventRow
+from evothesis.domain import EVENT_COLUMNS, AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.queries import query
 
@@ -39,12 +39,17 @@ class EventStore:
         self._pool = pool
 
     async def insert(
-        self, rows: Sequence[EventRow], audits: Sequence[AuditRecord] = ()
+        self,
+        rows: Sequence[EventRow],
+        audits: Sequence[AuditRecord] = (),
+        failed: Sequence[FailedEvent] = (),
     ) -> list[InsertedCount]:
         """Write rows with one binary COPY; event ids already stored are skipped.
 
-        ``audits`` (hipaa batches) go into ``hipaa_audit_log`` in the same transaction, so
-        there is never an audited batch without its events or the other way round.
+        ``audits`` (hipaa batches) go into ``hipaa_audit_log`` and ``failed`` (rejected
+        inner events) into ``failed_events`` in the same transaction, so there is never an
+        audited batch without its events, and a batch's failed events share its
+        transaction id, which is how the exporter finds them (see ``export_batch_failed_lines``).
 
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
@@ -57,14 +62,14 @@ class EventStore:
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
-                        await _write_audits(connection, audits)
+                        await _write_side_records(connection, audits, failed)
                 except asyncpg.UniqueViolationError:
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
                         )
                         result = await connection.fetch(query("move_staged_events"))
-                        await _write_audits(connection, audits)
+                        await _write_side_records(connection, audits, failed)
                     return [
                         InsertedCount(r["client_id"], r["site_id"], r["inserted"]) for r in result
                     ]
@@ -100,11 +105,16 @@ class EventStore:
             raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
 
 
-async def _write_audits(connection: asyncpg.Connection, audits: Sequence[AuditRecord]) -> None:
-    """One row per request id: a retried or replayed batch is not audited twice. (One
-    statement per hipaa request; these are few next to the events they describe.)"""
+async def _write_side_records(
+    connection: asyncpg.Connection, audits: Sequence[AuditRecord], failed: Sequence[FailedEvent]
+) -> None:
+    """One audit row per request id and one failed event per (request id, position): a
+    retried or replayed batch records neither twice. (Statements per row; these are few
+    next to the events they go with.)"""
     if audits:
         await connection.executemany(query("insert_audit"), audits)
+    if failed:
+        await connection.executemany(query("insert_failed_event"), failed)
 
 
 def describe_error(exc: BaseException) -> str:

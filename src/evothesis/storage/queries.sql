@@ -4,7 +4,9 @@
 CREATE TEMP TABLE IF NOT EXISTS events_staging
     ON COMMIT DELETE ROWS
     AS SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
-              url, path, referrer, ip_address, user_agent, raw_event_data, created_at
+              url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
+              browser, browser_version, os, device_type, is_bot, country, region, city,
+              referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
        FROM events_log WITH NO DATA
 
 -- move_staged_events --
@@ -12,9 +14,15 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging
 WITH inserted AS (
     INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
                             "timestamp", url, path, referrer, ip_address, user_agent,
-                            raw_event_data, created_at)
+                            raw_event_data, created_at, browser, browser_version, os,
+                            device_type, is_bot, country, region, city, referrer_class,
+                            utm_source, utm_medium, utm_campaign, utm_term, utm_content)
     SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
-           url, path, referrer, ip_address, user_agent, raw_event_data, created_at
+           url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
+           -- the staging table has no column defaults (CREATE TABLE AS)
+           browser, browser_version, os, device_type, COALESCE(is_bot, false), country,
+           region, city,
+           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
     FROM events_staging
     ON CONFLICT (event_id) DO NOTHING
     RETURNING client_id, site_id
@@ -28,6 +36,14 @@ INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, visitor_id, events
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (request_id) DO NOTHING
 
+-- insert_failed_event --
+-- An inner event that failed validation, once per (request, position): retries and spool
+-- replays of the same request repeat it.
+INSERT INTO failed_events (request_id, position, client_id, site_id, reason, field, message,
+                           payload, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (request_id, position) DO NOTHING
+
 -- count_events --
 -- Total and per-client event counts in the buffer.
 SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY client_id
@@ -35,7 +51,9 @@ SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY
 -- recent_events --
 -- Newest events first, for debugging attribution.
 SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
-       url, path, referrer, ip_address, user_agent, raw_event_data, created_at
+       url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
+       browser, browser_version, os, device_type, is_bot, country, region, city,
+       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
 FROM events_log ORDER BY id DESC LIMIT $1
 
 -- ping --
@@ -46,15 +64,15 @@ SELECT 1
 -- Registered patterns among a host's candidates (exact first, then wildcards), with the
 -- owning client's settings; the caller picks the most specific pattern.
 SELECT d.domain, c.client_id, c.active, c.privacy_level, c.ip_collection, c.honour_dnt,
-       c.consent_mode, c.ip_salt, c.write_key_sha256
+       c.consent_mode, c.bot_policy, c.ip_salt, c.write_key_sha256
 FROM client_domains d JOIN clients c USING (client_id)
 WHERE d.domain = ANY($1::text[])
 
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
-                     export_credentials)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     export_credentials, bot_policy)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -63,7 +81,7 @@ RETURNING client_id
 UPDATE clients
 SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_mode = $6,
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
-    export_credentials = $11, active = $12, updated_at = now()
+    export_credentials = $11, bot_policy = $12, active = $13, updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
@@ -158,10 +176,28 @@ SELECT client_id, site_id, created_at,
                          'site_id', site_id, 'client_id', client_id, 'timestamp', "timestamp",
                          'url', url, 'path', path, 'referrer', referrer,
                          'ip_address', ip_address, 'user_agent', user_agent,
-                         'raw_event_data', raw_event_data, 'created_at', created_at)::text
+                         'raw_event_data', raw_event_data, 'created_at', created_at,
+                         'browser', browser, 'browser_version', browser_version, 'os', os,
+                         'device_type', device_type, 'is_bot', is_bot, 'country', country,
+                         'region', region, 'city', city, 'referrer_class', referrer_class,
+                         'utm_source', utm_source, 'utm_medium', utm_medium,
+                         'utm_campaign', utm_campaign, 'utm_term', utm_term,
+                         'utm_content', utm_content)::text
            AS line
 FROM events_log
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
+ORDER BY xid, id
+
+-- export_batch_failed_lines --
+-- The failed events that belong to a batch: those of the transactions in its xid range
+-- (after_xid, upto_xid]. Consecutive batches' ranges neither overlap nor leave gaps, and
+-- every transaction at or below upto_xid had ended when the batch was claimed.
+SELECT json_build_object('id', id, 'request_id', request_id, 'position', position,
+                         'client_id', client_id, 'site_id', site_id, 'reason', reason,
+                         'field', field, 'message', message, 'payload', payload,
+                         'received_at', received_at)::text AS line
+FROM failed_events
+WHERE xid > $1::text::xid8 AND xid <= $2::text::xid8
 ORDER BY xid, id
 
 -- export_mark_exported --
@@ -245,7 +281,7 @@ SET consecutive_failures = export_destination_state.consecutive_failures + 1,
 RETURNING consecutive_failures
 
 -- export_purge --
--- Delete the events of one batch that was exported more than $1 seconds ago.
+-- Delete the events (and failed events) of one batch exported more than $1 seconds ago.
 WITH batch AS (
     SELECT batch_id, after_xid, after_id, upto_xid, upto_id FROM export_batches
     WHERE state = 'exported' AND purged_at IS NULL
@@ -256,6 +292,9 @@ WITH batch AS (
     DELETE FROM events_log e USING batch b
     WHERE (e.xid, e.id) > (b.after_xid, b.after_id) AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
     RETURNING 1
+), gone_failed AS (
+    DELETE FROM failed_events f USING batch b
+    WHERE f.xid > b.after_xid AND f.xid <= b.upto_xid
 )
 UPDATE export_batches x SET purged_at = now()
 FROM batch

@@ -26,7 +26,7 @@ async def drain(spool: Spool, sink: Sink) -> int:
             records = await asyncio.to_thread(lambda s=segment: list(spool.read(s)))
             rows = 0
             for record in records:
-                await sink(record.rows, record.audits)
+                await sink(record.rows, record.audits, record.failed)
                 rows += len(record.rows)
                 spool.replayed_rows += len(record.rows)
             await asyncio.to_thread(spool.done, segment)

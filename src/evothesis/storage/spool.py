@@ -11,9 +11,9 @@ a process that died; any live process adopts and drains it. Records are::
 
     magic "EVS1" | payload length (u32 LE) | CRC-32 of payload (u32 LE) | payload
 
-with an orjson payload of the flush's rows and audit records. A record that is torn (the
-process died mid-write, before anything was acknowledged) or corrupt is moved to
-``SPOOL_DIR/quarantine/`` and reported, never half-applied.
+with an orjson payload of the flush's rows, audit records and failed events. A record
+that is torn (the process died mid-write, before anything was acknowledged) or corrupt is
+moved to ``SPOOL_DIR/quarantine/`` and reported, never half-applied.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from evothesis.domain import AuditRecord, EventRow
+from evothesis.domain import AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 
 __all__ = ["Spool", "SpoolFull", "SpoolRecord", "decode_records", "encode_record"]
@@ -50,6 +50,7 @@ SEGMENT_BYTES: Final = 8 * 1024 * 1024
 QUARANTINE: Final = "quarantine"
 _ROW_TIMES: Final = (6, 13)  # EventRow.timestamp, EventRow.created_at
 _AUDIT_TIMES: Final = (0,)  # AuditRecord.recorded_at
+_FAILED_TIMES: Final = (8,)  # FailedEvent.received_at
 
 
 class SpoolFull(StorageUnavailable):
@@ -64,6 +65,7 @@ class SpoolRecord:
 
     rows: list[EventRow]
     audits: list[AuditRecord]
+    failed: list[FailedEvent]
 
 
 class CorruptRecord(ValueError):
@@ -73,8 +75,16 @@ class CorruptRecord(ValueError):
 # ------------------------------------------------------------------------------ codec
 
 
-def encode_record(rows: Sequence[EventRow], audits: Sequence[AuditRecord]) -> bytes:
-    payload = orjson.dumps({"rows": [list(r) for r in rows], "audits": [list(a) for a in audits]})
+def encode_record(
+    rows: Sequence[EventRow], audits: Sequence[AuditRecord], failed: Sequence[FailedEvent] = ()
+) -> bytes:
+    payload = orjson.dumps(
+        {
+            "rows": [list(r) for r in rows],
+            "audits": [list(a) for a in audits],
+            "failed": [list(f) for f in failed],
+        }
+    )
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -89,6 +99,10 @@ def decode_payload(payload: bytes) -> SpoolRecord:
     return SpoolRecord(
         rows=[EventRow(*_revive(values, _ROW_TIMES)) for values in document["rows"]],
         audits=[AuditRecord(*_revive(values, _AUDIT_TIMES)) for values in document["audits"]],
+        # Records spooled before failed events existed have none.
+        failed=[
+            FailedEvent(*_revive(values, _FAILED_TIMES)) for values in document.get("failed", ())
+        ],
     )
 
 
@@ -167,12 +181,17 @@ class Spool:
 
     # -------------------------------------------------------------- writing (a thread)
 
-    def append(self, rows: Sequence[EventRow], audits: Sequence[AuditRecord]) -> None:
+    def append(
+        self,
+        rows: Sequence[EventRow],
+        audits: Sequence[AuditRecord],
+        failed: Sequence[FailedEvent] = (),
+    ) -> None:
         """Append one flush and fsync it; raise ``SpoolFull`` past ``max_bytes``.
 
         Blocking: call it from a worker thread (``asyncio.to_thread``).
         """
-        record = encode_record(rows, audits)
+        record = encode_record(rows, audits, failed)
         with self._mutex:
             if self.size_bytes() + len(record) > self.max_bytes:
                 self.full = True

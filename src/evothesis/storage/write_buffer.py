@@ -16,25 +16,30 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from evothesis.domain import AuditRecord, EventRow
+from evothesis.domain import AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import InsertedCount
 from evothesis.storage.spool import Spool
 
 logger = logging.getLogger("evothesis.ingest")
 
-#: Writes rows and audit records in one transaction.
-Sink = Callable[[Sequence[EventRow], Sequence[AuditRecord]], Awaitable[list[InsertedCount]]]
+#: Writes rows, audit records and failed events in one transaction.
+Sink = Callable[
+    [Sequence[EventRow], Sequence[AuditRecord], Sequence[FailedEvent]],
+    Awaitable[list[InsertedCount]],
+]
 
 
 class _Request(NamedTuple):
-    """One caller's rows, the future it waits on, its log line and audit record (if any)."""
+    """One caller's rows, the future it waits on, its log line, audit record (if any) and
+    failed events."""
 
     rows: Sequence[EventRow]
     #: Resolves to ``True`` when the rows went to the disk spool instead of the database.
     done: asyncio.Future[bool]
     note: str | None
     audit: AuditRecord | None
+    failed: Sequence[FailedEvent]
 
 
 class BufferOverloaded(StorageUnavailable):
@@ -89,14 +94,18 @@ class WriteBuffer:
         self._loop_task = asyncio.create_task(self._coalesce(), name="write-buffer")
 
     async def write(
-        self, rows: Sequence[EventRow], note: str | None = None, audit: AuditRecord | None = None
+        self,
+        rows: Sequence[EventRow],
+        note: str | None = None,
+        audit: AuditRecord | None = None,
+        failed: Sequence[FailedEvent] = (),
     ) -> bool:
         """Return once ``rows`` are durable: ``False`` when committed in the database,
         ``True`` when fsync'ed to the disk spool; raise ``StorageUnavailable`` otherwise.
 
         ``note`` is an INFO line about this request; notes are logged together with their
         flush as one log record, because a record per request costs more than the request.
-        ``audit`` is committed in the same transaction as the rows.
+        ``audit`` and ``failed`` are committed in the same transaction as the rows.
         """
         if self._closing:
             raise BufferClosed()
@@ -105,7 +114,7 @@ class WriteBuffer:
                 f"write buffer holds {self._pending_rows} events waiting for the database"
             )
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(rows, done, note, audit))
+        self._pending.append(_Request(rows, done, note, audit, failed))
         self._pending_rows += len(rows)
         self._wakeup.set()
         return await done
@@ -154,17 +163,18 @@ class WriteBuffer:
         rows = [row for request in batch for row in request.rows]
         notes = [request.note for request in batch if request.note is not None]
         audits = [request.audit for request in batch if request.audit is not None]
+        failed = [event for request in batch for event in request.failed]
         started = time.monotonic()
         try:
-            inserted = await self._sink(rows, audits)
+            inserted = await self._sink(rows, audits, failed)
         except StorageUnavailable as exc:
             self.failed_flushes += 1
-            await self._spool_or_refuse(batch, rows, audits, notes, exc)
+            await self._spool_or_refuse(batch, rows, audits, failed, notes, exc)
         except Exception as exc:
             self.failed_flushes += 1
             logger.exception("Flush of %d events failed unexpectedly", len(rows))
             failure = StorageUnavailable(f"could not store events: {exc!r}")
-            await self._spool_or_refuse(batch, rows, audits, notes, failure)
+            await self._spool_or_refuse(batch, rows, audits, failed, notes, failure)
         else:
             self.flushed_batches += 1
             self.flushed_rows += len(rows)
@@ -185,6 +195,7 @@ class WriteBuffer:
         batch: list[_Request],
         rows: list[EventRow],
         audits: list[AuditRecord],
+        failed: list[FailedEvent],
         notes: list[str],
         failure: StorageUnavailable,
     ) -> None:
@@ -196,7 +207,7 @@ class WriteBuffer:
             _settle(batch, failure)
             return
         try:
-            await asyncio.to_thread(self._spool.append, rows, audits)
+            await asyncio.to_thread(self._spool.append, rows, audits, failed)
         except StorageUnavailable as full:
             logger.error("Flush of %d events refused: %s", len(rows), full.message)
             _settle(batch, full)

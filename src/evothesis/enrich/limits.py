@@ -1,0 +1,107 @@
+"""Per-event limits on what a sender may put in an event's own data.
+
+The core fields have their own limits in the parser (``FIELD_LIMITS``); these bound the
+free-form rest (``eventData``, ``attribution`` and any other key), so one event cannot carry
+ten thousand properties, megabyte strings or a thousand levels of nesting into every export.
+An over-long string is truncated with a marker rather than rejected (the event is still
+worth having); too many properties, an over-long key or too deep nesting make the event
+invalid, which inside a batch means a failed event rather than a lost request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+from evothesis.errors import InvalidEvent
+
+__all__ = ["TRUNCATION_MARKER", "EventLimits", "apply_limits"]
+
+#: Ends a truncated string, so consumers can tell a cut value from a short one.
+TRUNCATION_MARKER: Final = "…[truncated]"
+
+
+class EventLimits(NamedTuple):
+    #: Keys in the event's free-form data, counted at every level.
+    max_properties: int = 300
+    max_key_length: int = 200
+    #: Longer strings are cut to this length, marker included.
+    max_string_length: int = 4096
+    #: Objects and lists nested in the event (``{"eventData": {"a": [1]}}`` is depth 2);
+    #: deep but reasonable, and below the 64 levels the PII redactor inspects.
+    max_depth: int = 40
+
+
+def apply_limits(
+    payload: dict[str, Any], limits: EventLimits, skip: frozenset[str], where: str = ""
+) -> dict[str, Any]:
+    """``payload`` with over-long strings truncated, or ``InvalidEvent`` naming the limit.
+
+    Keys in ``skip`` (the core fields, limited by the parser) are left alone. A first pass
+    only checks (no allocation); the copy with truncated strings is made only when a string
+    is too long, which is rare, so the common case returns ``payload`` itself.
+    """
+    counter = [0]
+    too_long = False
+    for key, value in payload.items():
+        if key in skip:
+            continue
+        _check_key(key, limits, counter, where)
+        too_long = _check(value, limits, 1, counter, f"{where}{key}") or too_long
+    if not too_long:
+        return payload
+    return {
+        key: value if key in skip else _truncate(value, limits.max_string_length)
+        for key, value in payload.items()
+    }
+
+
+def _check_key(key: str, limits: EventLimits, counter: list[int], where: str) -> None:
+    counter[0] += 1
+    if counter[0] > limits.max_properties:
+        raise InvalidEvent(
+            f"{where.rstrip('.') or 'event'} has more than {limits.max_properties} properties",
+            field=where.rstrip(".") or None,
+            reason="too_many_properties",
+        )
+    if len(key) > limits.max_key_length:
+        raise InvalidEvent(
+            f"{where}{key[:40]}… is a key of {len(key)} characters; "
+            f"at most {limits.max_key_length} are accepted",
+            field=f"{where}{key[:40]}",
+            reason="key_too_long",
+        )
+
+
+def _check(value: Any, limits: EventLimits, depth: int, counter: list[int], where: str) -> bool:
+    """Raise on a broken limit; ``True`` when some string needs truncating."""
+    if isinstance(value, str):
+        return len(value) > limits.max_string_length
+    if not isinstance(value, dict | list):
+        return False
+    if depth > limits.max_depth:
+        raise InvalidEvent(
+            f"{where} is nested deeper than {limits.max_depth} levels",
+            field=where,
+            reason="too_deep",
+        )
+    too_long = False
+    if isinstance(value, list):
+        for item in value:
+            too_long = _check(item, limits, depth + 1, counter, where) or too_long
+        return too_long
+    for key, item in value.items():
+        _check_key(key, limits, counter, f"{where}.")
+        too_long = _check(item, limits, depth + 1, counter, f"{where}.{key}") or too_long
+    return too_long
+
+
+def _truncate(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return value[: max(limit - len(TRUNCATION_MARKER), 0)] + TRUNCATION_MARKER
+    if isinstance(value, list):
+        return [_truncate(item, limit) for item in value]
+    if isinstance(value, dict):
+        return {key: _truncate(item, limit) for key, item in value.items()}
+    return value

@@ -1,0 +1,91 @@
+"""The enrichment step: what the collector adds to every stored event, after privacy.
+
+User agent and client IP are the same for every event of a request, so they are looked up
+once per request (from caches, nearly always); the referrer class and UTM parameters depend
+on each event's page and referrer, which inner events usually inherit, so that lookup is
+cached too. Geolocation reads the raw IP, before the privacy step hashes or drops it, and
+the client's privacy level decides how much of the answer may be stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from evothesis.config import Settings
+from evothesis.domain import ClientConfig, RequestContext
+from evothesis.enrich.geo import GeoLocator, open_geo_database
+from evothesis.enrich.referrer import attribute, sent_utm
+from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
+
+__all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "enricher_from_settings"]
+
+#: The request part of a row with enrichment off: browser … device_type, is_bot, geo.
+_BLANK_REQUEST: Final = (None, None, None, None, False, None, None, None)
+#: The event part with enrichment off: referrer class and the five UTM values.
+NOT_ENRICHED: Final = (None, None, None, None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnrichment:
+    """What one request contributes to each of its rows."""
+
+    user_agent: UserAgentInfo
+    #: ``browser, browser_version, os, device_type, is_bot, country, region, city``.
+    columns: tuple[Any, ...]
+
+
+_OFF: Final = RequestEnrichment(UNKNOWN, _BLANK_REQUEST)
+
+
+class Enricher:
+    """User agent, bots, geo, referrer and UTM enrichment. Without a parser and a locator
+    (``Enricher()``, what ``ENRICHMENT=off`` builds) it adds nothing and loads nothing,
+    which is also what the benchmark compares against."""
+
+    def __init__(
+        self, *, user_agents: UserAgentParser | None = None, geo: GeoLocator | None = None
+    ) -> None:
+        self._user_agents = user_agents
+        self._geo = geo
+
+    @property
+    def enabled(self) -> bool:
+        return self._user_agents is not None and self._geo is not None
+
+    def request(
+        self, client: ClientConfig, context: RequestContext, *, anonymize: bool
+    ) -> RequestEnrichment:
+        """The per-request columns. Only standard clients' identified visitors get region
+        and city: gdpr, hipaa and anonymised visitors get the country alone."""
+        if self._user_agents is None or self._geo is None:
+            return _OFF
+        agent = self._user_agents.parse(context.user_agent)
+        place = self._geo.locate(context.client_ip)
+        if client.privacy_level != "standard" or anonymize:
+            place = place.country_only()
+        return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
+
+    def event(self, payload: dict[str, Any], site_host: str) -> tuple[str | None, ...]:
+        """``referrer_class`` and the UTM values of one protected event payload."""
+        if not self.enabled:
+            return NOT_ENRICHED
+        return attribute(
+            _text(payload.get("url")),
+            _text(payload.get("referrer")),
+            site_host,
+            sent_utm(payload.get("attribution")),
+        )
+
+
+def enricher_from_settings(settings: Settings) -> Enricher:
+    """The enricher ``ENRICHMENT`` and ``GEOIP_DATABASE`` ask for (loads its data: blocking)."""
+    if not settings.enrichment:
+        return Enricher()
+    return Enricher(
+        user_agents=UserAgentParser(), geo=GeoLocator(open_geo_database(settings.geoip_database))
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
