@@ -4,8 +4,8 @@ renders it, only with loopback addresses, an unprivileged port and paths in a fo
 
 The template is included at the http level of a minimal main configuration written here:
 ``daemon off`` so the process stays under the caller's control (stopped by its PID), with
-pid file, logs, temporary files and cache in that folder. Used by the tests and by
-``benchmarks/run.py --nginx``.
+pid file, logs, temporary files and cache in that folder. Used by the tests (the
+``nginx_factory`` fixture) and by ``benchmarks/run.py --nginx``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from evothesis.config import Settings
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "evothesis.conf.template"
@@ -145,6 +149,21 @@ class Nginx:
         path = self.folder / "access.log"
         return path.read_text().splitlines() if path.exists() else []
 
+    def upstreams(self, request_line: str, count: int, timeout: float = 10) -> list[str]:
+        """The upstream nginx logged for each of the ``count`` requests starting with
+        ``request_line`` (``-`` where nginx answered itself). nginx writes a line after its
+        answer has gone out, so this waits for them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [
+                line.split(" up=", 1)[1].split(" ", 1)[0]
+                for line in self.access_log()
+                if f'"{request_line} ' in line
+            ]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
     def stop(self) -> None:
         """Graceful stop (SIGQUIT lets workers finish their requests), then SIGKILL."""
         if self.process.poll() is None:
@@ -182,3 +201,20 @@ def start_nginx(folder: Path, values: Mapping[str, str], timeout: float = 15) ->
                 nginx.stop()
                 raise RuntimeError(f"nginx did not listen on {listen} in {timeout} s") from None
             time.sleep(0.05)
+
+
+@pytest.fixture
+def nginx_factory(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
+    """Factory: nginx on a free port in front of ``collectors`` and ``pixel_management``
+    (host:port lists; ``loopback_values`` options such as ``rate``); stopped after the test."""
+    running: list[Nginx] = []
+
+    def start(collectors: list[str], pixel_management: list[str], **options: Any) -> Nginx:
+        folder = tmp_path / f"nginx-{len(running)}"
+        values = loopback_values(folder, free_port(), collectors, pixel_management, **options)
+        running.append(start_nginx(folder, values))
+        return running[-1]
+
+    yield start
+    for nginx in running:
+        nginx.stop()

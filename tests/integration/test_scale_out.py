@@ -20,14 +20,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LOCAL_ORIGIN, free_port, start_process
+from tests.conftest import LOCAL_ORIGIN, start_process
 from tests.export_support import S3, Buckets, assert_exactly_once, s3_environment, sql, wait_until
-from tests.nginx_support import Nginx, loopback_values, start_nginx
+from tests.loopback import free_port
+from tests.nginx_support import Nginx
 
 SERVICE_TOKEN = "scale-out-service-token"
 #: Client addresses the load comes from, one per sending thread.
@@ -88,21 +88,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)
     yield started
     started.stop()
-
-
-@pytest.fixture
-def nginx_factory(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
-    running: list[Nginx] = []
-
-    def start(collectors: list[str], pixel_management: list[str], **options: Any) -> Nginx:
-        folder = tmp_path / f"nginx-{len(running)}"
-        values = loopback_values(folder, free_port(), collectors, pixel_management, **options)
-        running.append(start_nginx(folder, values))
-        return running[-1]
-
-    yield start
-    for nginx in running:
-        nginx.stop()
 
 
 def send_load(base: str, address: str) -> dict[str, str]:
@@ -187,13 +172,10 @@ def test_load_through_nginx_on_two_collectors_and_two_workers_is_exported_exactl
     assert len(accepted) == expected_total
 
     # nginx spread the requests over both collectors (its log names the upstream).
-    upstreams = Counter(
-        line.split(" up=", 1)[1].split(" ", 1)[0]
-        for line in nginx.access_log()
-        if '"POST /collect ' in line
-    )
+    requests = len(CLIENT_ADDRESSES) * REQUESTS_PER_CLIENT
+    upstreams = Counter(nginx.upstreams("POST /collect", requests))
     assert set(upstreams) == {url.removeprefix("http://") for url in collectors}, upstreams
-    assert sum(upstreams.values()) == len(CLIENT_ADDRESSES) * REQUESTS_PER_CLIENT
+    assert sum(upstreams.values()) == requests
 
     # The real client address arrived through the proxy; the forged one did not.
     stored_ips = dict(sql(database_url, "SELECT event_id::text, ip_address FROM events_log"))
