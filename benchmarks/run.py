@@ -1,7 +1,8 @@
 """Collector benchmark: wrk load on loopback, events counted in PostgreSQL afterwards.
 
     .venv/bin/python benchmarks/run.py [--runs 3] [--duration 10] [--connections 50]
-                                       [--workers 1] [--compare REF | --compare-env N=V]
+                                       [--workers 1 [2 ...]] [--nginx]
+                                       [--compare REF | --compare-env N=V]
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder (nothing
 else configured, INFO logging on, as a user would run it), a bare-ASGI baseline, then for
@@ -15,6 +16,11 @@ by run, so a change is judged by a ratio measured on the same machine seconds ap
 ``--compare 3d66408`` for the collector before authorization and privacy enforcement.
 ``--compare-env NAME=VALUE`` does the same with this tree run a second time with one more
 environment variable, e.g. ``--compare-env ENRICHMENT=off`` for the cost of enrichment.
+
+``--workers 1 2`` measures one collector per worker count (``serve --workers N``), likewise
+interleaved, and reports the scaling ratio of the last count over the first per round.
+``--nginx`` puts a real nginx (Debian's, the project's template rendered for loopback, as
+the tests run it) in front of each collector, and wrk goes through it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +46,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
+
+sys.path.insert(0, str(ROOT))
+from tests.loopback import free_port  # noqa: E402  (the benchmark shares the tests' helpers)
+from tests.nginx_support import loopback_values, start_nginx  # noqa: E402
 
 
 @dataclass
@@ -51,12 +63,6 @@ class Run:
     socket_errors: int
     stored: int
     acknowledged_events: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 90) -> None:
@@ -170,7 +176,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=1, help="collector worker processes")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="collector worker processes"
+    )
+    parser.add_argument("--nginx", action="store_true", help="send the load through nginx")
     parser.add_argument("--compare", metavar="REF", help="also measure this git revision")
     parser.add_argument(
         "--compare-env",
@@ -207,29 +216,40 @@ def main() -> None:
     finally:
         stop(baseline)
 
-    variants = [("", env)]
+    scaling = len(args.workers) > 1
+    variants = [
+        (f"/w{n}" if scaling else "", {**env, "EVOTHESIS_DATA_DIR": str(work / f"w{n}")}, n)
+        for n in args.workers
+    ]
     if args.compare:
         source = checkout(args.compare, work)
         ref_env = {**env, "PYTHONPATH": str(source), "EVOTHESIS_DATA_DIR": str(work / "ref")}
-        variants.insert(0, (f"@{args.compare}", ref_env))
+        variants.insert(0, (f"@{args.compare}", ref_env, args.workers[0]))
     elif args.compare_env:
         name, _, value = args.compare_env.partition("=")
         ref_env = {**env, name: value, "EVOTHESIS_DATA_DIR": str(work / "ref")}
-        variants.insert(0, (f"@{args.compare_env}", ref_env))
+        variants.insert(0, (f"@{args.compare_env}", ref_env, args.workers[0]))
     collectors = [
-        (suffix, *start_collector(suffix, variant_env, args, work))
-        for suffix, variant_env in variants
+        (suffix, *start_collector(suffix, variant_env, workers, work))
+        for suffix, variant_env, workers in variants
     ]
     try:
         for _, _, base in collectors:
             wait_http(f"{base}/health")
-        # Interleaved: run i of every variant back to back, so drift in machine speed
-        # (other tenants, thermal) hits both sides of a comparison alike.
-        for index in range(args.runs):
-            for name, events in (("single", 0), ("batch20", 20)):
-                for suffix, _, base in collectors:
-                    print(f"collector{suffix}, {name}, round {index + 1}:", flush=True)
-                    results += measure(name + suffix, base, events, args, count=True, runs=1)
+        with ExitStack() as proxies:
+            targets = [
+                (suffix, proxies.enter_context(nginx_in_front(base, work / f"nginx{n}")))
+                if args.nginx
+                else (suffix, base)
+                for n, (suffix, _, base) in enumerate(collectors)
+            ]
+            # Interleaved: run i of every variant back to back, so drift in machine speed
+            # (other tenants, thermal) hits both sides of a comparison alike.
+            for index in range(args.runs):
+                for name, events in (("single", 0), ("batch20", 20)):
+                    for suffix, base in targets:
+                        print(f"collector{suffix}, {name}, round {index + 1}:", flush=True)
+                        results += measure(name + suffix, base, events, args, count=True, runs=1)
         head = collectors[-1][1]
         rss = peak_rss_mib(process_tree(head.pid))
     finally:
@@ -238,14 +258,26 @@ def main() -> None:
     report(results, rss, args, work)
 
 
+@contextmanager
+def nginx_in_front(base: str, folder: Path) -> Iterator[str]:
+    """nginx on a free port proxying to the collector at ``base`` (which also serves the
+    registry); yields nginx's URL and stops it afterwards."""
+    upstream = base.removeprefix("http://")
+    nginx = start_nginx(folder, loopback_values(folder, free_port(), [upstream], [upstream]))
+    try:
+        yield nginx.url
+    finally:
+        nginx.stop()
+
+
 def start_collector(
-    suffix: str, env: dict[str, str], args: argparse.Namespace, work: Path
+    suffix: str, env: dict[str, str], workers: int, work: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``evothesis serve`` on the embedded default in its own data folder."""
     port = free_port()
     command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
-    log = work / f"collector{suffix.replace('@', '-')}.log"
-    process = start([*command, "--workers", str(args.workers)], env, log)
+    log = work / f"collector{suffix.replace('@', '-').replace('/', '-')}.log"
+    process = start([*command, "--workers", str(workers)], env, log)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -272,6 +304,26 @@ def wait_http_any(url: str) -> None:
     raise SystemExit("baseline did not start")
 
 
+def ratio_text(
+    results: list[Run], summary: dict[str, dict[str, float]], ours: str, theirs: str
+) -> str:
+    """Events/s of scenario ``ours`` over ``theirs``. Rounds ran back to back, so each
+    round's ratio cancels the machine's drift; the median of those is the figure to quote."""
+    rounds = [
+        a.events_per_s / b.events_per_s
+        for a, b in zip(
+            (r for r in results if r.scenario == ours),
+            (r for r in results if r.scenario == theirs),
+            strict=True,
+        )
+    ]
+    return (
+        f"{statistics.median(rounds):.3f}x events/s (median of per-round ratios "
+        f"{', '.join(f'{r:.2f}' for r in rounds)}; ratio of medians "
+        f"{summary[ours]['events_per_s'] / summary[theirs]['events_per_s']:.3f})"
+    )
+
+
 def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path) -> None:
     # Requests still in flight when wrk stops are stored but not counted by wrk, so up to
     # one request per connection may be stored beyond what wrk saw acknowledged.
@@ -292,30 +344,29 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
     base_rps = summary["baseline"]["requests_per_s"]
     print(
         f"\nmedian of {args.runs} runs, {args.duration} s each, {args.connections} connections,"
-        f" {args.workers} collector worker(s)"
+        f" {'/'.join(map(str, args.workers))} collector worker(s)"
+        f"{', through nginx' if args.nginx else ''}"
     )
     print(
-        f"{'scenario':<10} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        f"{'scenario':<14} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
         f" {'non-2xx':>8} {'vs baseline':>12}"
     )
     for scenario, s in summary.items():
         print(
-            f"{scenario:<10} {s['requests_per_s']:>9.0f} {s['events_per_s']:>10.0f}"
+            f"{scenario:<14} {s['requests_per_s']:>9.0f} {s['events_per_s']:>10.0f}"
             f" {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['non_2xx']:>8.0f}"
             f" {s['requests_per_s'] / base_rps:>11.2f}x"
         )
-    for scenario, s in summary.items():
+    for scenario in summary:
         name, _, ref = scenario.partition("@")
         if ref and name in summary:
-            # Rounds ran back to back, so each round's ratio cancels the machine's drift;
-            # the median of those is the figure to quote.
-            ours = [r.events_per_s for r in results if r.scenario == name]
-            theirs = [r.events_per_s for r in results if r.scenario == scenario]
-            rounds = [a / b for a, b in zip(ours, theirs, strict=True)]
+            print(f"{name}: this tree vs {ref}: {ratio_text(results, summary, name, scenario)}")
+    if len(args.workers) > 1:
+        first, last = args.workers[0], args.workers[-1]
+        for name in ("single", "batch20"):
+            ours, theirs = f"{name}/w{last}", f"{name}/w{first}"
             print(
-                f"{name}: this tree vs {ref}: {statistics.median(rounds):.3f}x events/s "
-                f"(median of per-round ratios {', '.join(f'{r:.2f}' for r in rounds)}; "
-                f"ratio of medians {summary[name]['events_per_s'] / s['events_per_s']:.3f})"
+                f"{name}: {last} vs {first} worker(s): {ratio_text(results, summary, ours, theirs)}"
             )
     print(f"collector peak RSS: {rss:.1f} MiB")
     print(

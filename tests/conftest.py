@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from evothesis.registry.secrets import SecretBox, generate_key
 from evothesis.registry.store import ClientSpec, RegistryStore
 from evothesis.server import uvicorn_config
 from evothesis.storage.migrate import upgrade
+from tests.loopback import free_port
 
 # The suite must not pick up the operator's configuration.
 _SETTING_NAMES = {field.alias or name for name, field in Settings.model_fields.items()}
@@ -42,8 +42,8 @@ for _name in list(os.environ):
 TEST_SECRET_KEY = generate_key()
 os.environ["EVOTHESIS_SECRET_KEY"] = TEST_SECRET_KEY
 
-#: The moto S3 server and bucket fixtures of the export tests.
-pytest_plugins = ["tests.export_support"]
+#: The moto S3 server and bucket fixtures of the export tests; nginx in front of collectors.
+pytest_plugins = ["tests.export_support", "tests.nginx_support"]
 
 T = TypeVar("T")
 TEMPLATE = "evothesis_template"
@@ -141,12 +141,6 @@ def register_client(database_url: str, client_id: str, *domains: str, **spec: An
         return write_key
 
     return with_registry(database_url, work)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

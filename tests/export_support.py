@@ -1,5 +1,6 @@
 """What the export tests share: a real S3 HTTP API (moto server on loopback), buckets in it,
-settings pointing at it, and readers that turn every object back into events."""
+settings pointing at it, readers that turn every object back into events, and the
+exactly-once check the fault and scale-out tests share."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import csv
 import gzip
 import io
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import boto3
 import orjson
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
@@ -165,3 +168,66 @@ def processed_events(s3: S3, bucket: str, client_id: str) -> list[dict[str, Any]
 
 def duplicates(event_ids: list[str]) -> dict[str, int]:
     return {event_id: n for event_id, n in Counter(event_ids).items() if n > 1}
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it is truthy (and return it) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def sql(database_url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cursor = conn.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def stored_events(database_url: str) -> dict[str, str]:
+    """event_id -> client_id of every event in the buffer (retention keeps them here)."""
+    rows = sql(database_url, "SELECT event_id::text, client_id FROM events_log")
+    return {event_id: client_id for event_id, client_id in rows}
+
+
+def assert_exactly_once(
+    s3: S3, buckets: Buckets, database_url: str, expected: dict[str, str] | None = None
+) -> None:
+    """Every event of ``events_log`` (which must equal ``expected`` when given) exactly once
+    in the raw bucket and in its client's processed files, nothing else, and the ledger
+    settled (no batch or delivery left pending)."""
+    stored = stored_events(database_url)
+    if expected is not None:
+        assert stored == expected, "events_log differs from what the test committed"
+    assert stored, "nothing to check"
+
+    raw_ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
+    assert not duplicates(raw_ids), f"raw duplicates: {list(duplicates(raw_ids).items())[:5]}"
+    missing = stored.keys() - set(raw_ids)
+    extra = set(raw_ids) - stored.keys()
+    assert not missing, f"{len(missing)} events missing from the raw bucket"
+    assert not extra, f"{len(extra)} unknown events in the raw bucket"
+
+    clients = sorted(set(stored.values()))
+    keys = s3.keys(buckets.processed, "processed-events/")
+    assert sorted({key.split("/")[1] for key in keys}) == clients
+    for client in clients:
+        events = processed_events(s3, buckets.processed, client)
+        ids = [event["event_id"] for event in events]
+        assert not duplicates(ids), f"{client}: duplicates {list(duplicates(ids).items())[:5]}"
+        assert {event["client_id"] for event in events} == {client}
+        want = {event_id for event_id, owner in stored.items() if owner == client}
+        assert set(ids) == want, (
+            f"{client}: {len(want - set(ids))} missing, {len(set(ids) - want)} unexpected"
+        )
+
+    pending = sql(
+        database_url,
+        "SELECT (SELECT count(*) FROM export_batches WHERE state = 'pending'),"
+        " (SELECT count(*) FROM export_deliveries WHERE state = 'pending')",
+    )[0]
+    assert pending == (0, 0), f"pending batches, deliveries: {pending}"

@@ -168,3 +168,52 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
     assert "Bulk inserted 1 events for client client_test from site localhost" in output
     assert "embedded" not in output.lower()
     assert not (data_dir / "postgres").exists()
+
+
+def test_serve_workers_share_the_port_each_with_its_own_pool(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``serve --workers 2`` with DATABASE_URL: two worker processes, each holding its own
+    DATABASE_POOL_SIZE connections to PostgreSQL, both storing what they accept."""
+    port = free_port()
+    env = clean_env(tmp_path / "data", DATABASE_URL=database_url, DATABASE_POOL_SIZE="3")
+    base = f"http://127.0.0.1:{port}"
+    command = [EVOTHESIS, "serve", "--port", str(port), "--workers", "2"]
+    process = start_process(
+        command, env=env, log=tmp_path / "serve.log", health_url=f"{base}/health"
+    )
+    try:
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, [child.cmdline() for child in workers]
+
+        # Each worker opens DATABASE_POOL_SIZE connections at start; the parent holds none.
+        def connections() -> int:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        deadline = time.monotonic() + 30
+        while connections() < 2 * 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert connections() >= 2 * 3
+
+        # Many short connections, so the kernel hands them to both workers.
+        for n in range(40):
+            event = {**SEED_SINGLE, "url": f"https://example.com/{n}"}
+            response = httpx.post(f"{base}/collect", json=event, headers={"Origin": LOCAL_ORIGIN})
+            assert response.status_code == 200, response.text
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (40,)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

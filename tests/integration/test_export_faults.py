@@ -41,11 +41,12 @@ from evothesis.export.pipeline import ExportPipeline
 from tests.export_support import (
     S3,
     Buckets,
-    duplicates,
-    processed_events,
-    raw_events,
+    assert_exactly_once,
     run_pipeline,
     s3_environment,
+    sql,
+    stored_events,
+    wait_until,
 )
 from tests.fault_proxy import FaultProxy
 
@@ -60,21 +61,6 @@ RACE_SECONDS = 3.0
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy (and return it) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
-    return result
-
-
-def sql(database_url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        cursor = conn.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def insert_events(database_url: str, count: int, clients: tuple[str, ...] = CLIENTS) -> None:
@@ -94,51 +80,6 @@ def insert_events(database_url: str, count: int, clients: tuple[str, ...] = CLIE
         """,
         {"count": count, "clients": list(clients), "k": len(clients)},
     )
-
-
-def stored_events(database_url: str) -> dict[str, str]:
-    """event_id -> client_id of every event in the buffer (retention keeps them here)."""
-    rows = sql(database_url, "SELECT event_id::text, client_id FROM events_log")
-    return {event_id: client_id for event_id, client_id in rows}
-
-
-def assert_exactly_once(
-    s3: S3, buckets: Buckets, database_url: str, expected: dict[str, str] | None = None
-) -> None:
-    """Every event of ``events_log`` (which must equal ``expected`` when given) exactly once
-    in the raw bucket and in its client's processed files, nothing else, and the ledger
-    settled (no batch or delivery left pending)."""
-    stored = stored_events(database_url)
-    if expected is not None:
-        assert stored == expected, "events_log differs from what the test committed"
-    assert stored, "nothing to check"
-
-    raw_ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
-    assert not duplicates(raw_ids), f"raw duplicates: {list(duplicates(raw_ids).items())[:5]}"
-    missing = stored.keys() - set(raw_ids)
-    extra = set(raw_ids) - stored.keys()
-    assert not missing, f"{len(missing)} events missing from the raw bucket"
-    assert not extra, f"{len(extra)} unknown events in the raw bucket"
-
-    clients = sorted(set(stored.values()))
-    keys = s3.keys(buckets.processed, "processed-events/")
-    assert sorted({key.split("/")[1] for key in keys}) == clients
-    for client in clients:
-        events = processed_events(s3, buckets.processed, client)
-        ids = [event["event_id"] for event in events]
-        assert not duplicates(ids), f"{client}: duplicates {list(duplicates(ids).items())[:5]}"
-        assert {event["client_id"] for event in events} == {client}
-        want = {event_id for event_id, owner in stored.items() if owner == client}
-        assert set(ids) == want, (
-            f"{client}: {len(want - set(ids))} missing, {len(set(ids) - want)} unexpected"
-        )
-
-    pending = sql(
-        database_url,
-        "SELECT (SELECT count(*) FROM export_batches WHERE state = 'pending'),"
-        " (SELECT count(*) FROM export_deliveries WHERE state = 'pending')",
-    )[0]
-    assert pending == (0, 0), f"pending batches, deliveries: {pending}"
 
 
 def pipeline_settings(s3: S3, buckets: Buckets, tmp_path: Path, **extra: Any) -> dict[str, str]:

@@ -1,0 +1,94 @@
+"""The production nginx configuration at work (Debian's nginx, the project's template
+rendered for loopback) in front of one collector that also serves the registry: what nginx
+answers itself, what it compresses and caches, and what it refuses before the collector
+sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from tests.conftest import LOCAL_ORIGIN, RunningCollector
+from tests.nginx_support import Nginx
+
+
+def behind_nginx(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx], **options: object
+) -> Nginx:
+    address = collector.url.removeprefix("http://")
+    return nginx_factory([address], [address], **options)
+
+
+def test_demo_site_from_disk_and_trackers_compressed_and_cached(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx]
+) -> None:
+    nginx = behind_nginx(collector, nginx_factory)
+    gzip = {"Accept-Encoding": "gzip"}
+    with httpx.Client(base_url=nginx.url, headers=gzip, timeout=10) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "EvothesisConfig" in page.text
+        assert page.headers["content-encoding"] == "gzip"
+        assert "max-age=600" in page.headers["cache-control"]
+
+        scripts = {}
+        for path in ("/tracking.js", "/pixel/client_test/tracking.js"):
+            first, second = client.get(path), client.get(path)
+            assert first.status_code == second.status_code == 200, first.text
+            assert first.headers["content-encoding"] == "gzip"
+            assert (first.headers["x-cache-status"], second.headers["x-cache-status"]) == (
+                "MISS",
+                "HIT",
+            )
+            assert first.content == second.content
+            scripts[path] = first.text
+        assert '"client_id":"client_test"' in scripts["/pixel/client_test/tracking.js"]
+
+        assert client.get("/health").json()["status"] == "healthy"
+        assert client.get("/nginx-health").text == "ok\n"
+
+    # The demo page came from disk; each tracker reached the collector once.
+    address = collector.url.removeprefix("http://")
+    assert nginx.upstreams("GET /", 1) == ["-"]
+    assert nginx.upstreams("GET /tracking.js", 2) == [address, "-"]
+    assert nginx.upstreams("GET /health", 1) == [address]
+
+
+def test_a_body_over_the_collectors_limit_is_refused_by_nginx_in_its_shape(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx]
+) -> None:
+    nginx = behind_nginx(collector, nginx_factory)
+    limit = collector.settings.max_body_bytes
+    headers = {"Origin": LOCAL_ORIGIN, "Content-Type": "text/plain"}
+    with httpx.Client(base_url=nginx.url, headers=headers, timeout=10) as client:
+        refused = client.post("/collect", content=b" " * (limit + 1))
+        at_limit = client.post("/collect", content=b"{}" + b" " * (limit - 2))
+    assert refused.status_code == 413
+    assert refused.json()["error"]["code"] == "payload_too_large"
+    # The largest body the collector takes passes nginx; the collector judges it (no siteId).
+    assert at_limit.status_code == 422, at_limit.text
+    assert nginx.upstreams("POST /collect", 2) == ["-", collector.url.removeprefix("http://")]
+
+
+def test_the_rate_limit_is_per_client_address(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx]
+) -> None:
+    nginx = behind_nginx(collector, nginx_factory, rate="1r/s", burst=3)
+    body = {"eventType": "pageview", "siteId": "localhost"}
+
+    def post_from(address: str, times: int) -> list[httpx.Response]:
+        transport = httpx.HTTPTransport(local_address=address)
+        headers = {"Origin": LOCAL_ORIGIN}
+        with httpx.Client(base_url=nginx.url, transport=transport, headers=headers) as client:
+            return [client.post("/collect", json=body) for _ in range(times)]
+
+    flood = post_from("127.0.0.21", 10)
+    statuses = [response.status_code for response in flood]
+    # The first request and the burst pass; at 1 r/s most of the rest cannot.
+    assert statuses[:4] == [200] * 4, statuses
+    assert statuses.count(429) >= 4, statuses
+    limited = next(response for response in flood if response.status_code == 429)
+    assert limited.headers["retry-after"] == "1"
+    assert limited.json()["error"]["code"] == "rate_limited"
+    # Another address has its own allowance.
+    assert [response.status_code for response in post_from("127.0.0.22", 2)] == [200, 200]
