@@ -4,8 +4,9 @@
                                        [--workers 1 [2 ...]] [--nginx]
                                        [--compare REF | --compare-env N=V]
 
-Starts ``evothesis serve`` on the embedded default in a temporary data folder (nothing
-else configured, INFO logging on, as a user would run it), a bare-ASGI baseline, then for
+Starts ``evothesis serve`` on the embedded default in a temporary data folder (INFO logging
+on, as a user would run it, but without the export scheduler: this measures ingestion), a
+bare-ASGI baseline, then for
 each scenario runs wrk ``--runs`` times and reports the median. After every run the rows
 in ``events_log`` are counted through the database and compared with what wrk saw
 acknowledged: a benchmark that loses events is a failure, not a number.
@@ -191,6 +192,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evothesis-bench-"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["EVOTHESIS_DATA_DIR"] = str(work / "data")
+    # Ingestion alone: the export scheduler inside serve would drain what wrk sends while
+    # wrk sends it, on the same two cores (benchmarks/export.py measures export).
+    env["EXPORT_IN_SERVE"] = "false"
     results: list[Run] = []
 
     port = free_port()
