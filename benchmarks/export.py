@@ -127,7 +127,6 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             len(gzip.decompress(p.read_bytes()).splitlines())
             for p in (data_dir / "buckets" / "raw").rglob("*.jsonl.gz")
         )
-        shutil.rmtree(data_dir)
     else:
         client, _ = s3
         counted = 0
@@ -135,6 +134,7 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             for item in page.get("Contents", []):
                 body = client.get_object(Bucket=names["raw"], Key=item["Key"])["Body"].read()
                 counted += len(gzip.decompress(body).splitlines())
+    shutil.rmtree(data_dir)
     assert counted == args.events, f"raw objects hold {counted} events, not {args.events}"
     return {
         "store": store,
