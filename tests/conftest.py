@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -194,6 +195,28 @@ def start_process(
         except httpx.TransportError:
             pass
         time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """Stop a server the way an operator or an orchestrator does (SIGTERM) and return its
+    exit code; one still running after 30 s is killed and the wait raises."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@contextmanager
+def killed_on_exit(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process that a failing test must not leave running."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:

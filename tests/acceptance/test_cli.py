@@ -4,7 +4,6 @@ test_cli_embedded.py: version, `migrate`, an external DATABASE_URL, configuratio
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ from tests.conftest import (
     PostgresServer,
     free_port,
     fresh_database,
+    killed_on_exit,
     start_process,
+    stop_process,
 )
 from tests.seed import SEED_SINGLE
 
@@ -147,7 +148,7 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
     base = f"http://127.0.0.1:{port}"
     command = [EVOTHESIS, "serve", "--port", str(port)]
     process = start_process(command, env=env, log=log, health_url=f"{base}/health")
-    try:
+    with killed_on_exit(process):
         with httpx.Client(base_url=base, timeout=10) as api:
             response = api.post("/collect", json=SEED_SINGLE, headers={"Origin": LOCAL_ORIGIN})
             assert response.status_code == 200
@@ -157,12 +158,7 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
             assert conn.execute("SELECT event_type, client_id FROM events_log").fetchall() == [
                 ("pageview", "client_test")
             ]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        assert stop_process(process) == 0
 
     output = log.read_text()
     assert "Bulk inserted 1 events for client client_test from site localhost" in output
@@ -182,7 +178,7 @@ def test_serve_workers_share_the_port_each_with_its_own_pool(
     process = start_process(
         command, env=env, log=tmp_path / "serve.log", health_url=f"{base}/health"
     )
-    try:
+    with killed_on_exit(process):
         workers = [
             child
             for child in psutil.Process(process.pid).children()
@@ -211,9 +207,4 @@ def test_serve_workers_share_the_port_each_with_its_own_pool(
             assert response.status_code == 200, response.text
         with psycopg.connect(database_url) as conn:
             assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (40,)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        assert stop_process(process) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.seed import SEED_BATCH, SEED_SINGLE
 
 EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
@@ -64,15 +63,6 @@ def serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
 def postgres_processes(data_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
@@ -113,7 +103,7 @@ def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -
         status, body = request(f"{base}/collect", SEED_BATCH)
         assert (status, body["events_processed"]) == (200, 4)
         assert request(f"{base}/events/count")[1]["count"] == 5
-        assert stop(process) == 0
+        assert stop_process(process) == 0
     finally:
         if process.poll() is None:
             process.kill()
@@ -130,7 +120,7 @@ def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -
         wait_healthy(base, again)
         assert request(f"{base}/events/count")[1]["count"] == 5
     finally:
-        assert stop(again) == 0
+        assert stop_process(again) == 0
 
 
 def exported_lines(folder: Path, pattern: str) -> list[dict[str, object]]:
@@ -175,7 +165,7 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
         )
         assert json.loads(status.stdout)["exported_events"] == 5
     finally:
-        assert stop(process) == 0
+        assert stop_process(process) == 0
     buckets = data_dir / "buckets"
     raw = exported_lines(buckets / "raw", "*.jsonl.gz")
     processed = exported_lines(
@@ -205,7 +195,7 @@ def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert len(exported_lines(folder, "*.jsonl")) == 4
     finally:
-        assert stop(process) == 0
+        assert stop_process(process) == 0
     assert (
         "Successfully uploaded 4 events to raw S3: raw-events/"
         in (tmp_path / "serve.log").read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,13 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import TEST_SECRET_KEY, free_port, start_process
+from tests.conftest import (
+    TEST_SECRET_KEY,
+    free_port,
+    killed_on_exit,
+    start_process,
+    stop_process,
+)
 
 PYTHON = sys.executable
 ADMIN_TOKEN = "cli-admin-token"
@@ -286,7 +291,7 @@ def test_pixel_management_serves_what_the_cli_registered_and_stops_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     command = [PYTHON, "-m", "evothesis", "pixel-management", "--port", str(port)]
     process = start_process(command, env=env, log=log, health_url=f"{base}/health")
-    try:
+    with killed_on_exit(process):
         with httpx.Client(base_url=base, timeout=10) as api:
             config = api.get("/api/v1/config/domain/www.acme.example")
             exact = api.get("/api/v1/config/domain/acme.example")
@@ -296,12 +301,7 @@ def test_pixel_management_serves_what_the_cli_registered_and_stops_on_sigterm(
                 json={"client_id": "beta", "name": "Beta", "domains": ["beta.example"]},
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             )
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        assert stop_process(process) == 0
 
     assert config.status_code == 404  # exact domain only, no wildcard registered
     assert exact.json()["client_id"] == "acme"
