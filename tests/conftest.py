@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -150,6 +151,8 @@ class RunningCollector:
     settings: Settings
     server: uvicorn.Server
     thread: threading.Thread
+    #: Folders made for this collector (``collector_folders``), removed when it stops.
+    scratch: tuple[Path, ...] = ()
 
     def client(self, *, origin: str | None = LOCAL_ORIGIN, **kwargs: Any) -> httpx.Client:
         """An HTTP client that posts as a page of ``origin`` (``None``: as a server)."""
@@ -160,6 +163,24 @@ class RunningCollector:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        for folder in self.scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def collector_folders(settings: dict[str, Any]) -> tuple[Path, ...]:
+    """Give a test collector its own spool and data folders (unless the test chose them)
+    and no export scheduler unless asked: exports only where a test wants them, and nothing
+    in the working tree. Returns the folders it made, for the collector to remove."""
+    made = []
+    for name, prefix in (
+        ("SPOOL_DIR", "evothesis-spool-"),
+        ("EVOTHESIS_DATA_DIR", "evothesis-data-"),
+    ):
+        if name not in settings:
+            made.append(Path(tempfile.mkdtemp(prefix=prefix)))
+            settings[name] = str(made[-1])
+    settings.setdefault("EXPORT_IN_SERVE", False)
+    return tuple(made)
 
 
 def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
@@ -221,14 +242,11 @@ def killed_on_exit(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Pope
 
 def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
     """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
-    overrides.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="evothesis-spool-"))
-    # Exports only where a test asks for them, and never into the working tree.
-    overrides.setdefault("EXPORT_IN_SERVE", False)
-    overrides.setdefault("EVOTHESIS_DATA_DIR", tempfile.mkdtemp(prefix="evothesis-data-"))
+    scratch = collector_folders(overrides)
     settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
     port = port or free_port()
     server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)
-    return RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread)
+    return RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread, scratch)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import gzip
 import io
 import random
 import re
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -41,6 +40,7 @@ from evothesis.export.scheduler import SchedulerState, run_scheduler
 from tests.conftest import (
     LOCAL_ORIGIN,
     RunningCollector,
+    collector_folders,
     free_port,
     register_client,
     serve_in_thread,
@@ -399,13 +399,11 @@ async def _export_and_process(pipeline: ExportPipeline) -> tuple[Any, Any]:
 @contextlib.contextmanager
 def serve(database_url: str, **values: Any) -> Iterator[RunningCollector]:
     """A collector with exactly these settings (``start_collector`` fixes ENVIRONMENT=test)."""
-    values.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="evothesis-spool-"))
-    values.setdefault("EVOTHESIS_DATA_DIR", tempfile.mkdtemp(prefix="evothesis-data-"))
-    values.setdefault("EXPORT_IN_SERVE", False)
+    scratch = collector_folders(values)
     settings = Settings(_env_file=None, **values)
     port = free_port()
     server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)
-    running = RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread)
+    running = RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread, scratch)
     try:
         yield running
     finally:
