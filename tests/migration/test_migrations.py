@@ -69,7 +69,7 @@ def test_upgrading_an_up_to_date_database_changes_nothing(empty_database: str) -
 
     with psycopg.connect(empty_database, autocommit=True) as conn:
         assert snapshot(conn) == before
-    assert before["version"] == [("0004",)]
+    assert before["version"] == [("0005",)]
     assert len(before["events"]) == 1  # type: ignore[arg-type]
 
 
@@ -90,7 +90,7 @@ def test_two_upgrades_in_parallel_threads_both_succeed(empty_database: str) -> N
     assert not any(thread.is_alive() for thread in threads), "an upgrade did not finish"
     assert not errors, "\n\n".join(errors)
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
 
 

@@ -77,7 +77,7 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str
         assert run.returncode == 0, stderr.decode()
     with psycopg.connect(empty_database) as conn:
         [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == "0004"
+    assert version == "0005"
 
 
 def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:

@@ -1,0 +1,76 @@
+"""Site discoveries (billing) and the append-only audit log of data-subject requests.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # The first event of each (client, site): written in the transaction that stores that
+    # event, so a discovery exists exactly when its site has stored events, and only once.
+    op.execute(
+        """
+        CREATE TABLE site_discoveries (
+            client_id   text        NOT NULL,
+            site_id     text        NOT NULL,
+            first_seen  timestamptz NOT NULL,
+            recorded_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (client_id, site_id)
+        )
+        """
+    )
+    op.execute("CREATE INDEX site_discoveries_first_seen_idx ON site_discoveries (first_seen)")
+    # One row per step of a data-subject request (requested, completed, failed). The visitor
+    # is kept only as a SHA-256 digest: the log proves a deletion without keeping the id it
+    # deleted. Rows can be added, never changed or removed.
+    op.execute(
+        """
+        CREATE TABLE gdpr_audit (
+            id             bigserial   PRIMARY KEY,
+            request_id     uuid        NOT NULL,
+            kind           text        NOT NULL CHECK (kind IN ('export', 'delete')),
+            step           text        NOT NULL
+                           CHECK (step IN ('requested', 'completed', 'failed')),
+            client_id      text        NOT NULL,
+            visitor_sha256 text        NOT NULL,
+            recorded_at    timestamptz NOT NULL DEFAULT now(),
+            receipt        jsonb       NOT NULL DEFAULT '{}'::jsonb
+        )
+        """
+    )
+    op.execute("CREATE INDEX gdpr_audit_client_idx ON gdpr_audit (client_id, recorded_at)")
+    op.execute(
+        """
+        CREATE FUNCTION gdpr_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'gdpr_audit is append-only: % refused', TG_OP;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER gdpr_audit_no_update BEFORE UPDATE OR DELETE ON gdpr_audit"
+        " FOR EACH ROW EXECUTE FUNCTION gdpr_audit_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER gdpr_audit_no_truncate BEFORE TRUNCATE ON gdpr_audit"
+        " FOR EACH STATEMENT EXECUTE FUNCTION gdpr_audit_append_only()"
+    )
+    # No visitor index on events_log: it would tax every insert for a rare request, and the
+    # buffer holds only BUFFER_RETENTION's worth of events, so a scan stays short.
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE gdpr_audit")
+    op.execute("DROP FUNCTION gdpr_audit_append_only()")
+    op.execute("DROP TABLE site_discoveries")
