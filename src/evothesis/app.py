@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from evothesis.api import export, metrics, ops, site
+from evothesis.api import export, gdpr, metrics, ops, site
 from evothesis.api.asgi import Receive, Scope, Send
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deadlines import ReadDeadlines
@@ -22,6 +22,7 @@ from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.ingest.collector import Collector
 from evothesis.ingest.enrichment import enricher_from_settings
 from evothesis.registry.cache import CachedDirectory, RegistrySource
@@ -110,6 +111,7 @@ def create_app(
             limits=settings.event_limits,
         )
         app.state.pipeline = pipeline = pipeline_from_settings(settings, pool)
+        app.state.subjects = DataSubjectRequests(pool, pipeline)
         exporter = _start_scheduler(settings, pipeline, app)
         try:
             yield
@@ -135,6 +137,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(metrics.router)
     app.include_router(export.router)
+    app.include_router(gdpr.router)
     app.include_router(site.router)
     if not settings.pixel_management_url:
         include_pixel_management(app)

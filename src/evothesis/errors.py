@@ -130,3 +130,15 @@ class RegistryUnavailable(StorageUnavailable):
     """Pixel management cannot be reached and no cached answer is available; retry later."""
 
     code = "registry_unavailable"
+
+
+class ExportsRunning(StorageUnavailable):
+    """Export runs are using the buffer and its objects; retry the request shortly."""
+
+    code = "exports_running"
+
+
+class RequestIncomplete(StorageUnavailable):
+    """The data-subject request could not finish; nothing is lost, run it again."""
+
+    code = "request_incomplete"

@@ -90,20 +90,40 @@ def test_every_named_query_is_valid_against_the_schema(database_url: str) -> Non
             conn.execute(f"PREPARE check_{name} AS {sql}")
 
 
-def test_the_hipaa_audit_log_is_append_only(database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
+@pytest.mark.parametrize(
+    ("table", "insert", "column"),
+    [
+        pytest.param(
+            "hipaa_audit_log",
             "INSERT INTO hipaa_audit_log (recorded_at, client_id, site_id, events, collector, "
-            "request_id) VALUES (now(), 'clinic', 'clinic.example', 3, 'test', gen_random_uuid())"
-        )
+            "request_id) VALUES (now(), 'clinic', 'clinic.example', 3, 'test', gen_random_uuid())",
+            "events",
+            id="hipaa",
+        ),
+        pytest.param(
+            "gdpr_audit",
+            "INSERT INTO gdpr_audit (request_id, kind, step, client_id, visitor_sha256) "
+            "VALUES (gen_random_uuid(), 'delete', 'requested', 'clinic', 'ab')",
+            "step",
+            id="gdpr",
+        ),
+    ],
+)
+def test_audit_logs_are_append_only(
+    database_url: str, table: str, insert: str, column: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(insert)
+        before = conn.execute(f"SELECT {column} FROM {table}").fetchall()
         for statement in (
-            "UPDATE hipaa_audit_log SET events = 1",
-            "DELETE FROM hipaa_audit_log",
-            "TRUNCATE hipaa_audit_log",
+            f"UPDATE {table} SET {column} = {column}",
+            f"DELETE FROM {table}",
+            f"TRUNCATE {table}",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 conn.execute(statement)
-        assert conn.execute("SELECT events FROM hipaa_audit_log").fetchall() == [(3,)]
+        assert conn.execute(f"SELECT {column} FROM {table}").fetchall() == before
+        assert len(before) == 1
 
 
 def test_a_domain_belongs_to_at_most_one_client(database_url: str) -> None:

@@ -46,6 +46,17 @@ PACKAGED_NAMES = [
     "export_delivery_summary",
     "export_unprocessed_objects",
     "export_destination_states",
+    "export_shared_lock",
+    "export_shared_unlock",
+    "gdpr_exclusive_lock",
+    "gdpr_exclusive_unlock",
+    "gdpr_lock_timeout",
+    "gdpr_client_exists",
+    "gdpr_client_batches",
+    "gdpr_buffer_lines",
+    "gdpr_delete_buffer",
+    "gdpr_audit_insert",
+    "gdpr_audit_list",
 ]
 
 

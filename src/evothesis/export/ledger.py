@@ -9,7 +9,8 @@ an exporter that dies mid-batch only delays that batch until its lease runs out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,39 @@ class ExportLedger:
         self._pool = pool
         self.owner = owner
         self._lease_s = lease_s
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Hold the export lock, shared with other runs, for the length of a run.
+
+        Runs of any number of exporters proceed together; a data-subject deletion takes the
+        lock exclusively (``gdpr.store``), so it waits for running runs to end and no run
+        starts until it has rewritten the objects and buffer rows it touches. Session level
+        on one pooled connection, because a run spans many transactions (the pool's reset
+        releases it too, should the unlock fail); the run's own queries need a second one.
+        """
+        if self._pool.get_max_size() < 2:
+            raise StorageUnavailable(
+                "export runs need a database pool of at least 2 connections "
+                "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)"
+            )
+        try:
+            async with asyncio.timeout(60):
+                connection = await self._pool.acquire()
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
+        try:
+            try:
+                await connection.execute(query("export_shared_lock"))
+            except UNAVAILABLE_ERRORS as exc:
+                raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
+            try:
+                yield
+            finally:
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await connection.execute(query("export_shared_unlock"))
+        finally:
+            await self._pool.release(connection)
 
     # ------------------------------------------------------------------------- raw batches
 

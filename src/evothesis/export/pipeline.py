@@ -88,12 +88,16 @@ class ExportPipeline:
         self.settings = settings
         self.buckets = buckets
         self.ledger = ExportLedger(pool, owner=exporter_name(), lease_s=settings.lease_s)
-        raw = Bucket(buckets.raw)
+        self.raw_bucket = Bucket(buckets.raw)
+        self.backup_bucket = Bucket(buckets.backup)
         self._raw = RawExporter(
-            self.ledger, raw, Bucket(buckets.backup), default_format=settings.default_format
+            self.ledger,
+            self.raw_bucket,
+            self.backup_bucket,
+            default_format=settings.default_format,
         )
-        self._processor = Processor(
-            self.ledger, raw, default_destination=buckets.processed, targets=targets
+        self.processor = Processor(
+            self.ledger, self.raw_bucket, default_destination=buckets.processed, targets=targets
         )
 
     async def export(
@@ -107,6 +111,10 @@ class ExportPipeline:
         its error and retried later with backoff; the run then stops, because the raw bucket
         is shared and the next batch would most likely fail the same way.
         """
+        async with self.ledger.running():
+            return await self._export(deadline_s, progress)
+
+    async def _export(self, deadline_s: float | None, progress: Progress | None) -> ExportReport:
         report = ExportReport()
         started = time.monotonic()
         waiting = (await self.ledger.backlog(10_000_000))[0] if progress else 0
@@ -149,6 +157,10 @@ class ExportPipeline:
         self, *, deadline_s: float | None = None, progress: Progress | None = None
     ) -> ProcessReport:
         """Deliver pending per-client files until none is due or ``deadline_s`` passed."""
+        async with self.ledger.running():
+            return await self._process(deadline_s, progress)
+
+    async def _process(self, deadline_s: float | None, progress: Progress | None) -> ProcessReport:
         report = ProcessReport()
         started = time.monotonic()
         waiting = 0
@@ -160,7 +172,7 @@ class ExportPipeline:
             deliveries = await self.ledger.lease_deliveries(DELIVERY_LEASE)
             if not deliveries:
                 break
-            for result in await self._processor.process(deliveries):
+            for result in await self.processor.process(deliveries):
                 if result.error is None:
                     report.files += 1
                     report.events += result.events

@@ -119,7 +119,7 @@ class Processor:
         """Write one client's file and manifest; a failure is recorded (and the client
         paused) here, a success by the caller together with the others of the object."""
         try:
-            bucket = await self._bucket(delivery.client_id)
+            bucket = await self.bucket_for(delivery.client_id)
             key = processed_key(
                 delivery.client_id, delivery.batch_id, delivery.claimed_at, delivery.format
             )
@@ -142,7 +142,8 @@ class Processor:
             delivery.batch_id, delivery.client_id, file.events, key, len(file.data)
         )
 
-    async def _bucket(self, client_id: str) -> Bucket:
+    async def bucket_for(self, client_id: str) -> Bucket:
+        """The client's destination as it is configured now (opened once, then reused)."""
         destination, credentials = await self._targets(client_id)
         spec = client_bucket(destination, credentials, default=self._default)
         cache_key = (spec.url, tuple(sorted(spec.options.items())))

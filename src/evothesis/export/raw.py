@@ -61,11 +61,7 @@ class RawExporter:
             puts.append(
                 self._backup.put(
                     failed_events_key(batch.batch_id, batch.claimed_at),
-                    gzip.compress(
-                        "".join(f"{line}\n" for line in failed).encode(),
-                        compresslevel=GZIP_LEVEL,
-                        mtime=0,
-                    ),
+                    gzip_object("".join(f"{line}\n" for line in failed).encode()),
                 )
             )
         await asyncio.gather(*puts)
@@ -95,4 +91,10 @@ def _encode(batch_id: int, lines: list[BatchLine]) -> tuple[bytes, bytes]:
         for line, data in zip(lines, encoded, strict=True)
     )
     records = encode_metering(meter(batch_id, metered))
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0), records
+    return gzip_object(body), records
+
+
+def gzip_object(body: bytes) -> bytes:
+    """A raw object's bytes: ``mtime=0`` so that the same lines always give the same bytes,
+    whoever writes (or, for a data-subject deletion, rewrites) them."""
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)

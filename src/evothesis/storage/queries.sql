@@ -169,22 +169,10 @@ RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
           upto_xid::text AS upto_xid, upto_id, event_count, attempts
 
 -- export_batch_lines --
--- A batch's events as JSON Lines, in commit order; the session time zone is UTC.
-SELECT client_id, site_id, created_at,
-       json_build_object('id', id, 'event_id', event_id, 'event_type', event_type,
-                         'session_id', session_id, 'visitor_id', visitor_id,
-                         'site_id', site_id, 'client_id', client_id, 'timestamp', "timestamp",
-                         'url', url, 'path', path, 'referrer', referrer,
-                         'ip_address', ip_address, 'user_agent', user_agent,
-                         'raw_event_data', raw_event_data, 'created_at', created_at,
-                         'browser', browser, 'browser_version', browser_version, 'os', os,
-                         'device_type', device_type, 'is_bot', is_bot, 'country', country,
-                         'region', region, 'city', city, 'referrer_class', referrer_class,
-                         'utm_source', utm_source, 'utm_medium', utm_medium,
-                         'utm_campaign', utm_campaign, 'utm_term', utm_term,
-                         'utm_content', utm_content)::text
-           AS line
-FROM events_log
+-- A batch's events as JSON Lines (the view export_event_lines), in commit order; the
+-- session time zone is UTC.
+SELECT client_id, site_id, created_at, line
+FROM export_event_lines
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
 ORDER BY xid, id
 
@@ -346,3 +334,58 @@ SELECT count(DISTINCT batch_id) AS objects FROM export_deliveries WHERE state = 
 SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_at,
        last_success_at, paused_until > now() AS paused
 FROM export_destination_state ORDER BY client_id
+
+-- export_shared_lock --
+-- Held by an export or processing run for its whole length (session level, so that it
+-- spans the run's many transactions); a data-subject deletion takes the same lock
+-- exclusively, so no run reads an object or a buffer row while it is being rewritten.
+SELECT pg_advisory_lock_shared(7461707468657370)
+
+-- export_shared_unlock --
+SELECT pg_advisory_unlock_shared(7461707468657370)
+
+-- gdpr_exclusive_lock --
+SELECT pg_advisory_lock(7461707468657370)
+
+-- gdpr_exclusive_unlock --
+SELECT pg_advisory_unlock(7461707468657370)
+
+-- gdpr_lock_timeout --
+-- How long a deletion waits for running exports before giving up ($1: milliseconds).
+SELECT set_config('lock_timeout', $1::text, false)
+
+-- gdpr_client_exists --
+SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)
+    OR EXISTS (SELECT 1 FROM export_deliveries WHERE client_id = $1)
+
+-- gdpr_client_batches --
+-- Every exported raw object holding events of the client ($1), with the client's processed
+-- file of that batch: a batch without a delivery for the client holds none of its events.
+SELECT b.batch_id, b.claimed_at, b.raw_key, d.event_count, d.format, d.attempts, d.state,
+       d.object_key
+FROM export_deliveries d
+JOIN export_batches b ON b.batch_id = d.batch_id
+WHERE d.client_id = $1 AND b.state = 'exported'
+ORDER BY b.batch_id
+
+-- gdpr_buffer_lines --
+-- The visitor's events still in the buffer, as raw export lines.
+SELECT id, line FROM export_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+
+-- gdpr_delete_buffer --
+WITH gone AS (
+    DELETE FROM events_log WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone
+
+-- gdpr_audit_insert --
+INSERT INTO gdpr_audit (request_id, kind, step, client_id, visitor_sha256, receipt)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+
+-- gdpr_audit_list --
+-- The newest steps first; $1 NULL lists every client.
+SELECT request_id, kind, step, client_id, visitor_sha256, recorded_at, receipt::text AS receipt
+FROM gdpr_audit
+WHERE $1::text IS NULL OR client_id = $1
+ORDER BY recorded_at DESC, id DESC
+LIMIT $2

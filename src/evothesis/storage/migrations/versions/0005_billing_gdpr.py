@@ -49,28 +49,56 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX gdpr_audit_client_idx ON gdpr_audit (client_id, recorded_at)")
+    # Like hipaa_audit_log (0002), but with a function that names whichever table it guards.
     op.execute(
         """
-        CREATE FUNCTION gdpr_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION refuse_change_to_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'gdpr_audit is append-only: % refused', TG_OP;
+            RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'insufficient_privilege';
         END
         $$
         """
     )
     op.execute(
-        "CREATE TRIGGER gdpr_audit_no_update BEFORE UPDATE OR DELETE ON gdpr_audit"
-        " FOR EACH ROW EXECUTE FUNCTION gdpr_audit_append_only()"
+        "CREATE TRIGGER gdpr_audit_no_change BEFORE UPDATE OR DELETE ON gdpr_audit"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only()"
     )
     op.execute(
         "CREATE TRIGGER gdpr_audit_no_truncate BEFORE TRUNCATE ON gdpr_audit"
-        " FOR EACH STATEMENT EXECUTE FUNCTION gdpr_audit_append_only()"
+        " FOR EACH STATEMENT EXECUTE FUNCTION refuse_change_to_append_only()"
+    )
+    # An event as the JSON line of the raw export. One definition serves the raw export and
+    # data-subject requests, so what a visitor receives is exactly what was exported. A view
+    # is inlined by the planner: the export still reads the (xid, id) index. A migration that
+    # adds a column to events_log must recreate it.
+    op.execute(
+        """
+        CREATE VIEW export_event_lines AS
+        SELECT id, xid, event_type, client_id, site_id, visitor_id, created_at,
+               json_build_object('id', id, 'event_id', event_id, 'event_type', event_type,
+                                 'session_id', session_id, 'visitor_id', visitor_id,
+                                 'site_id', site_id, 'client_id', client_id,
+                                 'timestamp', "timestamp", 'url', url, 'path', path,
+                                 'referrer', referrer, 'ip_address', ip_address,
+                                 'user_agent', user_agent, 'raw_event_data', raw_event_data,
+                                 'created_at', created_at, 'browser', browser,
+                                 'browser_version', browser_version, 'os', os,
+                                 'device_type', device_type, 'is_bot', is_bot,
+                                 'country', country, 'region', region, 'city', city,
+                                 'referrer_class', referrer_class, 'utm_source', utm_source,
+                                 'utm_medium', utm_medium, 'utm_campaign', utm_campaign,
+                                 'utm_term', utm_term, 'utm_content', utm_content)::text AS line
+        FROM events_log
+        """
     )
     # No visitor index on events_log: it would tax every insert for a rare request, and the
     # buffer holds only BUFFER_RETENTION's worth of events, so a scan stays short.
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW export_event_lines")
     op.execute("DROP TABLE gdpr_audit")
-    op.execute("DROP FUNCTION gdpr_audit_append_only()")
+    op.execute("DROP FUNCTION refuse_change_to_append_only()")
     op.execute("DROP TABLE site_discoveries")

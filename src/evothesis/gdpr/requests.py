@@ -1,0 +1,296 @@
+"""Data-subject requests by visitor id: export (portability) and deletion (erasure).
+
+A visitor's events live in up to three places: the buffer (until retention purges them),
+the raw objects (every client's events of a batch), and the client's processed files (one
+per batch, in the client's format). Processed files are a pure function of their raw object,
+so deletion rewrites the raw object without the visitor and renders the client's file again
+from it, instead of editing JSON, CSV and Parquet separately.
+
+Deletion is safe against crashes and against the exporters:
+
+* it holds the export lock exclusively, so no export or processing run reads a buffer row or
+  an object while it is being changed, and a run that starts later sees the new state;
+* a processed file is rewritten before its raw object, so a request cut short leaves the
+  visitor in the raw object, where running it again finds them and redoes both;
+* every step is in the append-only audit log (requested, then completed or failed), and the
+  receipt of a completed deletion is also written to the backup bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from evothesis.errors import ExportsRunning, NotFound, RequestIncomplete, StorageUnavailable
+from evothesis.export.buckets import BucketConfigError
+from evothesis.export.cpu import run_in_worker
+from evothesis.export.formats import RawFormatError
+from evothesis.export.keys import manifest_key
+from evothesis.export.objects import ObjectStoreError
+from evothesis.export.pipeline import ExportPipeline
+from evothesis.gdpr.lines import ObjectRewrite, find_in_object, merge_events, rewrite_object
+from evothesis.gdpr.store import ClientBatch, SubjectStore
+
+logger = logging.getLogger("evothesis.gdpr")
+
+#: Raw objects read at once: each is fetched, then searched in a worker process.
+PARALLEL_OBJECTS = 4
+#: Where receipts of completed deletions go in the backup bucket.
+RECEIPTS_PREFIX = "gdpr-receipts"
+
+#: Progress callback: (objects searched so far, objects to search).
+Progress = Callable[[int, int], None]
+
+#: Failures that stop a request part-way: recorded as "failed", then reported.
+_INCOMPLETE = (ObjectStoreError, BucketConfigError, RawFormatError, StorageUnavailable)
+
+
+def visitor_digest(visitor_id: str) -> str:
+    """How the audit log and receipts name a visitor: enough to answer "was this visitor
+    deleted?" for someone who knows the id, without keeping the id itself."""
+    return hashlib.sha256(visitor_id.encode()).hexdigest()
+
+
+def receipt_key(client_id: str, request_id: uuid.UUID) -> str:
+    return f"{RECEIPTS_PREFIX}/{client_id}/{request_id}.json"
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorExport:
+    """The visitor's events as one JSON Lines file, and what was searched to find them."""
+
+    request_id: uuid.UUID
+    data: bytes
+    events: int
+    buffered_events: int
+    objects_searched: int
+
+
+class DataSubjectRequests:
+    """Export and deletion of one visitor's events within one client."""
+
+    def __init__(self, pool: asyncpg.Pool, pipeline: ExportPipeline) -> None:
+        self._store = SubjectStore(pool)
+        self._pipeline = pipeline
+
+    async def audit_log(self, client_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._store.audit_log(client_id, limit)
+
+    # -------------------------------------------------------------------------------- export
+
+    async def export(
+        self, client_id: str, visitor_id: str, *, progress: Progress | None = None
+    ) -> VisitorExport:
+        """Every event of the visitor, from the buffer and from the raw objects, each once,
+        oldest first, in the raw export's line format."""
+        request_id = await self._begin("export", client_id, visitor_id)
+        try:
+            batches, buffered = await self._store.snapshot(client_id, visitor_id)
+            raw = self._pipeline.raw_bucket
+            searched = 0
+
+            async def search(batch: ClientBatch) -> list[Any]:
+                nonlocal searched
+                found = await run_in_worker(
+                    find_in_object, await raw.get(batch.raw_key), client_id, visitor_id
+                )
+                searched += 1
+                if progress:
+                    progress(searched, len(batches))
+                return found
+
+            in_objects = await _bounded(search, batches)
+            data = merge_events(buffered, *in_objects)
+        except _INCOMPLETE as exc:
+            await self._failed("export", request_id, client_id, visitor_id, exc)
+            raise RequestIncomplete(f"the export could not finish: {exc}") from exc
+        events = data.count(b"\n")
+        await self._audit(
+            "export",
+            "completed",
+            request_id,
+            client_id,
+            visitor_id,
+            {"events": events, "buffered_events": len(buffered), "objects_searched": searched},
+        )
+        return VisitorExport(request_id, data, events, len(buffered), searched)
+
+    # ------------------------------------------------------------------------------ deletion
+
+    async def delete(
+        self,
+        client_id: str,
+        visitor_id: str,
+        *,
+        wait_s: float = 30.0,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Remove the visitor's events from the buffer and from every exported object of the
+        client; the receipt says what was rewritten. Other visitors' events are untouched:
+        their raw lines are kept byte for byte, and their rows are rendered by the same code
+        from the same lines."""
+        request_id = await self._begin("delete", client_id, visitor_id)
+        requested_at = datetime.now(UTC)
+        try:
+            async with self._store.exclusive(wait_s):
+                buffered = await self._store.delete_buffered(client_id, visitor_id)
+                batches = await self._store.client_batches(client_id)
+                rewritten = await self._rewrite(batches, client_id, visitor_id, progress)
+            receipt = {
+                "request_id": str(request_id),
+                "kind": "delete",
+                "client_id": client_id,
+                "visitor_sha256": visitor_digest(visitor_id),
+                "requested_at": requested_at.isoformat(),
+                "completed_at": datetime.now(UTC).isoformat(),
+                "buffer_events_deleted": buffered,
+                "objects_searched": len(batches),
+                "events_deleted_from_objects": sum(
+                    o["events_removed"] for o in rewritten if o["bucket"] == "raw"
+                ),
+                "objects_rewritten": rewritten,
+            }
+            await self._pipeline.backup_bucket.put(
+                receipt_key(client_id, request_id),
+                orjson.dumps(receipt, option=orjson.OPT_INDENT_2),
+            )
+        except ExportsRunning as exc:
+            await self._failed("delete", request_id, client_id, visitor_id, exc)
+            raise
+        except _INCOMPLETE as exc:
+            await self._failed("delete", request_id, client_id, visitor_id, exc)
+            raise RequestIncomplete(
+                f"the deletion could not finish ({exc}); what was done stays done, "
+                "run the same request again to complete it"
+            ) from exc
+        await self._audit("delete", "completed", request_id, client_id, visitor_id, receipt)
+        logger.info(
+            "Deleted visitor sha256:%s of client %s: %d buffered events, %d objects rewritten",
+            receipt["visitor_sha256"][:12],
+            client_id,
+            buffered,
+            len(rewritten),
+        )
+        return receipt
+
+    async def _rewrite(
+        self,
+        batches: list[ClientBatch],
+        client_id: str,
+        visitor_id: str,
+        progress: Progress | None,
+    ) -> list[dict[str, Any]]:
+        """Each raw object of the client without the visitor; the client's delivered file of
+        it first (see the module docstring), a pending one is written later from the new raw
+        object by processing."""
+        raw = self._pipeline.raw_bucket
+        done = 0
+
+        async def rewrite(batch: ClientBatch) -> list[dict[str, Any]]:
+            nonlocal done
+            delivery = batch.delivery if batch.delivered else None
+            result: ObjectRewrite = await run_in_worker(
+                rewrite_object, await raw.get(batch.raw_key), client_id, visitor_id, delivery
+            )
+            written = []
+            if result.raw is not None:
+                if result.file is not None and batch.object_key:
+                    bucket = await self._pipeline.processor.bucket_for(client_id)
+                    await bucket.put(batch.object_key, result.file.data)
+                    await bucket.put(manifest_key(batch.object_key), result.file.manifest)
+                    written.append(
+                        {
+                            "bucket": "processed",
+                            "url": bucket.spec.url,
+                            "key": batch.object_key,
+                            "events_removed": result.removed,
+                            "events_left": result.file.events,
+                        }
+                    )
+                await raw.put(batch.raw_key, result.raw)
+                written.insert(
+                    0,
+                    {
+                        "bucket": "raw",
+                        "url": raw.spec.url,
+                        "key": batch.raw_key,
+                        "events_removed": result.removed,
+                    },
+                )
+            done += 1
+            if progress:
+                progress(done, len(batches))
+            return written
+
+        return [entry for entries in await _bounded(rewrite, batches) for entry in entries]
+
+    # ---------------------------------------------------------------------------- audit log
+
+    async def _begin(self, kind: str, client_id: str, visitor_id: str) -> uuid.UUID:
+        if not visitor_id:
+            raise NotFound("a visitor id is required")
+        if not await self._store.client_exists(client_id):
+            raise NotFound(f"no client {client_id!r}")
+        request_id = uuid.uuid4()
+        await self._audit(kind, "requested", request_id, client_id, visitor_id, {})
+        return request_id
+
+    async def _failed(
+        self,
+        kind: str,
+        request_id: uuid.UUID,
+        client_id: str,
+        visitor_id: str,
+        exc: BaseException,
+    ) -> None:
+        """Record the failure when the database still answers; the error is raised anyway."""
+        try:
+            await self._audit(
+                kind, "failed", request_id, client_id, visitor_id, {"error": str(exc)[:2000]}
+            )
+        except StorageUnavailable:
+            logger.warning("Could not record the failure of request %s: %s", request_id, exc)
+
+    async def _audit(
+        self,
+        kind: str,
+        step: str,
+        request_id: uuid.UUID,
+        client_id: str,
+        visitor_id: str,
+        receipt: dict[str, Any],
+    ) -> None:
+        await self._store.audit(
+            request_id,
+            kind=kind,
+            step=step,
+            client_id=client_id,
+            visitor_sha256=visitor_digest(visitor_id),
+            receipt=receipt,
+        )
+
+
+async def _bounded(work: Callable[[ClientBatch], Any], batches: list[ClientBatch]) -> list[Any]:
+    """``work`` on every batch, a few at once. The first failure cancels the rest and waits
+    for them, so nothing is still writing once a deletion has let the exporters back in."""
+    limit = asyncio.Semaphore(PARALLEL_OBJECTS)
+
+    async def one(batch: ClientBatch) -> Any:
+        async with limit:
+            return await work(batch)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(batch)) for batch in batches]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
