@@ -170,7 +170,7 @@ RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
 
 -- export_batch_lines --
 -- A batch's events as JSON Lines, in commit order; the session time zone is UTC.
-SELECT client_id, site_id, created_at,
+SELECT client_id, site_id, created_at, event_type,
        json_build_object('id', id, 'event_id', event_id, 'event_type', event_type,
                          'session_id', session_id, 'visitor_id', visitor_id,
                          'site_id', site_id, 'client_id', client_id, 'timestamp', "timestamp",
@@ -192,7 +192,8 @@ ORDER BY xid, id
 -- The failed events that belong to a batch: those of the transactions in its xid range
 -- (after_xid, upto_xid]. Consecutive batches' ranges neither overlap nor leave gaps, and
 -- every transaction at or below upto_xid had ended when the batch was claimed.
-SELECT json_build_object('id', id, 'request_id', request_id, 'position', position,
+SELECT client_id, site_id, reason, received_at,
+       json_build_object('id', id, 'request_id', request_id, 'position', position,
                          'client_id', client_id, 'site_id', site_id, 'reason', reason,
                          'field', field, 'message', message, 'payload', payload,
                          'received_at', received_at)::text AS line
