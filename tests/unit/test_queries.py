@@ -46,6 +46,9 @@ PACKAGED_NAMES = [
     "export_delivery_summary",
     "export_unprocessed_objects",
     "export_destination_states",
+    "record_site_discoveries",
+    "billing_discoveries",
+    "billing_ledger_batches",
 ]
 
 

@@ -347,3 +347,33 @@ SELECT count(DISTINCT batch_id) AS objects FROM export_deliveries WHERE state = 
 SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_at,
        last_success_at, paused_until > now() AS paused
 FROM export_destination_state ORDER BY client_id
+
+-- record_site_discoveries --
+-- Billing: the (client, site) pairs of a flush that its process had not seen yet, each with
+-- its earliest event. A pair already recorded keeps its row unless this event is earlier
+-- (collectors race, spools replay late); rows come sorted, so racing flushes lock in order.
+INSERT INTO site_discoveries (client_id, site_id, first_seen)
+SELECT client_id, site_id, first_seen
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d (client_id, site_id, first_seen)
+ON CONFLICT (client_id, site_id) DO UPDATE
+SET first_seen = LEAST(site_discoveries.first_seen, EXCLUDED.first_seen)
+WHERE EXCLUDED.first_seen < site_discoveries.first_seen
+
+-- billing_discoveries --
+-- Sites discovered for one client (or all: $1 NULL), first seen in [$2, $3) (NULL: open).
+SELECT client_id, site_id, first_seen, recorded_at FROM site_discoveries
+WHERE ($1::text IS NULL OR client_id = $1::text)
+  AND ($2::timestamptz IS NULL OR first_seen >= $2::timestamptz)
+  AND ($3::timestamptz IS NULL OR first_seen < $3::timestamptz)
+ORDER BY client_id, first_seen, site_id
+
+-- billing_ledger_batches --
+-- The ledger's side of a reconciliation: the batches named in $1 (their metering was read)
+-- and every exported batch with events in [$2, $3), with each client's event count (none
+-- while a batch is still pending).
+SELECT b.batch_id, b.state, b.first_created_at, b.last_created_at, d.client_id,
+       d.event_count
+FROM export_batches b LEFT JOIN export_deliveries d USING (batch_id)
+WHERE b.batch_id = ANY($1::bigint[])
+   OR (b.state = 'exported' AND b.last_created_at >= $2 AND b.first_created_at < $3)
+ORDER BY b.batch_id, d.client_id
