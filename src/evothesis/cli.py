@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from evothesis import __version__
+from evothesis.cli_billing import billing_app
 from evothesis.cli_export import export_app, process_app, worker
 from evothesis.cli_registry import clients_app, domains_app, open_secret_box
 from evothesis.config import Settings, environment_help
@@ -159,6 +160,7 @@ app.add_typer(clients_app)
 app.add_typer(domains_app)
 app.add_typer(export_app)
 app.add_typer(process_app)
+app.add_typer(billing_app)
 app.command(epilog=environment_help())(worker)
 
 

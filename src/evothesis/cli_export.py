@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import typer
 
 from evothesis.cli_registry import (
@@ -22,12 +23,13 @@ from evothesis.cli_registry import (
     prepared_database,
     print_json,
 )
+from evothesis.config import Settings
 from evothesis.errors import EvothesisError
 from evothesis.export.pipeline import ExportPipeline, Progress, pipeline_from_settings
 from evothesis.storage.events import describe_error
 from evothesis.storage.pool import create_pool
 
-__all__ = ["export_app", "process_app", "worker"]
+__all__ = ["ProgressReport", "export_app", "process_app", "run_with_pool", "worker"]
 
 T = TypeVar("T")
 
@@ -40,7 +42,9 @@ Deadline = Annotated[
 ]
 
 
-def _run(work: Callable[[ExportPipeline], Awaitable[T]]) -> T:
+def run_with_pool(work: Callable[[Settings, asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run ``work`` on a small pool of the migrated database (``DATABASE_URL``, or the
+    embedded one); database and ``EvothesisError`` failures exit 1 with one line."""
     from evothesis.cli import load_settings
     from evothesis.logs import configure_logging
 
@@ -51,7 +55,7 @@ def _run(work: Callable[[ExportPipeline], Awaitable[T]]) -> T:
     async def run() -> T:
         pool = await create_pool(url, min_size=1, max_size=4)
         try:
-            return await work(pipeline_from_settings(settings, pool))
+            return await work(settings, pool)
         finally:
             await pool.close()
 
@@ -63,11 +67,16 @@ def _run(work: Callable[[ExportPipeline], Awaitable[T]]) -> T:
         fail(f"cannot use the database: {describe_error(exc)}")
 
 
+def _run(work: Callable[[ExportPipeline], Awaitable[T]]) -> T:
+    return run_with_pool(lambda settings, pool: work(pipeline_from_settings(settings, pool)))
+
+
 class ProgressReport:
     """A bar on a terminal; elsewhere (CI, logs) a line every ``every_s`` seconds."""
 
-    def __init__(self, label: str, every_s: float = 5.0) -> None:
+    def __init__(self, label: str, every_s: float = 5.0, *, unit: str = "events") -> None:
         self._label = label
+        self._unit = unit
         self._every = every_s
         self._last = 0.0
         self._bar: Any = None
@@ -86,7 +95,7 @@ class ProgressReport:
         if now - self._last >= self._every or done >= total:
             self._last = now
             share = f" ({100 * done / total:.0f}%)" if total else ""
-            typer.echo(f"{self._label}: {done}/{total} events{share}", err=True)
+            typer.echo(f"{self._label}: {done}/{total} {self._unit}{share}", err=True)
 
     def close(self) -> None:
         if self._bar is not None:

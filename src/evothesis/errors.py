@@ -130,3 +130,9 @@ class RegistryUnavailable(StorageUnavailable):
     """Pixel management cannot be reached and no cached answer is available; retry later."""
 
     code = "registry_unavailable"
+
+
+class InvalidPeriod(BadRequest):
+    """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
+
+    code = "invalid_period"
