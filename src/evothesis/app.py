@@ -11,13 +11,14 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from evothesis.api import export, gdpr, metrics, ops, site
+from evothesis.api import billing, export, gdpr, metrics, ops, site
 from evothesis.api.asgi import Receive, Scope, Send
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.factory import new_api
 from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
+from evothesis.billing.service import billing_from_settings
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
@@ -112,6 +113,7 @@ def create_app(
         )
         app.state.pipeline = pipeline = pipeline_from_settings(settings, pool)
         app.state.subjects = DataSubjectRequests(pool, pipeline)
+        app.state.billing = billing_from_settings(settings, pool)
         exporter = _start_scheduler(settings, pipeline, app)
         try:
             yield
@@ -138,6 +140,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(export.router)
     app.include_router(gdpr.router)
+    app.include_router(billing.router)
     app.include_router(site.router)
     if not settings.pixel_management_url:
         include_pixel_management(app)

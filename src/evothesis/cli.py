@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from evothesis import __version__
+from evothesis.cli_billing import billing_app
 from evothesis.cli_export import export_app, process_app, worker
 from evothesis.cli_gdpr import gdpr_app
 from evothesis.cli_registry import clients_app, domains_app, open_secret_box
@@ -161,6 +162,7 @@ app.add_typer(domains_app)
 app.add_typer(export_app)
 app.add_typer(process_app)
 app.add_typer(gdpr_app)
+app.add_typer(billing_app)
 app.command(epilog=environment_help())(worker)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "open_secret_box",
     "prepared_database",
     "print_json",
+    "print_table",
     "run_on_registry",
 ]
 
@@ -133,7 +134,7 @@ def print_json(value: object) -> None:
     typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo(
@@ -209,7 +210,7 @@ def list_clients() -> None:
     if not records:
         typer.echo("No clients registered; add one with `evothesis clients add`.")
         return
-    _print_table(
+    print_table(
         ("CLIENT ID", "NAME", "LEVEL", "ACTIVE", "DOMAINS"),
         [
             (

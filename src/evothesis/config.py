@@ -8,6 +8,7 @@ settings freely.
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -136,6 +137,13 @@ class Settings(BaseSettings):
     buffer_retention: str = Field("6h", alias="BUFFER_RETENTION")
     export_lease: str = Field("5m", alias="EXPORT_LEASE")
     export_in_serve: bool = Field(True, alias="EXPORT_IN_SERVE")
+
+    billing_rate_per_1000_events: Decimal = Field(
+        Decimal("0.01"),
+        ge=0,
+        alias="BILLING_RATE_PER_1000_EVENTS",
+        description="Dollars per 1,000 accepted events in `evothesis billing report`.",
+    )
 
     enrichment: bool = Field(
         True,
@@ -290,6 +298,7 @@ ENVIRONMENT_HELP: tuple[tuple[str, str], ...] = (
     ("EXPORT_FORMAT", "processed format when a client has none: json | csv | parquet"),
     ("BUFFER_RETENTION", "how long exported events stay in PostgreSQL (default 6h)"),
     ("EXPORT_IN_SERVE", "run the export scheduler inside serve (default true)"),
+    ("BILLING_RATE_PER_1000_EVENTS", "dollars per 1,000 accepted events (default 0.01)"),
     ("ENRICHMENT", "user agent, bot, geo, referrer and UTM columns: on | off (default on)"),
     ("GEOIP_DATABASE", "MaxMind-format .mmdb file for geo; unset = bundled country data"),
     (

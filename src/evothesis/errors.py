@@ -142,3 +142,9 @@ class RequestIncomplete(StorageUnavailable):
     """The data-subject request could not finish; nothing is lost, run it again."""
 
     code = "request_incomplete"
+
+
+class InvalidPeriod(BadRequest):
+    """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
+
+    code = "invalid_period"

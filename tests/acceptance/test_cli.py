@@ -41,10 +41,16 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def evothesis(
-    *args: str, env: dict[str, str], timeout: float = 120
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [EVOTHESIS, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [EVOTHESIS, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
     )
 
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -449,11 +449,8 @@ def test_every_format_end_to_end(
     # Nothing else in the processed bucket: no stray client folder, no partial file.
     assert {key.split("/")[1] for key in s3.keys(buckets.processed)} == set(formats)
 
-    # Metering: one file per batch, summing to exactly the accepted events and raw bytes.
-    batches = db_batches(database_url)
-    assert s3.keys(buckets.backup) == sorted(
-        metering_key(i, b["claimed_at"]) for i, b in batches.items()
-    )
+    # Metering: one file per batch and event day, summing to exactly the stored events and
+    # raw bytes.
     events, size = metering_totals(s3, buckets.backup)
     assert events == Counter(
         (r["client_id"], r["site_id"], arrival_day(r["created_at"])) for r in rows.values()
@@ -463,12 +460,16 @@ def test_every_format_end_to_end(
     }
     assert len({(client, site) for client, site, _ in events}) == 2 * len(formats)
     raw_size: Counter[Meter] = Counter()
+    metering_keys = set()
     for key in s3.keys(buckets.raw):
+        batch_id = int(key.rsplit("batch-", 1)[1].split(".", 1)[0])
         for line in gzip.decompress(s3.get(buckets.raw, key)).splitlines():
             event = orjson.loads(line)
             where = (event["client_id"], event["site_id"], arrival_day(event["created_at"]))
             raw_size[where] += len(line) + 1
+            metering_keys.add(metering_key(batch_id, date.fromisoformat(where[2])))
     assert size == raw_size
+    assert s3.keys(buckets.backup) == sorted(metering_keys)
     assert len(raw) == sum(events.values())
 
     # The collector redacted the personal-looking values before storing them, and no

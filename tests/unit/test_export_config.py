@@ -13,7 +13,14 @@ import pytest
 from evothesis.config import Settings
 from evothesis.export.buckets import BucketConfigError, BucketSpec, bucket_url, client_bucket
 from evothesis.export.keys import manifest_key, metering_key, processed_key, raw_key
-from evothesis.export.metering import MeteredEvent, encode_metering, meter
+from evothesis.export.metering import (
+    MeteredEvent,
+    MeteredFailure,
+    MeteringRecord,
+    decode_metering,
+    encode_metering,
+    meter,
+)
 from evothesis.export.timing import parse_duration, parse_schedule, retry_delay
 
 CLAIMED = datetime(2026, 3, 9, 23, 59, tzinfo=UTC)
@@ -130,7 +137,7 @@ def test_retry_delays_grow_exponentially_with_jitter_and_a_cap() -> None:
 
 def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert raw_key(42, CLAIMED) == "raw-events/2026/03/09/batch-000000000042.jsonl.gz"
-    assert metering_key(42, CLAIMED) == "metering/2026/03/09/batch-000000000042.jsonl"
+    assert metering_key(42, CLAIMED.date()) == "metering/2026/03/09/batch-000000000042.jsonl"
     assert processed_key("acme", 42, CLAIMED, "parquet") == (
         "processed-events/acme/2026/03/09/batch-000000000042.parquet"
     )
@@ -140,31 +147,32 @@ def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order
 
 
-def test_metering_totals_per_client_site_and_day_in_a_stable_order() -> None:
+def test_metering_totals_per_event_day_client_and_site_in_a_stable_order() -> None:
     day1, day2 = date(2026, 3, 9), date(2026, 3, 10)
     events = [
         MeteredEvent("b", "b.test", day1, 100),
         MeteredEvent("a", "a.test", day2, 10),
-        MeteredEvent("a", "a.test", day1, 20),
+        MeteredEvent("a", "a.test", day1, 20, envelope=True),
         MeteredEvent("a", "a.test", day1, 30),
     ]
-    records = meter(7, events)
-    assert records == [
+    failures = [
+        MeteredFailure("a", "a.test", day1, "wrong_type"),
+        MeteredFailure("a", "a.test", day1, "missing_field"),
+        MeteredFailure("a", "a.test", day1, "wrong_type"),
+    ]
+    days = meter(7, events, failures)
+    assert list(days) == [day1, day2]
+    assert [record.as_dict() for record in days[day1]] == [
         {
             "batch_id": 7,
             "client_id": "a",
             "site_id": "a.test",
             "day": "2026-03-09",
             "events": 2,
+            "accepted_events": 1,
+            "stored_events": 2,
+            "rejected": {"missing_field": 1, "wrong_type": 2},
             "bytes": 50,
-        },
-        {
-            "batch_id": 7,
-            "client_id": "a",
-            "site_id": "a.test",
-            "day": "2026-03-10",
-            "events": 1,
-            "bytes": 10,
         },
         {
             "batch_id": 7,
@@ -172,9 +180,49 @@ def test_metering_totals_per_client_site_and_day_in_a_stable_order() -> None:
             "site_id": "b.test",
             "day": "2026-03-09",
             "events": 1,
+            "accepted_events": 1,
+            "stored_events": 1,
+            "rejected": {},
             "bytes": 100,
         },
     ]
-    assert meter(7, reversed(events)) == records
-    lines = encode_metering(records).splitlines()
-    assert [orjson.loads(line) for line in lines] == records
+    assert [record.as_dict() for record in days[day2]] == [
+        {
+            "batch_id": 7,
+            "client_id": "a",
+            "site_id": "a.test",
+            "day": "2026-03-10",
+            "events": 1,
+            "accepted_events": 1,
+            "stored_events": 1,
+            "rejected": {},
+            "bytes": 10,
+        }
+    ]
+    assert meter(7, reversed(events), reversed(failures)) == days
+    encoded = encode_metering(days[day1])
+    assert encoded == encode_metering(meter(7, reversed(events), reversed(failures))[day1])
+    assert decode_metering(encoded) == days[day1]
+
+
+def test_metering_records_written_before_the_billing_fields_still_read() -> None:
+    old = (
+        b'{"batch_id":3,"client_id":"a","site_id":"a.test","day":"2026-03-09","events":4,"bytes":9}'
+    )
+    assert decode_metering(old + b"\n") == [
+        MeteringRecord(3, "a", "a.test", date(2026, 3, 9), 4, 4, {}, 9)
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"[1]",
+        b'{"batch_id":1}',
+        b'{"batch_id":"1","client_id":"a","site_id":"s","day":"2026-01-01"}',
+    ],
+)
+def test_a_damaged_metering_file_is_an_error_not_a_zero(line: bytes) -> None:
+    with pytest.raises(ValueError, match="metering"):
+        decode_metering(line)

@@ -57,6 +57,9 @@ PACKAGED_NAMES = [
     "gdpr_delete_buffer",
     "gdpr_audit_insert",
     "gdpr_audit_list",
+    "record_site_discoveries",
+    "billing_discoveries",
+    "billing_ledger_batches",
 ]
 
 

@@ -4,7 +4,7 @@ PostgreSQL is the other half)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from evothesis.export.formats import FILE_EXTENSIONS
 
@@ -19,16 +19,22 @@ def batch_name(batch_id: int) -> str:
     return f"batch-{batch_id:012d}"
 
 
-def _day(claimed_at: datetime) -> str:
-    return claimed_at.strftime("%Y/%m/%d")
+def _day(moment: date) -> str:
+    return moment.strftime("%Y/%m/%d")
 
 
 def raw_key(batch_id: int, claimed_at: datetime) -> str:
     return f"{RAW_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl.gz"
 
 
-def metering_key(batch_id: int, claimed_at: datetime) -> str:
-    return f"{METERING_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl"
+def metering_day_prefix(day: date) -> str:
+    """The folder of one event day's metering files: a report reads exactly its days."""
+    return f"{METERING_PREFIX}/{_day(day)}/"
+
+
+def metering_key(batch_id: int, day: date) -> str:
+    """A batch's metering file of one event day (not its claim day, unlike the other keys)."""
+    return f"{metering_day_prefix(day)}{batch_name(batch_id)}.jsonl"
 
 
 def failed_events_key(batch_id: int, claimed_at: datetime) -> str:

@@ -50,6 +50,18 @@ class BatchLine:
     client_id: str
     site_id: str
     created_at: datetime
+    event_type: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedLine:
+    """One rejected inner event of a batch as its JSON line, with what metering needs."""
+
+    client_id: str
+    site_id: str
+    reason: str
+    received_at: datetime
     line: str
 
 
@@ -140,12 +152,18 @@ class ExportLedger:
         rows = await self._fetch(
             "export_batch_lines", batch.after_xid, batch.after_id, batch.upto_xid, batch.upto_id
         )
-        return [BatchLine(r["client_id"], r["site_id"], r["created_at"], r["line"]) for r in rows]
+        return [
+            BatchLine(r["client_id"], r["site_id"], r["created_at"], r["event_type"], r["line"])
+            for r in rows
+        ]
 
-    async def batch_failed_lines(self, batch: Batch) -> list[str]:
+    async def batch_failed_lines(self, batch: Batch) -> list[FailedLine]:
         """The failed events of the batch's transactions, as JSON lines, in commit order."""
         rows = await self._fetch("export_batch_failed_lines", batch.after_xid, batch.upto_xid)
-        return [r["line"] for r in rows]
+        return [
+            FailedLine(r["client_id"], r["site_id"], r["reason"], r["received_at"], r["line"])
+            for r in rows
+        ]
 
     async def mark_exported(
         self,

@@ -265,7 +265,9 @@ class ExportPipeline:
                 "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<jsonl|csv|parquet>"
                 " (+ .manifest.json)"
             ),
-            "metering_key_pattern": "metering/YYYY/MM/DD/batch-<batch>.jsonl",
+            "metering_key_pattern": (
+                "metering/YYYY/MM/DD/batch-<batch>.jsonl (one per event day of the batch)"
+            ),
         }
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
+#: (client, site) pairs one process remembers as recorded in ``site_discoveries``. Past
+#: this many the memory is dropped and rebuilt: forgetting costs one redundant upsert per
+#: pair, never a wrong row.
+KNOWN_SITES_LIMIT = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class InsertedCount:
@@ -37,6 +43,8 @@ class EventStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        #: Pairs whose discovery this process has committed (``_record_discoveries``).
+        self._known_sites: set[tuple[str, str]] = set()
 
     async def insert(
         self,
@@ -54,7 +62,12 @@ class EventStore:
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
         staging table and ``ON CONFLICT DO NOTHING``, which costs PostgreSQL twice the work.
+
+        Sites this process has not seen yet are recorded in ``site_discoveries`` in the
+        same transaction (billing: a discovery exists exactly when its site has events).
+        Both the write buffer and the spool replay come through here, so both record them.
         """
+        discoveries = self._new_sites(rows)
         try:
             async with self._pool.acquire() as connection:
                 try:
@@ -62,21 +75,45 @@ class EventStore:
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
-                        await _write_side_records(connection, audits, failed)
+                        await _write_side_records(connection, audits, failed, discoveries)
                 except asyncpg.UniqueViolationError:
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
                         )
                         result = await connection.fetch(query("move_staged_events"))
-                        await _write_side_records(connection, audits, failed)
+                        await _write_side_records(connection, audits, failed, discoveries)
+                    self._remember_sites(discoveries)
                     return [
                         InsertedCount(r["client_id"], r["site_id"], r["inserted"]) for r in result
                     ]
         except UNAVAILABLE_ERRORS as exc:
             raise StorageUnavailable(f"could not store events: {describe_error(exc)}") from exc
+        self._remember_sites(discoveries)
         counts = Counter((row.client_id, row.site_id) for row in rows)
         return [InsertedCount(client, site, n) for (client, site), n in sorted(counts.items())]
+
+    def _new_sites(self, rows: Sequence[EventRow]) -> dict[tuple[str, str], datetime]:
+        """The flush's (client, site) pairs not yet known here, with their earliest event;
+        for known sites (nearly every flush) this is one set lookup per row."""
+        known = self._known_sites
+        firsts: dict[tuple[str, str], datetime] = {}
+        for row in rows:
+            pair = (row.client_id, row.site_id)
+            if pair in known:
+                continue
+            seen = firsts.get(pair)
+            if seen is None or row.created_at < seen:
+                firsts[pair] = row.created_at
+        return firsts
+
+    def _remember_sites(self, discoveries: dict[tuple[str, str], datetime]) -> None:
+        """Only after the commit: a rolled-back flush must be able to record them again."""
+        if not discoveries:
+            return
+        if len(self._known_sites) + len(discoveries) > KNOWN_SITES_LIMIT:
+            self._known_sites.clear()
+        self._known_sites.update(discoveries)
 
     async def count(self) -> dict[str, int]:
         """Events per client currently in the buffer."""
@@ -106,15 +143,27 @@ class EventStore:
 
 
 async def _write_side_records(
-    connection: asyncpg.Connection, audits: Sequence[AuditRecord], failed: Sequence[FailedEvent]
+    connection: asyncpg.Connection,
+    audits: Sequence[AuditRecord],
+    failed: Sequence[FailedEvent],
+    discoveries: dict[tuple[str, str], datetime],
 ) -> None:
     """One audit row per request id and one failed event per (request id, position): a
     retried or replayed batch records neither twice. (Statements per row; these are few
-    next to the events they go with.)"""
+    next to the events they go with.) New sites go in one statement, sorted so that two
+    flushes discovering the same sites lock their rows in the same order."""
     if audits:
         await connection.executemany(query("insert_audit"), audits)
     if failed:
         await connection.executemany(query("insert_failed_event"), failed)
+    if discoveries:
+        pairs = sorted(discoveries)
+        await connection.execute(
+            query("record_site_discoveries"),
+            [client for client, _ in pairs],
+            [site for _, site in pairs],
+            [discoveries[pair] for pair in pairs],
+        )
 
 
 def describe_error(exc: BaseException) -> str:

@@ -171,7 +171,7 @@ RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
 -- export_batch_lines --
 -- A batch's events as JSON Lines (the view export_event_lines), in commit order; the
 -- session time zone is UTC.
-SELECT client_id, site_id, created_at, line
+SELECT client_id, site_id, created_at, event_type, line
 FROM export_event_lines
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
 ORDER BY xid, id
@@ -180,7 +180,8 @@ ORDER BY xid, id
 -- The failed events that belong to a batch: those of the transactions in its xid range
 -- (after_xid, upto_xid]. Consecutive batches' ranges neither overlap nor leave gaps, and
 -- every transaction at or below upto_xid had ended when the batch was claimed.
-SELECT json_build_object('id', id, 'request_id', request_id, 'position', position,
+SELECT client_id, site_id, reason, received_at,
+       json_build_object('id', id, 'request_id', request_id, 'position', position,
                          'client_id', client_id, 'site_id', site_id, 'reason', reason,
                          'field', field, 'message', message, 'payload', payload,
                          'received_at', received_at)::text AS line
@@ -389,3 +390,33 @@ FROM gdpr_audit
 WHERE $1::text IS NULL OR client_id = $1
 ORDER BY recorded_at DESC, id DESC
 LIMIT $2
+
+-- record_site_discoveries --
+-- Billing: the (client, site) pairs of a flush that its process had not seen yet, each with
+-- its earliest event. A pair already recorded keeps its row unless this event is earlier
+-- (collectors race, spools replay late); rows come sorted, so racing flushes lock in order.
+INSERT INTO site_discoveries (client_id, site_id, first_seen)
+SELECT client_id, site_id, first_seen
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d (client_id, site_id, first_seen)
+ON CONFLICT (client_id, site_id) DO UPDATE
+SET first_seen = LEAST(site_discoveries.first_seen, EXCLUDED.first_seen)
+WHERE EXCLUDED.first_seen < site_discoveries.first_seen
+
+-- billing_discoveries --
+-- Sites discovered for one client (or all: $1 NULL), first seen in [$2, $3) (NULL: open).
+SELECT client_id, site_id, first_seen, recorded_at FROM site_discoveries
+WHERE ($1::text IS NULL OR client_id = $1::text)
+  AND ($2::timestamptz IS NULL OR first_seen >= $2::timestamptz)
+  AND ($3::timestamptz IS NULL OR first_seen < $3::timestamptz)
+ORDER BY client_id, first_seen, site_id
+
+-- billing_ledger_batches --
+-- The ledger's side of a reconciliation: the batches named in $1 (their metering was read)
+-- and every exported batch with events in [$2, $3), with each client's event count (none
+-- while a batch is still pending).
+SELECT b.batch_id, b.state, b.first_created_at, b.last_created_at, d.client_id,
+       d.event_count
+FROM export_batches b LEFT JOIN export_deliveries d USING (batch_id)
+WHERE b.batch_id = ANY($1::bigint[])
+   OR (b.state = 'exported' AND b.last_created_at >= $2 AND b.first_created_at < $3)
+ORDER BY b.batch_id, d.client_id
