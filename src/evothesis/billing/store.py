@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,9 +10,8 @@ import asyncpg
 
 from evothesis.billing.period import Period
 from evothesis.billing.reconcile import LedgerBatch
-from evothesis.errors import StorageUnavailable
-from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
+from evothesis.storage.sessions import with_connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +67,6 @@ class BillingStore:
         return [LedgerBatch(b, *span, counts.get(b, {})) for b, span in spans.items()]
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
-        try:
-            async with asyncio.timeout(60):
-                async with self._pool.acquire() as connection:
-                    return await connection.fetch(query(name), *args)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"billing: {describe_error(exc)}") from exc
+        return await with_connection(
+            self._pool, lambda connection: connection.fetch(query(name), *args), what="billing"
+        )

@@ -8,7 +8,6 @@ an exporter that dies mid-batch only delays that batch until its lease runs out.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Any
 import asyncpg
 
 from evothesis.errors import StorageUnavailable
-from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
+from evothesis.storage.sessions import session_lock, with_connection
 
 #: The cursor before the first batch: below every real (xid, id).
 _ORIGIN = ("0", 0)
@@ -102,23 +101,10 @@ class ExportLedger:
                 "export runs need a database pool of at least 2 connections "
                 "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)"
             )
-        try:
-            async with asyncio.timeout(60):
-                connection = await self._pool.acquire()
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
-        try:
-            try:
-                await connection.execute(query("export_shared_lock"))
-            except UNAVAILABLE_ERRORS as exc:
-                raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
-            try:
-                yield
-            finally:
-                with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                    await connection.execute(query("export_shared_unlock"))
-        finally:
-            await self._pool.release(connection)
+        async with session_lock(
+            self._pool, "export_shared_lock", "export_shared_unlock", what="export ledger"
+        ):
+            yield
 
     # ------------------------------------------------------------------------- raw batches
 
@@ -306,12 +292,7 @@ class ExportLedger:
     # ------------------------------------------------------------------------------ helpers
 
     async def _run(self, work: Any) -> Any:
-        try:
-            async with asyncio.timeout(60):
-                async with self._pool.acquire() as connection:
-                    return await work(connection)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"export ledger: {describe_error(exc)}") from exc
+        return await with_connection(self._pool, work, what="export ledger")
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         return await self._run(lambda c: c.fetch(query(name), *args))

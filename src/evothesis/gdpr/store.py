@@ -4,7 +4,6 @@ the exported batches that hold the client's events, the exclusive export lock, t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -15,11 +14,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from evothesis.errors import ExportsRunning, StorageUnavailable
+from evothesis.errors import ExportsRunning
 from evothesis.export.ledger import Delivery
 from evothesis.gdpr.lines import FoundEvent, found_events
-from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
+from evothesis.storage.sessions import LockBusy, session_lock, with_connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,28 +102,19 @@ class SubjectStore:
         while waiting, new runs queue behind this request instead of starving it.
         """
         try:
-            async with asyncio.timeout(60):
-                connection = await self._pool.acquire()
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"data-subject request: {describe_error(exc)}") from exc
-        try:
-            try:
-                await connection.execute(query("gdpr_lock_timeout"), str(int(wait_s * 1000)))
-                await connection.execute(query("gdpr_exclusive_lock"))
-            except asyncpg.LockNotAvailableError:
-                raise ExportsRunning(
-                    f"export runs kept the buffer for more than {wait_s:g} s; "
-                    "retry the request (nothing was changed)"
-                ) from None
-            except UNAVAILABLE_ERRORS as exc:
-                raise StorageUnavailable(f"data-subject request: {describe_error(exc)}") from exc
-            try:
+            async with session_lock(
+                self._pool,
+                "gdpr_exclusive_lock",
+                "gdpr_exclusive_unlock",
+                what="data-subject request",
+                wait_s=wait_s,
+            ):
                 yield
-            finally:
-                with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                    await connection.execute(query("gdpr_exclusive_unlock"))
-        finally:
-            await self._pool.release(connection)
+        except LockBusy:
+            raise ExportsRunning(
+                f"export runs kept the buffer for more than {wait_s:g} s; "
+                "retry the request (nothing was changed)"
+            ) from None
 
     async def audit(
         self,
@@ -164,9 +154,4 @@ class SubjectStore:
         ]
 
     async def _run(self, work: Any) -> Any:
-        try:
-            async with asyncio.timeout(60):
-                async with self._pool.acquire() as connection:
-                    return await work(connection)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"data-subject request: {describe_error(exc)}") from exc
+        return await with_connection(self._pool, work, what="data-subject request")

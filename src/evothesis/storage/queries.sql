@@ -351,8 +351,8 @@ SELECT pg_advisory_lock(7461707468657370)
 -- gdpr_exclusive_unlock --
 SELECT pg_advisory_unlock(7461707468657370)
 
--- gdpr_lock_timeout --
--- How long a deletion waits for running exports before giving up ($1: milliseconds).
+-- set_lock_timeout --
+-- How long this session waits for a lock before giving up ($1: milliseconds).
 SELECT set_config('lock_timeout', $1::text, false)
 
 -- gdpr_client_exists --

@@ -1,0 +1,72 @@
+"""Pool connections for work off the hot path (status, exports, billing, data-subject
+requests): one bound on how long a call may wait, one translation of driver errors into
+``StorageUnavailable``, and session-level advisory locks that outlive a transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from evothesis.errors import StorageUnavailable
+from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
+from evothesis.storage.queries import query
+
+T = TypeVar("T")
+
+
+class LockBusy(Exception):
+    """The lock was still held by others when the caller's wait ran out."""
+
+
+async def with_connection(
+    pool: asyncpg.Pool,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    what: str,
+    timeout_s: float = 60,
+) -> T:
+    """``work`` on a pooled connection within ``timeout_s``; driver errors become
+    ``StorageUnavailable`` prefixed with ``what``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with pool.acquire() as connection:
+                return await work(connection)
+    except UNAVAILABLE_ERRORS as exc:
+        raise StorageUnavailable(f"{what}: {describe_error(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def session_lock(
+    pool: asyncpg.Pool, lock: str, unlock: str, *, what: str, wait_s: float | None = None
+) -> AsyncIterator[None]:
+    """Hold an advisory lock (the named ``lock``/``unlock`` queries) on one pooled
+    connection for the body's length, across the body's own transactions and connections.
+
+    ``wait_s`` bounds the wait for the lock (``LockBusy`` after it); the pool's reset on
+    release drops the lock too, should the unlock fail.
+    """
+    try:
+        async with asyncio.timeout(60):
+            connection = await pool.acquire()
+    except UNAVAILABLE_ERRORS as exc:
+        raise StorageUnavailable(f"{what}: {describe_error(exc)}") from exc
+    try:
+        try:
+            if wait_s is not None:
+                await connection.execute(query("set_lock_timeout"), str(int(wait_s * 1000)))
+            await connection.execute(query(lock))
+        except asyncpg.LockNotAvailableError:
+            raise LockBusy(what) from None
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"{what}: {describe_error(exc)}") from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await connection.execute(query(unlock))
+    finally:
+        await pool.release(connection)
