@@ -11,8 +11,9 @@ and on a moto S3 server on loopback. Afterwards the objects are read back and th
 counted: a run that loses or duplicates events fails.
 
 The baseline, measured in the same run on the same rows, is PostgreSQL alone reading the
-backlog (``COPY (SELECT <the raw export's JSON>) TO STDOUT``): the export's ratio to it
-says how much the pipeline adds to the unavoidable read. Reported: median of ``--runs``.
+backlog through the raw export's own query (``COPY (SELECT <metering columns, JSON line>)
+TO STDOUT``): the export's ratio to it says how much the pipeline adds to that read.
+Reported: median of ``--runs``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def baseline(pool: asyncpg.Pool) -> float:
         )
     everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], 0, 0)
     started = time.perf_counter()
-    await ExportLedger(pool, owner="bench", lease_s=60).batch_lines(everything)
+    await ExportLedger(pool, owner="bench", lease_s=60).batch_rows(everything)
     return time.perf_counter() - started
 
 

@@ -29,7 +29,7 @@ PACKAGED_NAMES = [
     "export_cursor",
     "export_claim",
     "export_lease_batch",
-    "export_batch_lines",
+    "export_batch_rows",
     "export_batch_failed_lines",
     "export_mark_exported",
     "export_add_deliveries",

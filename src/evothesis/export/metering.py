@@ -19,19 +19,18 @@ from datetime import date
 
 import orjson
 
-#: The event type of a batch request's envelope row: stored, but not an event of its own.
-ENVELOPE_EVENT_TYPE = "batch"
-
 
 @dataclass(frozen=True, slots=True)
 class MeteredEvent:
-    """What billing needs of one exported event: its owner, its day, its size, its kind."""
+    """What billing needs of exported events: their owner, day, size and kind; ``count``
+    events of the same kind at once (``size`` is then their total)."""
 
     client_id: str
     site_id: str
     day: date
     size: int
     envelope: bool = False
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +113,8 @@ def meter(
     totals: dict[tuple[date, str, str], _Totals] = defaultdict(_Totals)
     for event in events:
         entry = totals[(event.day, event.client_id, event.site_id)]
-        entry.stored += 1
-        entry.accepted += not event.envelope
+        entry.stored += event.count
+        entry.accepted += 0 if event.envelope else event.count
         entry.size += event.size
     for failure in failures:
         totals[(failure.day, failure.client_id, failure.site_id)].rejected[failure.reason] += 1

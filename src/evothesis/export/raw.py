@@ -15,16 +15,17 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from evothesis.export.cpu import run_in_worker
 from evothesis.export.keys import failed_events_key, metering_key, raw_key
-from evothesis.export.ledger import Batch, BatchLine, ExportLedger, FailedLine, counts_by_client
+from evothesis.export.ledger import Batch, ExportLedger, FailedLine
 from evothesis.export.metering import (
-    ENVELOPE_EVENT_TYPE,
     MeteredEvent,
     MeteredFailure,
     encode_metering,
     meter,
 )
 from evothesis.export.objects import Bucket
+from evothesis.export.rows import read_batch_rows
 
 logger = logging.getLogger("evothesis.export")
 
@@ -55,14 +56,15 @@ class RawExporter:
 
     async def export(self, batch: Batch) -> RawResult:
         """Raises ``ObjectStoreError`` (the batch stays pending) or ``StorageUnavailable``."""
-        lines = await self._ledger.batch_lines(batch)
+        rows = await self._ledger.batch_rows(batch)
         failed = await self._ledger.batch_failed_lines(batch)
-        body, metering = await asyncio.to_thread(_encode, batch.batch_id, lines, failed)
+        encoded = await run_in_worker(encode_batch, batch.batch_id, rows, failed)
+        body = encoded.body
         key = raw_key(batch.batch_id, batch.claimed_at)
         puts = [self._raw.put(key, body)]
         puts.extend(
             self._backup.put(metering_key(batch.batch_id, day), records)
-            for day, records in metering.items()
+            for day, records in encoded.metering.items()
         )
         if failed:
             # Only batches with failures get a file; same batch, same failures, same bytes.
@@ -77,35 +79,37 @@ class RawExporter:
             batch,
             raw_key=key,
             raw_bytes=len(body),
-            event_count=len(lines),
-            client_counts=counts_by_client(lines),
+            event_count=encoded.events,
+            client_counts=encoded.client_counts,
             default_format=self._default_format,
         )
         logger.info(
             "Successfully uploaded %d events to raw S3: %s%s",
-            len(lines),
+            encoded.events,
             key,
             "" if recorded else " (already recorded by another exporter)",
         )
-        return RawResult(batch.batch_id, len(lines), key, len(body), recorded)
+        return RawResult(batch.batch_id, encoded.events, key, len(body), recorded)
 
 
-def _encode(
-    batch_id: int, lines: list[BatchLine], failed: list[FailedLine]
-) -> tuple[bytes, dict[date, bytes]]:
-    """The gzip JSON Lines object (``mtime=0``: same batch, same bytes) and its metering
-    files by event day (UTC: the session time zone, so ``created_at`` comes in UTC)."""
-    encoded = [line.line.encode() for line in lines]
-    body = b"".join(line + b"\n" for line in encoded)
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A batch as it is written: the gzip raw object, its metering files by event day, and
+    the counts the ledger records."""
+
+    body: bytes
+    metering: dict[date, bytes]
+    events: int
+    client_counts: dict[str, int]
+
+
+def encode_batch(batch_id: int, rows: bytes, failed: list[FailedLine]) -> EncodedBatch:
+    """The raw object (``mtime=0``: same batch, same bytes) and its metering from the
+    batch's COPY rows (in a worker process: only bytes travel)."""
+    read = read_batch_rows(rows)
     metered = (
-        MeteredEvent(
-            line.client_id,
-            line.site_id,
-            _utc_day(line.created_at),
-            len(data) + 1,
-            envelope=line.event_type == ENVELOPE_EVENT_TYPE,
-        )
-        for line, data in zip(lines, encoded, strict=True)
+        MeteredEvent(client_id, site_id, day, size, envelope=envelope, count=count)
+        for (client_id, site_id, day, envelope), (count, size) in read.tallies.items()
     )
     failures = (
         MeteredFailure(f.client_id, f.site_id, _utc_day(f.received_at), f.reason) for f in failed
@@ -113,7 +117,7 @@ def _encode(
     files = {
         day: encode_metering(records) for day, records in meter(batch_id, metered, failures).items()
     }
-    return gzip_object(body), files
+    return EncodedBatch(gzip_object(read.body), files, read.events, read.client_counts())
 
 
 def gzip_object(body: bytes) -> bytes:

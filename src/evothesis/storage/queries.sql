@@ -168,10 +168,11 @@ WHERE b.batch_id = (
 RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
           upto_xid::text AS upto_xid, upto_id, event_count, attempts
 
--- export_batch_lines --
--- A batch's events as JSON Lines (the view export_event_lines), in commit order; the
--- session time zone is UTC.
-SELECT client_id, site_id, created_at, event_type, line
+-- export_batch_rows --
+-- A batch's events for COPY TO STDOUT (text format), in commit order: what metering needs,
+-- then the raw JSON line (the view export_event_lines). The session time zone is UTC, so
+-- created_at::date is the UTC day.
+SELECT client_id, site_id, created_at::date, event_type = 'batch', line
 FROM export_event_lines
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
 ORDER BY xid, id

