@@ -248,10 +248,12 @@ def main() -> None:
                 for n, (suffix, _, base) in enumerate(collectors)
             ]
             # Interleaved: run i of every variant back to back, so drift in machine speed
-            # (other tenants, thermal) hits both sides of a comparison alike.
+            # (other tenants, thermal) hits both sides of a comparison alike; the order
+            # flips every round, because the database a run has just filled is still
+            # checkpointing and vacuuming while the next variant is measured.
             for index in range(args.runs):
                 for name, events in (("single", 0), ("batch20", 20)):
-                    for suffix, base in targets:
+                    for suffix, base in targets if index % 2 == 0 else targets[::-1]:
                         print(f"collector{suffix}, {name}, round {index + 1}:", flush=True)
                         results += measure(name + suffix, base, events, args, count=True, runs=1)
         head = collectors[-1][1]
