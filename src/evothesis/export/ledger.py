@@ -128,9 +128,9 @@ class ExportLedger:
         per event, ``client_id``, ``site_id``, UTC day, envelope (t/f) and the raw JSON line
         (``export.rows`` reads them).
 
-        COPY streams the rows as bytes, so no Python object is made per event here; with a
-        fetch, building a string per event and encoding it back cost as much as PostgreSQL
-        rendering the JSON.
+        COPY streams the rows as bytes, so no Python object is made per event here; a fetch
+        built a string per event (to be encoded back) and took 1.7 times as long (9.3 s
+        against 5.4 s for 300,000 events, summed over two concurrent batches).
         """
         chunks: list[bytes] = []
 
