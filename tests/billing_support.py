@@ -3,7 +3,6 @@ through the real ``EventStore`` (so discoveries are recorded as in production)."
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,6 +12,7 @@ import orjson
 from evothesis.domain import EventRow
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
+from tests.conftest import run_coroutine
 
 
 def event_row(
@@ -50,4 +50,4 @@ def insert_rows(database_url: str, *flushes: Sequence[EventRow]) -> None:
         finally:
             await pool.close()
 
-    asyncio.run(run())
+    run_coroutine(run)

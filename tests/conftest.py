@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,14 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+def run_coroutine(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make()`` to completion from synchronous test code, on a thread of its own: the
+    session's Playwright browser (acceptance tests) keeps an event loop running in the main
+    thread, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-coroutine") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
 def with_registry(database_url: str, work: Callable[[RegistryStore], Awaitable[T]]) -> T:
     """Run ``work`` against the registry of a test database, sealed with the test key."""
 
@@ -127,7 +136,7 @@ def with_registry(database_url: str, work: Callable[[RegistryStore], Awaitable[T
         finally:
             await pool.close()
 
-    return asyncio.run(run())
+    return run_coroutine(run)
 
 
 def register_client(database_url: str, client_id: str, *domains: str, **spec: Any) -> str:

@@ -4,7 +4,6 @@ exactly-once check the fault and scale-out tests share."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import gzip
 import io
@@ -25,6 +24,7 @@ from moto.server import ThreadedMotoServer
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.storage.pool import create_pool
+from tests.conftest import run_coroutine
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"
@@ -124,7 +124,7 @@ def run_pipeline(database_url: str, work: Callable[[ExportPipeline], Any], **env
         finally:
             await pool.close()
 
-    return asyncio.run(run())
+    return run_coroutine(run)
 
 
 # ----------------------------------------------------------------------------- readers
