@@ -26,8 +26,8 @@ from evothesis.cli_registry import (
 from evothesis.config import Settings
 from evothesis.errors import EvothesisError
 from evothesis.export.pipeline import ExportPipeline, Progress, pipeline_from_settings
-from evothesis.storage.events import describe_error
 from evothesis.storage.pool import create_pool
+from evothesis.storage.sessions import describe_error
 
 __all__ = ["ProgressReport", "export_app", "process_app", "run_with_pool", "worker"]
 

@@ -30,7 +30,7 @@ from evothesis.registry.choices import (
 )
 from evothesis.registry.secrets import SecretBox, SecretKeyError
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
-from evothesis.storage.events import describe_error
+from evothesis.storage.sessions import describe_error
 
 __all__ = [
     "DATABASE_ERRORS",

@@ -26,8 +26,8 @@ from evothesis.registry.secrets import (
     new_salt,
     new_write_key,
 )
-from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
+from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error
 
 logger = logging.getLogger("evothesis.registry")
 

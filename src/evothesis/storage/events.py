@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,14 +13,7 @@ import asyncpg
 from evothesis.domain import EVENT_COLUMNS, AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.queries import query
-
-#: Failures that mean "the database is not there right now", as opposed to our bugs.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
+from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error, with_connection
 
 #: (client, site) pairs one process remembers as recorded in ``site_discoveries``. Past
 #: this many the memory is dropped and rebuilt: forgetting costs one redundant upsert per
@@ -126,20 +118,20 @@ class EventStore:
 
     async def ping(self) -> None:
         """Raise ``StorageUnavailable`` unless the database answers within two seconds."""
-        try:
-            async with asyncio.timeout(2):
-                async with self._pool.acquire() as connection:
-                    await connection.fetchval(query("ping"))
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
+        await with_connection(
+            self._pool,
+            lambda connection: connection.fetchval(query("ping")),
+            what="database unreachable",
+            timeout_s=2,
+        )
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
-        try:
-            async with asyncio.timeout(10):
-                async with self._pool.acquire() as connection:
-                    return await connection.fetch(query(name), *args)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StorageUnavailable(f"database unreachable: {describe_error(exc)}") from exc
+        return await with_connection(
+            self._pool,
+            lambda connection: connection.fetch(query(name), *args),
+            what="database unreachable",
+            timeout_s=10,
+        )
 
 
 async def _write_side_records(
@@ -164,7 +156,3 @@ async def _write_side_records(
             [site for _, site in pairs],
             [discoveries[pair] for pair in pairs],
         )
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

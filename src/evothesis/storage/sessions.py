@@ -12,10 +12,21 @@ from typing import TypeVar
 import asyncpg
 
 from evothesis.errors import StorageUnavailable
-from evothesis.storage.events import UNAVAILABLE_ERRORS, describe_error
 from evothesis.storage.queries import query
 
 T = TypeVar("T")
+
+#: Failures that mean "the database is not there right now", as opposed to our bugs.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class LockBusy(Exception):
