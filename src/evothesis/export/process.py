@@ -165,7 +165,12 @@ class RenderedFile:
 def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
     """Split a gzip raw object per client and encode each delivery's file (in a worker
     process: only bytes travel back)."""
-    events = group_by_client(parse_raw_lines(gzip.decompress(raw)))
+    return render_lines(gzip.decompress(raw), deliveries)
+
+
+def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
+    """``render_files`` for a raw object's decompressed JSON Lines."""
+    events = group_by_client(parse_raw_lines(lines))
     files = []
     for delivery in deliveries:
         mine = events.get(delivery.client_id, [])

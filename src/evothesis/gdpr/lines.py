@@ -14,7 +14,7 @@ import orjson
 
 from evothesis.export.formats import RawFormatError
 from evothesis.export.ledger import Delivery
-from evothesis.export.process import RenderedFile, render_files
+from evothesis.export.process import RenderedFile, render_lines
 from evothesis.export.raw import gzip_object
 
 
@@ -129,6 +129,5 @@ def rewrite_object(
     split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
     if not split.matched:
         return ObjectRewrite(0)
-    new_raw = gzip_object(split.kept)
-    file = render_files(new_raw, [delivery])[0] if delivery is not None else None
-    return ObjectRewrite(len(split.matched), new_raw, file)
+    file = render_lines(split.kept, [delivery])[0] if delivery is not None else None
+    return ObjectRewrite(len(split.matched), gzip_object(split.kept), file)
