@@ -60,20 +60,17 @@ class Scenario:
 def _post(collector: RunningCollector, client_id: str, visitor: str, round_: int) -> set[str]:
     """A single event and a batch (envelope + 3) for one visitor of one client."""
     _, origin, site = CLIENTS[client_id]
+    sender = {"siteId": site, "visitorId": visitor, "sessionId": f"s-{round_}"}
     single = {
         "eventType": "pageview",
         "eventId": str(uuid.uuid4()),
-        "siteId": site,
-        "visitorId": visitor,
-        "sessionId": f"s-{round_}",
+        **sender,
         "eventData": {"label": 'comma, "quote"\nline', "round": round_},
     }
     batch = {
         "eventType": "batch",
         "eventId": str(uuid.uuid4()),
-        "siteId": site,
-        "visitorId": visitor,
-        "sessionId": f"s-{round_}",
+        **sender,
         "events": [{"eventType": "click", "eventId": str(uuid.uuid4())} for _ in range(3)],
     }
     with collector.client(origin=origin) as client:
