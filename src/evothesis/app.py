@@ -18,7 +18,7 @@ from evothesis.api.deadlines import ReadDeadlines
 from evothesis.api.factory import new_api
 from evothesis.api.metrics import RequestMetrics
 from evothesis.api.registry import include_pixel_management
-from evothesis.billing.service import billing_from_settings
+from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
@@ -113,7 +113,7 @@ def create_app(
         )
         app.state.pipeline = pipeline = pipeline_from_settings(settings, pool)
         app.state.subjects = DataSubjectRequests(pool, pipeline)
-        app.state.billing = billing_from_settings(settings, pool)
+        app.state.billing = Billing(pool, pipeline.backup_bucket)
         exporter = _start_scheduler(settings, pipeline, app)
         try:
             yield
