@@ -14,6 +14,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,11 +27,14 @@ from evothesis.export.formats import (
     EXPORT_FORMATS,
     FILE_EXTENSIONS,
     PARQUET_SCHEMA,
+    RawEvent,
     RawFormatError,
     encode_events,
+    event_columns,
     export_metadata,
     group_by_client,
     parse_raw_lines,
+    split_by_client,
 )
 
 #: The raw line's key order, as the buffer's export query prints it.
@@ -153,6 +157,18 @@ def raw_bytes(events: list[dict[str, Any]], *, trailing_newline: bool = True) ->
     return body + b"\n" if trailing_newline and events else body
 
 
+def decoded(events: list[dict[str, Any]]) -> list[RawEvent]:
+    """The events as the encoders receive them: through a raw object."""
+    return parse_raw_lines(raw_bytes(events))
+
+
+def as_dict(event: RawEvent) -> dict[str, Any]:
+    return {
+        **msgspec.structs.asdict(event),
+        "raw_event_data": orjson.loads(bytes(event.raw_event_data)),
+    }
+
+
 def instant(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
@@ -207,9 +223,9 @@ def test_raw_objects_from_before_enrichment_read_as_not_enriched() -> None:
     event = make_event(1)
     body = orjson.dumps({key: event[key] for key in SEED_RAW_KEYS}) + b"\n"
     [parsed] = parse_raw_lines(body)
-    assert parsed["is_bot"] is False
-    assert all(parsed[name] is None for name in ENRICHED_COLUMNS if name != "is_bot")
-    assert parsed["raw_event_data"] == event["raw_event_data"]
+    assert parsed.is_bot is False
+    assert all(getattr(parsed, name) is None for name in ENRICHED_COLUMNS if name != "is_bot")
+    assert as_dict(parsed)["raw_event_data"] == event["raw_event_data"]
 
 
 def test_is_bot_must_be_a_boolean() -> None:
@@ -221,8 +237,7 @@ def test_is_bot_must_be_a_boolean() -> None:
 def test_parse_raw_lines_returns_the_events(trailing_newline: bool) -> None:
     events = tricky_events()
     parsed = parse_raw_lines(raw_bytes(events, trailing_newline=trailing_newline))
-    assert parsed == events
-    assert all(isinstance(event["raw_event_data"], dict) for event in parsed)
+    assert [as_dict(event) for event in parsed] == events
 
 
 def test_parse_raw_lines_of_nothing_is_no_events() -> None:
@@ -232,8 +247,8 @@ def test_parse_raw_lines_of_nothing_is_no_events() -> None:
 def test_parse_raw_lines_ignores_extra_keys_and_accepts_crlf() -> None:
     line = orjson.dumps({**make_event(1), "xid": "12345"})
     parsed = parse_raw_lines(line + b"\r\n" + orjson.dumps(make_event(2)) + b"\r\n")
-    assert [event["id"] for event in parsed] == [1, 2]
-    assert encode_events(parsed[:1], "json") == encode_events([make_event(1)], "json")
+    assert [event.id for event in parsed] == [1, 2]
+    assert encode_events(parsed[:1], "json") == encode_events(decoded([make_event(1)]), "json")
 
 
 def _line_with(number: int, **changes: Any) -> bytes:
@@ -256,6 +271,8 @@ def _without(key: str) -> bytes:
         (_without("client_id"), "missing key 'client_id'"),
         (_without("raw_event_data"), "missing key 'raw_event_data'"),
         (b"", "empty line"),
+        (b"  \r", "empty line"),
+        (_line_with(2) + _line_with(2), "not valid JSON"),
         (_line_with(2, id="2"), "'id' must be an integer"),
         (_line_with(2, id=True), "'id' must be an integer"),
         (_line_with(2, client_id=None), "'client_id' must be a string"),
@@ -272,6 +289,21 @@ def test_parse_raw_lines_names_the_bad_line(bad_line: bytes, fragment: str) -> N
     assert caught.value.line == 2
     assert str(caught.value).startswith("raw line 2: ")
     assert fragment in str(caught.value)
+
+
+def test_raw_event_data_is_compacted_as_written() -> None:
+    """PostgreSQL prints jsonb with a space after every separator; files carry compact
+    JSON, with strings and numbers exactly as they were (no re-rendering of 1.50 or 1e3)."""
+    spaced = b'{"a": 1.50, "b": [1, 2, {"c": null}], "s": "x, y: z", "n": 1e3}'
+    line = orjson.dumps(make_event(1, raw_event_data={})).replace(
+        b'"raw_event_data":{}', (b'"raw_event_data": ' + spaced)
+    )
+    compact = '{"a":1.50,"b":[1,2,{"c":null}],"s":"x, y: z","n":1e3}'
+    [event] = parse_raw_lines(line + b"\n")
+    assert bytes(event.raw_event_data) == compact.encode()
+    assert orjson.loads(encode_events([event], "json"))["raw_event_data"] == orjson.loads(spaced)
+    assert read_csv(encode_events([event], "csv"))[1][-1] == compact
+    assert read_parquet(encode_events([event], "parquet"))["raw_event_data"][0].as_py() == compact
 
 
 def test_raw_format_error_on_the_first_line_and_after_many() -> None:
@@ -292,12 +324,30 @@ def test_raw_format_error_is_a_value_error_that_pickles() -> None:
 # --- grouping ----------------------------------------------------------------------------
 
 
+def test_split_by_client_cuts_the_same_rows_as_group_by_client() -> None:
+    """Columns cut from one table of the object equal columns built per client, and every
+    format encodes the same bytes from either."""
+    clients = ["c", "a", "c", "b", "a", "c", "c"]
+    events = decoded([make_event(n, client_id=client) for n, client in enumerate(clients, 1)])
+    groups = group_by_client(events)
+    split = split_by_client(events)
+    assert list(split) == list(groups) == ["c", "a", "b"]
+    for client_id, group in groups.items():
+        assert split[client_id].events == group
+        assert split[client_id].columns.equals(event_columns(group))
+        for fmt in EXPORT_FORMATS:
+            assert encode_events(split[client_id], fmt) == encode_events(group, fmt), fmt
+    without = split_by_client(events, columns=False)
+    assert {client: part.columns for client, part in without.items()} == dict.fromkeys(groups)
+    assert encode_events(without["a"], "csv") == encode_events(groups["a"], "csv")
+
+
 def test_group_by_client_keeps_both_orders() -> None:
     clients = ["c", "a", "c", "b", "a", "c"]
     events = [make_event(n, client_id=client) for n, client in enumerate(clients, 1)]
-    groups = group_by_client(iter(events))
+    groups = group_by_client(iter(decoded(events)))
     assert list(groups) == ["c", "a", "b"]
-    assert {client: [e["id"] for e in group] for client, group in groups.items()} == {
+    assert {client: [e.id for e in group] for client, group in groups.items()} == {
         "c": [1, 3, 6],
         "a": [2, 5],
         "b": [4],
@@ -360,7 +410,7 @@ def test_csv_quotes_only_what_rfc_4180_requires() -> None:
         timestamp="2026-11-25T10:00:00+00:00",
         created_at="2026-11-25T10:00:01+00:00",
     )
-    data = encode_events([event], "csv")
+    data = encode_events(decoded([event]), "csv")
     expected = (
         ",".join(EXPORT_COLUMNS) + "\r\n"
         "5,00000000-0000-4000-8000-000000000005,pageview,,v-5,site-1,client-a,"
@@ -374,7 +424,7 @@ def test_csv_quotes_only_what_rfc_4180_requires() -> None:
 
 def test_csv_matches_the_csv_module_byte_for_byte() -> None:
     events = tricky_events()
-    assert encode_events(events, "csv") == stdlib_csv(events)
+    assert encode_events(decoded(events), "csv") == stdlib_csv(events)
 
 
 _ALPHABET = ',"\r\n a\u00e9\u65e5\U0001f389x'
@@ -395,7 +445,7 @@ def test_csv_matches_the_csv_module_for_random_text() -> None:
             changes = {key: _random_text(rng) for key in OPTIONAL_TEXT}
             blob = _random_text(rng) or ""
             events.append(make_event(number, raw_event_data={blob: [blob]}, **changes))
-        data = encode_events(events, "csv")
+        data = encode_events(decoded(events), "csv")
         assert data == stdlib_csv(events)
         assert len(read_csv(data)) == len(events) + 1
 
@@ -456,7 +506,9 @@ def test_parquet_schema_is_the_same_whatever_the_events_hold() -> None:
         ),
         make_event(3, raw_event_data={}, **dict.fromkeys(OPTIONAL_TEXT)),
     ]
-    schemas = [read_parquet(encode_events(batch, "parquet")).schema for batch in (first, second)]
+    schemas = [
+        read_parquet(encode_events(decoded(batch), "parquet")).schema for batch in (first, second)
+    ]
     for schema in schemas:
         assert schema.equals(PARQUET_SCHEMA)
     # All-null optional columns are still strings, not Arrow's null type.
@@ -465,7 +517,7 @@ def test_parquet_schema_is_the_same_whatever_the_events_hold() -> None:
 
 
 def test_parquet_carries_the_export_metadata() -> None:
-    events = tricky_events()
+    events = decoded(tricky_events())
     metadata = export_metadata(
         export_id="exp-1",
         export_time="2026-11-25T11:00:00Z",
@@ -483,8 +535,10 @@ def test_parquet_carries_the_export_metadata() -> None:
 
 
 def test_parquet_rejects_a_missing_required_value() -> None:
+    """Parsing refuses it first; a struct made in code still cannot reach a file."""
+    fields = {**make_event(1, event_type=None), "raw_event_data": msgspec.Raw(b"{}")}
     with pytest.raises(ValueError, match="event_type"):
-        encode_events([make_event(1, event_type=None)], "parquet")
+        encode_events([RawEvent(**fields)], "parquet")
 
 
 # --- empty input -------------------------------------------------------------------------
@@ -513,7 +567,7 @@ def test_empty_parquet_is_a_valid_empty_table() -> None:
 
 
 def test_export_metadata_document() -> None:
-    events = [make_event(1), make_event(2)]
+    events = decoded([make_event(1), make_event(2)])
     metadata = export_metadata(
         export_id="exp-9",
         export_time="2026-11-25T11:00:00+00:00",
@@ -553,7 +607,7 @@ def test_time_range_compares_instants_not_strings() -> None:
         "2026-11-25T08:00:00.9-02:00",  # 10:00:00.9 UTC: the latest, though a small string
         "2026-11-25T10:00:00+00:00",
     ]
-    events = [make_event(n, timestamp=text) for n, text in enumerate(texts, 1)]
+    events = decoded([make_event(n, timestamp=text) for n, text in enumerate(texts, 1)])
     metadata = export_metadata(
         export_id="e", export_time="t", events=events, fmt="json", batch_id=1, client_id="c"
     )
@@ -577,7 +631,7 @@ def test_time_range_of_no_events_is_null() -> None:
 @pytest.mark.parametrize("fmt", ["xml", "jsonl", "JSON", "", "parquet "])
 def test_unknown_format_is_refused(fmt: str) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
-        encode_events([make_event(1)], fmt)
+        encode_events(decoded([make_event(1)]), fmt)
     with pytest.raises(ValueError, match="unknown export format"):
         encode_events([], fmt)
     with pytest.raises(ValueError, match="unknown export format"):

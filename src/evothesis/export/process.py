@@ -14,17 +14,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from evothesis.export.buckets import BucketConfigError, BucketSpec, client_bucket
 from evothesis.export.cpu import WORKERS, run_in_worker
 from evothesis.export.formats import (
+    ClientEvents,
     encode_events,
     export_metadata,
-    group_by_client,
     parse_raw_lines,
+    split_by_client,
 )
 from evothesis.export.keys import batch_name, manifest_key, processed_key
 from evothesis.export.ledger import Delivery, ExportLedger
@@ -170,15 +170,17 @@ def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFil
 
 def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
     """``render_files`` for a raw object's decompressed JSON Lines."""
-    events = group_by_client(parse_raw_lines(lines))
+    tabular = any(delivery.format != "json" for delivery in deliveries)
+    events = split_by_client(parse_raw_lines(lines), columns=tabular)
+    nothing = ClientEvents([], None)
     files = []
     for delivery in deliveries:
-        mine = events.get(delivery.client_id, [])
-        files.append(RenderedFile(*_encode(delivery, mine), len(mine)))
+        mine = events.get(delivery.client_id, nothing)
+        files.append(RenderedFile(*_encode(delivery, mine), len(mine.events)))
     return files
 
 
-def _encode(delivery: Delivery, events: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+def _encode(delivery: Delivery, events: ClientEvents) -> tuple[bytes, bytes]:
     """The client's file and its sidecar manifest; the export time is the batch's claim time
     so that a retried delivery writes identical bytes."""
     metadata = export_metadata(
