@@ -575,7 +575,7 @@ def test_two_exporters_share_a_large_backlog_exactly_once(
     codes = [cli.finish(process) for process in processors]
     assert codes == [0, 0], [cli.log(process) for process in processors]
     reports = [cli.summary(process) for process in processors]
-    # Each leases at most 64 of the 100 deliveries at once, so both got some.
+    # Each holds at most PARALLEL_OBJECTS of the 20 batches at once, so both got some.
     assert all(report["files"] > 0 for report in reports), reports
     assert sum(report["files"] for report in reports) >= 20 * len(clients), reports
 

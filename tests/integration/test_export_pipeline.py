@@ -1011,3 +1011,43 @@ def test_a_late_commit_is_not_skipped(database_url: str, s3: S3, buckets: Bucket
     assert (exported.batches, exported.events) == (1, 1)
     ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
     assert sorted(ids) == sorted([before, early, late, third])
+
+
+def test_deliveries_are_leased_a_whole_batch_at_a_time(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """A lease holds every due delivery of the oldest batch, so each raw object is read once
+    for all its clients; a second exporter gets the next batch, a paused client waits."""
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=3)
+    clients = ("client_a", "client_b", "client_c")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for client_id in clients * 3:
+            conn.execute(
+                "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp,"
+                " raw_event_data) VALUES (gen_random_uuid(), 'custom', 'localhost', %s, now(),"
+                " '{}')",
+                (client_id,),
+            )
+        conn.execute(
+            "INSERT INTO export_destination_state (client_id, paused_until)"
+            " VALUES ('client_b', now() + interval '1 hour')"
+        )
+
+    async def lease(pipeline: ExportPipeline) -> list[list[tuple[int, str]]]:
+        exported = await pipeline.export()
+        assert exported.batches == 3, exported
+        first = await pipeline.ledger.lease_deliveries(1)
+        pipeline.ledger.owner = "another exporter"
+        second = await pipeline.ledger.lease_deliveries(2)
+        rest = await pipeline.ledger.lease_deliveries(1)
+        return [
+            sorted((d.batch_id, d.client_id) for d in leased) for leased in (first, second, rest)
+        ]
+
+    first, second, rest = run_pipeline(database_url, lease, **env)
+    batches = sorted(db_batches(database_url))
+    assert first == [(batches[0], "client_a"), (batches[0], "client_c")]
+    assert second == [
+        (batch, client) for batch in batches[1:] for client in ("client_a", "client_c")
+    ]
+    assert rest == []

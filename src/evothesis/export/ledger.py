@@ -207,8 +207,9 @@ class ExportLedger:
 
     # -------------------------------------------------------------------------- deliveries
 
-    async def lease_deliveries(self, limit: int) -> list[Delivery]:
-        rows = await self._fetch("export_lease_deliveries", self.owner, self._lease_s, limit)
+    async def lease_deliveries(self, batches: int) -> list[Delivery]:
+        """The due deliveries of the oldest ``batches`` batches that have any."""
+        rows = await self._fetch("export_lease_deliveries", self.owner, self._lease_s, batches)
         return [
             Delivery(
                 r["batch_id"],

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from evothesis.config import Settings
 from evothesis.export.buckets import BucketConfigError, ExportBuckets
 from evothesis.export.ledger import ExportLedger
 from evothesis.export.objects import Bucket, ObjectStoreError
-from evothesis.export.process import Processor, TargetLookup
+from evothesis.export.process import PARALLEL_OBJECTS, DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
 from evothesis.export.timing import retry_delay
 from evothesis.registry.secrets import SecretKeyError
@@ -31,8 +32,6 @@ logger = logging.getLogger("evothesis.export")
 Progress = Callable[[int, int], None]
 #: Raw batches in flight at once in one exporter.
 EXPORT_CONCURRENCY = 2
-#: Deliveries leased at once; a batch's clients are usually among them together.
-DELIVERY_LEASE = 64
 
 
 @dataclass
@@ -57,6 +56,20 @@ class ProcessReport:
     events: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+
+    def add(self, results: list[DeliveryResult]) -> None:
+        for result in results:
+            if result.error is None:
+                self.files += 1
+                self.events += result.events
+            else:
+                self.failed.append(
+                    {
+                        "batch_id": result.batch_id,
+                        "client_id": result.client_id,
+                        "error": result.error,
+                    }
+                )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,31 +174,36 @@ class ExportPipeline:
             return await self._process(deadline_s, progress)
 
     async def _process(self, deadline_s: float | None, progress: Progress | None) -> ProcessReport:
+        """Keep ``PARALLEL_OBJECTS`` batches in hand, leasing the next as soon as one is done,
+        so that the worker processes never wait for the slowest object of a round."""
         report = ProcessReport()
         started = time.monotonic()
         waiting = 0
         if progress:
             status = await self.ledger.status()
             waiting = sum(row["pending_events"] for row in status["deliveries"])
-        while deadline_s is None or time.monotonic() - started < deadline_s:
-            # A failed delivery is due again only after its backoff, so this ends.
-            deliveries = await self.ledger.lease_deliveries(DELIVERY_LEASE)
-            if not deliveries:
-                break
-            for result in await self.processor.process(deliveries):
-                if result.error is None:
-                    report.files += 1
-                    report.events += result.events
-                else:
-                    report.failed.append(
-                        {
-                            "batch_id": result.batch_id,
-                            "client_id": result.client_id,
-                            "error": result.error,
-                        }
-                    )
-            if progress:
-                progress(report.events, max(waiting, report.events))
+        in_flight: set[asyncio.Task[list[DeliveryResult]]] = set()
+        try:
+            while True:
+                # A failed delivery is due again only after its backoff, so this ends.
+                while len(in_flight) < PARALLEL_OBJECTS and (
+                    deadline_s is None or time.monotonic() - started < deadline_s
+                ):
+                    deliveries = await self.ledger.lease_deliveries(1)
+                    if not deliveries:
+                        break
+                    in_flight.add(asyncio.create_task(self.processor.process(deliveries)))
+                if not in_flight:
+                    break
+                done, in_flight = await asyncio.wait(in_flight, return_when=FIRST_COMPLETED)
+                for task in done:
+                    report.add(task.result())
+                if progress:
+                    progress(report.events, max(waiting, report.events))
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
         report.seconds = round(time.monotonic() - started, 3)
         return report
 
