@@ -63,3 +63,21 @@ def test_an_empty_batch_has_an_empty_body() -> None:
 def test_rows_that_are_not_the_export_query_are_refused() -> None:
     with pytest.raises(CopyFormatError):
         read_batch_rows(b"shop\tshop.test\t2026-12-01\tmaybe\t{}\n")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"shop\tshop.test\t2026-12-01\n{}\tmore\tfields\tlater\n",  # three fields, then a row
+        b"{}\n",
+        b"shop\tshop.test\t2026-12-01\tf\t{}\nshort\n",
+    ],
+)
+def test_a_row_without_its_leading_fields_is_refused_not_joined_to_the_next(data: bytes) -> None:
+    with pytest.raises(CopyFormatError, match="leading fields"):
+        read_batch_rows(data)
+
+
+def test_a_last_row_without_its_newline_is_read() -> None:
+    read = read_batch_rows(copy_rows((b"shop", b"shop.test", b"2026-12-01", b"f", b"{}"))[:-1])
+    assert (read.body, read.events) == (b"{}\n", 1)
