@@ -7,8 +7,8 @@ For every run: an embedded PostgreSQL (temporary folder) is filled with ``--even
 realistic events spread over ``--clients`` clients (SQL ``generate_series``, so filling is
 not what is measured), then the pipeline exports them to the raw bucket (gzip JSON Lines,
 with metering) and processes them into per-client Parquet files, on a local-folder store
-and on a moto S3 server on loopback. Afterwards the objects are read back and their events
-counted: a run that loses or duplicates events fails.
+and on a moto S3 server on loopback (``moto_server``, a process of its own). Afterwards the
+objects are read back and their events counted: a run that loses or duplicates events fails.
 
 The baseline, measured in the same run on the same rows, is PostgreSQL alone reading the
 backlog through the raw export's own query (``COPY (SELECT <metering columns, JSON line>)
@@ -142,6 +142,7 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
     return {
         "store": store,
         "raw_events_per_s": args.events / raw_s,
+        "process_s": total_s - raw_s,
         "end_to_end_s": total_s,
         "end_to_end_events_per_s": args.events / total_s,
         "baseline_read_s": read_s,
@@ -215,6 +216,7 @@ def main() -> None:
                 results.append(result)
                 print(
                     f"run {run + 1} {store:5}: raw {result['raw_events_per_s']:,.0f} events/s, "
+                    f"processing {result['process_s']:.1f} s, "
                     f"end to end {result['end_to_end_s']:.1f} s "
                     f"({result['end_to_end_events_per_s']:,.0f} events/s), "
                     f"raw / PostgreSQL read = {result['raw_over_baseline']:.2f}",
