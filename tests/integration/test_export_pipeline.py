@@ -1036,18 +1036,34 @@ def test_deliveries_are_leased_a_whole_batch_at_a_time(
     async def lease(pipeline: ExportPipeline) -> list[list[tuple[int, str]]]:
         exported = await pipeline.export()
         assert exported.batches == 3, exported
-        first = await pipeline.ledger.lease_deliveries(1)
-        pipeline.ledger.owner = "another exporter"
-        second = await pipeline.ledger.lease_deliveries(2)
-        rest = await pipeline.ledger.lease_deliveries(1)
-        return [
-            sorted((d.batch_id, d.client_id) for d in leased) for leased in (first, second, rest)
-        ]
+        leases = []
+        for owner in ("one exporter", "another exporter", "a third", "a fourth"):
+            pipeline.ledger.owner = owner
+            leases.append(await pipeline.ledger.lease_deliveries())
+        return [sorted((d.batch_id, d.client_id) for d in leased) for leased in leases]
 
-    first, second, rest = run_pipeline(database_url, lease, **env)
+    *leases, rest = run_pipeline(database_url, lease, **env)
     batches = sorted(db_batches(database_url))
-    assert first == [(batches[0], "client_a"), (batches[0], "client_c")]
-    assert second == [
-        (batch, client) for batch in batches[1:] for client in ("client_a", "client_c")
-    ]
+    assert leases == [[(batch, "client_a"), (batch, "client_c")] for batch in batches]
     assert rest == []
+
+
+def test_a_batch_being_leased_elsewhere_is_skipped_not_waited_for(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """While another exporter's lease of the oldest batch is still being written (its rows
+    locked), a lease takes the next batch instead of finding nothing and stopping."""
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=2)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for label in ("a", "b", "c", "d"):
+            _insert_event(conn, label)
+    assert run_pipeline(database_url, lambda p: p.export(), **env).batches == 2
+    oldest, newest = sorted(db_batches(database_url))
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM export_deliveries WHERE batch_id = %s FOR UPDATE", (oldest,))
+
+        async def lease(pipeline: ExportPipeline) -> list[int]:
+            return [delivery.batch_id for delivery in await pipeline.ledger.lease_deliveries()]
+
+        assert run_pipeline(database_url, lease, **env) == [newest]
+        other.rollback()

@@ -207,9 +207,23 @@ class ExportLedger:
 
     # -------------------------------------------------------------------------- deliveries
 
-    async def lease_deliveries(self, batches: int) -> list[Delivery]:
-        """The due deliveries of the oldest ``batches`` batches that have any."""
-        rows = await self._fetch("export_lease_deliveries", self.owner, self._lease_s, batches)
+    async def lease_deliveries(self) -> list[Delivery]:
+        """The due deliveries of the oldest batch that has one no other exporter holds: a
+        whole batch, so that its raw object is read once for all its clients.
+
+        The first lease finds the batch, skipping rows other exporters have locked, and the
+        second takes the rest of that batch's due deliveries. Another exporter may take some
+        of them in between; the object is then read by both, which costs time, not exactness.
+        """
+        first = await self._lease(batch_id=None, limit=1)
+        if not first:
+            return []
+        return first + await self._lease(batch_id=first[0].batch_id, limit=None)
+
+    async def _lease(self, *, batch_id: int | None, limit: int | None) -> list[Delivery]:
+        rows = await self._fetch(
+            "export_lease_deliveries", self.owner, self._lease_s, batch_id, limit
+        )
         return [
             Delivery(
                 r["batch_id"],

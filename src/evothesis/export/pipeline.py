@@ -189,7 +189,7 @@ class ExportPipeline:
                 while len(in_flight) < PARALLEL_OBJECTS and (
                     deadline_s is None or time.monotonic() - started < deadline_s
                 ):
-                    deliveries = await self.ledger.lease_deliveries(1)
+                    deliveries = await self.ledger.lease_deliveries()
                     if not deliveries:
                         break
                     in_flight.add(asyncio.create_task(self.processor.process(deliveries)))

@@ -216,22 +216,17 @@ SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3),
 WHERE batch_id = $1 AND state = 'pending' AND lease_owner = $4
 
 -- export_lease_deliveries --
--- The due deliveries of the $3 oldest batches that have any, of clients that are not paused:
--- whole batches, so that a raw object is read once for all its clients. The lease is checked
--- again on the locked row, because another exporter may have leased it since the snapshot.
-WITH due AS (
-    SELECT d.batch_id, d.client_id, dense_rank() OVER (ORDER BY d.batch_id) AS nth
-    FROM export_deliveries d
+-- Up to $4 (all when null) due deliveries of batch $3 (of any batch when null) of clients
+-- that are not paused, oldest batches first.
+WITH picked AS (
+    SELECT d.batch_id, d.client_id FROM export_deliveries d
     LEFT JOIN export_destination_state s ON s.client_id = d.client_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
       AND (s.paused_until IS NULL OR s.paused_until <= now())
-),
-picked AS (
-    SELECT d.batch_id, d.client_id FROM export_deliveries d
-    JOIN due ON due.batch_id = d.batch_id AND due.client_id = d.client_id
-    WHERE due.nth <= $3 AND d.state = 'pending'
-      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND ($3::bigint IS NULL OR d.batch_id = $3::bigint)
+    ORDER BY d.batch_id, d.client_id
+    LIMIT $4::bigint
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE export_deliveries d
