@@ -33,45 +33,45 @@ EXPORT_FORMATS: Final = ("json", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
 
 
-class RawEvent(msgspec.Struct, kw_only=True, gc=False):
-    """One raw line, decoded and typed; its fields, in order, are a client file's columns.
+#: The core columns, in the raw line's order, with their types in it; none has a default,
+#: so a line without one of them is refused.
+_CORE_FIELDS: Final[tuple[tuple[str, Any], ...]] = (
+    ("id", int),
+    ("event_id", str),
+    ("event_type", str),
+    ("session_id", str | None),
+    ("visitor_id", str | None),
+    ("site_id", str),
+    ("client_id", str),
+    ("timestamp", str),
+    ("url", str | None),
+    ("path", str | None),
+    ("referrer", str | None),
+    ("ip_address", str | None),
+    ("user_agent", str | None),
+    ("created_at", str),
+)
 
-    The core fields have no default, so a line without one of them is refused. The enriched
-    ones default to "not enriched", which is how raw objects written before enrichment
-    existed read. ``raw_event_data`` holds the event's JSON text, compact: no client format
-    needs it as Python values, and not building them is most of the saving. ``gc=False``:
-    structs of strings cannot form cycles, so the collector never needs to visit them.
-    """
-
-    id: int
-    event_id: str
-    event_type: str
-    session_id: str | None
-    visitor_id: str | None
-    site_id: str
-    client_id: str
-    timestamp: str
-    url: str | None
-    path: str | None
-    referrer: str | None
-    ip_address: str | None
-    user_agent: str | None
-    created_at: str
-    browser: str | None = None
-    browser_version: str | None = None
-    os: str | None = None
-    device_type: str | None = None
-    is_bot: bool = False
-    country: str | None = None
-    region: str | None = None
-    city: str | None = None
-    referrer_class: str | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    utm_term: str | None = None
-    utm_content: str | None = None
-    raw_event_data: msgspec.Raw
+#: One raw line, decoded and typed; its fields, in order, are a client file's columns.
+#:
+#: The enriched fields default to "not enriched", which is how raw objects written before
+#: enrichment existed read. ``raw_event_data`` holds the event's JSON text, compact: no
+#: client format needs it as Python values, and not building them is most of the saving.
+#: ``gc=False``: structs of strings cannot form cycles, so the collector never visits them.
+RawEvent = msgspec.defstruct(
+    "RawEvent",
+    [
+        *_CORE_FIELDS,
+        *(
+            (name, bool, False) if name == "is_bot" else (name, str | None, None)
+            for name in ENRICHED_COLUMNS
+        ),
+        ("raw_event_data", msgspec.Raw),
+    ],
+    kw_only=True,
+    gc=False,
+    module=__name__,
+)
 
 
 #: The columns of every client file, in order: the flat ones in the raw line's order, then
