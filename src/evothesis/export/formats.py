@@ -194,7 +194,7 @@ def parse_raw_lines(data: bytes) -> list[RawEvent]:
             raise RawFormatError(number, "'raw_event_data' must be an object")
         event.raw_event_data = raw(text)
     for column in _TIME_COLUMNS:
-        _check_times(list(map(attrgetter(column), events)), column)
+        _check_times(_values(events, column), column)
     return events
 
 

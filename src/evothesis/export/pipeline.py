@@ -18,9 +18,10 @@ import asyncpg
 
 from evothesis.config import Settings
 from evothesis.export.buckets import BucketConfigError, ExportBuckets
+from evothesis.export.cpu import WORKERS
 from evothesis.export.ledger import ExportLedger
 from evothesis.export.objects import Bucket, ObjectStoreError
-from evothesis.export.process import PARALLEL_OBJECTS, DeliveryResult, Processor, TargetLookup
+from evothesis.export.process import DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
 from evothesis.export.timing import retry_delay
 from evothesis.registry.secrets import SecretKeyError
@@ -32,6 +33,9 @@ logger = logging.getLogger("evothesis.export")
 Progress = Callable[[int, int], None]
 #: Raw batches in flight at once in one exporter.
 EXPORT_CONCURRENCY = 2
+#: Batches in hand at once while processing: one per worker process is split and encoded
+#: while the files of another are uploaded.
+PARALLEL_OBJECTS = WORKERS + 1
 
 
 @dataclass

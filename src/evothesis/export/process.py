@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from evothesis.export.buckets import BucketConfigError, BucketSpec, client_bucket
-from evothesis.export.cpu import WORKERS, run_in_worker
+from evothesis.export.cpu import run_in_worker
 from evothesis.export.formats import (
     ClientEvents,
     encode_events,
@@ -35,9 +34,6 @@ logger = logging.getLogger("evothesis.export")
 
 #: Client files of one raw object uploaded at once: uploads wait on the network.
 PARALLEL_UPLOADS = 8
-#: Raw objects in hand at once: one per worker process is split and encoded while the
-#: files of others are uploaded.
-PARALLEL_OBJECTS = WORKERS + 1
 
 #: Resolves a client's destination: (bucket URL or None, credentials or None).
 TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
@@ -70,22 +66,12 @@ class Processor:
         self._targets = targets
         self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
 
-    async def process(self, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
-        """Deliver each of ``deliveries``, reading every raw object once."""
-        by_object: dict[str, list[Delivery]] = defaultdict(list)
-        for delivery in deliveries:
-            by_object[delivery.raw_key].append(delivery)
-        limit = asyncio.Semaphore(PARALLEL_OBJECTS)
-
-        async def process_object(key: str, group: list[Delivery]) -> list[DeliveryResult]:
-            async with limit:
-                return await self._process_object(key, group)
-
-        groups = await asyncio.gather(*(process_object(k, g) for k, g in by_object.items()))
-        return [result for group in groups for result in group]
-
-    async def _process_object(self, key: str, group: list[Delivery]) -> list[DeliveryResult]:
-        """One raw object's clients, their files written concurrently and recorded at once."""
+    async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
+        """One batch's deliveries (as a lease hands them out): its raw object is read once,
+        its clients' files are written concurrently and recorded at once."""
+        key = group[0].raw_key
+        if any(delivery.raw_key != key for delivery in group):
+            raise ValueError("deliveries of more than one raw object")
         try:
             raw = await self._raw.get(key)
         except ObjectStoreError as exc:
