@@ -23,7 +23,6 @@ import asyncio
 import gzip
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,9 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.loopback import free_port, wait_listening  # noqa: E402  (the tests' helpers)
 
 from evothesis.config import Settings  # noqa: E402
 from evothesis.export.ledger import Batch, ExportLedger  # noqa: E402
@@ -153,24 +155,18 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     """moto's S3 server in a process of its own, as S3 is in production: in a thread of this
     process it would share the pipeline's GIL and the benchmark would measure that."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
+    try:
+        wait_listening(server, port)
+    except RuntimeError as exc:
+        server.kill()
+        raise RuntimeError(f"moto_server {exc}") from None
+    return server, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:

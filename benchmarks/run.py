@@ -31,7 +31,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
 
 sys.path.insert(0, str(ROOT))
-from tests.loopback import free_port  # noqa: E402  (the benchmark shares the tests' helpers)
+from tests.loopback import free_port, wait_listening  # noqa: E402  (the benchmark shares the tests' helpers)
 from tests.nginx_support import loopback_values, start_nginx  # noqa: E402
 
 
@@ -214,7 +213,10 @@ def main() -> None:
         work / "baseline.log",
     )
     try:
-        wait_http_any(f"http://127.0.0.1:{port}/")
+        try:
+            wait_listening(baseline, port)
+        except RuntimeError as exc:
+            raise SystemExit(f"baseline {exc}") from None
         print("baseline (bare ASGI, 204):", flush=True)
         results += measure("baseline", f"http://127.0.0.1:{port}", 0, args, count=False)
     finally:
@@ -296,18 +298,6 @@ def checkout(ref: str, work: Path) -> Path:
         capture_output=True,
     )
     return tree / "src"
-
-
-def wait_http_any(url: str) -> None:
-    """The baseline answers 204 to POST only; any HTTP answer means it is up."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/")))):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("baseline did not start")
 
 
 def ratio_text(

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from evothesis.config import Settings
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "evothesis.conf.template"
@@ -188,19 +187,13 @@ def start_nginx(folder: Path, values: Mapping[str, str], timeout: float = 15) ->
             stderr=subprocess.STDOUT,
         )
     nginx = Nginx(f"http://{listen}", folder, process)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            errors = (folder / "error.log").read_text() if (folder / "error.log").exists() else ""
-            raise RuntimeError(f"nginx exited with {process.returncode}:\n{errors}")
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return nginx
-        except OSError:
-            if time.monotonic() > deadline:
-                nginx.stop()
-                raise RuntimeError(f"nginx did not listen on {listen} in {timeout} s") from None
-            time.sleep(0.05)
+    try:
+        wait_listening(process, int(port), host=host, timeout=timeout)
+    except RuntimeError as exc:
+        errors = (folder / "error.log").read_text() if (folder / "error.log").exists() else ""
+        nginx.stop()
+        raise RuntimeError(f"nginx {exc}:\n{errors}") from None
+    return nginx
 
 
 @pytest.fixture
