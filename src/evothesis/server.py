@@ -7,6 +7,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from evothesis.api.one_write import OneWriteHttpToolsProtocol
 from evothesis.app import Evothesis
 
 #: ``proxy_headers`` is off because forwarded headers are interpreted by our own
@@ -20,6 +21,7 @@ _OPTIONS: dict[str, Any] = {
     "proxy_headers": False,
     "server_header": False,
     "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    "http": OneWriteHttpToolsProtocol,
 }
 
 #: Import path of the factory each worker process calls (``--workers`` > 1).
