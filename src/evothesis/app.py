@@ -24,6 +24,7 @@ from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.export.scheduler import SchedulerState, run_scheduler
 from evothesis.gdpr.requests import DataSubjectRequests
+from evothesis.heap import settle_after_startup
 from evothesis.ingest.collector import Collector
 from evothesis.ingest.enrichment import enricher_from_settings
 from evothesis.registry.cache import CachedDirectory, RegistrySource
@@ -62,12 +63,15 @@ def create_app(
     *,
     database_url: str,
     clock: Clock | None = None,
+    long_running: bool = False,
 ) -> Evothesis:
     """Build the collector app; ``database_url`` is explicit because the embedded default
     decides it at start-up, after settings are read.
 
     The registry is read over HTTP when ``PIXEL_MANAGEMENT_URL`` is set; otherwise this
     process hosts pixel management itself (its API included) on the same database.
+    ``long_running`` (``serve`` and its workers, not tests that build many apps in one
+    process) tunes the garbage collector once start-up is done (``heap``).
     """
     clock = clock or SystemClock()
 
@@ -115,6 +119,8 @@ def create_app(
         app.state.subjects = DataSubjectRequests(pool, pipeline)
         app.state.billing = Billing(pool, pipeline.backup_bucket)
         exporter = _start_scheduler(settings, pipeline, app)
+        if long_running:
+            settle_after_startup()
         try:
             yield
         finally:
@@ -203,7 +209,7 @@ def app_from_environment() -> Evothesis:
     if not settings.database_url:
         raise RuntimeError("worker processes need DATABASE_URL; start them with evothesis serve")
     configure_logging(settings.log_level)
-    return create_app(settings, database_url=settings.database_url)
+    return create_app(settings, database_url=settings.database_url, long_running=True)
 
 
 def _document_collect(app: FastAPI) -> None:

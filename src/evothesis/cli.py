@@ -98,7 +98,7 @@ def serve(
         os.environ["DATABASE_URL"] = url
         run_workers(host=host, port=port, workers=workers, access_log=access_log)
         return
-    application = create_app(settings, database_url=url)
+    application = create_app(settings, database_url=url, long_running=True)
     uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
 
 
