@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from evothesis.export.formats import (
 from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.storage.queries import query
 from tests.conftest import (
     LOCAL_ORIGIN,
     RunningCollector,
@@ -54,6 +56,7 @@ from tests.export_support import (
     raw_events,
     run_pipeline,
     s3_environment,
+    wait_until,
 )
 
 StartCollector = Callable[..., RunningCollector]
@@ -1067,3 +1070,52 @@ def test_a_batch_being_leased_elsewhere_is_skipped_not_waited_for(
 
         assert run_pipeline(database_url, lease, **env) == [newest]
         other.rollback()
+
+
+def test_a_round_delivers_exported_batches_while_its_raw_export_goes_on(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """A scheduled round processes each batch as soon as it is exported, not after the last.
+
+    Here the round's raw export exports a batch left by an exporter that died, then has to
+    wait at the claim of the next one (the test holds the claim lock): that batch's client
+    files must be delivered meanwhile. Once the claim goes through, the round finishes the
+    backlog, and every event is in the raw bucket and the client's files exactly once.
+    """
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=2)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for label in "abcdef":
+            _insert_event(conn, label)
+    run_pipeline(database_url, lambda p: p.ledger.claim(2), **env)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE export_batches SET lease_owner = NULL, lease_until = NULL")
+
+    # The lock is released first on the way out, so a failing check never leaves the round
+    # waiting for it.
+    with ThreadPoolExecutor(1) as background, psycopg.connect(database_url) as claims:
+        claims.execute(query("export_claim_lock"))
+        round_ = background.submit(run_pipeline, database_url, lambda p: p.run_once(), **env)
+        wait_until(lambda: delivered_files(database_url) or round_.done(), 60, "a delivered file")
+        delivered_while_claiming = delivered_files(database_url)
+        claims.rollback()
+        result = round_.result(timeout=120)
+
+    assert delivered_while_claiming == 1
+    assert (result["export"]["batches"], result["export"]["events"]) == (3, 6)
+    assert (result["process"]["files"], result["process"]["events"]) == (3, 6)
+    rows = db_events(database_url)
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+
+
+def delivered_files(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM export_deliveries WHERE state = 'delivered'")
+        return int(row.fetchone()[0])  # type: ignore[index]

@@ -88,6 +88,32 @@ class PipelineSettings:
     interval_s: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class Alongside:
+    """A raw export running beside processing, and its signal that a batch is done."""
+
+    export: asyncio.Task[ExportReport]
+    batch_exported: asyncio.Event
+
+
+async def _first_done(
+    in_flight: set[asyncio.Task[list[DeliveryResult]]], alongside: Alongside | None
+) -> set[asyncio.Task[list[DeliveryResult]]]:
+    """Wait until a batch in hand is done or, while a raw export runs beside and there is
+    room for more, until it exports a batch or ends; return the batches that are done."""
+    waiting: set[asyncio.Future[Any]] = set(in_flight)
+    signal = None
+    if alongside is not None and len(in_flight) < PARALLEL_OBJECTS:
+        signal = asyncio.ensure_future(alongside.batch_exported.wait())
+        waiting |= {signal, alongside.export}
+    try:
+        await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+    finally:
+        if signal is not None:
+            signal.cancel()
+    return {task for task in in_flight if task.done()}
+
+
 def exporter_name() -> str:
     """Lease owner: enough to find the process that holds a batch."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -131,7 +157,13 @@ class ExportPipeline:
         async with self.ledger.running():
             return await self._export(deadline_s, progress)
 
-    async def _export(self, deadline_s: float | None, progress: Progress | None) -> ExportReport:
+    async def _export(
+        self,
+        deadline_s: float | None,
+        progress: Progress | None,
+        on_batch: Callable[[], None] | None = None,
+    ) -> ExportReport:
+        """``on_batch`` is called after each exported batch (its deliveries are then due)."""
         report = ExportReport()
         started = time.monotonic()
         waiting = (await self.ledger.backlog(10_000_000))[0] if progress else 0
@@ -163,6 +195,8 @@ class ExportPipeline:
                 report.batches += 1
                 report.events += result.events
                 report.bytes += result.size
+                if on_batch:
+                    on_batch()
                 if progress:
                     progress(report.events, max(waiting, report.events))
 
@@ -177,9 +211,18 @@ class ExportPipeline:
         async with self.ledger.running():
             return await self._process(deadline_s, progress)
 
-    async def _process(self, deadline_s: float | None, progress: Progress | None) -> ProcessReport:
+    async def _process(
+        self,
+        deadline_s: float | None,
+        progress: Progress | None,
+        alongside: Alongside | None = None,
+    ) -> ProcessReport:
         """Keep ``PARALLEL_OBJECTS`` batches in hand, leasing the next as soon as one is done,
-        so that the worker processes never wait for the slowest object of a round."""
+        so that the worker processes never wait for the slowest object of a round.
+
+        ``alongside``: a raw export running at the same time; until it ends, finding
+        nothing due means waiting for its next batch rather than stopping.
+        """
         report = ProcessReport()
         started = time.monotonic()
         waiting = 0
@@ -189,6 +232,11 @@ class ExportPipeline:
         in_flight: set[asyncio.Task[list[DeliveryResult]]] = set()
         try:
             while True:
+                # Read before leasing: a batch exported after a lease found nothing is then
+                # still seen, by one more round of this loop.
+                exporting = alongside is not None and not alongside.export.done()
+                if alongside is not None:
+                    alongside.batch_exported.clear()
                 # A failed delivery is due again only after its backoff, so this ends.
                 while len(in_flight) < PARALLEL_OBJECTS and (
                     deadline_s is None or time.monotonic() - started < deadline_s
@@ -197,9 +245,10 @@ class ExportPipeline:
                     if not deliveries:
                         break
                     in_flight.add(asyncio.create_task(self.processor.process(deliveries)))
-                if not in_flight:
+                if not in_flight and not exporting:
                     break
-                done, in_flight = await asyncio.wait(in_flight, return_when=FIRST_COMPLETED)
+                done = await _first_done(in_flight, alongside if exporting else None)
+                in_flight -= done
                 for task in done:
                     report.add(task.result())
                 if progress:
@@ -221,9 +270,26 @@ class ExportPipeline:
         return deleted
 
     async def run_once(self, *, deadline_s: float | None = None) -> dict[str, Any]:
-        """One scheduled round: raw export, processing, retention."""
-        exported = await self.export(deadline_s=deadline_s)
-        processed = await self.process(deadline_s=deadline_s)
+        """One scheduled round: raw export and processing side by side, then retention.
+
+        Processing starts with the first exported batch instead of after the last: clients'
+        files of a large backlog appear from the first seconds on, and the two stages
+        overlap where they wait on different things (PostgreSQL rendering rows, the
+        clients' buckets taking uploads).
+        """
+        async with self.ledger.running():
+            batch_exported = asyncio.Event()
+            export = asyncio.create_task(
+                self._export(deadline_s, None, on_batch=batch_exported.set)
+            )
+            alongside = Alongside(export, batch_exported)
+            try:
+                processed = await self._process(deadline_s, None, alongside)
+            finally:
+                if not export.done():
+                    export.cancel()
+                    await asyncio.gather(export, return_exceptions=True)
+            exported = export.result()
         purged = await self.purge()
         return {"export": exported.as_dict(), "process": processed.as_dict(), "purged": purged}
 
