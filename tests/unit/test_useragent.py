@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from evothesis.enrich.useragent import DEVICE_TYPES, UNKNOWN, UserAgentParser
@@ -116,3 +119,24 @@ def test_results_are_cached_per_string_and_the_cache_is_bounded() -> None:
 def test_a_huge_user_agent_is_parsed_by_its_prefix() -> None:
     info = PARSER.parse("curl/8.5.0 " + "x" * 1_000_000)
     assert (info.browser, info.bot_kind) == ("curl", "http_client")
+
+
+def test_both_libraries_are_ready_when_the_parser_is_built() -> None:
+    """Not in the first request: readying ua-parser takes ~0.3 s, during which the event
+    loop would answer nobody. A fresh interpreter, so no other test has readied them."""
+    script = (
+        "import ua_parser\n"
+        "from crawlerdetect import crawlerdetect as c\n"
+        "from evothesis.enrich.useragent import UserAgentParser\n"
+        "def ready():\n"
+        "    return ('parser' in vars(ua_parser),\n"
+        "            c.get_compiled_crawler_regex.cache_info().currsize,\n"
+        "            c.get_compiled_exclusions_regex.cache_info().currsize)\n"
+        "print(*ready())\n"
+        "UserAgentParser()\n"
+        "print(*ready())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.splitlines() == ["False 0 0", "True 1 1"]

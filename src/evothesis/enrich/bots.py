@@ -75,9 +75,9 @@ class BotDetector:
         self._detector = CrawlerDetect()
 
     def kind(self, user_agent: str) -> str | None:
-        if not self._detector.isCrawler(user_agent):
+        if not self._detector.is_crawler(user_agent):
             return None
-        match = (self._detector.getMatches() or "").lower()
+        match = (self._detector.get_matches() or "").lower()
         lowered = user_agent.lower()
         for kind, words in _KIND_WORDS:
             if any(word in match or word in lowered for word in words):
