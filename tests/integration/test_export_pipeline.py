@@ -303,6 +303,29 @@ def assert_raw_bucket_matches(
     return events
 
 
+def assert_exported_once_for_the_dev_client(
+    s3: S3, buckets: Buckets, database_url: str, rows: dict[str, dict[str, Any]]
+) -> None:
+    """Every row exactly once in the raw bucket and in the files of ``client_test``, the
+    only client the calling tests post as."""
+    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
+    assert_dev_client_files(s3, buckets, database_url, rows)
+
+
+def assert_dev_client_files(
+    s3: S3, buckets: Buckets, database_url: str, rows: dict[str, dict[str, Any]]
+) -> None:
+    """``client_test``'s files in the processed bucket, in its format, hold exactly its rows."""
+    assert_client_files(
+        s3,
+        buckets.processed,
+        "client_test",
+        client_format(database_url, "client_test"),
+        rows,
+        database_url,
+    )
+
+
 def assert_client_files(
     s3: S3,
     bucket: str,
@@ -570,14 +593,7 @@ def test_failing_destination_pauses_only_its_client(
     # The others were delivered in the same run.
     assert processed.events == len(rows) - per_client["client_broken"]
     assert_client_files(s3, buckets.processed, "client_json", "json", rows, database_url)
-    assert_client_files(
-        s3,
-        buckets.processed,
-        "client_test",
-        client_format(database_url, "client_test"),
-        rows,
-        database_url,
-    )
+    assert_dev_client_files(s3, buckets, database_url, rows)
     assert s3.keys(buckets.processed, "processed-events/client_broken/") == []
 
     with collector.client(origin=None) as http:
@@ -819,14 +835,7 @@ def test_pipeline_endpoints(
     rows = db_events(database_url)
     assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
     assert_client_files(s3, destination, "client_own", "parquet", rows, database_url)
-    assert_client_files(
-        s3,
-        buckets.processed,
-        "client_test",
-        client_format(database_url, "client_test"),
-        rows,
-        database_url,
-    )
+    assert_dev_client_files(s3, buckets, database_url, rows)
 
 
 @pytest.mark.parametrize(
@@ -950,15 +959,7 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
     assert state.running is False
     rows = db_events(database_url)
     assert set(rows) == set(posted)
-    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
-    assert_client_files(
-        s3,
-        buckets.processed,
-        "client_test",
-        client_format(database_url, "client_test"),
-        rows,
-        database_url,
-    )
+    assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
 
 
 def _insert_event(conn: psycopg.Connection[Any], label: str) -> str:
@@ -997,15 +998,7 @@ def test_a_late_commit_is_not_skipped(database_url: str, s3: S3, buckets: Bucket
     assert rows[early]["xid"] < rows[late]["xid"]
     exported, processed = run_pipeline(database_url, _export_and_process, **env)
     assert (exported.batches, exported.events, processed.events) == (1, 2, 3)
-    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
-    assert_client_files(
-        s3,
-        buckets.processed,
-        "client_test",
-        client_format(database_url, "client_test"),
-        rows,
-        database_url,
-    )
+    assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
 
     # A later event lands in a new batch, and nothing is exported twice.
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -1104,15 +1097,7 @@ def test_a_round_delivers_exported_batches_while_its_raw_export_goes_on(
     assert (result["export"]["batches"], result["export"]["events"]) == (3, 6)
     assert (result["process"]["files"], result["process"]["events"]) == (3, 6)
     rows = db_events(database_url)
-    assert_raw_bucket_matches(s3, buckets.raw, database_url, rows)
-    assert_client_files(
-        s3,
-        buckets.processed,
-        "client_test",
-        client_format(database_url, "client_test"),
-        rows,
-        database_url,
-    )
+    assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
 
 
 def delivered_files(database_url: str) -> int:
