@@ -4,9 +4,9 @@ uvicorn writes a response's status line and headers when the app sends
 ``http.response.start`` and the body on ``http.response.body``: two ``send()`` system
 calls, two TCP segments on the wire, and on loopback two wake-ups of the reader. For
 /collect's small answers the first of those writes was the most expensive line of the
-whole request in a py-spy profile. Writes made during one step of the event loop are
-joined here and leave together at the end of that step, which is exactly one response
-when an ASGI app sends start and body back to back.
+whole request in a py-spy profile. Here writes are joined and handed to the socket once
+the callbacks already queued on the event loop have run: an ASGI app that sends start and
+body back to back (as /collect does) has its response leave in one piece.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class OneWriteTransport:
-    """Forwards everything to ``transport``; ``write`` is deferred to the end of the
-    current loop step, so the writes of one step become one ``send()``."""
+    """Forwards everything to ``transport``; ``write`` is deferred until the callbacks
+    already queued on the loop have run, so the writes made until then become one
+    ``send()``."""
 
     __slots__ = ("_loop", "_pending", "_transport")
 
