@@ -1,6 +1,6 @@
 """Export benchmark: a backlog of events in PostgreSQL drained to raw and Parquet objects.
 
-    .venv/bin/python benchmarks/export.py [--events 1000000] [--runs 3] [--clients 20]
+    .venv/bin/python -m benchmarks.export [--events 1000000] [--runs 3] [--clients 20]
                                           [--stores local,moto] [--batch-size 10000]
                                           [--sequential]
 
@@ -38,18 +38,16 @@ from typing import Any
 
 import asyncpg
 
+from evothesis.config import Settings
+from evothesis.export.ledger import Batch, ExportLedger
+from evothesis.export.pipeline import pipeline_from_settings
+from evothesis.registry.secrets import generate_key
+from evothesis.storage.migrate import upgrade
+from evothesis.storage.pool import create_pool
+from tests.support.loopback import free_port, wait_listening
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
 
-from tests.loopback import free_port, wait_listening  # noqa: E402  (the tests' helpers)
-
-from evothesis.config import Settings  # noqa: E402
-from evothesis.export.ledger import Batch, ExportLedger  # noqa: E402
-from evothesis.export.pipeline import pipeline_from_settings  # noqa: E402
-from evothesis.registry.secrets import generate_key  # noqa: E402
-from evothesis.storage.migrate import upgrade  # noqa: E402
-from evothesis.storage.pool import create_pool  # noqa: E402
 
 FILL = """
 INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,

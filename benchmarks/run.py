@@ -1,6 +1,6 @@
 """Collector benchmark: wrk load on loopback, events counted in PostgreSQL afterwards.
 
-    .venv/bin/python benchmarks/run.py [--runs 3] [--duration 10] [--connections 50]
+    .venv/bin/python -m benchmarks.run [--runs 3] [--duration 10] [--connections 50]
                                        [--workers 1 [2 ...]] [--nginx]
                                        [--compare REF | --compare-env N=V]
 
@@ -42,14 +42,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.support.loopback import free_port, wait_listening
+from tests.support.nginx import loopback_values, start_nginx
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
-
-sys.path.insert(0, str(ROOT))
-from tests.loopback import free_port, wait_listening  # noqa: E402  (the benchmark shares the tests' helpers)
-from tests.nginx_support import loopback_values, start_nginx  # noqa: E402
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Soak run: a steady request rate for minutes, RSS sampled over time, nothing lost.
 
-    .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 400] [--events 5]
+    .venv/bin/python -m benchmarks.soak [--minutes 10] [--rate 400] [--events 5]
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder and posts
 batches of ``--events`` events at ``--rate`` requests/s from a paced loader on loopback

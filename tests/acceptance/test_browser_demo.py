@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import RunningCollector
+from tests.support.servers import RunningCollector
 
 pytestmark = pytest.mark.browser
 

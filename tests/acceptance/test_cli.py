@@ -3,9 +3,6 @@ test_cli_embedded.py: version, `migrate`, an external DATABASE_URL, configuratio
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,43 +12,11 @@ import psutil
 import psycopg
 import pytest
 
-from tests.conftest import (
-    LOCAL_ORIGIN,
-    TEST_SECRET_KEY,
-    PostgresServer,
-    free_port,
-    fresh_database,
-    killed_on_exit,
-    start_process,
-    stop_process,
-)
-from tests.seed import SEED_SINGLE
-
-EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
-
-
-def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "EVOTHESIS_DATA_DIR": str(data_dir),
-        "EVOTHESIS_SECRET_KEY": TEST_SECRET_KEY,
-        **extra,
-    }
-
-
-def evothesis(
-    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EVOTHESIS, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=cwd,
-    )
+from tests.support.cli import EVOTHESIS, clean_env, evothesis
+from tests.support.loopback import free_port
+from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.seed import SEED_SINGLE
+from tests.support.servers import LOCAL_ORIGIN, killed_on_exit, start_process, stop_process
 
 
 def processes_mentioning(path: Path) -> list[psutil.Process]:

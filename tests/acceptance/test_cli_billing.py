@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from tests.acceptance.test_cli import clean_env, evothesis
-from tests.billing_support import event_row, insert_rows
-from tests.export_support import S3, Buckets, run_pipeline, s3_environment
+from tests.support.cli import clean_env, evothesis
+from tests.support.rows import event_row, insert_rows
+from tests.support.s3 import S3, Buckets, run_pipeline, s3_environment
 
 MARCH_31 = datetime(2026, 3, 31, 23, 0, tzinfo=UTC)
 APRIL_1 = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)

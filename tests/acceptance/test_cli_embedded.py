@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,18 +12,10 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import free_port, stop_process
-from tests.seed import SEED_BATCH, SEED_SINGLE
-
-EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
-
-
-def clean_env(data_dir: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "EVOTHESIS_DATA_DIR": str(data_dir),
-    }
+from tests.support.cli import EVOTHESIS, clean_env
+from tests.support.loopback import free_port
+from tests.support.seed import SEED_BATCH, SEED_SINGLE
+from tests.support.servers import stop_process
 
 
 def request(url: str, body: object | None = None) -> tuple[int, dict[str, object]]:
@@ -57,7 +47,7 @@ def serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as output:
         return subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)],
-            env=clean_env(data_dir),
+            env=clean_env(data_dir, secret_key=False),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -82,7 +72,7 @@ def test_help_lists_commands_and_environment() -> None:
 
 
 def test_invalid_setting_stops_with_its_name(tmp_path: Path) -> None:
-    env = {**clean_env(tmp_path), "DATABASE_POOL_SIZE": "abc"}
+    env = {**clean_env(tmp_path, secret_key=False), "DATABASE_POOL_SIZE": "abc"}
     result = subprocess.run(
         [EVOTHESIS, "serve"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -139,7 +129,7 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir), "EXPORT_SCHEDULE": "off"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "off"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
@@ -181,7 +171,7 @@ def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir), "EXPORT_SCHEDULE": "1s"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "1s"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output

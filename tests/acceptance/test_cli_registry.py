@@ -16,13 +16,10 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import (
-    TEST_SECRET_KEY,
-    free_port,
-    killed_on_exit,
-    start_process,
-    stop_process,
-)
+from tests.support.cli import evothesis
+from tests.support.loopback import free_port
+from tests.support.postgres import TEST_SECRET_KEY
+from tests.support.servers import killed_on_exit, start_process, stop_process
 
 PYTHON = sys.executable
 ADMIN_TOKEN = "cli-admin-token"
@@ -40,17 +37,6 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
         "EVOTHESIS_SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
     }
-
-
-def evothesis(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "evothesis", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def succeeded(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

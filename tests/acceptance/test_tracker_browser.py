@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 from psycopg.rows import dict_row
 
-from tests.conftest import RunningCollector
+from tests.support.servers import RunningCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"

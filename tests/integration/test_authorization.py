@@ -17,8 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import RunningCollector, register_client, with_registry
-from tests.seed import SEED_BATCH
+from tests.support.postgres import register_client, with_registry
+from tests.support.seed import SEED_BATCH
+from tests.support.servers import RunningCollector
 
 SALT = bytes(range(32))
 RAW_IP = "203.0.113.77"

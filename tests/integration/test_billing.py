@@ -21,9 +21,11 @@ from evothesis.clock import FixedClock
 from evothesis.config import Settings
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
-from tests.billing_support import event_row, insert_rows
-from tests.conftest import collector_folders, free_port, register_client, serve_in_thread
-from tests.export_support import S3, Buckets, run_pipeline, s3_environment, sql
+from tests.support.loopback import free_port
+from tests.support.postgres import register_client
+from tests.support.rows import event_row, insert_rows
+from tests.support.s3 import S3, Buckets, run_pipeline, s3_environment, sql
+from tests.support.servers import collector_folders, serve_in_thread
 
 TOKEN = "billing-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

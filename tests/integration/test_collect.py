@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.seed import SEED_BATCH, SEED_SINGLE
+from tests.support.seed import SEED_BATCH, SEED_SINGLE
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

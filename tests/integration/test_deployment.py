@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.nginx_support import ROOT, check_config, placeholders, render
+from tests.support.nginx import ROOT, check_config, placeholders, render
 
 UPSTREAM = re.compile(r"server ([A-Za-z0-9.-]+):(\d+)")
 

@@ -15,8 +15,10 @@ from psycopg.rows import dict_row
 
 from evothesis.domain import ENRICHED_COLUMNS
 from evothesis.export.pipeline import ExportPipeline
-from tests.conftest import RunningCollector, register_client
-from tests.export_support import (
+from tests.support.geo import LONDON_IP, write_city_database
+from tests.support.postgres import register_client
+from tests.support.prometheus_text import parse, value
+from tests.support.s3 import (
     S3,
     Buckets,
     processed_events,
@@ -24,8 +26,7 @@ from tests.export_support import (
     run_pipeline,
     s3_environment,
 )
-from tests.geo_support import LONDON_IP, write_city_database
-from tests.prometheus_text import parse, value
+from tests.support.servers import RunningCollector
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "

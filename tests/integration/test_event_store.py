@@ -14,8 +14,8 @@ from evothesis.domain import EventRow
 from evothesis.errors import StorageUnavailable
 from evothesis.storage.events import EventStore, InsertedCount
 from evothesis.storage.pool import create_pool
-from tests.billing_support import event_row
-from tests.conftest import run_coroutine
+from tests.support.rows import event_row
+from tests.support.sync import run_coroutine
 
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 

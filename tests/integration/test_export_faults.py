@@ -38,7 +38,8 @@ import psycopg
 import pytest
 
 from evothesis.export.pipeline import ExportPipeline
-from tests.export_support import (
+from tests.support.fault_proxy import FaultProxy
+from tests.support.s3 import (
     S3,
     Buckets,
     assert_exactly_once,
@@ -48,7 +49,6 @@ from tests.export_support import (
     stored_events,
     wait_until,
 )
-from tests.fault_proxy import FaultProxy
 
 #: Short leases, so that a killed exporter's work is taken over within the test.
 LEASE = "2s"

@@ -39,15 +39,9 @@ from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.export.scheduler import SchedulerState, run_scheduler
 from evothesis.storage.queries import query
-from tests.conftest import (
-    LOCAL_ORIGIN,
-    RunningCollector,
-    collector_folders,
-    free_port,
-    register_client,
-    serve_in_thread,
-)
-from tests.export_support import (
+from tests.support.loopback import free_port
+from tests.support.postgres import register_client
+from tests.support.s3 import (
     S3,
     Buckets,
     client_credentials,
@@ -58,6 +52,7 @@ from tests.export_support import (
     s3_environment,
     wait_until,
 )
+from tests.support.servers import LOCAL_ORIGIN, RunningCollector, collector_folders, serve_in_thread
 
 StartCollector = Callable[..., RunningCollector]
 #: A metering record's grouping: client, site, day of arrival (UTC).

@@ -22,8 +22,8 @@ from evothesis.errors import ExportsRunning, StorageUnavailable
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.gdpr.requests import DataSubjectRequests, receipt_key, visitor_digest
 from evothesis.storage.pool import create_pool
-from tests.conftest import RunningCollector, register_client, with_registry
-from tests.export_support import (
+from tests.support.postgres import register_client, with_registry
+from tests.support.s3 import (
     S3,
     Buckets,
     client_credentials,
@@ -32,6 +32,7 @@ from tests.export_support import (
     s3_environment,
     sql,
 )
+from tests.support.servers import RunningCollector
 
 TOKEN = "gdpr-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

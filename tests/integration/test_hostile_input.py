@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import LOCAL_ORIGIN, RunningCollector
+from tests.support.servers import LOCAL_ORIGIN, RunningCollector
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
 #: The collector's default limits (Settings: MAX_BODY_BYTES, MAX_BATCH_EVENTS).

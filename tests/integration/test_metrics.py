@@ -9,8 +9,9 @@ from __future__ import annotations
 import httpx
 
 from evothesis.api.metrics import CONTENT_TYPE
-from tests.conftest import RunningCollector, register_client
-from tests.prometheus_text import Family, parse, value
+from tests.support.postgres import register_client
+from tests.support.prometheus_text import Family, parse, value
+from tests.support.servers import RunningCollector
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
 

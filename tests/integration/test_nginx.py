@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.conftest import LOCAL_ORIGIN, RunningCollector
-from tests.nginx_support import Nginx
+from tests.support.nginx import Nginx
+from tests.support.servers import LOCAL_ORIGIN, RunningCollector
 
 
 def behind_nginx(

@@ -9,13 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    RunningCollector,
-    register_client,
-    run_collector,
-    start_postgres,
-    with_registry,
-)
+from tests.support.postgres import register_client, start_postgres, with_registry
+from tests.support.servers import RunningCollector, run_collector
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
 

@@ -19,7 +19,9 @@ import pytest
 from evothesis.config import Settings
 from evothesis.pixel_management import create_pixel_management_app
 from evothesis.tracker import EMBEDDED_GLOBAL
-from tests.conftest import TEST_SECRET_KEY, PostgresServer, free_port, serve_in_thread
+from tests.support.loopback import free_port
+from tests.support.postgres import TEST_SECRET_KEY, PostgresServer
+from tests.support.servers import serve_in_thread
 
 ADMIN_TOKEN = "admin-token-for-tests"
 SERVICE_TOKEN = "service-token-for-tests"

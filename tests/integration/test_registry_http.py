@@ -23,13 +23,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import (
-    RunningCollector,
-    free_port,
-    register_client,
-    start_process,
-    with_registry,
-)
+from tests.support.loopback import free_port
+from tests.support.postgres import register_client, with_registry
+from tests.support.servers import RunningCollector, start_process
 
 TOKEN = "service-token-for-tests"
 SALT = bytes(range(100, 132))

@@ -11,7 +11,7 @@ import pytest
 from evothesis.errors import Conflict, InvalidSetting, NotFound
 from evothesis.registry.secrets import write_key_matches
 from evothesis.registry.store import ClientSpec, RegistryStore
-from tests.conftest import with_registry
+from tests.support.postgres import with_registry
 
 
 def test_lookup_prefers_the_most_specific_pattern(database_url: str) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LOCAL_ORIGIN, start_process
-from tests.export_support import S3, Buckets, assert_exactly_once, s3_environment, sql, wait_until
-from tests.loopback import free_port
-from tests.nginx_support import Nginx
+from tests.support.loopback import free_port
+from tests.support.nginx import Nginx
+from tests.support.s3 import S3, Buckets, assert_exactly_once, s3_environment, sql, wait_until
+from tests.support.servers import LOCAL_ORIGIN, start_process
 
 SERVICE_TOKEN = "scale-out-service-token"
 #: Client addresses the load comes from, one per sending thread.

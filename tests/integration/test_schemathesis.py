@@ -26,15 +26,8 @@ from schemathesis.generation.case import Case
 
 from evothesis.app import create_app
 from evothesis.config import Settings
-from tests.conftest import (
-    LOCAL_ORIGIN,
-    TEMPLATE,
-    PostgresServer,
-    RunningCollector,
-    fresh_database,
-    register_client,
-    run_collector,
-)
+from tests.support.postgres import TEMPLATE, PostgresServer, fresh_database, register_client
+from tests.support.servers import LOCAL_ORIGIN, RunningCollector, run_collector
 
 ADMIN_TOKEN = "schemathesis-admin-token"
 #: A client the generated admin calls may change, deactivate and re-key.

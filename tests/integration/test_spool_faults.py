@@ -23,14 +23,9 @@ import psycopg
 import pytest
 
 from evothesis.storage.migrate import upgrade
-from tests.conftest import (
-    LOCAL_ORIGIN,
-    free_port,
-    run_collector,
-    start_postgres,
-    start_process,
-    with_registry,
-)
+from tests.support.loopback import free_port
+from tests.support.postgres import start_postgres, with_registry
+from tests.support.servers import LOCAL_ORIGIN, run_collector, start_process
 
 EVENTS_PER_REQUEST = 4
 

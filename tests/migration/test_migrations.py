@@ -16,7 +16,7 @@ import pytest
 from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS
 from evothesis.storage.migrate import upgrade
 from evothesis.storage.queries import query
-from tests.conftest import PostgresServer, fresh_database
+from tests.support.postgres import PostgresServer, fresh_database
 
 MOMENT = datetime(2025, 7, 11, 12, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ import pytest
 from evothesis.domain import ENRICHED_COLUMNS
 from evothesis.storage.migrate import upgrade
 from evothesis.storage.queries import queries
-from tests.conftest import PostgresServer, fresh_database
+from tests.support.postgres import PostgresServer, fresh_database
 
 EXPECTED_COLUMNS = {
     "id": ("bigint", "NO"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evothesis.config import Settings
-from tests.nginx_support import ROOT, placeholders
+from tests.support.nginx import ROOT, placeholders
 
 TEMPLATES = (".env.development", ".env.production")
 #: ``NAME=value``, or ``# NAME=value`` for a setting left at its default.

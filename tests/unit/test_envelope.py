@@ -32,7 +32,7 @@ from evothesis.ingest.envelope import (
 )
 from evothesis.ingest.privacy import request_privacy
 from evothesis.ingest.timestamps import parse_timestamp
-from tests.seed import SEED_BATCH, SEED_SINGLE
+from tests.support.seed import SEED_BATCH, SEED_SINGLE
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evothesis.enrich.geo import NOWHERE, GeoLocation, GeoLocator, open_geo_database
-from tests.geo_support import write_city_database
+from tests.support.geo import write_city_database
 
 BUNDLED = GeoLocator(open_geo_database(None))
 

@@ -23,7 +23,7 @@ from evothesis.api.metrics import (
     read_spool_status,
     render_metrics,
 )
-from tests.prometheus_text import FormatError, parse, value
+from tests.support.prometheus_text import FormatError, parse, value
 
 
 class FakeBuffer:

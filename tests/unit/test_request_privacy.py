@@ -17,7 +17,7 @@ from evothesis.ingest.privacy import (
     request_privacy,
 )
 from evothesis.privacy import ConsentDecision, apply_ip_policy, decide, hash_ip
-from tests.seed import SEED_BATCH
+from tests.support.seed import SEED_BATCH
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SALT = b"s" * 32

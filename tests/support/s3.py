@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
 from evothesis.storage.pool import create_pool
-from tests.conftest import run_coroutine
+from tests.support.sync import run_coroutine
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"

@@ -5,7 +5,7 @@ renders it, only with loopback addresses, an unprivileged port and paths in a fo
 The template is included at the http level of a minimal main configuration written here:
 ``daemon off`` so the process stays under the caller's control (stopped by its PID), with
 pid file, logs, temporary files and cache in that folder. Used by the tests (the
-``nginx_factory`` fixture) and by ``benchmarks/run.py --nginx``.
+``nginx_factory`` fixture) and by ``python -m benchmarks.run --nginx``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from evothesis.config import Settings
-from tests.loopback import free_port, wait_listening
+from tests.support.loopback import free_port, wait_listening
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "evothesis.conf.template"
 #: What envsubst (and the nginx image) replaces: ``${NAME}``; nginx's own ``$name`` stays.
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")

@@ -12,7 +12,7 @@ import orjson
 from evothesis.domain import EventRow
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
-from tests.conftest import run_coroutine
+from tests.support.sync import run_coroutine
 
 
 def event_row(

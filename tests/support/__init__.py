@@ -1,0 +1,1 @@
+"""Helpers the tests (and benchmarks) share; fixtures live in ``tests/conftest.py``."""
