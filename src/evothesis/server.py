@@ -7,7 +7,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from evothesis.api.one_write import OneWriteHttpToolsProtocol
+from evothesis.api.transport.one_write import OneWriteHttpToolsProtocol
 from evothesis.app import Evothesis
 
 #: ``proxy_headers`` is off because forwarded headers are interpreted by our own

@@ -14,12 +14,12 @@ import time
 import psutil
 import pytest
 
-from evothesis.export.cpu import run_in_worker
+from evothesis.objects.cpu import run_in_worker
 
 #: Starts the pool, prints a worker's pid, then waits to be killed.
 _EXPORTER = """
 import asyncio, os, time
-from evothesis.export.cpu import run_in_worker
+from evothesis.objects.cpu import run_in_worker
 print(asyncio.run(run_in_worker(os.getpid)), flush=True)
 time.sleep(120)
 """

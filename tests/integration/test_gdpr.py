@@ -19,9 +19,9 @@ import pytest
 
 from evothesis.config import Settings
 from evothesis.errors import ExportsRunning, StorageUnavailable
-from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
-from evothesis.gdpr.requests import DataSubjectRequests, receipt_key, visitor_digest
-from evothesis.storage.pool import create_pool
+from evothesis.export.pipeline import ExportPipeline
+from evothesis.gdpr.requests import receipt_key, visitor_digest
+from evothesis.services import PoolSize, open_services
 from tests.support.postgres import register_client, with_registry
 from tests.support.s3 import (
     S3,
@@ -357,10 +357,10 @@ def test_a_deletion_waits_for_running_exports_and_keeps_them_out(
     order: list[str] = []
 
     async def run() -> None:
-        pool = await create_pool(database_url, min_size=1, max_size=6)
-        try:
-            pipeline = pipeline_from_settings(settings, pool)
-            requests = DataSubjectRequests(pool, pipeline)
+        async with open_services(
+            settings, database_url=database_url, pool_size=PoolSize(1, 6)
+        ) as services:
+            pipeline, requests = services.pipeline, services.subjects
             async with pipeline.ledger.running():
                 with pytest.raises(ExportsRunning, match="retry"):
                     await requests.delete("shop_json", TARGET, wait_s=0.3)
@@ -378,8 +378,6 @@ def test_a_deletion_waits_for_running_exports_and_keeps_them_out(
             await export
             order.append("next export finished")
             assert receipt["buffer_events_deleted"] > 0
-        finally:
-            await pool.close()
 
     asyncio.run(run())
     assert order == ["export finished", "deletion finished", "next export finished"]
@@ -442,12 +440,10 @@ def test_export_runs_refuse_a_pool_too_small_to_hold_the_lock(
     settings = Settings(_env_file=None, ENVIRONMENT="test", EVOTHESIS_DATA_DIR=str(tmp_path))
 
     async def run() -> None:
-        pool = await create_pool(database_url, min_size=1, max_size=1)
-        try:
-            pipeline = pipeline_from_settings(settings, pool)
+        async with open_services(
+            settings, database_url=database_url, pool_size=PoolSize(1, 1)
+        ) as services:
             with pytest.raises(StorageUnavailable, match="DATABASE_POOL_SIZE"):
-                await pipeline.export()
-        finally:
-            await pool.close()
+                await services.pipeline.export()
 
     asyncio.run(run())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from evothesis.api.metrics import CONTENT_TYPE
+from evothesis.api.routes.metrics import CONTENT_TYPE
 from tests.support.postgres import register_client
 from tests.support.prometheus_text import Family, parse, value
 from tests.support.servers import RunningCollector

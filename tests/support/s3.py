@@ -22,8 +22,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from evothesis.config import Settings
-from evothesis.export.pipeline import ExportPipeline, pipeline_from_settings
-from evothesis.storage.pool import create_pool
+from evothesis.export.pipeline import ExportPipeline
+from evothesis.services import CLI_POOL, open_services
 from tests.support.sync import run_coroutine
 
 REGION = "us-east-1"
@@ -118,11 +118,8 @@ def run_pipeline(database_url: str, work: Callable[[ExportPipeline], Any], **env
     settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
 
     async def run() -> Any:
-        pool = await create_pool(database_url, min_size=1, max_size=4)
-        try:
-            return await work(pipeline_from_settings(settings, pool))
-        finally:
-            await pool.close()
+        async with open_services(settings, database_url=database_url, pool_size=CLI_POOL) as s:
+            return await work(s.pipeline)
 
     return run_coroutine(run)
 

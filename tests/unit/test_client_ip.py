@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from evothesis.api.client_ip import client_ip
+from evothesis.api.transport.client_ip import client_ip
 from evothesis.config import Settings
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8")]

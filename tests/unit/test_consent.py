@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from evothesis.domain import DropReason
 from evothesis.privacy.consent import (
     ConsentDecision,
     decide,
@@ -11,7 +12,8 @@ from evothesis.privacy.consent import (
     strip_identifiers,
 )
 
-ALLOW, DROP, ANONYMIZE = ConsentDecision.ALLOW, ConsentDecision.DROP, ConsentDecision.ANONYMIZE
+ALLOW, ANONYMIZE = ConsentDecision.ALLOW, ConsentDecision.ANONYMIZE
+NO_CONSENT, DO_NOT_TRACK = ConsentDecision.NO_CONSENT, ConsentDecision.DO_NOT_TRACK
 
 
 @pytest.mark.parametrize(
@@ -20,8 +22,8 @@ ALLOW, DROP, ANONYMIZE = ConsentDecision.ALLOW, ConsentDecision.DROP, ConsentDec
         ("none", None, ALLOW),
         ("none", False, ALLOW),
         ("none", True, ALLOW),
-        ("required", None, DROP),
-        ("required", False, DROP),
+        ("required", None, NO_CONSENT),
+        ("required", False, NO_CONSENT),
         ("required", True, ALLOW),
         ("anonymous_without_consent", None, ANONYMIZE),
         ("anonymous_without_consent", False, ANONYMIZE),
@@ -45,7 +47,7 @@ def test_honoured_signals_drop_whatever_the_consent(
     mode: str, consent: bool | None, dnt: bool, gpc: bool
 ) -> None:
     decision = decide(dnt=dnt, gpc=gpc, consent=consent, honour_dnt=True, consent_mode=mode)
-    assert decision is DROP
+    assert decision is DO_NOT_TRACK
 
 
 @pytest.mark.parametrize(
@@ -53,7 +55,7 @@ def test_honoured_signals_drop_whatever_the_consent(
     [
         ("none", None, ALLOW),
         ("required", True, ALLOW),
-        ("required", None, DROP),
+        ("required", None, NO_CONSENT),
         ("anonymous_without_consent", None, ANONYMIZE),
     ],
 )
@@ -62,6 +64,13 @@ def test_signals_are_ignored_when_not_honoured(
 ) -> None:
     decision = decide(dnt=True, gpc=True, consent=consent, honour_dnt=False, consent_mode=mode)
     assert decision is expected
+
+
+def test_a_drop_names_its_reason_and_a_kept_event_has_none() -> None:
+    assert DO_NOT_TRACK.drop_reason is DropReason.DO_NOT_TRACK
+    assert NO_CONSENT.drop_reason is DropReason.NO_CONSENT
+    assert ALLOW.drop_reason is None
+    assert ANONYMIZE.drop_reason is None
 
 
 @pytest.mark.parametrize("mode", ["", "optional", "strict"])

@@ -22,7 +22,6 @@ from evothesis.errors import (
     MalformedBody,
     UnsupportedMediaType,
 )
-from evothesis.ingest.collector import build_rows
 from evothesis.ingest.enrichment import Enricher
 from evothesis.ingest.envelope import (
     FIELD_LIMITS,
@@ -30,7 +29,7 @@ from evothesis.ingest.envelope import (
     check_media_type,
     parse_envelope,
 )
-from evothesis.ingest.privacy import request_privacy
+from evothesis.ingest.steps import Intake, build_rows, decide_privacy, enrich_request, protect
 from evothesis.ingest.timestamps import parse_timestamp
 from tests.support.seed import SEED_BATCH, SEED_SINGLE
 
@@ -144,12 +143,10 @@ CONTEXT = RequestContext(client_ip="203.0.113.9", user_agent="ua", received_at=N
 
 def rows_for(envelope: Envelope, client_id: str) -> list[EventRow]:
     """Rows for a standard-level client, whose privacy rules only redact PII."""
-    client = ClientConfig(client_id)
-    privacy = request_privacy(client, CONTEXT, None)
     off = Enricher()
-    return build_rows(
-        envelope, client, CONTEXT, privacy, off, off.request(client, CONTEXT, anonymize=False)
-    )
+    intake = decide_privacy(Intake(envelope, CONTEXT, ClientConfig(client_id), None))
+    assert isinstance(intake, Intake)  # a standard client without signals drops nothing
+    return build_rows(off, protect(enrich_request(off, intake))).rows
 
 
 def refusal(document: object) -> InvalidEvent | RejectedEvent:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from evothesis.config import Settings
-from evothesis.export.buckets import BucketConfigError, BucketSpec, bucket_url, client_bucket
+from evothesis.durations import parse_duration, parse_schedule
 from evothesis.export.keys import manifest_key, metering_key, processed_key, raw_key
 from evothesis.export.metering import (
     MeteredEvent,
@@ -21,7 +21,9 @@ from evothesis.export.metering import (
     encode_metering,
     meter,
 )
-from evothesis.export.timing import parse_duration, parse_schedule, retry_delay
+from evothesis.export.timing import retry_delay
+from evothesis.objects.buckets import BucketConfigError, BucketSpec, bucket_url, client_bucket
+from evothesis.services import export_buckets
 
 CLAIMED = datetime(2026, 3, 9, 23, 59, tzinfo=UTC)
 
@@ -51,22 +53,24 @@ def test_unusable_bucket_urls_are_refused_with_the_value_named(value: str) -> No
 
 
 def test_settings_default_to_folders_under_the_data_directory(tmp_path: Path) -> None:
-    buckets = Settings(_env_file=None, EVOTHESIS_DATA_DIR=str(tmp_path)).buckets()
+    buckets = export_buckets(Settings(_env_file=None, EVOTHESIS_DATA_DIR=str(tmp_path)))
     assert buckets.raw.local_path == (tmp_path / "buckets" / "raw").resolve()
     assert buckets.processed.local_path == (tmp_path / "buckets" / "processed").resolve()
     assert buckets.backup.options == {}
 
 
 def test_s3_settings_carry_endpoint_region_and_per_bucket_keys() -> None:
-    buckets = Settings(
-        _env_file=None,
-        RAW_S3_BUCKET="raw-bucket",
-        CLIENT_S3_BUCKET="client-bucket",
-        S3_ENDPOINT_URL="http://127.0.0.1:9000",
-        S3_REGION="eu-west-1",
-        RAW_S3_ACCESS_KEY="AKIA-raw",
-        RAW_S3_SECRET_KEY="raw-secret",
-    ).buckets()
+    buckets = export_buckets(
+        Settings(
+            _env_file=None,
+            RAW_S3_BUCKET="raw-bucket",
+            CLIENT_S3_BUCKET="client-bucket",
+            S3_ENDPOINT_URL="http://127.0.0.1:9000",
+            S3_REGION="eu-west-1",
+            RAW_S3_ACCESS_KEY="AKIA-raw",
+            RAW_S3_SECRET_KEY="raw-secret",
+        )
+    )
     assert buckets.raw.url == "s3://raw-bucket"
     assert buckets.raw.options["access_key_id"] == "AKIA-raw"
     assert buckets.processed.url == "s3://client-bucket"  # the seed's name is honoured

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evothesis.domain import ENRICHED_COLUMNS
+from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS
+from evothesis.errors import ObjectStoreError, RawFormatError
 from evothesis.export.formats import (
     CORE_COLUMNS,
     EXPORT_COLUMNS,
@@ -28,7 +29,6 @@ from evothesis.export.formats import (
     FILE_EXTENSIONS,
     PARQUET_SCHEMA,
     RawEvent,
-    RawFormatError,
     encode_events,
     event_columns,
     export_metadata,
@@ -314,9 +314,16 @@ def test_raw_format_error_on_the_first_line_and_after_many() -> None:
         parse_raw_lines(good + b"{oops\n")
 
 
-def test_raw_format_error_is_a_value_error_that_pickles() -> None:
+def test_a_client_file_has_every_stored_column_with_the_json_text_last() -> None:
+    stored = tuple(name for name in EVENT_COLUMNS if name != "raw_event_data")
+    assert ("id", *stored, "raw_event_data") == EXPORT_COLUMNS
+    assert EXPORT_COLUMNS[-len(ENRICHED_COLUMNS) - 1 : -1] == ENRICHED_COLUMNS
+
+
+def test_raw_format_error_is_an_object_store_error_that_pickles() -> None:
     error = RawFormatError(7, "missing key 'client_id'")
-    assert isinstance(error, ValueError)
+    assert isinstance(error, ObjectStoreError)
+    assert error.message == "raw line 7: missing key 'client_id'"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.line, copy.reason, str(copy)) == (7, error.reason, str(error))
 

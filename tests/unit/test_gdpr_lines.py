@@ -7,7 +7,7 @@ import gzip
 import orjson
 import pytest
 
-from evothesis.export.formats import RawFormatError
+from evothesis.errors import RawFormatError
 from evothesis.gdpr.lines import (
     FoundEvent,
     find_in_object,

@@ -1,89 +1,72 @@
-"""render_metrics and RequestMetrics on stand-in states: exact lines, and a strict parse.
+"""render_metrics and RequestMetrics on stand-in sources: exact lines, and a strict parse.
 
-The state is a ``SimpleNamespace`` shaped like ``app.state``, so every source of a metric
-(collector, write buffer, spool, registry cache, request counter) can be present, absent
-or half-built, as it is while the collector starts or while a feature is not configured.
+Every source of a metric (collector outcomes, write buffer, spool, registry cache, request
+counter) is a typed snapshot that an app has or lacks, as it does while a feature is not
+configured or in the pixel-management service, which collects nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
-from types import SimpleNamespace
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evothesis import __version__
-from evothesis.api.metrics import (
-    COLLECT_LATENCY_BUCKETS,
-    RequestMetrics,
+from evothesis.api.routes.metrics import (
+    MetricSources,
     escape_label_value,
     read_spool_status,
     render_metrics,
 )
+from evothesis.api.transport.asgi import ASGIApp
+from evothesis.api.transport.request_metrics import COLLECT_LATENCY_BUCKETS, RequestMetrics
+from evothesis.domain import DropReason, Refusal, RejectReason
+from evothesis.ingest.outcomes import Outcomes
+from evothesis.registry.cache import CacheStatus
+from evothesis.storage.spool import Spool, SpoolStatus
+from evothesis.storage.write_buffer import BufferStats
 from tests.support.prometheus_text import FormatError, parse, value
 
-
-class FakeBuffer:
-    """The write buffer's counters as the spool work will leave them."""
-
-    def __init__(self) -> None:
-        self.pending_rows = 7
-        self.flushed_batches = 3
-        self.flushed_rows = 120
-        self.spooled_rows = 40
-        self.spooled_batches = 2
-        self.flush_seconds_total = 0.125
-        self.failed_flushes = 1
-
-
-class FakeSpool:
-    def status(self) -> dict[str, object]:
-        return {
-            "records": 2,
-            "segments": 1,
-            "full": False,
-            "bytes": 4096,
-            "max_bytes": 1 << 30,
-            "quarantined": 1,
-            "replayed_rows": 15,
-        }
+BUFFER = BufferStats(
+    pending_rows=7,
+    flushed_batches=3,
+    flushed_rows=120,
+    flush_seconds_total=0.125,
+    failed_flushes=1,
+    spooled_batches=2,
+    spooled_rows=40,
+)
+SPOOL = SpoolStatus(
+    full=False, segments=1, bytes=4096, max_bytes=1 << 30, quarantined=1, replayed_rows=15
+)
 
 
-class FakeSites:
-    def __init__(self, reachable: bool | None = True) -> None:
-        self.reachable = reachable
-
-    def status(self) -> dict[str, object]:
-        return {
-            "source": "database",
-            "registry_reachable": self.reachable,
-            "cache_size": 4,
-            "hits": 90,
-            "misses": 10,
-            "hit_rate": 0.9,
-            "lookups": 6,
-            "stale_answers": 0,
-            "last_error": None,
-        }
-
-
-def full_state() -> SimpleNamespace:
-    outcomes = Counter(
-        {
-            "unauthorized_domain": 5,
-            "origin_mismatch": 2,
-            "dropped_do_not_track": 9,
-            "anonymized": 4,
-        }
+def registry(reachable: bool | None = True) -> CacheStatus:
+    return CacheStatus(
+        source="database",
+        registry_reachable=reachable,
+        cache_size=4,
+        hits=90,
+        misses=10,
+        lookups=6,
+        stale_answers=0,
+        last_error=None,
     )
-    return SimpleNamespace(
-        collector=SimpleNamespace(outcomes=outcomes),
-        buffer=FakeBuffer(),
-        spool=FakeSpool(),
-        sites=FakeSites(),
+
+
+def full_sources() -> MetricSources:
+    outcomes = Outcomes()
+    outcomes.refused[Refusal.UNAUTHORIZED_DOMAIN] = 5
+    outcomes.refused[Refusal.ORIGIN_MISMATCH] = 2
+    outcomes.dropped[DropReason.DO_NOT_TRACK] = 9
+    outcomes.rejected[RejectReason.TOO_LONG] = 3
+    outcomes.anonymized = 4
+    return MetricSources(
+        outcomes=outcomes, buffer=BUFFER, spool_enabled=True, spool=SPOOL, registry=registry()
     )
 
 
@@ -92,7 +75,7 @@ def lines(text: str) -> set[str]:
 
 
 def test_every_source_is_rendered_with_exact_lines() -> None:
-    text = render_metrics(full_state())
+    text = render_metrics(full_sources())
     parse(text)
     expected = {
         "# HELP evothesis_build_info Version of the running collector; always 1.",
@@ -106,6 +89,8 @@ def test_every_source_is_rendered_with_exact_lines() -> None:
         "# TYPE evothesis_events_dropped_total counter",
         'evothesis_events_dropped_total{reason="do_not_track"} 9',
         'evothesis_events_dropped_total{reason="no_consent"} 0',
+        'evothesis_events_dropped_total{reason="bot_headless"} 0',
+        'evothesis_events_rejected_total{reason="too_long"} 3',
         "evothesis_events_anonymized_total 4",
         "# TYPE evothesis_write_buffer_pending_events gauge",
         "evothesis_write_buffer_pending_events 7",
@@ -116,7 +101,6 @@ def test_every_source_is_rendered_with_exact_lines() -> None:
         "evothesis_write_buffer_spooled_batches_total 2",
         "evothesis_write_buffer_spooled_events_total 40",
         "evothesis_spool_enabled 1",
-        "evothesis_spool_records 2",
         "evothesis_spool_segments 1",
         "evothesis_spool_full 0",
         "evothesis_spool_bytes 4096",
@@ -139,8 +123,17 @@ def test_every_source_is_rendered_with_exact_lines() -> None:
     )
 
 
+def test_every_refusal_and_drop_reason_is_reported_from_the_start() -> None:
+    families = parse(render_metrics(MetricSources(outcomes=Outcomes())))
+    for refusal in Refusal:
+        assert value(families, "evothesis_collect_refused_requests_total", reason=refusal) == 0
+    for reason in DropReason:
+        assert value(families, "evothesis_events_dropped_total", reason=reason) == 0
+    assert not families["evothesis_events_rejected_total"].samples
+
+
 def test_every_family_has_help_and_type_and_counters_end_in_total() -> None:
-    families = parse(render_metrics(full_state()))
+    families = parse(render_metrics(full_sources()))
     for family in families.values():
         assert family.help, family.name
         assert family.type in {"counter", "gauge", "histogram"}, family.name
@@ -148,81 +141,44 @@ def test_every_family_has_help_and_type_and_counters_end_in_total() -> None:
 
 
 def test_missing_sources_are_left_out_not_reported_as_zero() -> None:
-    """A bare state (the lifespan has not run yet) still renders a valid exposition."""
-    text = render_metrics(SimpleNamespace())
+    """An app without a collector (pixel management) still renders a valid exposition."""
+    text = render_metrics(MetricSources())
     families = parse(text)
     assert set(families) == {"evothesis_build_info", "evothesis_spool_enabled"}
     assert "evothesis_spool_enabled 0" in lines(text)
 
 
-def test_half_built_sources_are_tolerated() -> None:
-    """Today's write buffer (no spool counters), no spool, a directory without status()."""
-    state = SimpleNamespace(
-        collector=SimpleNamespace(outcomes=Counter()),
-        buffer=SimpleNamespace(pending_rows=0, flushed_batches=1, flushed_rows=2),
-        spool=None,
-        sites=SimpleNamespace(),
-    )
-    text = render_metrics(state)
+def test_a_collector_without_a_spool_says_so() -> None:
+    sources = MetricSources(outcomes=Outcomes(), buffer=BUFFER, registry=registry())
+    text = render_metrics(sources)
     families = parse(text)
-    assert "evothesis_write_buffer_flushed_events_total 2" in lines(text)
     assert "evothesis_spool_enabled 0" in lines(text)
-    for absent in (
-        "evothesis_write_buffer_spooled_events_total",
-        "evothesis_write_buffer_flush_seconds_total",
-        "evothesis_spool_records",
-        "evothesis_registry_cache_hits_total",
-    ):
-        assert absent not in families
-    assert (
-        value(families, "evothesis_collect_refused_requests_total", reason="origin_mismatch") == 0
-    )
-
-
-def test_spool_status_with_missing_or_odd_keys() -> None:
-    state = SimpleNamespace(spool=SimpleNamespace(status=lambda: {"records": 3, "bytes": None}))
-    families = parse(render_metrics(state))
-    assert value(families, "evothesis_spool_records") == 3
     assert "evothesis_spool_bytes" not in families
-    assert "evothesis_spool_max_bytes" not in families
+    assert value(families, "evothesis_write_buffer_flushed_events_total") == 120
 
 
-def test_spool_status_read_by_the_caller_or_unreadable() -> None:
-    """The endpoint reads the status in a thread and passes it in; an unreadable spool
-    folder leaves the spool's numbers out instead of failing the scrape."""
-
-    class BrokenSpool:
-        def status(self) -> dict[str, int]:
-            raise FileNotFoundError("spool folder removed")
-
-    state = SimpleNamespace(spool=BrokenSpool())
-    families = parse(render_metrics(state))
+def test_an_unreadable_spool_leaves_its_numbers_out_but_not_the_scrape(tmp_path: Path) -> None:
+    """The endpoint reads the status in a thread; a spool folder that cannot be read (here:
+    removed under the collector) leaves the spool's numbers out instead of failing."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    try:
+        assert read_spool_status(spool) == SpoolStatus(False, 0, 0, 1 << 20, 0, 0)
+        shutil.rmtree(tmp_path / "spool")
+        assert read_spool_status(spool) is None
+    finally:
+        spool.close()
+    assert read_spool_status(None) is None
+    families = parse(render_metrics(MetricSources(spool_enabled=True, spool=None)))
     assert value(families, "evothesis_spool_enabled") == 1
     assert "evothesis_spool_bytes" not in families
-    assert read_spool_status(state) is None
-    given = render_metrics(state, spool_status={"segments": 4, "bytes": 10})
-    assert {"evothesis_spool_segments 4", "evothesis_spool_bytes 10"} <= lines(given)
 
 
 @pytest.mark.parametrize(("reachable", "line"), [(True, "1"), (False, "0"), (None, None)])
 def test_registry_reachability_is_absent_until_known(reachable: bool | None, line: str) -> None:
-    text = render_metrics(SimpleNamespace(sites=FakeSites(reachable)))
+    text = render_metrics(MetricSources(registry=registry(reachable)))
     parse(text)
     reported = [x for x in lines(text) if x.startswith("evothesis_registry_reachable ")]
     assert reported == ([f"evothesis_registry_reachable {line}"] if line else [])
-
-
-def test_unknown_reasons_are_escaped_label_values() -> None:
-    """Reasons are our own codes today, but a label value must survive any text."""
-    reason = 'odd "reason"\\with\nnewline'
-    state = SimpleNamespace(collector=SimpleNamespace(outcomes=Counter({reason: 1})))
-    text = render_metrics(state)
-    assert (
-        'evothesis_collect_refused_requests_total{reason="odd \\"reason\\"\\\\with\\nnewline"} 1'
-        in lines(text)
-    )
-    families = parse(text)
-    assert value(families, "evothesis_collect_refused_requests_total", reason=reason) == 1
 
 
 def test_escape_label_value() -> None:
@@ -231,13 +187,10 @@ def test_escape_label_value() -> None:
 
 
 def test_float_values_are_rendered_the_way_scrapers_read_them() -> None:
-    buffer = SimpleNamespace(flush_seconds_total=math.inf, pending_rows=0)
-    text = render_metrics(SimpleNamespace(buffer=buffer))
+    text = render_metrics(MetricSources(buffer=BUFFER._replace(flush_seconds_total=math.inf)))
     assert "evothesis_write_buffer_flush_seconds_total +Inf" in lines(text)
-    buffer.flush_seconds_total = math.nan
-    assert "evothesis_write_buffer_flush_seconds_total NaN" in lines(
-        render_metrics(SimpleNamespace(buffer=buffer))
-    )
+    text = render_metrics(MetricSources(buffer=BUFFER._replace(flush_seconds_total=math.nan)))
+    assert "evothesis_write_buffer_flush_seconds_total NaN" in lines(text)
 
 
 # ---------------------------------------------------------------------------- middleware
@@ -257,7 +210,7 @@ async def _failing_app(scope: Any, receive: Any, send: Any) -> None:
     raise RuntimeError("boom")
 
 
-def _call(app: RequestMetrics, path: str, kind: str = "http") -> None:
+def _call(app: ASGIApp, path: str, kind: str = "http") -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -268,12 +221,11 @@ def _call(app: RequestMetrics, path: str, kind: str = "http") -> None:
 
 
 def test_requests_are_counted_by_fixed_path_set_and_status() -> None:
-    state = SimpleNamespace()
-    app = RequestMetrics(_ok_app, state)
-    assert state.http_metrics is app
+    metrics = RequestMetrics()
+    app = metrics.wrap(_ok_app)
     for path in ("/collect", "/collect", "/health", "/missing", "/wp-admin/x.php", "/metrics"):
         _call(app, path)
-    text = render_metrics(state)
+    text = render_metrics(MetricSources(http=metrics))
     families = parse(text)
     requests = "evothesis_http_requests_total"
     assert value(families, requests, path="/collect", status="200") == 2
@@ -292,13 +244,12 @@ def test_requests_are_counted_by_fixed_path_set_and_status() -> None:
 
 
 def test_histogram_buckets_are_cumulative_with_exact_lines() -> None:
-    state = SimpleNamespace()
-    app = RequestMetrics(_ok_app, state)
-    app.collect_buckets[1] = 3  # 5 ms < t <= 10 ms
-    app.collect_buckets[-1] = 1  # slower than the last bound
-    app.collect_count = 4
-    app.collect_seconds = 3.5
-    text = render_metrics(state)
+    metrics = RequestMetrics()
+    metrics.collect_buckets[1] = 3  # 5 ms < t <= 10 ms
+    metrics.collect_buckets[-1] = 1  # slower than the last bound
+    metrics.collect_count = 4
+    metrics.collect_seconds = 3.5
+    text = render_metrics(MetricSources(http=metrics))
     parse(text)
     name = "evothesis_http_request_duration_seconds"
     assert {
@@ -312,14 +263,14 @@ def test_histogram_buckets_are_cumulative_with_exact_lines() -> None:
 
 
 def test_requests_without_an_answer_or_with_an_exception() -> None:
-    state = SimpleNamespace()
-    _call(RequestMetrics(_silent_app, state), "/collect")
-    families = parse(render_metrics(state))
+    metrics = RequestMetrics()
+    _call(metrics.wrap(_silent_app), "/collect")
+    families = parse(render_metrics(MetricSources(http=metrics)))
     assert value(families, "evothesis_http_requests_total", path="/collect", status="499") == 1
-    state = SimpleNamespace()
+    metrics = RequestMetrics()
     with pytest.raises(RuntimeError):
-        _call(RequestMetrics(_failing_app, state), "/health")
-    families = parse(render_metrics(state))
+        _call(metrics.wrap(_failing_app), "/health")
+    families = parse(render_metrics(MetricSources(http=metrics)))
     assert value(families, "evothesis_http_requests_total", path="/health", status="500") == 1
 
 
@@ -329,9 +280,8 @@ def test_lifespan_and_websocket_scopes_pass_through_uncounted() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    state = SimpleNamespace()
-    metrics = RequestMetrics(app, state)
-    _call(metrics, "/collect", kind="websocket")
+    metrics = RequestMetrics()
+    _call(metrics.wrap(app), "/collect", kind="websocket")
     assert seen == ["websocket"]
     assert metrics.requests == {}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evothesis.api.one_write import OneWriteTransport
+from evothesis.api.transport.one_write import OneWriteTransport
 
 
 class RecordingTransport:

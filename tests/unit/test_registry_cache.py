@@ -72,8 +72,8 @@ def test_answers_are_cached_for_the_ttl_and_keyed_by_canonical_host() -> None:
 
     run(work)
     status = directory.status()
-    assert (status["hits"], status["misses"], status["lookups"]) == (2, 2, 2)
-    assert status["hit_rate"] == 0.5 and status["registry_reachable"] is True
+    assert (status.hits, status.misses, status.lookups) == (2, 2, 2)
+    assert status.hit_rate == 0.5 and status.registry_reachable is True
 
 
 def test_unknown_hosts_are_cached_for_the_shorter_negative_ttl() -> None:
@@ -158,8 +158,8 @@ def test_expired_answers_are_served_while_the_registry_is_down(
 
     caplog.set_level(logging.INFO, logger="evothesis.registry")
     run(work)
-    assert directory.status()["stale_answers"] == 2
-    assert directory.status()["registry_reachable"] is True
+    assert directory.status().stale_answers == 2
+    assert directory.status().registry_reachable is True
     fills = [r.getMessage() for r in caplog.records if "authorized" in r.getMessage()]
     assert fills == ["Domain acme.com authorized for client client_acme"] * 2
 
@@ -174,7 +174,7 @@ def test_invalidate_forgets_answers_and_ignores_lookups_already_in_flight() -> N
         await asyncio.sleep(0.01)
         directory.invalidate()  # the registry changed while the old answer was on its way
         assert await pending is ACME
-        assert directory.status()["cache_size"] == 0
+        assert directory.status().cache_size == 0
         source.answers.clear()
         assert await directory.resolve("acme.com") is None
 
@@ -192,4 +192,4 @@ def test_the_cache_is_bounded() -> None:
             await directory.resolve(f"site{i}.example")
 
     run(work)
-    assert directory.status()["cache_size"] == 100
+    assert directory.status().cache_size == 100

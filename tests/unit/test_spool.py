@@ -120,7 +120,7 @@ def test_append_is_bounded_and_durable(tmp_path: Path) -> None:
         spool.append([row()], [])
     with pytest.raises(SpoolFull, match="disk spool is full"):
         spool.append([row()], [])
-    assert spool.status()["bytes"] == record_size * 3
+    assert spool.status().bytes == record_size * 3
     spool.close()
     # Not empty: the folder stays for adoption, its lock released.
     assert len(list(tmp_path.glob("*/segment-*.spool"))) == 1
@@ -130,7 +130,7 @@ def test_segments_roll_over(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10**9, segment_bytes=1)
     for _ in range(3):
         spool.append([row()], [])
-    assert spool.status()["segments"] == 3
+    assert spool.status().segments == 3
 
 
 def replay(spool: Spool, sink: Sink) -> int:
@@ -147,7 +147,7 @@ def test_replay_applies_everything_then_frees_the_disk(tmp_path: Path) -> None:
     assert replay(spool, sink) == 4
     assert [r.event_id for r in sink.rows][:3] == [r.event_id for rows in written for r in rows]
     assert not spool.has_backlog()
-    assert spool.status()["replayed_rows"] == 4
+    assert spool.status().replayed_rows == 4
     spool.append([row()], [])  # appending after a replay starts a fresh segment
     assert replay(spool, Sink()) == 1
 
@@ -184,7 +184,7 @@ def test_a_torn_tail_is_quarantined_and_reported_not_half_applied(
     assert [r.event_id for r in sink.rows] == [kept.event_id]
     [bad] = (tmp_path / "quarantine").iterdir()
     assert bad.stat().st_size > 0
-    assert spool.status()["quarantined"] == 1
+    assert spool.status().quarantined == 1
     assert "torn payload" in caplog.text
 
 

@@ -17,9 +17,9 @@ from typing import TypeVar
 import pytest
 
 from evothesis.domain import AuditRecord, EventRow, FailedEvent
-from evothesis.errors import StorageUnavailable
+from evothesis.errors import BufferClosed, BufferOverloaded, StorageUnavailable
 from evothesis.storage.events import InsertedCount
-from evothesis.storage.write_buffer import BufferClosed, BufferOverloaded, WriteBuffer
+from evothesis.storage.write_buffer import WriteBuffer
 
 T = TypeVar("T")
 NOW = datetime(2026, 1, 2, tzinfo=UTC)

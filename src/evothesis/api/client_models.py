@@ -11,13 +11,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from evothesis.registry.choices import (
-    BotPolicy,
-    ConsentMode,
-    ExportFormat,
-    IpCollection,
-    PrivacyLevel,
-)
+from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
 from evothesis.registry.store import ClientSpec
 
 __all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]

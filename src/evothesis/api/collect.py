@@ -8,24 +8,23 @@ is served directly and documented in the OpenAPI schema by hand (``COLLECT_OPENA
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
 
-from evothesis.api.asgi import Receive, Scope, Send
-from evothesis.api.client_ip import client_ip
-from evothesis.api.deadlines import ReadDeadlines
+from evothesis.api.deps import Runtime
 from evothesis.api.errors import error_body, error_payload
-from evothesis.clock import Clock, iso_millis
-from evothesis.config import Settings
-from evothesis.domain import RequestContext
+from evothesis.api.transport.asgi import Receive, Scope, Send
+from evothesis.api.transport.client_ip import client_ip
+from evothesis.api.transport.deadlines import ReadDeadlines
+from evothesis.clock import iso_millis
+from evothesis.domain import ClientConfig, RequestContext
 from evothesis.errors import (
     EvothesisError,
     MalformedBody,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from evothesis.ingest.collector import Collector, CollectResult
+from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.privacy import signal_on
 
@@ -145,11 +144,11 @@ COLLECT_OPENAPI: dict[str, object] = {
 
 
 class CollectEndpoint:
-    """ASGI app for /collect; reads its collaborators from the app state at call time,
-    because they are created in the lifespan, after this object."""
+    """ASGI app for /collect; reads its collaborators from the runtime at call time, because
+    the lifespan starts them after this object is built."""
 
-    def __init__(self, state: Any) -> None:
-        self._state = state
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
@@ -158,12 +157,23 @@ class CollectEndpoint:
             if name in _WANTED_HEADERS
         }
         method = scope["method"]
-        collector: Collector = self._state.collector
+        if method not in ("POST", "OPTIONS"):
+            body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
+            await _send(send, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
+            return
+        collector = self._runtime.ingestion.collector
         origin = headers.get("origin")
-        allowed = origin is not None and await collector.page_client(origin) is not None
-        cors = _cors_headers(origin) if allowed else []
+        # The page is resolved once: its owner decides the CORS answer and, for a POST,
+        # whether the page may send events for the siteId's client.
+        page = origin if origin is not None else headers.get("referer")
+        try:
+            page_owner = await collector.page_owner(page)
+        except EvothesisError as exc:
+            await _send_error(send, exc, [])
+            return
+        cors = _cors_headers(origin) if origin is not None and page_owner is not None else []
         if method == "OPTIONS":
-            if origin is not None and not allowed:
+            if origin is not None and page_owner is None:
                 body = error_body(
                     "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
                 )
@@ -171,57 +181,53 @@ class CollectEndpoint:
             else:
                 await _send(send, 204, b"", _preflight_headers(headers, cors))
             return
-        if method != "POST":
-            body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
-            await _send(send, 405, orjson.dumps(body), [*cors, (b"allow", b"POST, OPTIONS")])
+        try:
+            result = await self._collect(scope, receive, headers, page_owner)
+        except EvothesisError as exc:
+            await _send_error(send, exc, cors)
             return
-        status, payload, extra = await self._collect(scope, receive, headers)
-        await _send(send, status, orjson.dumps(payload), [*cors, *extra])
+        await _send(send, 202 if result.spooled else 200, orjson.dumps(success_body(result)), cors)
 
     async def _collect(
-        self, scope: Scope, receive: Receive, headers: dict[str, str]
-    ) -> tuple[int, dict[str, object], list[tuple[bytes, bytes]]]:
-        settings: Settings = self._state.settings
-        clock: Clock = self._state.clock
-        collector: Collector = self._state.collector
-        try:
-            check_media_type(headers.get("content-type"))
-            body = await _read_body(
-                receive, headers, settings.max_body_bytes, self._state.read_deadlines
-            )
-            peer = scope.get("client")
-            context = RequestContext(
-                client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
-                user_agent=headers.get("user-agent"),
-                received_at=clock.now(),
-                origin=headers.get("origin"),
-                referer=headers.get("referer"),
-                write_key=headers.get("x-write-key"),
-                dnt=signal_on(headers.get("dnt")),
-                gpc=signal_on(headers.get("sec-gpc")),
-            )
-            result = await collector.collect(body, context)
-        except EvothesisError as exc:
-            status, payload, extra_headers = error_payload(exc)
-            return status, payload, [(k.encode(), v.encode()) for k, v in extra_headers.items()]
-        return (202 if result.spooled else 200), success_body(result), []
+        self,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[str, str],
+        page_owner: ClientConfig | None,
+    ) -> CollectResult:
+        runtime = self._runtime
+        settings = runtime.settings
+        check_media_type(headers.get("content-type"))
+        assert runtime.deadlines is not None  # started with the ingestion
+        body = await _read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
+        peer = scope.get("client")
+        context = RequestContext(
+            client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
+            user_agent=headers.get("user-agent"),
+            received_at=runtime.clock.now(),
+            origin=headers.get("origin"),
+            referer=headers.get("referer"),
+            write_key=headers.get("x-write-key"),
+            dnt=signal_on(headers.get("dnt")),
+            gpc=signal_on(headers.get("sec-gpc")),
+        )
+        return await runtime.ingestion.collector.collect(body, context, page_owner)
 
 
-#: Why dropped events were not stored, as the answer's message says it.
-_DROP_EXPLANATIONS: dict[str, str] = {
-    "privacy": "the visitor's privacy signal or missing consent forbids storing them",
-    "bot": "the client drops events from bots, crawlers and monitors",
-}
+async def _send_error(send: Send, error: EvothesisError, cors: list[tuple[bytes, bytes]]) -> None:
+    status, payload, extra = error_payload(error)
+    headers = [*cors, *((k.encode(), v.encode()) for k, v in extra.items())]
+    await _send(send, status, orjson.dumps(payload), headers)
 
 
 def success_body(result: CollectResult) -> dict[str, object]:
     """The seed's answer, plus what was rejected: events dropped by a privacy signal or the
     bot policy are acknowledged, not stored; inner events that failed validation are
     counted and described in ``events_rejected`` and ``rejected_reasons``."""
-    if result.events_dropped:
+    if result.dropped_because is not None:
         message = (
             f"{result.events_dropped} event(s) received and dropped: "
-            f"{_DROP_EXPLANATIONS[result.dropped_because]}"
+            f"{result.dropped_because.explanation}"
         )
     elif result.spooled:
         message = (

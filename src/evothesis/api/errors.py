@@ -15,11 +15,12 @@ from evothesis.api.responses import JSONResponse
 from evothesis.errors import (
     AdminUnauthorized,
     BadRequest,
-    BatchTooLarge,
+    ConfigurationError,
     Conflict,
     EvothesisError,
     InvalidEvent,
     NotFound,
+    ObjectStoreError,
     PayloadTooLarge,
     RequestTimeout,
     StorageUnavailable,
@@ -30,9 +31,10 @@ from evothesis.errors import (
 
 logger = logging.getLogger("evothesis.api")
 
-#: Most specific class first; the first match wins.
+#: Every intended failure's status, most specific class first; the first match wins. A
+#: store that refused or sent damaged bytes is a bad gateway (502); this process not being
+#: set up for the request (a missing secret key) is a 503 until an operator fixes it.
 STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
-    (BatchTooLarge, 413),
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (RequestTimeout, 408),
@@ -44,6 +46,8 @@ STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (StorageUnavailable, 503),
+    (ObjectStoreError, 502),
+    (ConfigurationError, 503),
 )
 
 #: Seconds a client should wait before retrying a 503.
@@ -54,7 +58,7 @@ def status_for(error: EvothesisError) -> int:
     for cls, status in STATUS_TABLE:
         if isinstance(error, cls):
             return status
-    return 500
+    return 500  # the root itself: raised on purpose, but with no status of its own
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
@@ -67,7 +71,9 @@ def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[s
     extra: dict[str, object] = {}
     if isinstance(error, InvalidEvent) and error.field:
         extra["field"] = error.field
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    # Only a passing outage is worth a retry soon; a missing setting is not.
+    retry = isinstance(error, StorageUnavailable)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if retry else {}
     if isinstance(error, AdminUnauthorized):
         headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
     return status, error_body(error.code, error.message, **extra), headers

@@ -1,4 +1,4 @@
-"""The FastAPI application shell both services share: naming, error shapes, settings."""
+"""The FastAPI application shell both services share: naming, error shapes, the runtime."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from evothesis import __version__
+from evothesis.api.deps import Runtime
 from evothesis.api.errors import install_error_handlers
-from evothesis.config import Settings
 
 
 def _operation_id(route: object) -> str:
@@ -20,16 +20,16 @@ def _operation_id(route: object) -> str:
 
 def new_api(
     title: str,
-    settings: Settings,
+    runtime: Runtime,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:
-    """A FastAPI app with our error bodies installed and ``settings`` in its state."""
+    """A FastAPI app with our error bodies installed, serving with ``runtime``."""
     app = FastAPI(
         title=title,
         version=__version__,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
-    app.state.settings = settings
+    runtime.attach(app)
     install_error_handlers(app)
     return app

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from evothesis.config import Settings
+from evothesis.api.deps import SettingsDep
 from evothesis.errors import AdminUnauthorized
 
 __all__ = ["admin_bearer", "check_bearer", "require_admin", "require_service"]
@@ -51,30 +51,25 @@ def check_bearer(
         raise AdminUnauthorized(f"the bearer token is not {variable}")
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 async def require_admin(
-    request: Request,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
 ) -> None:
     check_bearer(
         credentials,
-        _settings(request).admin_token,
+        settings.admin_token,
         variable="EVOTHESIS_ADMIN_TOKEN",
         closed="the admin API is closed until EVOTHESIS_ADMIN_TOKEN is set",
     )
 
 
 async def require_service(
-    request: Request,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_service_bearer)],
 ) -> None:
     check_bearer(
         credentials,
-        _settings(request).pixel_management_token,
+        settings.pixel_management_token,
         variable="PIXEL_MANAGEMENT_TOKEN",
         closed="the internal API is closed until PIXEL_MANAGEMENT_TOKEN is set",
     )

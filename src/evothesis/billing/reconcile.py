@@ -124,12 +124,14 @@ def reconcile(
                 )
 
     found = set(files)
-    missing = [
+    missing: list[dict[str, object]] = [
         {"batch_id": batch.batch_id, "day": day.isoformat()}
         for batch in sorted(batches.values(), key=lambda b: b.batch_id)
         if batch.state == "exported" and (client_id is None or client_id in batch.client_events)
         for day in sorted({batch.first_day, batch.last_day})
         if day in period and (batch.batch_id, day) not in found
     ]
-    damaged = [{"key": key, "error": error} for key, error in sorted((unreadable or {}).items())]
+    damaged: list[dict[str, object]] = [
+        {"key": key, "error": error} for key, error in sorted((unreadable or {}).items())
+    ]
     return Reconciliation(checked, mismatches, missing, damaged)

@@ -17,8 +17,7 @@ from evothesis.billing.reconcile import Reconciliation, days_to_read, reconcile
 from evothesis.billing.source import FileProgress, read_days
 from evothesis.billing.store import BillingStore, Discovery
 from evothesis.billing.usage import ClientUsage, aggregate, grand_total, select
-from evothesis.config import Settings
-from evothesis.export.objects import Bucket
+from evothesis.objects.store import Bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,7 @@ class Billing:
         *,
         progress: FileProgress | None = None,
     ) -> UsageReport:
-        """Raises ``ObjectStoreError`` (backup bucket) or ``StorageUnavailable``."""
+        """Raises ``BackupUnreadable`` or ``StorageUnavailable``."""
         found = await read_days(self._backup, period.days(), progress=progress)
         ledger = await self.store.ledger_batches(
             (record.batch_id for record in found.records), period
@@ -108,8 +107,3 @@ class Billing:
         report = await self.usage(month_period(month), client_id, progress=progress)
         new_sites = Counter(discovery.client_id for discovery in report.discoveries)
         return invoice_lines(report.clients, month, rate_per_1000, new_sites), report
-
-
-def billing_from_settings(settings: Settings, pool: asyncpg.Pool) -> Billing:
-    """Billing over the configured backup bucket (a local folder by default)."""
-    return Billing(pool, Bucket(settings.buckets().backup))

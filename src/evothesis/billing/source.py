@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TypeVar
 
+from evothesis.errors import BackupUnreadable, ObjectStoreError
 from evothesis.export.keys import metering_day_prefix
 from evothesis.export.metering import MeteringRecord, decode_metering
-from evothesis.export.objects import Bucket
+from evothesis.objects.store import Bucket
 
 T = TypeVar("T")
 
@@ -69,9 +70,21 @@ async def read_days(
 ) -> MeteringRead:
     """Every metering file of ``days`` (only those of ``batches`` when given).
 
-    Raises ``ObjectStoreError`` when the bucket cannot be listed or read: a report from
+    Raises ``BackupUnreadable`` when the bucket cannot be listed or read: a report from
     half the files would be a wrong bill.
     """
+    try:
+        return await _read_days(bucket, days, batches, progress)
+    except ObjectStoreError as exc:
+        raise BackupUnreadable(str(exc)) from exc
+
+
+async def _read_days(
+    bucket: Bucket,
+    days: Iterable[date],
+    batches: set[int] | None,
+    progress: FileProgress | None,
+) -> MeteringRead:
     limit = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def bounded(work: Awaitable[T]) -> T:

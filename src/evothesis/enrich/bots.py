@@ -12,17 +12,19 @@ from typing import Final
 
 from crawlerdetect import CrawlerDetect
 
-__all__ = ["BOT_KINDS", "BotDetector"]
+from evothesis.domain import BotKind
 
-#: The kinds a detected bot is sorted into (the ``dropped_bot_<kind>`` reasons).
-BOT_KINDS: Final = ("crawler", "headless", "monitor", "http_client")
+__all__ = ["BotDetector"]
 
 #: Words of a CrawlerDetect match that name the kind; the first kind with a hit wins,
 #: anything else is a crawler (search engines, SEO tools, feed readers, previewers…).
 _KIND_WORDS: Final = (
-    ("headless", ("headless", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse")),
     (
-        "monitor",
+        BotKind.HEADLESS,
+        ("headless", "phantomjs", "puppeteer", "playwright", "selenium", "lighthouse"),
+    ),
+    (
+        BotKind.MONITOR,
         (
             "uptime",
             "pingdom",
@@ -38,7 +40,7 @@ _KIND_WORDS: Final = (
         ),
     ),
     (
-        "http_client",
+        BotKind.HTTP_CLIENT,
         (
             "curl",
             "wget",
@@ -74,7 +76,7 @@ class BotDetector:
     def __init__(self) -> None:
         self._detector = CrawlerDetect()
 
-    def kind(self, user_agent: str) -> str | None:
+    def kind(self, user_agent: str) -> BotKind | None:
         if not self._detector.is_crawler(user_agent):
             return None
         match = (self._detector.get_matches() or "").lower()
@@ -82,4 +84,4 @@ class BotDetector:
         for kind, words in _KIND_WORDS:
             if any(word in match or word in lowered for word in words):
                 return kind
-        return "crawler"
+        return BotKind.CRAWLER

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
 
+from evothesis.domain import RejectReason
 from evothesis.errors import InvalidEvent
 
 __all__ = ["TRUNCATION_MARKER", "EventLimits", "apply_limits"]
@@ -61,14 +62,14 @@ def _check_key(key: str, limits: EventLimits, counter: list[int], where: str) ->
         raise InvalidEvent(
             f"{where.rstrip('.') or 'event'} has more than {limits.max_properties} properties",
             field=where.rstrip(".") or None,
-            reason="too_many_properties",
+            reason=RejectReason.TOO_MANY_PROPERTIES,
         )
     if len(key) > limits.max_key_length:
         raise InvalidEvent(
             f"{where}{key[:40]}… is a key of {len(key)} characters; "
             f"at most {limits.max_key_length} are accepted",
             field=f"{where}{key[:40]}",
-            reason="key_too_long",
+            reason=RejectReason.KEY_TOO_LONG,
         )
 
 
@@ -82,7 +83,7 @@ def _check(value: Any, limits: EventLimits, depth: int, counter: list[int], wher
         raise InvalidEvent(
             f"{where} is nested deeper than {limits.max_depth} levels",
             field=where,
-            reason="too_deep",
+            reason=RejectReason.TOO_DEEP,
         )
     too_long = False
     if isinstance(value, list):

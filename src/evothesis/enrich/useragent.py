@@ -14,6 +14,7 @@ from typing import Final, NamedTuple
 
 import ua_parser
 
+from evothesis.domain import BotKind
 from evothesis.enrich.bots import BotDetector
 
 __all__ = ["DEVICE_TYPES", "UNKNOWN", "UserAgentInfo", "UserAgentParser"]
@@ -39,8 +40,8 @@ class UserAgentInfo(NamedTuple):
     browser_version: str | None
     os: str | None
     device_type: str | None
-    #: ``None`` for people; otherwise one of ``bots.BOT_KINDS``.
-    bot_kind: str | None
+    #: ``None`` for people.
+    bot_kind: BotKind | None
 
     @property
     def is_bot(self) -> bool:
@@ -69,7 +70,7 @@ class UserAgentParser:
         result = ua_parser.parse(text)
         bot_kind = self._bots.kind(text)
         if bot_kind is None and result.device is not None and result.device.family == "Spider":
-            bot_kind = "crawler"  # uap-core knows a few crawlers CrawlerDetect does not
+            bot_kind = BotKind.CRAWLER  # uap-core knows a few crawlers CrawlerDetect does not
         agent, os = result.user_agent, result.os
         browser = agent.family if agent is not None and agent.family != "Other" else None
         version = agent.major if agent is not None and browser is not None else None
@@ -86,7 +87,7 @@ class UserAgentParser:
 
 
 def _device_type(
-    text: str, os_name: str | None, device: ua_parser.Device | None, bot_kind: str | None
+    text: str, os_name: str | None, device: ua_parser.Device | None, bot_kind: BotKind | None
 ) -> str:
     """uap-core names devices (``iPad``, ``SM-X710``) rather than classes; the class follows
     from the device's family and brand, the OS, and Android's own convention that phones

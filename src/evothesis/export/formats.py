@@ -28,50 +28,52 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from evothesis.domain import ENRICHED_COLUMNS
+from evothesis.errors import RawFormatError
 
 EXPORT_FORMATS: Final = ("json", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
 
 
-#: The core columns, in the raw line's order, with their types in it; none has a default,
-#: so a line without one of them is refused.
-_CORE_FIELDS: Final[tuple[tuple[str, Any], ...]] = (
-    ("id", int),
-    ("event_id", str),
-    ("event_type", str),
-    ("session_id", str | None),
-    ("visitor_id", str | None),
-    ("site_id", str),
-    ("client_id", str),
-    ("timestamp", str),
-    ("url", str | None),
-    ("path", str | None),
-    ("referrer", str | None),
-    ("ip_address", str | None),
-    ("user_agent", str | None),
-    ("created_at", str),
-)
+class RawEvent(msgspec.Struct, kw_only=True, gc=False):
+    """One raw line, decoded and typed; its fields, in order, are a client file's columns.
 
-#: One raw line, decoded and typed; its fields, in order, are a client file's columns.
-#:
-#: The enriched fields default to "not enriched", which is how raw objects written before
-#: enrichment existed read. ``raw_event_data`` holds the event's JSON text, compact: no
-#: client format needs it as Python values, and not building them is most of the saving.
-#: ``gc=False``: structs of strings cannot form cycles, so the collector never visits them.
-RawEvent = msgspec.defstruct(
-    "RawEvent",
-    [
-        *_CORE_FIELDS,
-        *(
-            (name, bool, False) if name == "is_bot" else (name, str | None, None)
-            for name in ENRICHED_COLUMNS
-        ),
-        ("raw_event_data", msgspec.Raw),
-    ],
-    kw_only=True,
-    gc=False,
-    module=__name__,
-)
+    The core fields have no default, so a line without one of them is refused. The enriched
+    fields (``domain.ENRICHED_COLUMNS``, in that order) default to "not enriched", which is
+    how raw objects written before enrichment existed read. ``raw_event_data`` holds the
+    event's JSON text, compact: no client format needs it as Python values, and not
+    building them is most of the saving. ``gc=False``: structs of strings cannot form
+    cycles, so the collector never visits them.
+    """
+
+    id: int
+    event_id: str
+    event_type: str
+    session_id: str | None
+    visitor_id: str | None
+    site_id: str
+    client_id: str
+    timestamp: str
+    url: str | None
+    path: str | None
+    referrer: str | None
+    ip_address: str | None
+    user_agent: str | None
+    created_at: str
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    device_type: str | None = None
+    is_bot: bool = False
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    referrer_class: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    raw_event_data: msgspec.Raw
 
 
 #: The columns of every client file, in order: the flat ones in the raw line's order, then
@@ -138,23 +140,6 @@ _TIME_COLUMNS: Final = ("timestamp", "created_at")
 #: What raw objects written before enrichment existed lack: read as "not enriched".
 _ENRICHED_DEFAULTS: Final = {name: False if name == "is_bot" else None for name in ENRICHED_COLUMNS}
 _RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS)
-
-
-class RawFormatError(ValueError):
-    """A raw line that the exporter cannot trust, with the line it was found on.
-
-    The line number (1-based, in the decompressed object) is what an operator needs to find
-    the record; ``line`` and ``reason`` are kept apart and form the exception's ``args`` so
-    the error survives pickling out of a worker process unchanged.
-    """
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(line, reason)
-        self.line = line
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"raw line {self.line}: {self.reason}"
 
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
@@ -494,4 +479,5 @@ def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> by
     table = pa.Table.from_arrays(arrays, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data

@@ -9,16 +9,19 @@ an exporter that dies mid-batch only delays that batch until its lease runs out.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from evothesis.errors import StorageUnavailable
+from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import session_lock, with_connection
+
+T = TypeVar("T")
 
 #: The cursor before the first batch: below every real (xid, id).
 _ORIGIN = ("0", 0)
@@ -100,7 +103,7 @@ class ExportLedger:
     async def claim(self, max_events: int) -> Batch | None:
         """The next batch of at most ``max_events`` new events, leased to this exporter."""
 
-        async def claim(connection: asyncpg.Connection) -> Batch | None:
+        async def claim(connection: Connection) -> Batch | None:
             async with connection.transaction():
                 await connection.execute(query("export_claim_lock"))
                 cursor = await connection.fetchrow(query("export_cursor"))
@@ -170,7 +173,7 @@ class ExportLedger:
         """Record the batch as exported and create its deliveries, in one transaction;
         ``False`` when another exporter recorded it first."""
 
-        async def mark(connection: asyncpg.Connection) -> bool:
+        async def mark(connection: Connection) -> bool:
             async with connection.transaction():
                 done = await connection.fetchval(
                     query("export_mark_exported"), batch.batch_id, raw_key, raw_bytes, event_count
@@ -197,10 +200,11 @@ class ExportLedger:
     async def backlog(self, limit: int) -> tuple[int, datetime | None]:
         """Events not yet claimed (counted up to ``limit``) and the oldest one's arrival."""
 
-        async def backlog(connection: asyncpg.Connection) -> tuple[int, datetime | None]:
+        async def backlog(connection: Connection) -> tuple[int, datetime | None]:
             cursor = await connection.fetchrow(query("export_cursor"))
             after = (cursor["upto_xid"], cursor["upto_id"]) if cursor else _ORIGIN
             row = await connection.fetchrow(query("export_backlog"), *after, limit)
+            assert row is not None  # an aggregate: always one row
             return row["rows"], row["oldest"]
 
         return await self._run(backlog)
@@ -254,7 +258,7 @@ class ExportLedger:
         """The delivery waits ``retry_in_s``; its client's other deliveries wait ``pause_s``
         (``None``: the failure was not the client's destination, nobody is paused)."""
 
-        async def failed(connection: asyncpg.Connection) -> None:
+        async def failed(connection: Connection) -> None:
             async with connection.transaction():
                 await connection.execute(
                     query("export_delivery_failed"),
@@ -292,13 +296,14 @@ class ExportLedger:
     async def status(self, failed_limit: int = 20) -> dict[str, Any]:
         """Everything the status endpoints show, read in one connection."""
 
-        async def read(connection: asyncpg.Connection) -> dict[str, Any]:
+        async def read(connection: Connection) -> dict[str, Any]:
             summary = await connection.fetchrow(query("export_batch_summary"))
             last = await connection.fetchrow(query("export_last_batch"))
             failed = await connection.fetch(query("export_failed_batches"), failed_limit)
             deliveries = await connection.fetch(query("export_delivery_summary"))
             unprocessed = await connection.fetchval(query("export_unprocessed_objects"))
             destinations = await connection.fetch(query("export_destination_states"))
+            assert summary is not None  # an aggregate: always one row
             return {
                 "summary": dict(summary),
                 "last_batch": dict(last) if last else None,
@@ -312,7 +317,7 @@ class ExportLedger:
 
     # ------------------------------------------------------------------------------ helpers
 
-    async def _run(self, work: Any) -> Any:
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         return await with_connection(self._pool, work, what="export ledger")
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:

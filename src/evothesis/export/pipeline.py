@@ -16,16 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from evothesis.config import Settings
-from evothesis.export.buckets import BucketConfigError, ExportBuckets
-from evothesis.export.cpu import WORKERS
+from evothesis.errors import ObjectStoreError
 from evothesis.export.ledger import ExportLedger
-from evothesis.export.objects import Bucket, ObjectStoreError
 from evothesis.export.process import DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
 from evothesis.export.timing import retry_delay
-from evothesis.registry.secrets import SecretKeyError
-from evothesis.registry.store import RegistryStore
+from evothesis.objects.buckets import ExportBuckets
+from evothesis.objects.cpu import WORKERS
+from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
 
@@ -373,33 +371,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-def pipeline_from_settings(settings: Settings, pool: asyncpg.Pool) -> ExportPipeline:
-    """The pipeline configured by the environment, reading client destinations from the
-    registry tables of the same database.
-
-    Without the secret key (a collector-only production process) client credentials cannot
-    be opened: raw export works, and each delivery fails with that reason, visible in the
-    pipeline status, until the key is configured.
-    """
-    try:
-        targets: TargetLookup = RegistryStore(pool, settings.secret_box()).export_target
-    except SecretKeyError as exc:
-        reason = f"cannot open client export credentials: {exc}"
-
-        async def targets(client_id: str) -> tuple[str | None, dict[str, str] | None]:
-            raise BucketConfigError(reason)
-
-    return ExportPipeline(
-        pool,
-        settings.buckets(),
-        PipelineSettings(
-            batch_size=settings.export_batch_size,
-            default_format=settings.export_format,
-            retention_s=settings.buffer_retention_s,
-            lease_s=settings.export_lease_s,
-            interval_s=settings.export_interval_s,
-        ),
-        targets=targets,
-    )

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from evothesis.export.buckets import BucketConfigError, BucketSpec, client_bucket
-from evothesis.export.cpu import run_in_worker
+from evothesis.errors import ObjectStoreError
 from evothesis.export.formats import (
     ClientEvents,
     encode_events,
@@ -27,8 +26,10 @@ from evothesis.export.formats import (
 )
 from evothesis.export.keys import batch_name, manifest_key, processed_key
 from evothesis.export.ledger import Delivery, ExportLedger
-from evothesis.export.objects import Bucket, ObjectStoreError
 from evothesis.export.timing import retry_delay
+from evothesis.objects.buckets import BucketSpec, client_bucket
+from evothesis.objects.cpu import run_in_worker
+from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
 
@@ -112,7 +113,7 @@ class Processor:
             # Data first: a manifest is present only next to a complete file.
             await bucket.put(key, file.data)
             await bucket.put(manifest_key(key), file.manifest)
-        except (ObjectStoreError, BucketConfigError) as exc:
+        except ObjectStoreError as exc:
             failures = await self._ledger.destination_failures(delivery.client_id) + 1
             pause = retry_delay(failures)
             logger.warning(

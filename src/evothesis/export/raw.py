@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from evothesis.export.cpu import run_in_worker
 from evothesis.export.keys import failed_events_key, metering_key, raw_key
 from evothesis.export.ledger import Batch, ExportLedger, FailedLine
 from evothesis.export.metering import (
@@ -24,8 +23,9 @@ from evothesis.export.metering import (
     encode_metering,
     meter,
 )
-from evothesis.export.objects import Bucket
 from evothesis.export.rows import read_batch_rows
+from evothesis.objects.cpu import run_in_worker
+from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
 

@@ -1,38 +1,8 @@
-"""Durations, schedules and retry delays as operators write and as the pipeline needs them."""
+"""Retry delays: how long a failed batch or a failing destination waits before the next try."""
 
 from __future__ import annotations
 
 import random
-import re
-from typing import Final
-
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-#: The seed's schedule words, as intervals.
-SCHEDULE_WORDS: Final = {"minutely": 60.0, "hourly": 3600.0, "daily": 86400.0}
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds from ``90``, ``90s``, ``5m``, ``6h``, ``1d`` or ``250ms``."""
-    if isinstance(text, int | float):
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (examples: 30s, 5m, 6h, 1d)")
-    return float(match[1]) * _UNITS[(match[2] or "s").lower()]
-
-
-def parse_schedule(text: str) -> float | None:
-    """Seconds between scheduled exports, or ``None`` for ``off`` (on demand only)."""
-    word = text.strip().lower()
-    if word in {"off", "none", "manual"}:
-        return None
-    if word in SCHEDULE_WORDS:
-        return SCHEDULE_WORDS[word]
-    seconds = parse_duration(word)
-    if seconds <= 0:
-        raise ValueError(f"an export schedule must be positive: {text!r}")
-    return seconds
 
 
 def retry_delay(

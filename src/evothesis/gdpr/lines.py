@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from evothesis.export.formats import RawFormatError
+from evothesis.errors import RawFormatError
 from evothesis.export.ledger import Delivery
 from evothesis.export.process import RenderedFile, render_lines
 from evothesis.export.raw import gzip_object

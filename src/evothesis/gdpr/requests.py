@@ -30,15 +30,18 @@ from typing import Any
 import asyncpg
 import orjson
 
-from evothesis.errors import ExportsRunning, NotFound, RequestIncomplete, StorageUnavailable
-from evothesis.export.buckets import BucketConfigError
-from evothesis.export.cpu import run_in_worker
-from evothesis.export.formats import RawFormatError
+from evothesis.errors import (
+    ExportsRunning,
+    NotFound,
+    ObjectStoreError,
+    RequestIncomplete,
+    StorageUnavailable,
+)
 from evothesis.export.keys import manifest_key
-from evothesis.export.objects import ObjectStoreError
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import ObjectRewrite, find_in_object, merge_events, rewrite_object
 from evothesis.gdpr.store import ClientBatch, SubjectStore
+from evothesis.objects.cpu import run_in_worker
 
 logger = logging.getLogger("evothesis.gdpr")
 
@@ -51,7 +54,8 @@ RECEIPTS_PREFIX = "gdpr-receipts"
 Progress = Callable[[int, int], None]
 
 #: Failures that stop a request part-way: recorded as "failed", then reported.
-_INCOMPLETE = (ObjectStoreError, BucketConfigError, RawFormatError, StorageUnavailable)
+#: (Bucket configuration errors and damaged raw objects are object-store errors too.)
+_INCOMPLETE = (ObjectStoreError, StorageUnavailable)
 
 
 def visitor_digest(visitor_id: str) -> str:

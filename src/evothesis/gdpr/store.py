@@ -14,11 +14,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from evothesis.errors import ExportsRunning
+from evothesis.errors import ExportsRunning, LockBusy
 from evothesis.export.ledger import Delivery
 from evothesis.gdpr.lines import FoundEvent, found_events
+from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
-from evothesis.storage.sessions import LockBusy, session_lock, with_connection
+from evothesis.storage.sessions import session_lock, with_connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class SubjectStore:
         was recorded as exported, so every event is in one of the two answers.
         """
 
-        async def read(connection: asyncpg.Connection) -> tuple[list[ClientBatch], list[Any]]:
+        async def read(connection: Connection) -> tuple[list[ClientBatch], list[Any]]:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 batches = await connection.fetch(query("gdpr_client_batches"), client_id)
                 buffered = await connection.fetch(query("gdpr_buffer_lines"), client_id, visitor_id)

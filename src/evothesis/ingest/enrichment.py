@@ -10,15 +10,15 @@ the client's privacy level decides how much of the answer may be stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
-from evothesis.config import Settings
-from evothesis.domain import ClientConfig, RequestContext
+from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext
 from evothesis.enrich.geo import GeoLocator, open_geo_database
 from evothesis.enrich.referrer import attribute, sent_utm
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
-__all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "enricher_from_settings"]
+__all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "build_enricher"]
 
 #: The request part of a row with enrichment off: browser … device_type, is_bot, geo.
 _BLANK_REQUEST: Final = (None, None, None, None, False, None, None, None)
@@ -62,7 +62,7 @@ class Enricher:
             return _OFF
         agent = self._user_agents.parse(context.user_agent)
         place = self._geo.locate(context.client_ip)
-        if client.privacy_level != "standard" or anonymize:
+        if client.privacy_level is not PrivacyLevel.STANDARD or anonymize:
             place = place.country_only()
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
@@ -78,12 +78,12 @@ class Enricher:
         )
 
 
-def enricher_from_settings(settings: Settings) -> Enricher:
+def build_enricher(*, enabled: bool, geoip_database: Path | None) -> Enricher:
     """The enricher ``ENRICHMENT`` and ``GEOIP_DATABASE`` ask for (loads its data: blocking)."""
-    if not settings.enrichment:
+    if not enabled:
         return Enricher()
     return Enricher(
-        user_agents=UserAgentParser(), geo=GeoLocator(open_geo_database(settings.geoip_database))
+        user_agents=UserAgentParser(), geo=GeoLocator(open_geo_database(geoip_database))
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from evothesis.domain import Envelope, Event, RejectedEvent, uuid7
+from evothesis.domain import Envelope, Event, RejectedEvent, RejectReason, uuid7
 from evothesis.enrich.limits import EventLimits, apply_limits
 from evothesis.errors import (
     BatchTooLarge,
@@ -81,7 +81,7 @@ def parse_envelope(
     has_nul = b"\\u0000" in body
     inner = document.get("events")
     if has_nul:
-        _refuse_nul_characters([v for k, v in document.items() if k != "events"], list(document))
+        _refuse_nul_characters([*document, *(v for k, v in document.items() if k != "events")])
     if limits is not None:
         document = apply_limits(document, limits, _CORE_FIELDS)
     outer = _build_event(document, inherited=None, now=now, where="")
@@ -136,7 +136,9 @@ def _inner_event(
     """One inner event as sent (limits applied) and parsed, or ``InvalidEvent``."""
     if not isinstance(item, dict):
         raise InvalidEvent(
-            f"{where[:-1]} must be a JSON object", field=where[:-1], reason="not_an_object"
+            f"{where[:-1]} must be a JSON object",
+            field=where[:-1],
+            reason=RejectReason.NOT_AN_OBJECT,
         )
     if has_nul:
         _refuse_nul_characters([*item.keys(), *item.values()], where=where[:-1])
@@ -145,7 +147,7 @@ def _inner_event(
     event = _build_event(item, inherited=inherited, now=now, where=where)
     if event.event_type == "batch":
         raise InvalidEvent(
-            "batches cannot be nested", field=f"{where}eventType", reason="nested_batch"
+            "batches cannot be nested", field=f"{where}eventType", reason=RejectReason.NESTED_BATCH
         )
     return item, event
 
@@ -158,12 +160,16 @@ def _build_event(
     event_type = payload.get("eventType")
     if event_type is None:
         raise InvalidEvent(
-            f"{where}eventType is required", field=f"{where}eventType", reason="missing_field"
+            f"{where}eventType is required",
+            field=f"{where}eventType",
+            reason=RejectReason.MISSING_FIELD,
         )
     event_type = _string(payload, "eventType", where)
     if not event_type:
         raise InvalidEvent(
-            f"{where}eventType must not be empty", field=f"{where}eventType", reason="missing_field"
+            f"{where}eventType must not be empty",
+            field=f"{where}eventType",
+            reason=RejectReason.MISSING_FIELD,
         )
 
     site_id = _string(payload, "siteId", where)
@@ -171,13 +177,15 @@ def _build_event(
         raise InvalidEvent(
             f"{where}siteId is required (the domain the event comes from)",
             field=f"{where}siteId",
-            reason="missing_field",
+            reason=RejectReason.MISSING_FIELD,
         )
 
     event_data = payload.get("eventData")
     if event_data is not None and not isinstance(event_data, dict):
         raise InvalidEvent(
-            f"{where}eventData must be an object", field=f"{where}eventData", reason="wrong_type"
+            f"{where}eventData must be an object",
+            field=f"{where}eventData",
+            reason=RejectReason.WRONG_TYPE,
         )
 
     raw_timestamp = payload.get("timestamp")
@@ -215,14 +223,14 @@ def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
         raise InvalidEvent(
             f"{where}{name} must be a string, not {_json_type(value)}",
             field=f"{where}{name}",
-            reason="wrong_type",
+            reason=RejectReason.WRONG_TYPE,
         )
     limit = FIELD_LIMITS[name]
     if len(value) > limit:
         raise InvalidEvent(
             f"{where}{name} is {len(value)} characters; at most {limit} are accepted",
             field=f"{where}{name}",
-            reason="too_long",
+            reason=RejectReason.TOO_LONG,
         )
     return value
 
@@ -239,7 +247,7 @@ def _refuse_nul_characters(pending: list[object], where: str | None = None) -> N
                 raise InvalidEvent(
                     "strings must not contain the NUL character (\\u0000)",
                     field=where,
-                    reason="nul_character",
+                    reason=RejectReason.NUL_CHARACTER,
                 )
         elif isinstance(node, dict):
             pending.extend(node.keys())
@@ -254,7 +262,9 @@ _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 def _parse_uuid(value: object, field: str) -> str:
     """Canonical lower-case UUID text; only the 8-4-4-4-12 form senders actually use."""
     if not isinstance(value, str):
-        raise InvalidEvent(f"{field} must be a UUID string", field=field, reason="wrong_type")
+        raise InvalidEvent(
+            f"{field} must be a UUID string", field=field, reason=RejectReason.WRONG_TYPE
+        )
     if _UUID_TEXT.fullmatch(value) is None:
         raise InvalidEvent(f"{field} is not a UUID: {value[:60]!r}", field=field)
     return value.lower()

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from evothesis.domain import ClientConfig, Envelope, RequestContext
+from evothesis.domain import (
+    ClientConfig,
+    ConsentMode,
+    Envelope,
+    IpCollection,
+    PrivacyLevel,
+    RequestContext,
+)
 from evothesis.privacy import (
     ConsentDecision,
     apply_ip_policy,
@@ -48,14 +55,14 @@ def request_privacy(
 ) -> RequestPrivacy:
     """Decide the request's fate from the visitor's signals and the client's settings.
 
-    Above ``standard`` the DNT/GPC signals are always honoured; only ``consent is True``
-    counts as consent. A gdpr client without a salt stores no IP rather than a bare hash.
+    Only ``consent is True`` counts as consent. A gdpr client without a salt stores no IP
+    rather than a bare hash.
     """
     ip = context.client_ip
     if (
-        client.privacy_level == "standard"
-        and client.ip_collection == "full"
-        and client.consent_mode == "none"
+        client.privacy_level is PrivacyLevel.STANDARD
+        and client.ip_collection is IpCollection.FULL
+        and client.consent_mode is ConsentMode.NONE
         and not (client.honour_dnt and (context.dnt or context.gpc))
     ):
         # The common case, decided without the general rules (which agree: unit-tested).
@@ -64,17 +71,17 @@ def request_privacy(
         dnt=context.dnt,
         gpc=context.gpc,
         consent=consent if isinstance(consent, bool) else None,
-        honour_dnt=client.honour_dnt or client.privacy_level != "standard",
+        honour_dnt=client.honours_dnt,
         consent_mode=client.consent_mode,
     )
     if decision is ConsentDecision.ANONYMIZE or (
-        client.privacy_level == "gdpr" and not client.ip_salt
+        client.privacy_level is PrivacyLevel.GDPR and not client.ip_salt
     ):
         ip = None
     stored = apply_ip_policy(
         ip, level=client.privacy_level, ip_collection=client.ip_collection, salt=client.ip_salt
     )
-    return RequestPrivacy(decision, stored, client.privacy_level == "hipaa")
+    return RequestPrivacy(decision, stored, client.privacy_level is PrivacyLevel.HIPAA)
 
 
 #: Payload fields the parser has already validated into PII-free shapes: a canonical UUID

@@ -9,8 +9,9 @@ import enum
 from collections.abc import Mapping
 from typing import Final
 
+from evothesis.domain import ConsentMode, DropReason, parse_choice
+
 __all__ = [
-    "CONSENT_MODES",
     "IDENTIFIER_KEYS",
     "ConsentDecision",
     "decide",
@@ -18,8 +19,6 @@ __all__ = [
     "signal_on",
     "strip_identifiers",
 ]
-
-CONSENT_MODES: Final = frozenset({"none", "required", "anonymous_without_consent"})
 
 #: Keys (lowercased, separators removed) that tie events to a person or a device. The
 #: tenant's ``client_id`` is deliberately absent: it is ours, not the visitor's.
@@ -42,11 +41,25 @@ _MAX_DEPTH: Final = 64
 
 
 class ConsentDecision(enum.Enum):
-    """What to do with an event."""
+    """What to do with an event, and for a drop, why: the reason is decided here, once."""
 
     ALLOW = "allow"
-    DROP = "drop"
     ANONYMIZE = "anonymize"
+    #: An honoured DNT or GPC signal.
+    DO_NOT_TRACK = "do_not_track"
+    #: The client requires consent and the event does not carry it.
+    NO_CONSENT = "no_consent"
+
+    @property
+    def drop_reason(self) -> DropReason | None:
+        """Why the event is dropped, or ``None`` when it is kept."""
+        return _DROP_REASONS.get(self)
+
+
+_DROP_REASONS: Final = {
+    ConsentDecision.DO_NOT_TRACK: DropReason.DO_NOT_TRACK,
+    ConsentDecision.NO_CONSENT: DropReason.NO_CONSENT,
+}
 
 
 def decide(
@@ -58,16 +71,13 @@ def decide(
     consent flag, which may be stale or set by a banner default. Only ``consent is True``
     counts as consent: ``None`` (unknown) is treated like a refusal.
     """
-    mode = str(consent_mode).lower()
-    if mode not in CONSENT_MODES:
-        expected = ", ".join(sorted(CONSENT_MODES))
-        raise ValueError(f"unknown consent_mode {consent_mode!r}; expected one of: {expected}")
+    mode = parse_choice(ConsentMode, consent_mode, setting="consent_mode")
     if honour_dnt and (dnt or gpc):
-        return ConsentDecision.DROP
-    if mode == "none" or consent is True:
+        return ConsentDecision.DO_NOT_TRACK
+    if mode is ConsentMode.NONE or consent is True:
         return ConsentDecision.ALLOW
-    if mode == "required":
-        return ConsentDecision.DROP
+    if mode is ConsentMode.REQUIRED:
+        return ConsentDecision.NO_CONSENT
     return ConsentDecision.ANONYMIZE
 
 

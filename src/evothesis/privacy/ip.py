@@ -1,7 +1,7 @@
 """Visitor IP handling per privacy level: keep, anonymise, pseudonymise or drop.
 
-The level is taken as a plain ``str`` (``PrivacyLevel`` is a ``StrEnum``, so its members
-pass as they are) to keep this module free of configuration imports.
+Levels and modes are the domain's closed sets; their text (``"gdpr"``) is accepted too, so
+a value read from anywhere is checked here before it decides what is stored.
 """
 
 from __future__ import annotations
@@ -11,18 +11,15 @@ import hmac
 import ipaddress
 from typing import Final
 
+from evothesis.domain import IpCollection, PrivacyLevel, parse_choice
+
 __all__ = [
-    "IP_COLLECTION_MODES",
-    "PRIVACY_LEVELS",
     "anonymize_ip",
     "apply_ip_policy",
     "hash_ip",
     "normalize_ip",
     "protect_ip",
 ]
-
-PRIVACY_LEVELS: Final = frozenset({"standard", "gdpr", "hipaa"})
-IP_COLLECTION_MODES: Final = frozenset({"full", "anonymized", "none"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -56,12 +53,8 @@ def normalize_ip(ip: str) -> str:
     return str(address) if address is not None else ip.strip()
 
 
-def _check_level(level: str) -> str:
-    normalized = str(level).lower()
-    if normalized not in PRIVACY_LEVELS:
-        expected = ", ".join(sorted(PRIVACY_LEVELS))
-        raise ValueError(f"unknown privacy level {level!r}; expected one of: {expected}")
-    return normalized
+def _check_level(level: str) -> PrivacyLevel:
+    return parse_choice(PrivacyLevel, level, setting="privacy level")
 
 
 def hash_ip(ip: str, salt: bytes) -> str:
@@ -84,9 +77,9 @@ def protect_ip(ip: str | None, level: str, salt: bytes) -> str | None:
     nothing. A missing or blank IP is ``None`` at every level.
     """
     normalized_level = _check_level(level)
-    if ip is None or not ip.strip() or normalized_level == "hipaa":
+    if ip is None or not ip.strip() or normalized_level is PrivacyLevel.HIPAA:
         return None
-    if normalized_level == "gdpr":
+    if normalized_level is PrivacyLevel.GDPR:
         return hash_ip(ip, salt)
     return ip
 
@@ -114,13 +107,15 @@ def apply_ip_policy(ip: str | None, *, level: str, ip_collection: str, salt: byt
     anonymising when asked), so a client setting can only make things more private.
     """
     normalized_level = _check_level(level)
-    mode = str(ip_collection).lower()
-    if mode not in IP_COLLECTION_MODES:
-        expected = ", ".join(sorted(IP_COLLECTION_MODES))
-        raise ValueError(f"unknown ip_collection {ip_collection!r}; expected one of: {expected}")
-    if ip is None or not ip.strip() or normalized_level == "hipaa" or mode == "none":
+    mode = parse_choice(IpCollection, ip_collection, setting="ip_collection")
+    if (
+        ip is None
+        or not ip.strip()
+        or normalized_level is PrivacyLevel.HIPAA
+        or mode is IpCollection.NONE
+    ):
         return None
-    kept = anonymize_ip(ip) if mode == "anonymized" else ip
+    kept = anonymize_ip(ip) if mode is IpCollection.ANONYMIZED else ip
     if kept is None:
         return None
     return protect_ip(kept, normalized_level, salt)

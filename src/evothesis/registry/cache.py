@@ -22,9 +22,9 @@ from typing import Final, Protocol
 
 from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable
-from evothesis.ingest.attribution import site_host
+from evothesis.registry.domains import site_host
 
-__all__ = ["CachedDirectory", "RegistrySource"]
+__all__ = ["CacheStatus", "CachedDirectory", "RegistrySource"]
 
 logger = logging.getLogger("evothesis.registry")
 
@@ -39,6 +39,38 @@ class RegistrySource(Protocol):
     async def lookup(self, host: str) -> ClientConfig | None:
         """The active client owning ``host``; raises ``RegistryUnavailable`` on outages."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatus:
+    """What /health and /metrics report about attribution."""
+
+    source: str
+    registry_reachable: bool | None
+    cache_size: int
+    hits: int
+    misses: int
+    lookups: int
+    stale_answers: int
+    last_error: str | None
+
+    @property
+    def hit_rate(self) -> float | None:
+        asked = self.hits + self.misses
+        return round(self.hits / asked, 4) if asked else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "registry_reachable": self.registry_reachable,
+            "cache_size": self.cache_size,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hit_rate,
+            "lookups": self.lookups,
+            "stale_answers": self.stale_answers,
+            "last_error": self.last_error,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +138,17 @@ class CachedDirectory:
         self._generation += 1
         self._entries.clear()
 
-    def status(self) -> dict[str, object]:
-        asked = self.hits + self.misses
-        return {
-            "source": self._kind,
-            "registry_reachable": self.reachable,
-            "cache_size": len(self._entries),
-            "hits": self.hits,
-            "misses": self.misses,
-            "hit_rate": round(self.hits / asked, 4) if asked else None,
-            "lookups": self.lookups,
-            "stale_answers": self.stale_answers,
-            "last_error": self.last_error,
-        }
+    def status(self) -> CacheStatus:
+        return CacheStatus(
+            source=self._kind,
+            registry_reachable=self.reachable,
+            cache_size=len(self._entries),
+            hits=self.hits,
+            misses=self.misses,
+            lookups=self.lookups,
+            stale_answers=self.stale_answers,
+            last_error=self.last_error,
+        )
 
     async def _fill(self, host: str, previous: _Entry | None) -> ClientConfig | None:
         generation = self._generation

@@ -10,17 +10,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final
 
-try:  # IDNA 2008 + UTS 46, what browsers put in Origin; a dependency of anyio/httpx.
-    import idna as _idna
-except ImportError:  # pragma: no cover - the stdlib codec (IDNA 2003) is close enough
-    _idna = None
+import idna  # IDNA 2008 + UTS 46, what browsers put in Origin
 
 __all__ = [
     "candidate_patterns",
     "match_domain",
     "normalize_host",
+    "site_host",
     "validate_pattern",
 ]
 
@@ -63,9 +62,7 @@ def _strip_port(authority: str, original: str) -> str:
 
 def _to_ascii(host: str, original: str) -> str:
     try:
-        if _idna is not None:
-            return _idna.encode(host, uts46=True, transitional=False).decode("ascii")
-        return host.encode("idna").decode("ascii")
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
     except (UnicodeError, ValueError) as exc:
         raise ValueError(f"invalid host {original!r}: not a valid internationalised name") from exc
 
@@ -187,3 +184,14 @@ def match_domain(host: str, patterns: Iterable[str]) -> str | None:
         if candidate in index:
             return index[candidate]
     return None
+
+
+@lru_cache(maxsize=4096)
+def site_host(site_id: str) -> str | None:
+    """The canonical host of a ``siteId``, Origin or URL (``Shop.Example.com:8000`` ->
+    ``shop.example.com``), or ``None`` when it is not a host at all. Cached because site ids
+    repeat on every request; bounded so thousands of fake ids cannot grow it without limit."""
+    try:
+        return normalize_host(site_id)
+    except ValueError:
+        return None

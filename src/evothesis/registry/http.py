@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from evothesis.domain import ClientConfig
+from evothesis.domain import BotPolicy, ClientConfig, ConsentMode, IpCollection, PrivacyLevel
 from evothesis.errors import RegistryUnavailable
 
 __all__ = ["INTERNAL_DOMAIN_PATH", "HttpRegistrySource", "client_config_from_json"]
@@ -21,11 +21,11 @@ def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
     try:
         return ClientConfig(
             client_id=str(data["client_id"]),
-            privacy_level=str(data["privacy_level"]),
-            ip_collection=str(data["ip_collection"]),
+            privacy_level=PrivacyLevel(data["privacy_level"]),
+            ip_collection=IpCollection(data["ip_collection"]),
             honour_dnt=bool(data["honour_dnt"]),
-            consent_mode=str(data["consent_mode"]),
-            bot_policy=str(data.get("bot_policy", "keep")),
+            consent_mode=ConsentMode(data["consent_mode"]),
+            bot_policy=BotPolicy(data.get("bot_policy", BotPolicy.KEEP)),
             ip_salt=bytes.fromhex(data["ip_salt"]),
             write_key_sha256=data.get("write_key_sha256"),
         )

@@ -18,10 +18,11 @@ from typing import Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from evothesis.errors import SecretKeyError
+
 __all__ = [
     "KEY_FILE_NAME",
     "SecretBox",
-    "SecretKeyError",
     "generate_key",
     "hash_write_key",
     "load_secret_box",
@@ -33,10 +34,6 @@ __all__ = [
 KEY_FILE_NAME: Final = "secret.key"
 _WRITE_KEY_PREFIX: Final = "wk_"
 _SALT_BYTES: Final = 32
-
-
-class SecretKeyError(RuntimeError):
-    """The secret key is missing, malformed, or does not open a stored secret."""
 
 
 class SecretBox:

@@ -7,8 +7,9 @@ so every path validates and seals the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Final
@@ -16,16 +17,29 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
-from evothesis.domain import ClientConfig
-from evothesis.errors import Conflict, InvalidSetting, NotFound, RegistryUnavailable
+from evothesis.domain import (
+    BotPolicy,
+    ClientConfig,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+)
+from evothesis.errors import (
+    Conflict,
+    InvalidSetting,
+    NotFound,
+    RegistryUnavailable,
+    SecretKeyError,
+)
 from evothesis.registry.domains import candidate_patterns, validate_pattern
 from evothesis.registry.secrets import (
     SecretBox,
-    SecretKeyError,
     hash_write_key,
     new_salt,
     new_write_key,
 )
+from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error
 
@@ -74,13 +88,13 @@ class ClientSpec:
     ``None`` for ``ip_salt`` means "generate one"."""
 
     name: str
-    privacy_level: str = "standard"
-    ip_collection: str = "full"
+    privacy_level: PrivacyLevel = PrivacyLevel.STANDARD
+    ip_collection: IpCollection = IpCollection.FULL
     honour_dnt: bool = True
-    consent_mode: str = "none"
-    bot_policy: str = "keep"
+    consent_mode: ConsentMode = ConsentMode.NONE
+    bot_policy: BotPolicy = BotPolicy.KEEP
     export_destination: str | None = None
-    export_format: str = "json"
+    export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Mapping[str, str] | None = None
     ip_salt: bytes | None = None
     active: bool = True
@@ -92,13 +106,13 @@ class ClientRecord:
 
     client_id: str
     name: str
-    privacy_level: str
-    ip_collection: str
+    privacy_level: PrivacyLevel
+    ip_collection: IpCollection
     honour_dnt: bool
-    consent_mode: str
-    bot_policy: str
+    consent_mode: ConsentMode
+    bot_policy: BotPolicy
     export_destination: str | None
-    export_format: str
+    export_format: ExportFormat
     has_export_credentials: bool
     active: bool
     domains: tuple[str, ...]
@@ -113,11 +127,25 @@ SPEC_FIELDS: Final = frozenset(field.name for field in fields(ClientSpec))
 
 
 class RegistryStore:
-    """Clients and domains behind a small interface; driver errors become ``EvothesisError``."""
+    """Clients and domains behind a small interface; driver errors become ``EvothesisError``.
+
+    Whoever caches answers (the in-process collector's ``CachedDirectory``) registers with
+    ``on_change`` and hears of every successful change, so a new domain or a deactivated
+    client takes effect at once instead of after the cache's TTL.
+    """
 
     def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
         self._pool = pool
         self._box = box
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every change this store makes."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     # ---------------------------------------------------------------- collector lookup
 
@@ -179,6 +207,7 @@ class RegistryStore:
                 owner = await connection.fetchval(query("domain_insert"), domain, client_id)
                 if owner != client_id:
                     raise Conflict(f"domain {domain!r} already belongs to client {owner!r}")
+        self._changed()
         return await self.get_client(client_id), write_key
 
     async def update_client(self, client_id: str, changes: Mapping[str, Any]) -> ClientRecord:
@@ -198,11 +227,13 @@ class RegistryStore:
                 *self._spec_values(spec, write_key_digest),
                 spec.active,
             )
+        self._changed()
         return await self.get_client(client_id)
 
     async def rotate_write_key(self, client_id: str) -> str:
         write_key = new_write_key()
         if await self._fetchval("client_set_write_key", client_id, hash_write_key(write_key)):
+            self._changed()
             return write_key
         raise NotFound(f"client {client_id!r} does not exist")
 
@@ -222,12 +253,14 @@ class RegistryStore:
         owner = await self._fetchval("domain_insert", domain, client_id)
         if owner != client_id:
             raise Conflict(f"domain {domain!r} already belongs to client {owner!r}")
+        self._changed()
         return domain
 
     async def remove_domain(self, client_id: str, pattern: str) -> str:
         [domain] = canonical_domains([pattern])
         if await self._fetchval("domain_delete", domain, client_id) is None:
             raise NotFound(f"domain {domain!r} is not registered for client {client_id!r}")
+        self._changed()
         return domain
 
     async def ensure_development_client(self) -> None:
@@ -276,7 +309,7 @@ class RegistryStore:
             name=row["name"],
             **_privacy_settings(row),
             export_destination=row["export_destination"],
-            export_format=row["export_format"],
+            export_format=ExportFormat(row["export_format"]),
             export_credentials=(
                 None if credentials is None else orjson.loads(self._box.open(credentials))
             ),
@@ -305,7 +338,7 @@ class RegistryStore:
             name=row["name"],
             **_privacy_settings(row),
             export_destination=row["export_destination"],
-            export_format=row["export_format"],
+            export_format=ExportFormat(row["export_format"]),
             has_export_credentials=row["export_credentials"] is not None,
             active=row["active"],
             domains=tuple(row["domains"]),
@@ -313,8 +346,31 @@ class RegistryStore:
             updated_at=row["updated_at"],
         )
 
-    def _connection(self) -> _GuardedAcquire:
-        return _GuardedAcquire(self._pool)
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection whose outage errors become ``RegistryUnavailable``, while
+        constraint violations (our callers' input) stay visible as what they are."""
+        try:
+            async with asyncio.timeout(10):
+                connection = await self._pool.acquire()
+        except UNAVAILABLE_ERRORS as exc:
+            raise RegistryUnavailable(
+                f"registry database unreachable: {describe_error(exc)}"
+            ) from exc
+        try:
+            yield connection
+        except asyncpg.CheckViolationError as exc:
+            raise InvalidSetting(f"invalid client settings: {exc.constraint_name}") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound("the client does not exist") from exc
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"already registered: {exc.detail or exc}") from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise RegistryUnavailable(
+                f"registry database unreachable: {describe_error(exc)}"
+            ) from exc
+        finally:
+            await self._pool.release(connection)
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         async with self._connection() as connection:
@@ -329,48 +385,13 @@ class RegistryStore:
             return await connection.fetchval(query(name), *args)
 
 
-#: The settings every view of a client carries (spec, collector config, admin record).
-PRIVACY_COLUMNS: Final = (
-    "privacy_level",
-    "ip_collection",
-    "honour_dnt",
-    "consent_mode",
-    "bot_policy",
-)
-
-
 def _privacy_settings(row: asyncpg.Record) -> dict[str, Any]:
-    return {column: row[column] for column in PRIVACY_COLUMNS}
-
-
-class _GuardedAcquire:
-    """A pooled connection whose outage errors become ``RegistryUnavailable``, while
-    constraint violations (our callers' input) stay visible as what they are."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._acquire: Any = None
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        self._acquire = self._pool.acquire()
-        try:
-            async with asyncio.timeout(10):
-                return await self._acquire.__aenter__()
-        except UNAVAILABLE_ERRORS as exc:
-            raise RegistryUnavailable(
-                f"registry database unreachable: {describe_error(exc)}"
-            ) from exc
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        await self._acquire.__aexit__(exc_type, exc, tb)
-        if isinstance(exc, asyncpg.CheckViolationError):
-            raise InvalidSetting(f"invalid client settings: {exc.constraint_name}") from exc
-        if isinstance(exc, asyncpg.ForeignKeyViolationError):
-            raise NotFound("the client does not exist") from exc
-        if isinstance(exc, asyncpg.UniqueViolationError):
-            raise Conflict(f"already registered: {exc.detail or exc}") from exc
-        if isinstance(exc, UNAVAILABLE_ERRORS):
-            raise RegistryUnavailable(
-                f"registry database unreachable: {describe_error(exc)}"
-            ) from exc
-        return False
+    """The settings every view of a client carries (spec, collector config, admin record),
+    as the closed sets they are; the database's CHECK constraints hold the same sets."""
+    return {
+        "privacy_level": PrivacyLevel(row["privacy_level"]),
+        "ip_collection": IpCollection(row["ip_collection"]),
+        "honour_dnt": row["honour_dnt"],
+        "consent_mode": ConsentMode(row["consent_mode"]),
+        "bot_policy": BotPolicy(row["bot_policy"]),
+    }

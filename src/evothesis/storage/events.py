@@ -13,6 +13,7 @@ import asyncpg
 
 from evothesis.domain import EVENT_COLUMNS, AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
+from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error, with_connection
 
@@ -140,14 +141,14 @@ class EventStore:
 
 
 def _atomic(
-    connection: asyncpg.Connection, several_statements: bool
+    connection: Connection, several_statements: bool
 ) -> AbstractAsyncContextManager[object]:
     """A transaction when a flush writes more than one statement, else nothing."""
     return connection.transaction() if several_statements else nullcontext()
 
 
 async def _write_side_records(
-    connection: asyncpg.Connection,
+    connection: Connection,
     audits: Sequence[AuditRecord],
     failed: Sequence[FailedEvent],
     discoveries: dict[tuple[str, str], datetime],

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias
+
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from evothesis.storage.queries import query
+
+#: What a pool hands out; every connection of ours comes from a pool. (Generic in the
+#: stubs only: the class itself cannot be subscripted at run time.)
+if TYPE_CHECKING:
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+else:
+    Connection = PoolConnectionProxy
 
 
 async def _prepare_session(connection: asyncpg.Connection) -> None:

@@ -23,7 +23,7 @@ async def drain(spool: Spool, sink: Sink) -> int:
     replayed = 0
     try:
         for segment in await asyncio.to_thread(spool.claim_backlog):
-            records = await asyncio.to_thread(lambda s=segment: list(spool.read(s)))
+            records = await asyncio.to_thread(list, spool.read(segment))
             rows = 0
             for record in records:
                 await sink(record.rows, record.audits, record.failed)

@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import asyncpg
 
-from evothesis.errors import StorageUnavailable
+from evothesis.errors import LockBusy, StorageUnavailable
+from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 
 T = TypeVar("T")
@@ -29,13 +30,9 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class LockBusy(Exception):
-    """The lock was still held by others when the caller's wait ran out."""
-
-
 async def with_connection(
     pool: asyncpg.Pool,
-    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    work: Callable[[Connection], Awaitable[T]],
     *,
     what: str,
     timeout_s: float = 60,

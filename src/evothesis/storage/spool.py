@@ -28,7 +28,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -151,6 +151,21 @@ def _lock(path: Path) -> int | None:
     return descriptor
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolStatus:
+    """What ``/health`` and ``/metrics`` show of the spool."""
+
+    full: bool
+    segments: int
+    bytes: int
+    max_bytes: int
+    quarantined: int
+    replayed_rows: int
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return asdict(self)
+
+
 class Spool:
     """This process's spool folder, plus adoption of folders left by dead processes."""
 
@@ -238,16 +253,17 @@ class Spool:
     def has_backlog(self) -> bool:
         return bool(self._all_segments())
 
-    def status(self) -> dict[str, int | bool]:
+    def status(self) -> SpoolStatus:
+        """Reads the folder: call it from a thread on the event loop's behalf."""
         segments = self._all_segments()
-        return {
-            "full": self.full,
-            "segments": len(segments),
-            "bytes": sum(path.stat().st_size for path in segments),
-            "max_bytes": self.max_bytes,
-            "quarantined": self.quarantined,
-            "replayed_rows": self.replayed_rows,
-        }
+        return SpoolStatus(
+            full=self.full,
+            segments=len(segments),
+            bytes=sum(path.stat().st_size for path in segments),
+            max_bytes=self.max_bytes,
+            quarantined=self.quarantined,
+            replayed_rows=self.replayed_rows,
+        )
 
     def claim_backlog(self) -> list[Path]:
         """Segments ready to replay: this process's closed ones (the active one is closed

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from evothesis.domain import AuditRecord, EventRow, FailedEvent
-from evothesis.errors import StorageUnavailable
+from evothesis.errors import BufferClosed, BufferOverloaded, StorageUnavailable
 from evothesis.storage.events import InsertedCount
 from evothesis.storage.spool import Spool
 
@@ -42,16 +42,16 @@ class _Request(NamedTuple):
     failed: Sequence[FailedEvent]
 
 
-class BufferOverloaded(StorageUnavailable):
-    """The write buffer is full; retry shortly."""
+class BufferStats(NamedTuple):
+    """What the write buffer has done so far, for ``/health`` and ``/metrics``."""
 
-    code = "overloaded"
-
-
-class BufferClosed(StorageUnavailable):
-    """The collector is shutting down; retry against another instance."""
-
-    code = "shutting_down"
+    pending_rows: int
+    flushed_batches: int
+    flushed_rows: int
+    flush_seconds_total: float
+    failed_flushes: int
+    spooled_batches: int
+    spooled_rows: int
 
 
 class WriteBuffer:
@@ -89,6 +89,17 @@ class WriteBuffer:
     @property
     def pending_rows(self) -> int:
         return self._pending_rows
+
+    def stats(self) -> BufferStats:
+        return BufferStats(
+            self.pending_rows,
+            self.flushed_batches,
+            self.flushed_rows,
+            self.flush_seconds_total,
+            self.failed_flushes,
+            self.spooled_batches,
+            self.spooled_rows,
+        )
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._coalesce(), name="write-buffer")

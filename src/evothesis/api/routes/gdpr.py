@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from evothesis.api.deps import SubjectsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_admin
-from evothesis.gdpr.requests import DataSubjectRequests
 
 router = APIRouter(
     prefix="/api/v1/gdpr", tags=["data-subject requests"], dependencies=[Depends(require_admin)]
@@ -34,16 +34,8 @@ class VisitorRequest(BaseModel):
     visitor_id: str = Field(min_length=1, max_length=1000)
 
 
-def _requests(request: Request) -> DataSubjectRequests:
-    subjects: DataSubjectRequests = request.app.state.subjects
-    return subjects
-
-
-Subjects = Annotated[DataSubjectRequests, Depends(_requests)]
-
-
 @router.post("/export", summary="Every event of a visitor, as one JSON Lines file")
-async def export_visitor(body: VisitorRequest, subjects: Subjects) -> Response:
+async def export_visitor(body: VisitorRequest, subjects: SubjectsDep) -> Response:
     """From the buffer and from every raw object, each event once, oldest first, in the raw
     export's line format. The request is recorded in the audit log."""
     result = await subjects.export(body.client_id, body.visitor_id)
@@ -60,7 +52,7 @@ async def export_visitor(body: VisitorRequest, subjects: Subjects) -> Response:
 
 
 @router.post("/delete", summary="Delete a visitor's events everywhere; returns the receipt")
-async def delete_visitor(body: VisitorRequest, subjects: Subjects) -> Response:
+async def delete_visitor(body: VisitorRequest, subjects: SubjectsDep) -> Response:
     """Removes the events from the buffer, the raw objects and the client's processed files
     (every format), rewriting only the objects that held them. Waits up to 30 s for running
     exports (503 ``exports_running`` after that: retry); a store failure part-way is a 503
@@ -71,7 +63,7 @@ async def delete_visitor(body: VisitorRequest, subjects: Subjects) -> Response:
 
 @router.get("/audit", summary="The audit log of data-subject requests, newest first")
 async def audit_log(
-    subjects: Subjects,
+    subjects: SubjectsDep,
     client_id: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:

@@ -8,28 +8,27 @@ with a JSON summary; a run where a bucket refused exits 1 after recording the fa
 from __future__ import annotations
 
 import asyncio
-import sys
-import time
+import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import typer
 
-from evothesis.cli_registry import (
-    DATABASE_ERRORS,
+from evothesis.cli.common import (
+    ProgressReport,
     command_group,
     fail,
+    load_settings,
     prepared_database,
     print_json,
+    run_services,
 )
-from evothesis.config import Settings
-from evothesis.errors import EvothesisError
-from evothesis.export.pipeline import ExportPipeline, Progress, pipeline_from_settings
-from evothesis.storage.pool import create_pool
-from evothesis.storage.sessions import describe_error
+from evothesis.export.pipeline import ExportPipeline, Progress
+from evothesis.logs import configure_logging
+from evothesis.services import CLI_POOL, open_services, scheduled_exports
 
-__all__ = ["ProgressReport", "export_app", "process_app", "run_with_pool", "worker"]
+__all__ = ["export_app", "process_app", "worker"]
 
 T = TypeVar("T")
 
@@ -42,64 +41,8 @@ Deadline = Annotated[
 ]
 
 
-def run_with_pool(work: Callable[[Settings, asyncpg.Pool], Awaitable[T]]) -> T:
-    """Run ``work`` on a small pool to the configured (or embedded) database, migrated; our
-    errors and an unreachable database end the command with one line, not a traceback."""
-    from evothesis.cli import load_settings
-    from evothesis.logs import configure_logging
-
-    settings = load_settings()
-    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
-    url = prepared_database(settings)
-
-    async def run() -> T:
-        pool = await create_pool(url, min_size=1, max_size=4)
-        try:
-            return await work(settings, pool)
-        finally:
-            await pool.close()
-
-    try:
-        return asyncio.run(run())
-    except EvothesisError as exc:
-        fail(str(exc))
-    except DATABASE_ERRORS as exc:
-        fail(f"cannot use the database: {describe_error(exc)}")
-
-
 def _run(work: Callable[[ExportPipeline], Awaitable[T]]) -> T:
-    return run_with_pool(lambda settings, pool: work(pipeline_from_settings(settings, pool)))
-
-
-class ProgressReport:
-    """A bar on a terminal; elsewhere (CI, logs) a line every ``every_s`` seconds."""
-
-    def __init__(self, label: str, every_s: float = 5.0, *, unit: str = "events") -> None:
-        self._label = label
-        self._unit = unit
-        self._every = every_s
-        self._last = 0.0
-        self._bar: Any = None
-        if sys.stderr.isatty():
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(transient=False)
-            self._task = self._bar.add_task(label, total=None)
-            self._bar.start()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=total)
-            return
-        now = time.monotonic()
-        if now - self._last >= self._every or done >= total:
-            self._last = now
-            share = f" ({100 * done / total:.0f}%)" if total else ""
-            typer.echo(f"{self._label}: {done}/{total} {self._unit}{share}", err=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    return run_services(lambda services: work(services.pipeline))
 
 
 def _with_progress(
@@ -171,13 +114,6 @@ def worker() -> None:
     """Run the export schedule without a collector: raw export every EXPORT_SCHEDULE (or
     as soon as EXPORT_BATCH_SIZE events wait), processing, and buffer retention. Several
     workers (and collectors with EXPORT_IN_SERVE) can run at once; they share the work."""
-    import logging
-    import signal
-
-    from evothesis.cli import load_settings
-    from evothesis.export.scheduler import SchedulerState, run_scheduler
-    from evothesis.logs import configure_logging
-
     settings = load_settings()
     configure_logging(settings.log_level)
     interval = settings.export_interval_s
@@ -191,20 +127,14 @@ def worker() -> None:
     )
 
     async def run() -> None:
-        pool = await create_pool(url, min_size=1, max_size=4)
-        task = asyncio.create_task(
-            run_scheduler(
-                pipeline_from_settings(settings, pool), SchedulerState(), interval_s=interval
-            )
-        )
+        stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await pool.close()
+            loop.add_signal_handler(signum, stopped.set)
+        async with (
+            open_services(settings, database_url=url, pool_size=CLI_POOL) as services,
+            scheduled_exports(services),
+        ):
+            await stopped.wait()
 
     asyncio.run(run())

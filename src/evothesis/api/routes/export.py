@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
+from evothesis.api.deps import PipelineDep, SchedulerDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import admin_bearer, check_bearer
-from evothesis.export.pipeline import ExportPipeline
 
 router = APIRouter(tags=["export pipeline"])
 
@@ -20,12 +20,11 @@ RUN_DEADLINE_SECONDS = 25.0
 
 
 async def require_operator(
-    request: Request,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
 ) -> None:
     """Triggering runs needs the admin token once one is set; an unconfigured development
     collector stays open, as the seed's curl examples expect."""
-    settings = request.app.state.settings
     if settings.admin_token or not settings.is_development:
         check_bearer(
             credentials,
@@ -33,11 +32,6 @@ async def require_operator(
             variable="EVOTHESIS_ADMIN_TOKEN",
             closed="export runs need EVOTHESIS_ADMIN_TOKEN outside development",
         )
-
-
-def _pipeline(request: Request) -> ExportPipeline:
-    pipeline: ExportPipeline = request.app.state.pipeline
-    return pipeline
 
 
 def _outcome(kind: str, report: dict[str, Any], failures: list[Any], **extra: Any) -> Response:
@@ -59,8 +53,7 @@ def _outcome(kind: str, report: dict[str, Any], failures: list[Any], **extra: An
     summary="Export the buffer to the raw bucket now",
     dependencies=[Depends(require_operator)],
 )
-async def export_run(request: Request) -> Response:
-    pipeline = _pipeline(request)
+async def export_run(pipeline: PipelineDep) -> Response:
     report = await pipeline.export(deadline_s=RUN_DEADLINE_SECONDS)
     status = await pipeline.export_status()
     return _outcome(
@@ -73,13 +66,13 @@ async def export_run(request: Request) -> Response:
 
 
 @router.get("/export/status", summary="Last raw export, lag, pending rows, failed batches")
-async def export_status(request: Request) -> Response:
-    return JSONResponse(await _pipeline(request).export_status())
+async def export_status(pipeline: PipelineDep) -> Response:
+    return JSONResponse(await pipeline.export_status())
 
 
 @router.get("/export/config", summary="Buckets, batch size, schedule (no secrets)")
-async def export_config(request: Request) -> Response:
-    return JSONResponse(_pipeline(request).config())
+async def export_config(pipeline: PipelineDep) -> Response:
+    return JSONResponse(pipeline.config())
 
 
 @router.post(
@@ -87,8 +80,7 @@ async def export_config(request: Request) -> Response:
     summary="Write pending per-client files now",
     dependencies=[Depends(require_operator)],
 )
-async def process_run(request: Request) -> Response:
-    pipeline = _pipeline(request)
+async def process_run(pipeline: PipelineDep) -> Response:
     report = await pipeline.process(deadline_s=RUN_DEADLINE_SECONDS)
     status = await pipeline.process_status()
     return _outcome(
@@ -101,16 +93,14 @@ async def process_run(request: Request) -> Response:
 
 
 @router.get("/process/status", summary="Unprocessed raw objects, per-client deliveries")
-async def process_status(request: Request) -> Response:
-    return JSONResponse(await _pipeline(request).process_status())
+async def process_status(pipeline: PipelineDep) -> Response:
+    return JSONResponse(await pipeline.process_status())
 
 
 @router.get("/pipeline/status", summary="The whole pipeline at a glance")
-async def pipeline_status(request: Request) -> Response:
-    pipeline = _pipeline(request)
+async def pipeline_status(pipeline: PipelineDep, scheduler: SchedulerDep) -> Response:
     export = await pipeline.export_status()
     process = await pipeline.process_status()
-    scheduler = request.app.state.export_scheduler
     healthy = not export["failed_batches"] and not process["paused_clients"]
     return JSONResponse(
         {

@@ -2,59 +2,38 @@
 
 Commands work on the database directly (``DATABASE_URL``, or the embedded one), through
 the same ``RegistryStore`` and validation as the admin API, so a client made here is
-indistinguishable from one made over HTTP. Each command migrates first, runs one
-``asyncio.run`` and closes its pool. Expected failures (unknown client, domain taken,
+indistinguishable from one made over HTTP. Expected failures (unknown client, domain taken,
 invalid setting, wrong secret key, database down) are one line on stderr and exit 1;
 typer's usage errors exit 2.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
-import asyncpg
-import orjson
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
-from evothesis.config import Settings, environment_help
-from evothesis.errors import EvothesisError
-from evothesis.registry.choices import (
-    BotPolicy,
-    ConsentMode,
-    ExportFormat,
-    IpCollection,
-    PrivacyLevel,
+from evothesis.cli.common import (
+    command_group,
+    print_json,
+    print_table,
+    registry_of,
+    run_services,
 )
-from evothesis.registry.secrets import SecretBox, SecretKeyError
+from evothesis.config import environment_help
+from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
-from evothesis.storage.sessions import describe_error
 
-__all__ = [
-    "DATABASE_ERRORS",
-    "clients_app",
-    "command_group",
-    "domains_app",
-    "fail",
-    "open_secret_box",
-    "prepared_database",
-    "print_json",
-    "print_table",
-    "run_on_registry",
-]
+__all__ = ["clients_app", "domains_app"]
 
 T = TypeVar("T")
 
-#: What reaching, migrating or querying an absent or misconfigured database raises.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    SQLAlchemyError,
-)
+
+def run_on_registry(work: Callable[[RegistryStore], Awaitable[T]]) -> T:
+    """Run ``work`` against the migrated registry database; failures exit as documented."""
+    return run_services(lambda services: work(registry_of(services)))
+
 
 _KEEP_WRITE_KEY = (
     "Keep this write key now: it is stored only as a digest and cannot be shown again "
@@ -67,79 +46,8 @@ Domain = Annotated[
 ]
 
 
-def command_group(name: str, help_text: str) -> typer.Typer:
-    """A sub-command group whose help lists the environment variables, like every command."""
-    return typer.Typer(
-        name=name,
-        help=help_text,
-        epilog=environment_help(),
-        no_args_is_help=True,
-        rich_markup_mode=None,
-    )
-
-
 clients_app = command_group("clients", "Create, list and change clients in the registry.")
 domains_app = command_group("domains", "Give domains to clients, or take them away.")
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit 1: operators need the reason, not a traceback."""
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def open_secret_box(settings: Settings) -> SecretBox:
-    """The box sealing client secrets, or exit 1 naming EVOTHESIS_SECRET_KEY."""
-    try:
-        return settings.secret_box()
-    except SecretKeyError as exc:
-        fail(str(exc))
-
-
-def prepared_database(settings: Settings) -> str:
-    from evothesis.cli import database_url, migrate_database
-
-    try:
-        url = database_url(settings)
-        migrate_database(url)
-    except (*DATABASE_ERRORS, ValueError) as exc:  # ValueError: DATABASE_URL is no URL
-        fail(f"cannot use the database: {describe_error(exc)}")
-    return url
-
-
-async def _with_store(url: str, box: SecretBox, work: Callable[[RegistryStore], Awaitable[T]]) -> T:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    try:
-        return await work(RegistryStore(pool, box))
-    finally:
-        await pool.close()
-
-
-def run_on_registry(work: Callable[[RegistryStore], Awaitable[T]]) -> T:
-    """Run ``work`` against the migrated registry database; failures exit as documented."""
-    from evothesis.cli import load_settings
-
-    settings = load_settings()
-    box = open_secret_box(settings)
-    url = prepared_database(settings)
-    try:
-        return asyncio.run(_with_store(url, box, work))
-    except (EvothesisError, SecretKeyError) as exc:
-        fail(str(exc))
-    except DATABASE_ERRORS as exc:
-        fail(f"cannot use the database: {describe_error(exc)}")
-
-
-def print_json(value: object) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
 
 
 def _remind_to_keep(client_id: str) -> None:
@@ -188,13 +96,13 @@ def add_client(
     """
     spec = ClientSpec(
         name=name,
-        privacy_level=privacy_level.value,
-        ip_collection=ip_collection.value,
+        privacy_level=privacy_level,
+        ip_collection=ip_collection,
         honour_dnt=honour_dnt,
-        consent_mode=consent.value,
-        bot_policy=bots.value,
+        consent_mode=consent,
+        bot_policy=bots,
         export_destination=export_destination,
-        export_format=export_format.value,
+        export_format=export_format,
     )
     record, write_key = run_on_registry(
         lambda store: store.create_client(client_id, spec, domains or ())

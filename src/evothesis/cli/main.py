@@ -1,5 +1,5 @@
-"""The ``evothesis`` command: serve the collector or pixel management, run migrations,
-manage clients and domains (``cli_registry``)."""
+"""The ``evothesis`` command: serve the collector or pixel management, run migrations, and
+the command groups (clients, domains, export, process, gdpr, billing, worker)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,30 @@ import signal
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+import uvicorn
 
 from evothesis import __version__
-from evothesis.cli_billing import billing_app
-from evothesis.cli_export import export_app, process_app, worker
-from evothesis.cli_gdpr import gdpr_app
-from evothesis.cli_registry import clients_app, domains_app, open_secret_box
-from evothesis.config import Settings, environment_help
+from evothesis.app import create_app
+from evothesis.cli.billing import billing_app
+from evothesis.cli.clients import clients_app, domains_app
+from evothesis.cli.common import (
+    database_url,
+    exit_on_sigterm,
+    fail,
+    load_settings,
+    migrate_database,
+)
+from evothesis.cli.export import export_app, process_app, worker
+from evothesis.cli.gdpr import gdpr_app
+from evothesis.config import environment_help
+from evothesis.errors import SecretKeyError
+from evothesis.logs import configure_logging
+from evothesis.pixel_management import create_pixel_management_app
+from evothesis.registry.secrets import generate_key
+from evothesis.server import run_workers, uvicorn_config
+from evothesis.services import secret_box
+
+__all__ = ["app", "main"]
 
 logger = logging.getLogger("evothesis.cli")
 
@@ -28,40 +44,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-
-
-def load_settings() -> Settings:
-    """Read the environment once; a bad value stops the program with the variable named."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        typer.echo(f"Invalid configuration: {problems}", err=True)
-        raise typer.Exit(2) from None
-
-
-def database_url(settings: Settings) -> str:
-    """``DATABASE_URL`` when set; otherwise start the embedded server under the data folder."""
-    if settings.database_url:
-        return settings.database_url
-    from evothesis.embedded import start_embedded_postgres
-
-    return start_embedded_postgres(settings.data_dir)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """Uvicorn re-raises SIGTERM after its graceful shutdown; turning it into a normal exit
-    lets atexit hooks run, which stop the embedded PostgreSQL, and reports success."""
-    raise SystemExit(0)
-
-
-def migrate_database(url: str) -> None:
-    from evothesis.storage.migrate import upgrade
-
-    logger.info("Applying database migrations")
-    upgrade(url)
 
 
 @app.command(epilog=environment_help())
@@ -82,15 +64,9 @@ def serve(
     PostgreSQL is unreachable, accepted events go to the disk spool (SPOOL_DIR) and are
     replayed when it returns.
     """
-    import uvicorn
-
-    from evothesis.app import create_app
-    from evothesis.logs import configure_logging
-    from evothesis.server import run_workers, uvicorn_config
-
     settings = load_settings()
     configure_logging(settings.log_level)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     url = database_url(settings)
     migrate_database(url)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
@@ -108,8 +84,6 @@ def migrate() -> None:
 
     Uses DATABASE_URL, or the embedded PostgreSQL under EVOTHESIS_DATA_DIR when unset.
     """
-    from evothesis.logs import configure_logging
-
     settings = load_settings()
     configure_logging(settings.log_level)
     migrate_database(database_url(settings))
@@ -129,16 +103,13 @@ def pixel_management(
     /api/v1/clients (EVOTHESIS_ADMIN_TOKEN). With no DATABASE_URL an embedded PostgreSQL is
     started under EVOTHESIS_DATA_DIR; migrations are applied first.
     """
-    import uvicorn
-
-    from evothesis.logs import configure_logging
-    from evothesis.pixel_management import create_pixel_management_app
-    from evothesis.server import uvicorn_config
-
     settings = load_settings()
-    open_secret_box(settings)  # a missing key stops us before any database is started
+    try:
+        secret_box(settings)  # a missing key stops us before any database is started
+    except SecretKeyError as exc:
+        fail(str(exc))
     configure_logging(settings.log_level)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     url = database_url(settings)
     migrate_database(url)
     logger.info("Evothesis %s pixel management on http://%s:%d/", __version__, host, port)
@@ -152,8 +123,6 @@ def secret_key() -> None:
 
     To rotate, set EVOTHESIS_SECRET_KEY=<new>,<old>: the first key seals, all keys open.
     """
-    from evothesis.registry.secrets import generate_key
-
     typer.echo(generate_key())
 
 

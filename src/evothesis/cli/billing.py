@@ -12,17 +12,22 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-import asyncpg
 import typer
 
 from evothesis.billing.invoice import TABLE_COLUMNS, invoice_csv, table_rows
 from evothesis.billing.period import month_period, parse_period
-from evothesis.billing.service import Billing, billing_from_settings
-from evothesis.cli_export import ProgressReport, run_with_pool
-from evothesis.cli_registry import command_group, fail, print_json, print_table
+from evothesis.billing.service import Billing
+from evothesis.cli.common import (
+    ProgressReport,
+    command_group,
+    fail,
+    print_json,
+    print_table,
+    run_services,
+)
 from evothesis.config import Settings
-from evothesis.errors import InvalidPeriod
-from evothesis.export.objects import ObjectStoreError
+from evothesis.errors import BackupUnreadable, InvalidPeriod
+from evothesis.services import Services
 
 __all__ = ["billing_app"]
 
@@ -56,13 +61,13 @@ def _rate(text: str | None, settings: Settings) -> Decimal:
 
 
 def _on_billing(work: Callable[[Billing, Settings], Awaitable[T]]) -> T:
-    async def run(settings: Settings, pool: asyncpg.Pool) -> T:
+    async def run(services: Services) -> T:
         try:
-            return await work(billing_from_settings(settings, pool), settings)
-        except ObjectStoreError as exc:
+            return await work(services.billing, services.settings)
+        except BackupUnreadable as exc:
             fail(f"cannot read the backup bucket: {exc}")
 
-    return run_with_pool(run)
+    return run_services(run)
 
 
 def _progress() -> ProgressReport:

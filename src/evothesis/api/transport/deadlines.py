@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 from evothesis.errors import RequestTimeout
@@ -26,16 +27,19 @@ class ReadDeadlines:
         self.seconds = seconds
         self._reads: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
-        self._watchdog: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._watchdog = asyncio.create_task(self._watch(), name="body-read-deadlines")
-
-    async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, seconds: float) -> AsyncIterator[ReadDeadlines]:
+        """Deadlines with their watchdog running for the block's length."""
+        deadlines = cls(seconds)
+        watchdog = asyncio.create_task(deadlines._watch(), name="body-read-deadlines")
+        try:
+            yield deadlines
+        finally:
+            watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+                await watchdog
 
     def begin(self) -> asyncio.Task[object] | None:
         """Note that the current task starts reading; pass the result to ``end``."""

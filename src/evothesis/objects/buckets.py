@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from evothesis.errors import BucketConfigError
+
 #: Connection options that are never shown back (status pages, logs, errors).
 SECRET_OPTIONS: Final = frozenset(
     {
@@ -44,10 +46,6 @@ CLIENT_OPTION_KEYS: Final = frozenset(
 _SCHEMES: Final = frozenset(
     {"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "file", "memory", "http", "https"}
 )
-
-
-class BucketConfigError(ValueError):
-    """A bucket URL or option that cannot name a store; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,21 +9,25 @@ the client it was working for.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
-from obstore.store import LocalStore, from_url
+from obstore.store import LocalStore, ObjectStore, from_url
 
-from evothesis.export.buckets import BucketConfigError, BucketSpec
+if TYPE_CHECKING:  # obstore declares its option types in its stubs only
+    from obstore.store import ClientConfig, RetryConfig
+
+from evothesis.errors import ObjectStoreError
+from evothesis.objects.buckets import BucketSpec
 
 #: Each request is bounded, and obstore retries transient failures a few times (exponential
 #: backoff with jitter) before the pipeline's own, slower retry schedule takes over.
-_CLIENT_OPTIONS: Final[dict[str, Any]] = {
+_CLIENT_OPTIONS: Final[ClientConfig] = {
     "connect_timeout": timedelta(seconds=5),
     "timeout": timedelta(seconds=60),
 }
-_RETRY: Final[dict[str, Any]] = {
+_RETRY: Final[RetryConfig] = {
     "max_retries": 3,
     "retry_timeout": timedelta(seconds=30),
     "backoff": {
@@ -32,10 +36,6 @@ _RETRY: Final[dict[str, Any]] = {
         "base": 2,
     },
 }
-
-
-class ObjectStoreError(Exception):
-    """A store could not be opened, read or written."""
 
 
 class Bucket:
@@ -70,20 +70,19 @@ class Bucket:
         return sorted(found)
 
 
-def _open(spec: BucketSpec) -> Any:
+def _open(spec: BucketSpec) -> ObjectStore:
     try:
         if spec.is_local:
             return LocalStore(spec.local_path, mkdir=True)
         options = dict(spec.options)
-        client_options = dict(_CLIENT_OPTIONS)
+        client_options = _CLIENT_OPTIONS.copy()
         if options.get("endpoint", "").startswith("http://"):
             client_options["allow_http"] = True
-        return from_url(
-            spec.url, config=options, client_options=client_options, retry_config=_RETRY
-        )
+        # The options are whichever store's the URL names (S3, GCS, Azure): checked by
+        # obstore at run time, not by its per-store overloads.
+        config: Any = options
+        return from_url(spec.url, config=config, client_options=client_options, retry_config=_RETRY)
     except (ObstoreError, OSError, ValueError) as exc:
-        if isinstance(exc, BucketConfigError):
-            raise ObjectStoreError(str(exc)) from exc
         raise ObjectStoreError(f"cannot open bucket {spec.url}: {_first_line(exc)}") from exc
 
 

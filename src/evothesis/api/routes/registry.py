@@ -1,7 +1,7 @@
 """Pixel management over HTTP: public client config, per-client trackers, the collectors'
 internal lookup and the client administration API.
 
-Routes stay thin: they authenticate, call ``RegistryStore`` (``app.state.registry``) and
+Routes stay thin: they authenticate, call ``RegistryStore`` (``RegistryDep``) and
 shape the answer. Three audiences, three routers, so each carries its own guard:
 
 * public (browsers, sites): settings a page may see, never a secret;
@@ -9,22 +9,23 @@ shape the answer. Three audiences, three routers, so each carries its own guard:
   collector needs to apply a client's privacy rules;
 * admin (operators, ``EVOTHESIS_ADMIN_TOKEN``): create and change clients and domains.
 
-After every successful change ``app.state.registry_changed()`` is called, so a hosting
-collector can drop its cached lookups at once instead of waiting for their TTL.
+The store tells whoever caches its answers about every successful change
+(``RegistryStore.on_change``), so a hosting collector drops its cached lookups at once
+instead of waiting for their TTL.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import Response
 
 from evothesis.api.client_models import ClientChanges, ClientCreate, DomainAdd
 from evothesis.api.conditional import script_response
+from evothesis.api.deps import RegistryDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_admin, require_service
-from evothesis.config import Settings
 from evothesis.domain import ClientConfig
 from evothesis.errors import NotFound
 from evothesis.registry.store import ClientRecord, RegistryStore
@@ -37,18 +38,6 @@ __all__ = [
     "internal_router",
     "public_router",
 ]
-
-
-def _registry(request: Request) -> RegistryStore:
-    store: RegistryStore = request.app.state.registry
-    return store
-
-
-Registry = Annotated[RegistryStore, Depends(_registry)]
-
-
-def _changed(request: Request) -> None:
-    request.app.state.registry_changed()
 
 
 def _record(record: ClientRecord, *, status_code: int = 200, **extra: Any) -> JSONResponse:
@@ -79,7 +68,7 @@ public_router = APIRouter(tags=["pixel management"])
 
 
 @public_router.get("/api/v1/config/domain/{domain}", summary="Public settings of a domain's client")
-async def domain_config(domain: str, registry: Registry) -> Response:
+async def domain_config(domain: str, registry: RegistryDep) -> Response:
     """What a page on ``domain`` may know about its client; 404 when no active client owns it."""
     config = await registry.lookup(domain)
     if config is None:
@@ -88,13 +77,14 @@ async def domain_config(domain: str, registry: Registry) -> Response:
 
 
 @public_router.get("/pixel/{client_id}/tracking.js", summary="The tracker for one client")
-async def client_tracker(client_id: str, request: Request, registry: Registry) -> Response:
+async def client_tracker(
+    client_id: str, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> Response:
     """The tracker with the client's public settings baked in, so a site needs one tag."""
     config = await registry.config_for_client(client_id)
     if config is None:
         raise NotFound(f"no active client {client_id!r}")
     embedded = config.public_config()
-    settings: Settings = request.app.state.settings
     if settings.collector_url:
         embedded["endpoint"] = settings.collector_url.rstrip("/") + "/collect"
     return script_response(request, render_tracker(embedded))
@@ -108,7 +98,7 @@ internal_router = APIRouter(
 
 
 @internal_router.get("/domain/{domain}", summary="A domain's client with its secrets")
-async def internal_domain(domain: str, registry: Registry) -> Response:
+async def internal_domain(domain: str, registry: RegistryDep) -> Response:
     """For collectors: the settings and secrets needed to accept events for ``domain``."""
     config = await registry.lookup(domain)
     if config is None:
@@ -124,87 +114,72 @@ admin_router = APIRouter(
 
 
 @admin_router.post("", status_code=201, summary="Create a client (returns its write key once)")
-async def create_client(body: ClientCreate, request: Request, registry: Registry) -> Response:
+async def create_client(body: ClientCreate, registry: RegistryDep) -> Response:
     """Nothing is created when the id or a domain is invalid or taken (one transaction)."""
     record, write_key = await registry.create_client(body.client_id, body.spec(), body.domains)
-    _changed(request)
     response = _record(record, status_code=201, write_key=write_key)
     response.headers["Location"] = f"/api/v1/clients/{record.client_id}"
     return response
 
 
 @admin_router.get("", summary="All clients")
-async def list_clients(registry: Registry) -> Response:
+async def list_clients(registry: RegistryDep) -> Response:
     return JSONResponse([record.as_dict() for record in await registry.list_clients()])
 
 
 @admin_router.get("/{client_id}", summary="One client")
-async def get_client(client_id: str, registry: Registry) -> Response:
+async def get_client(client_id: str, registry: RegistryDep) -> Response:
     return _record(await registry.get_client(client_id))
 
 
 @admin_router.patch("/{client_id}", summary="Change some settings of a client")
-async def update_client(
-    client_id: str, body: ClientChanges, request: Request, registry: Registry
-) -> Response:
+async def update_client(client_id: str, body: ClientChanges, registry: RegistryDep) -> Response:
     changes = body.changes()
     if not changes:
         return _record(await registry.get_client(client_id))
     record = await registry.update_client(client_id, changes)
-    _changed(request)
     return _record(record)
 
 
-async def _set_active(
-    client_id: str, active: bool, request: Request, registry: RegistryStore
-) -> Response:
+async def _set_active(client_id: str, active: bool, registry: RegistryStore) -> Response:
     record = await registry.update_client(client_id, {"active": active})
-    _changed(request)
     return _record(record)
 
 
 @admin_router.post("/{client_id}/deactivate", summary="Stop accepting events for a client")
-async def deactivate_client(client_id: str, request: Request, registry: Registry) -> Response:
-    return await _set_active(client_id, False, request, registry)
+async def deactivate_client(client_id: str, registry: RegistryDep) -> Response:
+    return await _set_active(client_id, False, registry)
 
 
 @admin_router.post("/{client_id}/activate", summary="Accept events for a client again")
-async def activate_client(client_id: str, request: Request, registry: Registry) -> Response:
-    return await _set_active(client_id, True, request, registry)
+async def activate_client(client_id: str, registry: RegistryDep) -> Response:
+    return await _set_active(client_id, True, registry)
 
 
 @admin_router.post("/{client_id}/write-key", summary="Replace a client's write key")
-async def rotate_write_key(client_id: str, request: Request, registry: Registry) -> Response:
+async def rotate_write_key(client_id: str, registry: RegistryDep) -> Response:
     """The old key stops working at once; the new one is shown in this answer only."""
     write_key = await registry.rotate_write_key(client_id)
-    _changed(request)
     return JSONResponse({"client_id": client_id, "write_key": write_key})
 
 
 @admin_router.post("/{client_id}/domains", status_code=201, summary="Give a client a domain")
-async def add_domain(
-    client_id: str, body: DomainAdd, request: Request, registry: Registry
-) -> Response:
+async def add_domain(client_id: str, body: DomainAdd, registry: RegistryDep) -> Response:
     domain = await registry.add_domain(client_id, body.domain)
-    _changed(request)
     return JSONResponse({"client_id": client_id, "domain": domain}, status_code=201)
 
 
 @admin_router.delete("/{client_id}/domains/{domain}", status_code=204, summary="Take a domain away")
-async def remove_domain(
-    client_id: str, domain: str, request: Request, registry: Registry
-) -> Response:
+async def remove_domain(client_id: str, domain: str, registry: RegistryDep) -> Response:
     await registry.remove_domain(client_id, domain)
-    _changed(request)
     return Response(status_code=204)
 
 
 def include_pixel_management(app: FastAPI) -> None:
     """Add every pixel-management route to ``app``.
 
-    The app must provide ``state.registry`` (a ``RegistryStore``), ``state.settings`` and
-    ``state.registry_changed`` (a no-argument callable) by the time requests arrive, and
-    should have ``install_error_handlers`` so errors keep the JSON shape.
+    The app's ``Runtime`` must hold services with a registry by the time requests arrive,
+    and the app should have ``install_error_handlers`` so errors keep the JSON shape.
     """
     app.include_router(public_router)
     app.include_router(internal_router)

@@ -58,5 +58,8 @@ class OneWriteTransport:
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` over a ``OneWriteTransport``."""
 
+    # Both ignores are uvicorn's shape, not a guess: it narrows asyncio.Protocol's
+    # connection_made to a Transport (as this override does, with the same ignore in
+    # uvicorn), and the stand-in passed on is duck-typed, forwarding what it does not do.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport, self.loop))  # type: ignore[arg-type]

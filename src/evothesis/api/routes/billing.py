@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from evothesis.api.errors import error_body
+from evothesis.api.deps import BillingDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_admin
 from evothesis.billing.period import parse_period
-from evothesis.billing.service import Billing
-from evothesis.export.objects import ObjectStoreError
 
 router = APIRouter(prefix="/billing", tags=["billing"], dependencies=[Depends(require_admin)])
 
@@ -23,35 +21,19 @@ ClientFilter = Annotated[
 ]
 
 
-def _billing(request: Request) -> Billing:
-    billing: Billing = request.app.state.billing
-    return billing
-
-
-BillingService = Annotated[Billing, Depends(_billing)]
-
-
-def _unreadable(exc: ObjectStoreError) -> Response:
-    """A bill from half the files would be wrong: say which store failed instead."""
-    return JSONResponse(error_body("backup_unreadable", str(exc)), status_code=502)
-
-
 @router.get("/usage", summary="Usage per client, site and day, reconciled with the ledger")
 async def usage(
-    billing: BillingService,
+    billing: BillingDep,
     first: Annotated[str, Query(alias="from", description="First day, YYYY-MM-DD (UTC).")],
     last: Annotated[str, Query(alias="to", description="Last day, YYYY-MM-DD, included.")],
     client_id: ClientFilter = None,
 ) -> Response:
     period = parse_period(first, last)
-    try:
-        report = await billing.usage(period, client_id or None)
-    except ObjectStoreError as exc:
-        return _unreadable(exc)
+    report = await billing.usage(period, client_id or None)
     return JSONResponse(report.as_dict())
 
 
 @router.get("/discoveries", summary="Sites discovered under each client (first event)")
-async def discoveries(billing: BillingService, client_id: ClientFilter = None) -> Response:
+async def discoveries(billing: BillingDep, client_id: ClientFilter = None) -> Response:
     found = await billing.store.discoveries(client_id or None)
     return JSONResponse({"client_id": client_id, "discoveries": [d.as_dict() for d in found]})

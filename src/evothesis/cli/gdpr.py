@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import typer
 
-from evothesis.cli_export import ProgressReport, run_with_pool
-from evothesis.cli_registry import command_group, print_json
-from evothesis.config import Settings
-from evothesis.export.pipeline import pipeline_from_settings
+from evothesis.cli.common import ProgressReport, command_group, print_json, run_services
 from evothesis.gdpr.requests import DataSubjectRequests, VisitorExport
 
 __all__ = ["gdpr_app"]
+
+T = TypeVar("T")
 
 gdpr_app = command_group(
     "gdpr", "Data-subject requests by visitor id: export, deletion, audit log."
@@ -26,11 +25,8 @@ Client = Annotated[str, typer.Option("--client", help="The client the visitor's 
 Visitor = Annotated[str, typer.Option("--visitor", help="The tracker's visitorId.")]
 
 
-def _with_requests(work: Any) -> Any:
-    async def run(settings: Settings, pool: asyncpg.Pool) -> Any:
-        return await work(DataSubjectRequests(pool, pipeline_from_settings(settings, pool)))
-
-    return run_with_pool(run)
+def _with_requests(work: Callable[[DataSubjectRequests], Awaitable[T]]) -> T:
+    return run_services(lambda services: work(services.subjects))
 
 
 @gdpr_app.command("export")
@@ -57,7 +53,7 @@ def export(
         finally:
             progress.close()
 
-    result: VisitorExport = _with_requests(work)
+    result = _with_requests(work)
     if output is not None and str(output) == "-":
         sys.stdout.buffer.write(result.data)
         sys.stdout.flush()

@@ -1,0 +1,193 @@
+"""What every ``evothesis`` command shares: settings, the database, the services, and how a
+command ends (one line and exit 1 on an expected failure, never a traceback).
+
+Every command that works on data opens the same ``Services`` (``services.py``) as the
+collector and the pixel-management service do, through ``run_services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar
+
+import asyncpg
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.progress import Progress as Bar
+from rich.progress import TaskID
+from sqlalchemy.exc import SQLAlchemyError
+
+from evothesis.config import Settings, environment_help
+from evothesis.embedded import start_embedded_postgres
+from evothesis.errors import EvothesisError
+from evothesis.logs import configure_logging
+from evothesis.registry.store import RegistryStore
+from evothesis.services import CLI_POOL, Services, open_services, secret_box
+from evothesis.storage.migrate import upgrade
+from evothesis.storage.sessions import describe_error
+
+__all__ = [
+    "DATABASE_ERRORS",
+    "ProgressReport",
+    "command_group",
+    "database_url",
+    "exit_on_sigterm",
+    "fail",
+    "load_settings",
+    "migrate_database",
+    "prepared_database",
+    "print_json",
+    "print_table",
+    "registry_of",
+    "run_services",
+]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("evothesis.cli")
+
+#: What reaching, migrating or querying an absent or misconfigured database raises.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    SQLAlchemyError,
+)
+
+#: The same, or a ``DATABASE_URL`` that is no URL at all (``ValueError``).
+_UNUSABLE_DATABASE: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, ValueError)
+
+
+def command_group(name: str, help_text: str) -> typer.Typer:
+    """A sub-command group whose help lists the environment variables, like every command."""
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        epilog=environment_help(),
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit 1: operators need the reason, not a traceback."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad value stops the program with the variable named."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"Invalid configuration: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` when set; otherwise start the embedded server under the data folder."""
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.data_dir)
+
+
+def migrate_database(url: str) -> None:
+    logger.info("Applying database migrations")
+    upgrade(url)
+
+
+def prepared_database(settings: Settings) -> str:
+    """The database URL, migrated; an unusable database ends the command with one line."""
+    try:
+        url = database_url(settings)
+        migrate_database(url)
+    except _UNUSABLE_DATABASE as exc:
+        fail(f"cannot use the database: {describe_error(exc)}")
+    return url
+
+
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """Uvicorn re-raises SIGTERM after its graceful shutdown; turning it into a normal exit
+    lets atexit hooks run, which stop the embedded PostgreSQL, and reports success."""
+    raise SystemExit(0)
+
+
+def run_services(work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``work`` on the services of the configured (or embedded) database, migrated, with
+    a small pool. A missing secret key stops the command before any database is started;
+    our errors and an unreachable database end it with one line."""
+    settings = load_settings()
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    try:
+        secret_box(settings)
+    except EvothesisError as exc:
+        fail(str(exc))
+    url = prepared_database(settings)
+
+    async def run() -> T:
+        async with open_services(settings, database_url=url, pool_size=CLI_POOL) as services:
+            return await work(services)
+
+    try:
+        return asyncio.run(run())
+    except EvothesisError as exc:
+        fail(str(exc))
+    except DATABASE_ERRORS as exc:
+        fail(f"cannot use the database: {describe_error(exc)}")
+
+
+def registry_of(services: Services) -> RegistryStore:
+    """The registry of the command's database (``run_services`` made sure the key opens it)."""
+    assert services.registry is not None
+    return services.registry
+
+
+def print_json(value: object) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+class ProgressReport:
+    """A bar on a terminal; elsewhere (CI, logs) a line every ``every_s`` seconds."""
+
+    def __init__(self, label: str, every_s: float = 5.0, *, unit: str = "events") -> None:
+        self._label = label
+        self._unit = unit
+        self._every = every_s
+        self._last = 0.0
+        self._bar: Bar | None = None
+        self._task: TaskID | None = None
+        if sys.stderr.isatty():
+            self._bar = Bar(transient=False)
+            self._task = self._bar.add_task(label, total=None)
+            self._bar.start()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._every or done >= total:
+            self._last = now
+            share = f" ({100 * done / total:.0f}%)" if total else ""
+            typer.echo(f"{self._label}: {done}/{total} {self._unit}{share}", err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,281 @@
+"""Ingestion as named steps, after attribution: pure functions from what is known of one
+request to the next state, or a drop with its reason.
+
+Attribution (the only step with I/O) has already found the client of the events' siteId
+and the owner of the page that sent them. From there on every step is a function of its
+input, so each is tested in milliseconds, and the collector only folds the request through
+``STEPS`` and hands the accepted rows to the write buffer:
+
+    authorize → decide_privacy → enrich_request → drop_bots → protect → build_rows
+
+A step that refuses the request raises a ``Refused`` error (401/403); a step that drops
+the events returns ``Dropped`` (answered 200, counted by reason, nothing stored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from evothesis.domain import (
+    AuditRecord,
+    BotPolicy,
+    ClientConfig,
+    DropReason,
+    Envelope,
+    EventRow,
+    FailedEvent,
+    PrivacyLevel,
+    RequestContext,
+)
+from evothesis.errors import InvalidEvent, InvalidWriteKey, OriginMismatch, WriteKeyRequired
+from evothesis.ingest.enrichment import Enricher, RequestEnrichment
+from evothesis.ingest.privacy import (
+    RequestPrivacy,
+    audit_ip_hash,
+    protect_envelope,
+    protect_rejected,
+    request_privacy,
+)
+from evothesis.privacy.redact import NestingTooDeep
+from evothesis.registry.domains import site_host
+from evothesis.registry.secrets import write_key_matches
+
+__all__ = [
+    "COLLECTOR_NAME",
+    "Accepted",
+    "Dropped",
+    "Intake",
+    "Step",
+    "authorize",
+    "build_rows",
+    "decide_privacy",
+    "drop_bots",
+    "enrich_request",
+    "protect",
+    "steps",
+]
+
+#: Names this process in audit records: which collector accepted a batch.
+COLLECTOR_NAME: Final = f"{socket.gethostname()}:{os.getpid()}"
+
+#: Stored instead of a rejected event's payload that nests too deep to be redacted.
+UNSTORABLE_PAYLOAD: Final = '"[payload nested too deep to be stored]"'
+
+
+class Intake(NamedTuple):
+    """One request on its way through ingestion: what is known of it so far."""
+
+    envelope: Envelope
+    context: RequestContext
+    #: The client of the events' siteId (attribution).
+    client: ClientConfig
+    #: The client owning the page named by ``Origin`` (or ``Referer``), resolved once for
+    #: CORS and authorization; ``None`` when no page is named or nobody owns it.
+    page_owner: ClientConfig | None
+    privacy: RequestPrivacy | None = None
+    enrichment: RequestEnrichment | None = None
+    #: Every event's payload as it may be stored (``protect``).
+    payloads: list[dict[str, Any]] | None = None
+
+
+class Dropped(NamedTuple):
+    """The request's events are acknowledged but not stored, for ``reason``."""
+
+    reason: DropReason
+    events: int
+
+
+class Accepted(NamedTuple):
+    """What the write buffer stores for one request, in one flush."""
+
+    rows: list[EventRow]
+    failed: list[FailedEvent]
+    audit: AuditRecord | None
+
+
+Step = Callable[[Intake], "Intake | Dropped"]
+
+
+def authorize(intake: Intake) -> Intake:
+    """Browsers prove their page with ``Origin`` (or ``Referer``); servers with a write key.
+
+    The page must belong to the same client as the siteId, so one client's site cannot
+    inject events into another client's data. A present but opaque Origin (``null``, from
+    sandboxed frames and file pages) names no page and is refused.
+    """
+    context, client = intake.context, intake.client
+    page = context.page
+    if page is not None:
+        owner = intake.page_owner
+        if owner is None or owner.client_id != client.client_id:
+            shown = site_host(page) or page[:100]
+            raise OriginMismatch(
+                f"page {shown!r} does not belong to client {client.client_id!r}, "
+                "which owns the events' siteId"
+            )
+        return intake
+    if context.write_key is None:
+        raise WriteKeyRequired()
+    if not write_key_matches(context.write_key, client.write_key_sha256):
+        raise InvalidWriteKey()
+    return intake
+
+
+def decide_privacy(intake: Intake) -> Intake | Dropped:
+    """The client's privacy rules against the visitor's DNT/GPC signals and consent."""
+    envelope = intake.envelope
+    privacy = request_privacy(
+        intake.client, intake.context, envelope.events[0].payload.get("consent")
+    )
+    reason = privacy.decision.drop_reason
+    if reason is not None:
+        return Dropped(reason, len(envelope.events))
+    return intake._replace(privacy=privacy)
+
+
+def enrich_request(enricher: Enricher, intake: Intake) -> Intake:
+    """What the request adds to every row: user agent, bot kind, place."""
+    assert intake.privacy is not None  # decide_privacy runs first
+    enrichment = enricher.request(intake.client, intake.context, anonymize=intake.privacy.anonymize)
+    return intake._replace(enrichment=enrichment)
+
+
+def drop_bots(intake: Intake) -> Intake | Dropped:
+    """Events of bots, crawlers and monitors, for clients who drop them (the invalid inner
+    events of such a request are not kept either)."""
+    assert intake.enrichment is not None  # enrich_request runs first
+    kind = intake.enrichment.user_agent.bot_kind
+    if kind is None or intake.client.bot_policy is not BotPolicy.DROP:
+        return intake
+    envelope = intake.envelope
+    return Dropped(DropReason.for_bot(kind), len(envelope.events) + len(envelope.rejected))
+
+
+def protect(intake: Intake) -> Intake:
+    """Every event's payload with PII redacted and, for anonymous visitors, identifiers
+    removed; nothing unprotected goes further."""
+    assert intake.privacy is not None
+    try:
+        payloads = protect_envelope(intake.envelope, intake.privacy)
+    except NestingTooDeep as exc:
+        raise InvalidEvent(f"event cannot be stored: {exc}") from None
+    return intake._replace(payloads=payloads)
+
+
+def steps(enricher: Enricher) -> tuple[Step, ...]:
+    """The steps between attribution and ``build_rows``, in order."""
+
+    def enrich(intake: Intake) -> Intake:
+        return enrich_request(enricher, intake)
+
+    return (authorize, decide_privacy, enrich, drop_bots, protect)
+
+
+def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
+    """The protected, enriched ``events_log`` rows, the batch's rejected inner events as
+    ``failed_events`` rows, and a hipaa client's audit record.
+
+    The client comes from attribution only; every text column is read back from the
+    redacted payload so columns and ``raw_event_data`` can never disagree, and the
+    referrer class and UTM columns are derived from that same redacted payload.
+    """
+    envelope, context, client, privacy = (
+        intake.envelope,
+        intake.context,
+        intake.client,
+        intake.privacy,
+    )
+    assert privacy is not None and intake.enrichment is not None and intake.payloads is not None
+    rows = []
+    client_id = client.client_id
+    ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
+    per_request = intake.enrichment.columns
+    for event, payload in zip(envelope.events, intake.payloads, strict=True):
+        try:
+            raw = orjson.dumps(payload).decode()
+        except orjson.JSONEncodeError as exc:
+            raise InvalidEvent(f"event cannot be stored: {exc}") from None
+        get = payload.get
+        # Positional on purpose: this runs once per event on the hot path.
+        rows.append(
+            EventRow(
+                event.event_id,
+                get("eventType", event.event_type),
+                get("sessionId"),
+                get("visitorId"),
+                event.site_id,
+                client_id,
+                event.timestamp,
+                get("url"),
+                get("path"),
+                get("referrer"),
+                ip,
+                user_agent,
+                raw,
+                received_at,
+                *per_request,
+                *enricher.event(payload, site_host(event.site_id) or event.site_id),
+            )
+        )
+    audit = (
+        _audit_record(envelope, client, context, rows)
+        if client.privacy_level is PrivacyLevel.HIPAA
+        else None
+    )
+    return Accepted(rows, _failed_rows(envelope, client, context, privacy), audit)
+
+
+def _failed_rows(
+    envelope: Envelope, client: ClientConfig, context: RequestContext, privacy: RequestPrivacy
+) -> list[FailedEvent]:
+    """The batch's rejected inner events as ``failed_events`` rows, redacted like events.
+
+    A payload rejected for a NUL character keeps it out of JSONB (which cannot hold it) by
+    replacing its escape with U+FFFD; one nested too deep to redact is not stored at all.
+    """
+    if not envelope.rejected:
+        return []
+    outer = envelope.events[0]
+    failed = []
+    for rejected in envelope.rejected:
+        try:
+            payload = orjson.dumps(protect_rejected(rejected.raw, privacy)).decode()
+        except (NestingTooDeep, orjson.JSONEncodeError):
+            payload = UNSTORABLE_PAYLOAD
+        failed.append(
+            FailedEvent(
+                outer.event_id,
+                rejected.position,
+                client.client_id,
+                outer.site_id,
+                rejected.reason,
+                rejected.field,
+                rejected.message,
+                payload.replace("\\u0000", "\\ufffd"),
+                context.received_at,
+            )
+        )
+    return failed
+
+
+def _audit_record(
+    envelope: Envelope, client: ClientConfig, context: RequestContext, rows: list[EventRow]
+) -> AuditRecord:
+    """The hipaa trail of one accepted batch (its site, visitor, size, hashed sender IP)."""
+    first = rows[0]
+    return AuditRecord(
+        recorded_at=context.received_at,
+        client_id=client.client_id,
+        site_id=first.site_id,
+        visitor_id=first.visitor_id,
+        events=len(rows),
+        ip_hash=audit_ip_hash(client, context.client_ip),
+        origin=site_host(context.origin) if context.origin else None,
+        collector=COLLECTOR_NAME,
+        request_id=first.event_id,
+    )
