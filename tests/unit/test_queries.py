@@ -50,7 +50,7 @@ PACKAGED_NAMES = [
     "export_shared_unlock",
     "gdpr_exclusive_lock",
     "gdpr_exclusive_unlock",
-    "set_lock_timeout",
+    "set_local_lock_timeout",
     "gdpr_client_exists",
     "gdpr_client_batches",
     "gdpr_buffer_lines",

@@ -85,8 +85,8 @@ class ExportLedger:
         Runs of any number of exporters proceed together; a data-subject deletion takes the
         lock exclusively (``gdpr.store``), so it waits for running runs to end and no run
         starts until it has rewritten the objects and buffer rows it touches. Session level
-        on one pooled connection, because a run spans many transactions (the pool's reset
-        releases it too, should the unlock fail); the run's own queries need a second one.
+        on one pooled connection, because a run spans many transactions (``session_lock``
+        ends the session should the unlock fail); the run's own queries need a second one.
         """
         if self._pool.get_max_size() < 2:
             raise StorageUnavailable(

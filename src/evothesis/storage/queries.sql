@@ -354,9 +354,10 @@ SELECT pg_advisory_lock(7461707468657370)
 -- gdpr_exclusive_unlock --
 SELECT pg_advisory_unlock(7461707468657370)
 
--- set_lock_timeout --
--- How long this session waits for a lock before giving up ($1: milliseconds).
-SELECT set_config('lock_timeout', $1::text, false)
+-- set_local_lock_timeout --
+-- How long this transaction waits for a lock before giving up ($1: milliseconds); the
+-- setting ends with the transaction, so it never stays on a pooled connection.
+SELECT set_config('lock_timeout', $1::text, true)
 
 -- gdpr_client_exists --
 SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)

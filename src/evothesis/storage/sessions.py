@@ -54,8 +54,10 @@ async def session_lock(
     """Hold an advisory lock (the named ``lock``/``unlock`` queries) on one pooled
     connection for the body's length, across the body's own transactions and connections.
 
-    ``wait_s`` bounds the wait for the lock (``LockBusy`` after it); the pool's reset on
-    release drops the lock too, should the unlock fail.
+    ``wait_s`` bounds the wait for the lock (``LockBusy`` after it). The pool does not reset
+    connections on release, so nothing of the lock may stay on its session: the bound is
+    set for the locking transaction only, and a session whose unlock failed is ended (which
+    releases the lock) rather than handed back to the pool.
     """
     try:
         async with asyncio.timeout(60):
@@ -64,9 +66,7 @@ async def session_lock(
         raise StorageUnavailable(f"{what}: {describe_error(exc)}") from exc
     try:
         try:
-            if wait_s is not None:
-                await connection.execute(query("set_lock_timeout"), str(int(wait_s * 1000)))
-            await connection.execute(query(lock))
+            await _lock(connection, lock, wait_s)
         except asyncpg.LockNotAvailableError:
             raise LockBusy(what) from None
         except UNAVAILABLE_ERRORS as exc:
@@ -74,7 +74,27 @@ async def session_lock(
         try:
             yield
         finally:
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                await connection.execute(query(unlock))
+            await _unlock(connection, unlock)
     finally:
         await pool.release(connection)
+
+
+async def _lock(connection: Connection, lock: str, wait_s: float | None) -> None:
+    if wait_s is None:
+        await connection.execute(query(lock))
+        return
+    # SET LOCAL ends with this transaction; the advisory lock, taken at session level,
+    # outlives it.
+    async with connection.transaction():
+        await connection.execute(query("set_local_lock_timeout"), str(int(wait_s * 1000)))
+        await connection.execute(query(lock))
+
+
+async def _unlock(connection: Connection, unlock: str) -> None:
+    try:
+        await connection.execute(query(unlock))
+    except Exception:
+        connection.terminate()  # the session may still hold the lock: end it
+    except BaseException:  # cancelled mid-unlock: the same, then let the cancel through
+        connection.terminate()
+        raise
