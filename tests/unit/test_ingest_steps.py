@@ -137,7 +137,8 @@ def test_a_batch_drop_counts_the_envelope_and_every_inner_event() -> None:
 
 
 def with_agent(state: Intake, agent: UserAgentInfo) -> Intake:
-    return state._replace(enrichment=RequestEnrichment(agent, ()))
+    state.enrichment = RequestEnrichment(agent, ())
+    return state
 
 
 BOT = UserAgentInfo("curl", None, None, "bot", BotKind.HTTP_CLIENT)
@@ -200,8 +201,8 @@ def test_hipaa_batches_get_an_audit_record_and_invalid_inner_events_become_faile
 
 
 def test_the_steps_run_in_order_and_stop_at_a_drop() -> None:
-    names = [getattr(step, "__name__", "") for step in steps(OFF)]
-    assert names == ["authorize", "decide_privacy", "enrich", "drop_bots", "protect"]
+    names = [getattr(step, "func", step).__name__ for step in steps(OFF)]
+    assert names == ["authorize", "decide_privacy", "enrich_request", "drop_bots", "protect"]
     client = ClientConfig("acme", privacy_level=PrivacyLevel.GDPR, ip_salt=b"s" * 32)
     state: Intake | Dropped = intake(client, page_owner=client, dnt=True)
     for step in steps(OFF):

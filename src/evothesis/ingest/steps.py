@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -67,20 +68,35 @@ COLLECTOR_NAME: Final = f"{socket.gethostname()}:{os.getpid()}"
 UNSTORABLE_PAYLOAD: Final = '"[payload nested too deep to be stored]"'
 
 
-class Intake(NamedTuple):
-    """One request on its way through ingestion: what is known of it so far."""
+class Intake:
+    """One request on its way through ingestion: what is known of it so far.
 
-    envelope: Envelope
-    context: RequestContext
-    #: The client of the events' siteId (attribution).
-    client: ClientConfig
-    #: The client owning the page named by ``Origin`` (or ``Referer``), resolved once for
-    #: CORS and authorization; ``None`` when no page is named or nobody owns it.
-    page_owner: ClientConfig | None
-    privacy: RequestPrivacy | None = None
-    enrichment: RequestEnrichment | None = None
-    #: Every event's payload as it may be stored (``protect``).
-    payloads: list[dict[str, Any]] | None = None
+    Each step fills in what it decides and returns the state for the next one. The state is
+    a mutable object, built once per request, rather than an immutable one copied by every
+    step: the copies measured 1.4 µs each, a tenth of the collector's own work on a single
+    event. No step changes what an earlier one decided.
+    """
+
+    __slots__ = ("client", "context", "enrichment", "envelope", "page_owner", "payloads", "privacy")
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        context: RequestContext,
+        client: ClientConfig,
+        page_owner: ClientConfig | None,
+    ) -> None:
+        self.envelope = envelope
+        self.context = context
+        #: The client of the events' siteId (attribution).
+        self.client = client
+        #: The client owning the page named by ``Origin`` (or ``Referer``), resolved once for
+        #: CORS and authorization; ``None`` when no page is named or nobody owns it.
+        self.page_owner = page_owner
+        self.privacy: RequestPrivacy | None = None
+        self.enrichment: RequestEnrichment | None = None
+        #: Every event's payload as it may be stored (``protect``).
+        self.payloads: list[dict[str, Any]] | None = None
 
 
 class Dropped(NamedTuple):
@@ -135,14 +151,17 @@ def decide_privacy(intake: Intake) -> Intake | Dropped:
     reason = privacy.decision.drop_reason
     if reason is not None:
         return Dropped(reason, len(envelope.events))
-    return intake._replace(privacy=privacy)
+    intake.privacy = privacy
+    return intake
 
 
 def enrich_request(enricher: Enricher, intake: Intake) -> Intake:
     """What the request adds to every row: user agent, bot kind, place."""
     assert intake.privacy is not None  # decide_privacy runs first
-    enrichment = enricher.request(intake.client, intake.context, anonymize=intake.privacy.anonymize)
-    return intake._replace(enrichment=enrichment)
+    intake.enrichment = enricher.request(
+        intake.client, intake.context, anonymize=intake.privacy.anonymize
+    )
+    return intake
 
 
 def drop_bots(intake: Intake) -> Intake | Dropped:
@@ -164,16 +183,14 @@ def protect(intake: Intake) -> Intake:
         payloads = protect_envelope(intake.envelope, intake.privacy)
     except NestingTooDeep as exc:
         raise InvalidEvent(f"event cannot be stored: {exc}") from None
-    return intake._replace(payloads=payloads)
+    intake.payloads = payloads
+    return intake
 
 
 def steps(enricher: Enricher) -> tuple[Step, ...]:
-    """The steps between attribution and ``build_rows``, in order."""
-
-    def enrich(intake: Intake) -> Intake:
-        return enrich_request(enricher, intake)
-
-    return (authorize, decide_privacy, enrich, drop_bots, protect)
+    """The steps between attribution and ``build_rows``, in order (a ``partial`` binds the
+    enricher: a C call, where a closure would add a Python frame per request)."""
+    return (authorize, decide_privacy, partial(enrich_request, enricher), drop_bots, protect)
 
 
 def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
