@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         alias="EVOTHESIS_ADMIN_TOKEN",
         description="bearer token of the admin API; the admin API is closed when unset",
     )
+    operator_token: str | None = Field(
+        None,
+        alias="EVOTHESIS_OPERATOR_TOKEN",
+        description="read-only bearer token for stored events, counts, pipeline status and "
+        "/metrics (the admin token reads too); unset = closed outside development",
+    )
     secret_key: str | None = Field(
         None,
         alias="EVOTHESIS_SECRET_KEY",

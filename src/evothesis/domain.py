@@ -65,6 +65,19 @@ class BotPolicy(StrEnum):
     DROP = "drop"
 
 
+class EventSource(StrEnum):
+    """How a stored event's sender was authenticated: a client can filter spoofable events
+    out of its analysis by this."""
+
+    #: A page of the client (``Origin``, else ``Referer``): what a browser proves, and what
+    #: any other sender can forge.
+    BROWSER = "browser"
+    #: The client's write key.
+    SERVER_KEY = "server_key"
+    #: Neither: accepted because the client does not require its write key.
+    UNVERIFIED = "unverified"
+
+
 class ExportFormat(StrEnum):
     """The file format of a client's processed exports."""
 
@@ -129,6 +142,8 @@ class RejectReason(StrEnum):
     TOO_MANY_PROPERTIES = "too_many_properties"
     KEY_TOO_LONG = "key_too_long"
     TOO_DEEP = "too_deep"
+    NOT_A_HOST = "not_a_host"
+    OUT_OF_RANGE = "out_of_range"
 
 
 # ------------------------------------------------------------------------------ events
@@ -168,6 +183,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "raw_event_data",
     "created_at",
     *ENRICHED_COLUMNS,
+    "source",
 )
 
 
@@ -203,6 +219,9 @@ class EventRow(NamedTuple):
     utm_campaign: str | None = None
     utm_term: str | None = None
     utm_content: str | None = None
+    #: How the sender was authenticated (``EventSource``); rows spooled before the column
+    #: existed load without it.
+    source: str | None = None
 
 
 class Event(NamedTuple):
@@ -292,7 +311,7 @@ class RequestContext:
     received_at: datetime
     origin: str | None = None
     referer: str | None = None
-    #: ``X-Write-Key``: how server-to-server senders (no Origin, no Referer) authenticate.
+    #: ``X-Write-Key`` (or the user name of HTTP Basic): the client's write key, when sent.
     write_key: str | None = None
     #: The visitor's ``DNT: 1`` and ``Sec-GPC: 1`` signals.
     dnt: bool = False
@@ -339,6 +358,8 @@ class ClientConfig:
     #: What happens to events whose user agent is a bot: ``keep`` (stored, ``is_bot``
     #: true) or ``drop`` (counted by bot kind, not stored).
     bot_policy: BotPolicy = BotPolicy.KEEP
+    #: Refuse requests that carry neither a page of the client nor its write key.
+    require_write_key: bool = False
     ip_salt: bytes = b""
     write_key_sha256: str | None = None
 

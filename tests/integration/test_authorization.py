@@ -6,6 +6,7 @@ them in-process (its default). Each test checks what was stored, not just the st
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -144,23 +145,50 @@ def test_a_matching_referer_is_enough_without_origin(
     assert stored(db) == ["client_acme"]
 
 
-def test_servers_without_origin_or_referer_need_the_clients_write_key(
+def test_a_write_key_must_be_the_clients_whatever_else_the_request_carries(
     acme: str, collector: RunningCollector, db: psycopg.Connection[Any], database_url: str
 ) -> None:
+    """An Origin proves nothing outside a browser: a wrong or foreign key is refused even
+    with a page of the client, and the right key is trusted (and recorded) with any page."""
     globex_key = with_registry(database_url, lambda s: s.rotate_write_key("client_globex"))
-    with collector.client(origin=None) as api:
-        missing = api.post("/collect", json=event("acme.example"))
-        wrong = api.post("/collect", json=event("acme.example"), headers={"X-Write-Key": "wk_x"})
-        foreign = api.post(
+    basic = "Basic " + base64.b64encode(f"{acme}:".encode()).decode()
+    with collector.client(origin="https://acme.example") as page:
+        wrong = page.post("/collect", json=event("acme.example"), headers={"X-Write-Key": "wk"})
+        foreign = page.post(
             "/collect", json=event("acme.example"), headers={"X-Write-Key": globex_key}
         )
-        good = api.post("/collect", json=event("acme.example"), headers={"X-Write-Key": acme})
+        garbled = page.post(
+            "/collect", json=event("acme.example"), headers={"Authorization": "Basic %%%"}
+        )
+    with collector.client(origin="https://globex.example") as other_page:
+        keyed = other_page.post(
+            "/collect", json=event("acme.example"), headers={"X-Write-Key": acme}
+        )
+    with collector.client(origin=None) as server:
+        basic_auth = server.post(
+            "/collect", json=event("acme.example"), headers={"Authorization": basic}
+        )
+        keyless = server.post("/collect", json=event("acme.example"))
+    for refused in (wrong, foreign, garbled):
+        assert (refused.status_code, error_code(refused)) == (401, "invalid_write_key")
+    assert (keyed.status_code, basic_auth.status_code, keyless.status_code) == (200, 200, 200)
+    assert stored(db, "client_id") == ["client_acme"] * 3
+    assert stored(db, "source") == ["server_key", "server_key", "unverified"]
+
+
+def test_a_client_that_requires_its_key_refuses_requests_that_prove_nothing(
+    collector: RunningCollector, db: psycopg.Connection[Any], database_url: str
+) -> None:
+    key = register_client(database_url, "client_strict", "strict.example", require_write_key=True)
+    with collector.client(origin=None) as server:
+        missing = server.post("/collect", json=event("strict.example"))
+        good = server.post("/collect", json=event("strict.example"), headers={"X-Write-Key": key})
+    with collector.client(origin="https://strict.example") as page:
+        browser = page.post("/collect", json=event("strict.example"))
     assert (missing.status_code, error_code(missing)) == (401, "write_key_required")
     assert "X-Write-Key" in missing.json()["error"]["message"]
-    assert (wrong.status_code, error_code(wrong)) == (401, "invalid_write_key")
-    assert (foreign.status_code, error_code(foreign)) == (401, "invalid_write_key")
-    assert good.status_code == 200
-    assert stored(db) == ["client_acme"]
+    assert (good.status_code, browser.status_code) == (200, 200)
+    assert stored(db, "source") == ["server_key", "browser"]
 
 
 def test_preflight_allows_registered_origins_only(acme: str, collector: RunningCollector) -> None:

@@ -65,8 +65,10 @@ def test_counters_move_with_accepted_refused_and_dropped_events(
         assert unknown.status_code == 403
         foreign = api.post("/collect", json={**EVENT, "siteId": "acme.com"})
         assert foreign.json()["error"]["code"] == "origin_mismatch"
-        keyless = server_side.post("/collect", json=EVENT)
-        assert keyless.json()["error"]["code"] == "write_key_required"
+        keyless = server_side.post("/collect", json=EVENT)  # stored as unverified
+        assert keyless.status_code == 200
+        wrong_key = server_side.post("/collect", json=EVENT, headers={"X-Write-Key": "wk_no"})
+        assert wrong_key.json()["error"]["code"] == "invalid_write_key"
         dnt = api.post("/collect", json=EVENT, headers={"DNT": "1"})
         assert dnt.json()["events_dropped"] == 1
         assert api.post("/collect", content=b"{").status_code == 400
@@ -76,26 +78,26 @@ def test_counters_move_with_accepted_refused_and_dropped_events(
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved("evothesis_write_buffer_flushed_events_total") == 6
+    assert moved("evothesis_write_buffer_flushed_events_total") == 7
     assert moved("evothesis_write_buffer_flushes_total") >= 1
     assert moved("evothesis_write_buffer_flush_seconds_total") > 0
     assert value(after, "evothesis_write_buffer_pending_events") == 0
     refused = "evothesis_collect_refused_requests_total"
     assert moved(refused, reason="unauthorized_domain") == 1
     assert moved(refused, reason="origin_mismatch") == 1
-    assert moved(refused, reason="write_key_required") == 1
-    assert moved(refused, reason="invalid_write_key") == 0
+    assert moved(refused, reason="write_key_required") == 0
+    assert moved(refused, reason="invalid_write_key") == 1
     assert moved("evothesis_events_dropped_total", reason="do_not_track") == 1
 
     requests = "evothesis_http_requests_total"
-    assert value(after, requests, path="/collect", status="200") == 5
+    assert value(after, requests, path="/collect", status="200") == 6
     assert value(after, requests, path="/collect", status="403") == 2
     assert value(after, requests, path="/collect", status="401") == 1
     assert value(after, requests, path="/collect", status="400") == 1
     assert value(after, requests, path="/health", status="200") == 1
     assert value(after, requests, path="other", status="200") >= 1  # the first scrape
     latency = "evothesis_http_request_duration_seconds"
-    assert moved(f"{latency}_count", path="/collect") == 9
+    assert moved(f"{latency}_count", path="/collect") == 10
     assert moved(f"{latency}_sum", path="/collect") > 0
 
     assert moved("evothesis_registry_cache_hits_total") > 0

@@ -176,6 +176,7 @@ def test_create_client_with_domains_returns_the_record_and_a_one_time_write_key(
         "honour_dnt": True,
         "consent_mode": "required",
         "bot_policy": "drop",
+        "require_write_key": False,
         "export_destination": "s3://acme-events",
         "export_format": "parquet",
         "has_export_credentials": False,
@@ -482,6 +483,7 @@ def test_internal_lookup_needs_the_service_token_and_returns_the_secrets(
         "honour_dnt": True,
         "consent_mode": "anonymous_without_consent",
         "bot_policy": "keep",
+        "require_write_key": False,
         "ip_salt": SALT_HEX,
         "write_key_sha256": hashlib.sha256(created["write_key"].encode()).hexdigest(),
     }

@@ -69,7 +69,7 @@ def test_upgrading_an_up_to_date_database_changes_nothing(empty_database: str) -
 
     with psycopg.connect(empty_database, autocommit=True) as conn:
         assert snapshot(conn) == before
-    assert before["version"] == [("0005",)]
+    assert before["version"] == [("0006",)]
     assert len(before["events"]) == 1  # type: ignore[arg-type]
 
 
@@ -90,7 +90,7 @@ def test_two_upgrades_in_parallel_threads_both_succeed(empty_database: str) -> N
     assert not any(thread.is_alive() for thread in threads), "an upgrade did not finish"
     assert not errors, "\n\n".join(errors)
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
 
 
@@ -104,10 +104,10 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
             )
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
-    # The enrichment columns came after it (0004).
-    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS)]
-    assert EVENT_COLUMNS[len(seed) :] == ENRICHED_COLUMNS
-    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS]
+    # The enrichment columns came after it (0004), and the sender's authentication (0006).
+    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 1]
+    assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source")
+    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source"]
 
 
 def test_ids_and_created_at_are_filled_in_by_the_database(database_url: str) -> None:

@@ -33,6 +33,7 @@ EXPECTED_COLUMNS = {
     "xid": ("xid8", "NO"),
     **{name: ("text", "YES") for name in ENRICHED_COLUMNS if name != "is_bot"},
     "is_bot": ("boolean", "NO"),
+    "source": ("text", "YES"),
 }
 
 
@@ -60,7 +61,10 @@ def test_upgrade_builds_events_log_with_seed_columns_and_indexes(empty_database:
             )
         }
     assert columns == EXPECTED_COLUMNS
-    assert "UNIQUE" in indexes["events_log_event_id_key"]
+    # Event ids are unique per client, never across tenants.
+    assert "UNIQUE" in indexes["events_log_client_event_id_key"]
+    assert "(client_id, event_id)" in indexes["events_log_client_event_id_key"]
+    assert "events_log_event_id_key" not in indexes
     assert "(created_at, id)" in indexes["events_log_created_at_idx"]
     assert '(client_id, "timestamp")' in indexes["events_log_client_timestamp_idx"]
     assert "(xid, id)" in indexes["events_log_export_order_idx"]
@@ -77,7 +81,7 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(empty_database: str
         assert run.returncode == 0, stderr.decode()
     with psycopg.connect(empty_database) as conn:
         [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == "0005"
+    assert version == "0006"
 
 
 def test_every_named_query_is_valid_against_the_schema(database_url: str) -> None:

@@ -25,6 +25,9 @@ from tests.support.loopback import free_port
 #: Every test database starts with the development client (``client_test`` for localhost
 #: and 127.0.0.1), as the embedded default registers it.
 LOCAL_ORIGIN = "http://localhost"
+#: The read-only token test collectors have (``run_collector``) and their clients send: a
+#: test collector is not a development one, so reading its state needs a token.
+OPERATOR_TOKEN = "test-operator-token"
 
 
 @dataclass
@@ -36,9 +39,14 @@ class RunningCollector:
     #: Folders made for this collector (``collector_folders``), removed when it stops.
     scratch: tuple[Path, ...] = ()
 
-    def client(self, *, origin: str | None = LOCAL_ORIGIN, **kwargs: Any) -> httpx.Client:
-        """An HTTP client that posts as a page of ``origin`` (``None``: as a server)."""
+    def client(
+        self, *, origin: str | None = LOCAL_ORIGIN, operator: bool = True, **kwargs: Any
+    ) -> httpx.Client:
+        """An HTTP client that posts as a page of ``origin`` (``None``: as a server) and, with
+        ``operator``, reads as an operator (the collector's operator token, if it has one)."""
         headers = {"Origin": origin} if origin else {}
+        if operator and self.settings.operator_token:
+            headers["Authorization"] = f"Bearer {self.settings.operator_token}"
         headers.update(kwargs.pop("headers", {}))
         return httpx.Client(base_url=self.url, timeout=10, headers=headers, **kwargs)
 
@@ -125,6 +133,7 @@ def killed_on_exit(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Pope
 def run_collector(database_url: str, port: int | None = None, **overrides: Any) -> RunningCollector:
     """Start a real uvicorn server for ``create_app`` in a thread, wait until it answers."""
     scratch = collector_folders(overrides)
+    overrides.setdefault("EVOTHESIS_OPERATOR_TOKEN", OPERATOR_TOKEN)
     settings = Settings(_env_file=None, ENVIRONMENT="test", **overrides)
     port = port or free_port()
     server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)

@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evothesis.domain import ClientConfig, Envelope, EventRow, RejectedEvent, RequestContext
+from evothesis.domain import (
+    ClientConfig,
+    Envelope,
+    EventRow,
+    RejectedEvent,
+    RejectReason,
+    RequestContext,
+)
 from evothesis.errors import (
     BadRequest,
     BatchTooLarge,
@@ -267,7 +274,7 @@ def test_a_batch_without_timestamp_stamps_every_event_with_now() -> None:
     assert [e.timestamp for e in envelope.events] == [NOW] * 4
     assert "timestamp" not in envelope.events[0].payload
     for inner in envelope.events[1:]:
-        assert parse_timestamp(inner.payload["timestamp"]) == NOW
+        assert parse_timestamp(inner.payload["timestamp"], now=NOW) == NOW
 
 
 #: Envelope field -> (Event attribute, envelope value, inner override, expected override).
@@ -296,7 +303,8 @@ def test_inner_events_inherit_each_envelope_field_and_their_own_value_wins(
     assert getattr(inheriting, attribute) == outer
     assert inheriting.payload[field] == outer
     assert getattr(overriding, attribute) == expected
-    assert overriding.payload[field] == inner
+    # What is stored is the parsed value: a siteId is kept as its canonical host.
+    assert overriding.payload[field] == (expected if field == "siteId" else inner)
 
 
 def test_inner_events_inherit_the_envelope_timestamp_and_their_own_wins() -> None:
@@ -396,8 +404,10 @@ def test_site_ids_lists_every_site_of_a_mixed_batch() -> None:
 
 @pytest.mark.parametrize(("field", "limit"), sorted(FIELD_LIMITS.items()))
 def test_a_field_exactly_at_its_limit_is_accepted(field: str, limit: int) -> None:
-    envelope = parse(batch_of({"eventType": "click", field: "a" * limit}))
-    assert envelope.events[1].payload[field] == "a" * limit
+    # A host is labels of at most 63 characters: four of them are 255 with their dots.
+    value = ".".join(["a" * 63] * 4)[:limit] if field == "siteId" else "a" * limit
+    envelope = parse(batch_of({"eventType": "click", field: value}))
+    assert envelope.events[1].payload[field] == value
 
 
 @pytest.mark.parametrize(("field", "limit"), sorted(FIELD_LIMITS.items()))
@@ -554,7 +564,7 @@ def test_other_media_types_are_refused_naming_the_type(content_type: str) -> Non
     ],
 )
 def test_iso_timestamps_become_aware_utc_datetimes(text: str, expected: datetime) -> None:
-    moment = parse_timestamp(text)
+    moment = parse_timestamp(text, now=NOW)
     assert moment == expected
     assert moment.tzinfo is UTC
 
@@ -584,9 +594,74 @@ def test_iso_timestamps_become_aware_utc_datetimes(text: str, expected: datetime
 )
 def test_anything_else_is_an_invalid_timestamp_naming_the_field(value: object) -> None:
     with pytest.raises(InvalidEvent) as error:
-        parse_timestamp(value, field="events[2].timestamp")
+        parse_timestamp(value, field="events[2].timestamp", now=NOW)
     assert error.value.field == "events[2].timestamp"
     assert len(error.value.message) < 200
+    if isinstance(value, str) and value.strip():
+        assert value.strip() not in error.value.message  # a sender's value is never echoed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        "1999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2026-01-03T03:04:06Z",  # a day and a second after NOW
+    ],
+)
+def test_times_outside_the_window_the_pipeline_carries_are_out_of_range(value: str) -> None:
+    with pytest.raises(InvalidEvent) as error:
+        parse_timestamp(value, now=NOW)
+    assert (error.value.field, error.value.reason) == ("timestamp", RejectReason.OUT_OF_RANGE)
+    assert "2000-01-01" in error.value.message
+
+
+@pytest.mark.parametrize("value", ["2000-01-01T00:00:00Z", "2026-01-03T03:04:05Z"])
+def test_the_window_includes_its_edges(value: str) -> None:
+    assert parse_timestamp(value, now=NOW) == datetime.fromisoformat(value)
+
+
+def test_an_out_of_range_inner_event_is_a_failed_event_and_an_envelope_a_refusal() -> None:
+    batch = {**SEED_BATCH, "timestamp": "2025-07-11T12:00:00Z"}
+    batch["events"] = [{"eventType": "a"}, {"eventType": "b", "timestamp": "0001-01-01T00:00Z"}]
+    [rejected] = parse(batch).rejected
+    assert (rejected.position, rejected.reason) == (1, RejectReason.OUT_OF_RANGE)
+    assert rejected.field == "events[1].timestamp"
+    with pytest.raises(InvalidEvent) as error:
+        parse({**SEED_SINGLE, "timestamp": "9999-12-31T23:59:59.999999Z"})
+    assert error.value.field == "timestamp"
+
+
+@pytest.mark.parametrize(
+    ("site_id", "host"),
+    [
+        ("hipaa.example/?email=judy@example.com", "hipaa.example"),
+        ("Shop.Example.COM:8443", "shop.example.com"),
+        ("shop.example.com.", "shop.example.com"),
+        ("https://user:pw@shop.example.com/path#x", "shop.example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_site_ids_are_stored_as_their_canonical_host(site_id: str, host: str) -> None:
+    document = {**SEED_BATCH, "siteId": site_id}
+    document["events"] = [{"eventType": "a"}, {"eventType": "b", "siteId": site_id}]
+    envelope = parse(document)
+    assert {event.site_id for event in envelope.events} == {host}
+    for row in rows_for(envelope, "client_test"):
+        assert row.site_id == host
+        assert orjson.loads(row.raw_event_data)["siteId"] == host
+
+
+@pytest.mark.parametrize("site_id", ["a b", "-bad.com", "acme..com", "acme.com:port", "x" * 64])
+def test_a_site_id_that_is_no_host_is_refused_naming_the_field(site_id: str) -> None:
+    with pytest.raises(InvalidEvent) as error:
+        parse({**SEED_SINGLE, "siteId": site_id})
+    assert (error.value.field, error.value.reason) == ("siteId", RejectReason.NOT_A_HOST)
+    batch = {**SEED_BATCH, "events": [{"eventType": "a", "siteId": site_id}]}
+    [rejected] = parse(batch).rejected
+    assert (rejected.field, rejected.reason) == ("events[0].siteId", RejectReason.NOT_A_HOST)
 
 
 def test_rows_take_the_client_from_attribution_never_from_the_payload() -> None:
@@ -697,7 +772,7 @@ def test_any_document_in_any_encoding_parses_to_rows_or_is_a_bad_request(
 @given(st.text(max_size=60))
 def test_any_text_is_a_utc_timestamp_or_an_invalid_event(text: str) -> None:
     try:
-        moment = parse_timestamp(text)
+        moment = parse_timestamp(text, now=NOW)
     except InvalidEvent as error:
         assert error.field == "timestamp"
         return

@@ -15,6 +15,7 @@ from evothesis.domain import (
     ClientConfig,
     ConsentMode,
     DropReason,
+    EventSource,
     PrivacyLevel,
     RejectReason,
     RequestContext,
@@ -78,9 +79,10 @@ def through_privacy(state: Intake) -> Intake:
 # ------------------------------------------------------------------------------ authorize
 
 
-def test_a_page_of_the_sites_client_is_authorized() -> None:
+def test_a_page_of_the_sites_client_is_authorized_as_a_browser() -> None:
     state = intake()
     assert authorize(state) is state
+    assert state.source is EventSource.BROWSER
 
 
 @pytest.mark.parametrize("owner", [OTHER, None], ids=["another client", "nobody"])
@@ -89,18 +91,25 @@ def test_a_page_of_another_client_or_of_nobody_is_refused(owner: ClientConfig | 
         authorize(intake(page_owner=owner))
 
 
-def test_a_page_is_checked_even_when_a_key_is_sent() -> None:
-    with pytest.raises(OriginMismatch):
-        authorize(intake(page_owner=OTHER, write_key="wk_acme"))
+def test_a_key_must_be_the_clients_whatever_else_the_request_carries() -> None:
+    for page_owner, origin in ((ACME, "https://acme.com"), (OTHER, "https://other.com")):
+        with pytest.raises(InvalidWriteKey):
+            authorize(intake(page_owner=page_owner, origin=origin, write_key="wk_other"))
+        with pytest.raises(InvalidWriteKey):
+            authorize(intake(page_owner=page_owner, origin=origin, write_key=""))
+        state = authorize(intake(page_owner=page_owner, origin=origin, write_key="wk_acme"))
+        assert state.source is EventSource.SERVER_KEY
 
 
-def test_servers_need_the_clients_write_key() -> None:
-    assert authorize(intake(origin=None, page_owner=None, write_key="wk_acme"))
-    with pytest.raises(InvalidWriteKey):
-        authorize(intake(origin=None, page_owner=None, write_key="wk_other"))
+def test_without_key_or_page_events_are_unverified_unless_the_client_requires_its_key() -> None:
+    state = authorize(intake(origin=None, page_owner=None))
+    assert state.source is EventSource.UNVERIFIED
+    strict = ClientConfig("acme", require_write_key=True, write_key_sha256=ACME.write_key_sha256)
     with pytest.raises(WriteKeyRequired) as missing:
-        authorize(intake(origin=None, page_owner=None))
+        authorize(intake(strict, origin=None, page_owner=None))
     assert not isinstance(missing.value, InvalidWriteKey)
+    assert authorize(intake(strict, origin=None, page_owner=None, write_key="wk_acme")).source
+    assert authorize(intake(strict, page_owner=strict)).source is EventSource.BROWSER
 
 
 # ------------------------------------------------------------------------- decide privacy
@@ -186,6 +195,28 @@ def test_rows_come_from_the_protected_payloads_with_the_stored_ip() -> None:
     assert (row.client_id, row.site_id, row.ip_address) == ("acme", "acme.com", "203.0.113.9")
     assert "a@b.com" not in (row.url or "") and "a@b.com" not in row.raw_event_data
     assert accepted.failed == [] and accepted.audit is None
+
+
+def test_rows_record_how_the_sender_was_authenticated() -> None:
+    for state, source in (
+        (intake(), EventSource.BROWSER),
+        (intake(origin=None, page_owner=None), EventSource.UNVERIFIED),
+        (intake(origin=None, page_owner=None, write_key="wk_acme"), EventSource.SERVER_KEY),
+    ):
+        authorized = authorize(state)
+        [row] = build_rows(OFF, protect(enrich_request(OFF, through_privacy(authorized)))).rows
+        assert row.source == source
+
+
+def test_an_id_repeated_within_a_request_is_stored_once_and_counted() -> None:
+    repeated = "0190d4a8-0000-7000-8000-000000000001"
+    batch = intake(
+        eventType="batch",
+        events=[{"eventType": "a", "eventId": repeated}, {"eventType": "b", "eventId": repeated}],
+    )
+    accepted = build_rows(OFF, protect(enrich_request(OFF, through_privacy(authorize(batch)))))
+    assert [row.event_type for row in accepted.rows] == ["batch", "a"]
+    assert accepted.duplicates == 1
 
 
 def test_hipaa_batches_get_an_audit_record_and_invalid_inner_events_become_failed_rows() -> None:

@@ -146,7 +146,7 @@ def test_the_packaged_file_parses_the_same_as_its_text() -> None:
     [
         ("create_staging", "CREATE TEMP TABLE IF NOT EXISTS events_staging"),
         ("create_staging", "ON COMMIT DELETE ROWS"),
-        ("move_staged_events", "ON CONFLICT (event_id) DO NOTHING"),
+        ("move_staged_events", "ON CONFLICT (client_id, event_id) DO NOTHING"),
         ("recent_events", "LIMIT $1"),
         ("ping", "SELECT 1"),
     ],

@@ -51,8 +51,9 @@ Salt = Annotated[
     ),
 ]
 
-# Enum values as plain strings (defaults too), which is what the store and JSON expect.
-_STRICT: Final = ConfigDict(extra="forbid", use_enum_values=True, validate_default=True)
+#: Unknown fields are refused; settings stay the domain's enum members on their way to the
+#: store.
+_STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
 #: Changes that may be ``null``: clearing the export destination or its credentials.
 _NULLABLE_CHANGES: Final = frozenset({"export_destination", "export_credentials"})
@@ -70,6 +71,11 @@ class ClientCreate(BaseModel):
     honour_dnt: bool = True
     consent_mode: ConsentMode = ConsentMode.NONE
     bot_policy: BotPolicy = BotPolicy.KEEP
+    require_write_key: bool = Field(
+        False,
+        description="Refuse events that carry neither a page of the client (Origin/Referer) "
+        "nor its write key; events are stored with how they were authenticated either way.",
+    )
     export_destination: Destination | None = None
     export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Credentials | None = None
@@ -96,6 +102,7 @@ class ClientChanges(BaseModel):
     honour_dnt: bool | None = None
     consent_mode: ConsentMode | None = None
     bot_policy: BotPolicy | None = None
+    require_write_key: bool | None = None
     export_destination: Destination | None = None
     export_format: ExportFormat | None = None
     export_credentials: Credentials | None = None

@@ -8,6 +8,8 @@ is served directly and documented in the OpenAPI schema by hand (``COLLECT_OPENA
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 
 import orjson
 
@@ -40,6 +42,7 @@ _WANTED_HEADERS = frozenset(
         b"referer",
         b"user-agent",
         b"x-write-key",
+        b"authorization",
         b"dnt",
         b"sec-gpc",
         b"x-forwarded-for",
@@ -207,11 +210,29 @@ class CollectEndpoint:
             received_at=runtime.clock.now(),
             origin=headers.get("origin"),
             referer=headers.get("referer"),
-            write_key=headers.get("x-write-key"),
+            write_key=write_key(headers),
             dnt=signal_on(headers.get("dnt")),
             gpc=signal_on(headers.get("sec-gpc")),
         )
         return await runtime.ingestion.collector.collect(body, context, page_owner)
+
+
+def write_key(headers: dict[str, str]) -> str | None:
+    """The write key a request carries: ``X-Write-Key``, or the user name of HTTP Basic
+    authentication (how Segment-style SDKs send it). An Authorization header that is Basic
+    but unreadable is a key that cannot match, not an absent one: the request is refused
+    rather than treated as carrying no key."""
+    key = headers.get("x-write-key")
+    if key is not None:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
 
 
 async def _send_error(send: Send, error: EvothesisError, cors: list[tuple[bytes, bytes]]) -> None:
@@ -236,6 +257,8 @@ def success_body(result: CollectResult) -> dict[str, object]:
         )
     else:
         message = f"{result.events_processed} event(s) received and stored"
+    if result.duplicates:
+        message += f"; {result.duplicates} repeated event id(s) stored once"
     if result.events_rejected:
         message += f"; {result.events_rejected} invalid event(s) rejected (see rejected_reasons)"
     body: dict[str, object] = {
@@ -249,6 +272,10 @@ def success_body(result: CollectResult) -> dict[str, object]:
     }
     if result.events_dropped:
         body["events_dropped"] = result.events_dropped
+    if result.duplicates:
+        body["duplicate_events"] = result.duplicates
+    if result.event_id is not None:
+        body["event_id"] = result.event_id
     return body
 
 

@@ -77,6 +77,14 @@ def add_client(
         BotPolicy,
         typer.Option(help="Bot, crawler and monitor events: keep (flagged is_bot) or drop."),
     ] = BotPolicy.KEEP,
+    require_write_key: Annotated[
+        bool,
+        typer.Option(
+            "--require-write-key/--no-require-write-key",
+            help="Refuse events with neither a page of the client (Origin/Referer) nor its "
+            "write key (stored events say how they were authenticated either way).",
+        ),
+    ] = False,
     domains: Annotated[
         list[str] | None,
         typer.Option(
@@ -101,6 +109,7 @@ def add_client(
         honour_dnt=honour_dnt,
         consent_mode=consent,
         bot_policy=bots,
+        require_write_key=require_write_key,
         export_destination=export_destination,
         export_format=export_format,
     )

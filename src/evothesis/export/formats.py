@@ -39,7 +39,8 @@ class RawEvent(msgspec.Struct, kw_only=True, gc=False):
 
     The core fields have no default, so a line without one of them is refused. The enriched
     fields (``domain.ENRICHED_COLUMNS``, in that order) default to "not enriched", which is
-    how raw objects written before enrichment existed read. ``raw_event_data`` holds the
+    how raw objects written before enrichment existed read; so does ``source``, for raw
+    objects written before it was recorded. ``raw_event_data`` holds the
     event's JSON text, compact: no client format needs it as Python values, and not
     building them is most of the saving. ``gc=False``: structs of strings cannot form
     cycles, so the collector never visits them.
@@ -73,6 +74,9 @@ class RawEvent(msgspec.Struct, kw_only=True, gc=False):
     utm_campaign: str | None = None
     utm_term: str | None = None
     utm_content: str | None = None
+    #: How the sender was authenticated (``domain.EventSource``); none in raw objects
+    #: written before it was recorded.
+    source: str | None = None
     raw_event_data: msgspec.Raw
 
 
@@ -108,6 +112,7 @@ PARQUET_SCHEMA: Final[pa.Schema] = pa.schema(
             else pa.field(name, pa.string())
             for name in ENRICHED_COLUMNS
         ),
+        pa.field("source", pa.string()),
         pa.field("raw_event_data", pa.string(), nullable=False),
     ]
 )
@@ -135,11 +140,12 @@ _OPTIONAL_TEXT: Final = (
     "ip_address",
     "user_agent",
     *(name for name in ENRICHED_COLUMNS if name != "is_bot"),
+    "source",
 )
 _TIME_COLUMNS: Final = ("timestamp", "created_at")
 #: What raw objects written before enrichment existed lack: read as "not enriched".
 _ENRICHED_DEFAULTS: Final = {name: False if name == "is_bot" else None for name in ENRICHED_COLUMNS}
-_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS)
+_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS) - {"source"}
 
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
@@ -212,6 +218,7 @@ def _diagnose(data: bytes) -> None:
             raise RawFormatError(number, f"expected a JSON object, got {_json_kind(event)}")
         if "is_bot" not in event:
             event.update(_ENRICHED_DEFAULTS)
+        event.setdefault("source", None)
         problem = _check_event(event)
         if problem is not None:
             raise RawFormatError(number, problem)

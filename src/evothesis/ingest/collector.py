@@ -43,6 +43,10 @@ class CollectResult:
     #: ``MAX_REASONS_SHOWN`` of them described for the sender.
     events_rejected: int = 0
     rejected_reasons: tuple[dict[str, object], ...] = ()
+    #: Events whose id another event of the same request had: stored once.
+    duplicates: int = 0
+    #: The stored event's id, for a single event (seed 004's answer carries it).
+    event_id: str | None = None
 
 
 class Collector:
@@ -124,6 +128,8 @@ class Collector:
                 {"index": r.position, "reason": r.reason, "field": r.field, "message": r.message}
                 for r in envelope.rejected[:MAX_REASONS_SHOWN]
             ),
+            duplicates=accepted.duplicates,
+            event_id=None if envelope.is_batch else envelope.events[0].event_id,
         )
 
     async def _attribute(self, envelope: Envelope) -> ClientConfig:

@@ -20,10 +20,17 @@ from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
 __all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "build_enricher"]
 
-#: The request part of a row with enrichment off: browser … device_type, is_bot, geo.
-_BLANK_REQUEST: Final = (None, None, None, None, False, None, None, None)
-#: The event part with enrichment off: referrer class and the five UTM values.
-NOT_ENRICHED: Final = (None, None, None, None, None, None)
+_Text = str | None
+#: A row's columns from its request: browser, browser_version, os, device_type, is_bot,
+#: country, region, city.
+RequestColumns = tuple[_Text, _Text, _Text, _Text, bool, _Text, _Text, _Text]
+#: A row's columns from its event: referrer class and the five UTM values.
+EventColumns = tuple[_Text, _Text, _Text, _Text, _Text, _Text]
+
+#: The request part of a row with enrichment off.
+_BLANK_REQUEST: Final[RequestColumns] = (None, None, None, None, False, None, None, None)
+#: The event part with enrichment off.
+NOT_ENRICHED: Final[EventColumns] = (None, None, None, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +38,7 @@ class RequestEnrichment:
     """What one request contributes to each of its rows."""
 
     user_agent: UserAgentInfo
-    #: ``browser, browser_version, os, device_type, is_bot, country, region, city``.
-    columns: tuple[Any, ...]
+    columns: RequestColumns
 
 
 _OFF: Final = RequestEnrichment(UNKNOWN, _BLANK_REQUEST)
@@ -66,7 +72,7 @@ class Enricher:
             place = place.country_only()
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
-    def event(self, payload: dict[str, Any], site_host: str) -> tuple[str | None, ...]:
+    def event(self, payload: dict[str, Any], site_host: str) -> EventColumns:
         """``referrer_class`` and the UTM values of one protected event payload."""
         if not self.enabled:
             return NOT_ENRICHED

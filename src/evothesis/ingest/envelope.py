@@ -23,6 +23,7 @@ from evothesis.errors import (
     UnsupportedMediaType,
 )
 from evothesis.ingest.timestamps import parse_timestamp
+from evothesis.registry.domains import site_host
 
 #: Media types a browser or server may use for the JSON body.
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain", ""})
@@ -97,6 +98,7 @@ def parse_envelope(
             f"batch holds {len(inner)} events; at most {max_batch_events} are accepted"
         )
     inherited = {name: document[name] for name in INHERITED_FIELDS if name in document}
+    inherited["siteId"] = outer.site_id  # canonical, as _build_event made it
     if "timestamp" not in inherited:
         inherited["timestamp"] = outer.timestamp.isoformat()
     events = [outer]
@@ -113,6 +115,7 @@ def parse_envelope(
         own.append(checked)
     # The stored envelope row describes the batch instead of repeating every inner event.
     outer_payload = {k: v for k, v in document.items() if k != "events"}
+    outer_payload["siteId"] = outer.site_id
     outer_payload["eventId"] = outer.event_id
     outer_payload["eventCount"] = len(inner)
     events[0] = outer._replace(payload=outer_payload)
@@ -149,6 +152,8 @@ def _inner_event(
         raise InvalidEvent(
             "batches cannot be nested", field=f"{where}eventType", reason=RejectReason.NESTED_BATCH
         )
+    if "siteId" in item:
+        item["siteId"] = event.site_id  # what is stored is the canonical host
     return item, event
 
 
@@ -179,6 +184,17 @@ def _build_event(
             field=f"{where}siteId",
             reason=RejectReason.MISSING_FIELD,
         )
+    # Canonical from here on (lower case, IDNA, no port, path, query or user info): what
+    # is stored, logged, metered and discovered is the host the registry matches, never
+    # what else a sender put in the field.
+    host = site_host(site_id)
+    if host is None:
+        raise InvalidEvent(
+            f"{where}siteId must be a host name (such as shop.example.com)",
+            field=f"{where}siteId",
+            reason=RejectReason.NOT_A_HOST,
+        )
+    payload["siteId"] = host
 
     event_data = payload.get("eventData")
     if event_data is not None and not isinstance(event_data, dict):
@@ -190,7 +206,9 @@ def _build_event(
 
     raw_timestamp = payload.get("timestamp")
     timestamp = (
-        now if raw_timestamp is None else parse_timestamp(raw_timestamp, field=f"{where}timestamp")
+        now
+        if raw_timestamp is None
+        else parse_timestamp(raw_timestamp, field=f"{where}timestamp", now=now)
     )
 
     raw_id = payload.get("eventId")
@@ -204,7 +222,7 @@ def _build_event(
     return Event(
         event_id,
         event_type,
-        site_id.lower(),
+        host,
         timestamp,
         _string(payload, "sessionId", where),
         _string(payload, "visitorId", where),
@@ -266,7 +284,7 @@ def _parse_uuid(value: object, field: str) -> str:
             f"{field} must be a UUID string", field=field, reason=RejectReason.WRONG_TYPE
         )
     if _UUID_TEXT.fullmatch(value) is None:
-        raise InvalidEvent(f"{field} is not a UUID: {value[:60]!r}", field=field)
+        raise InvalidEvent(f"{field} is not a UUID", field=field)
     return value.lower()
 
 

@@ -29,6 +29,7 @@ from evothesis.domain import (
     DropReason,
     Envelope,
     EventRow,
+    EventSource,
     FailedEvent,
     PrivacyLevel,
     RequestContext,
@@ -77,7 +78,16 @@ class Intake:
     event. No step changes what an earlier one decided.
     """
 
-    __slots__ = ("client", "context", "enrichment", "envelope", "page_owner", "payloads", "privacy")
+    __slots__ = (
+        "client",
+        "context",
+        "enrichment",
+        "envelope",
+        "page_owner",
+        "payloads",
+        "privacy",
+        "source",
+    )
 
     def __init__(
         self,
@@ -93,6 +103,8 @@ class Intake:
         #: The client owning the page named by ``Origin`` (or ``Referer``), resolved once for
         #: CORS and authorization; ``None`` when no page is named or nobody owns it.
         self.page_owner = page_owner
+        #: How the sender was authenticated (``authorize``).
+        self.source: EventSource | None = None
         self.privacy: RequestPrivacy | None = None
         self.enrichment: RequestEnrichment | None = None
         #: Every event's payload as it may be stored (``protect``).
@@ -112,19 +124,33 @@ class Accepted(NamedTuple):
     rows: list[EventRow]
     failed: list[FailedEvent]
     audit: AuditRecord | None
+    #: Events of the request whose id an earlier event of the same request already had:
+    #: stored once, and said so in the answer.
+    duplicates: int = 0
 
 
 Step = Callable[[Intake], "Intake | Dropped"]
 
 
 def authorize(intake: Intake) -> Intake:
-    """Browsers prove their page with ``Origin`` (or ``Referer``); servers with a write key.
+    """Decide how far the sender is trusted, and refuse it when it proves nothing it must.
 
-    The page must belong to the same client as the siteId, so one client's site cannot
-    inject events into another client's data. A present but opaque Origin (``null``, from
-    sandboxed frames and file pages) names no page and is refused.
+    * A write key (``X-Write-Key`` or HTTP Basic) must be the siteId's client's, whatever
+      else the request carries: ``server_key``.
+    * Otherwise a page (``Origin``, else ``Referer``) must belong to the siteId's client, so
+      one client's site cannot inject events into another's data: ``browser``. A present
+      but opaque Origin (``null``: sandboxed frames, file pages) names no page: refused.
+    * Otherwise the request proves nothing: accepted as ``unverified`` unless the client
+      requires its write key. An ``Origin`` is as easy to forge outside a browser as to
+      leave out, so refusing its absence alone would stop no one; the stored ``source``
+      is what lets a client leave spoofable events out of its analysis.
     """
     context, client = intake.context, intake.client
+    if context.write_key is not None:
+        if not write_key_matches(context.write_key, client.write_key_sha256):
+            raise InvalidWriteKey()
+        intake.source = EventSource.SERVER_KEY
+        return intake
     page = context.page
     if page is not None:
         owner = intake.page_owner
@@ -134,11 +160,11 @@ def authorize(intake: Intake) -> Intake:
                 f"page {shown!r} does not belong to client {client.client_id!r}, "
                 "which owns the events' siteId"
             )
+        intake.source = EventSource.BROWSER
         return intake
-    if context.write_key is None:
+    if client.require_write_key:
         raise WriteKeyRequired()
-    if not write_key_matches(context.write_key, client.write_key_sha256):
-        raise InvalidWriteKey()
+    intake.source = EventSource.UNVERIFIED
     return intake
 
 
@@ -199,7 +225,8 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
 
     The client comes from attribution only; every text column is read back from the
     redacted payload so columns and ``raw_event_data`` can never disagree, and the
-    referrer class and UTM columns are derived from that same redacted payload.
+    referrer class and UTM columns are derived from that same redacted payload. An event
+    id repeated within the request is stored once (ids are unique per client).
     """
     envelope, context, client, privacy = (
         intake.envelope,
@@ -208,11 +235,16 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
         intake.privacy,
     )
     assert privacy is not None and intake.enrichment is not None and intake.payloads is not None
+    source = intake.source
     rows = []
     client_id = client.client_id
     ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
     per_request = intake.enrichment.columns
+    seen: set[str] = set()
     for event, payload in zip(envelope.events, intake.payloads, strict=True):
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
         try:
             raw = orjson.dumps(payload).decode()
         except orjson.JSONEncodeError as exc:
@@ -237,6 +269,7 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
                 received_at,
                 *per_request,
                 *enricher.event(payload, site_host(event.site_id) or event.site_id),
+                source,
             )
         )
     audit = (
@@ -244,7 +277,8 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
         if client.privacy_level is PrivacyLevel.HIPAA
         else None
     )
-    return Accepted(rows, _failed_rows(envelope, client, context, privacy), audit)
+    failed = _failed_rows(envelope, client, context, privacy)
+    return Accepted(rows, failed, audit, len(envelope.events) - len(rows))
 
 
 def _failed_rows(

@@ -26,6 +26,7 @@ def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
             honour_dnt=bool(data["honour_dnt"]),
             consent_mode=ConsentMode(data["consent_mode"]),
             bot_policy=BotPolicy(data.get("bot_policy", BotPolicy.KEEP)),
+            require_write_key=bool(data.get("require_write_key", False)),
             ip_salt=bytes.fromhex(data["ip_salt"]),
             write_key_sha256=data.get("write_key_sha256"),
         )

@@ -93,6 +93,7 @@ class ClientSpec:
     honour_dnt: bool = True
     consent_mode: ConsentMode = ConsentMode.NONE
     bot_policy: BotPolicy = BotPolicy.KEEP
+    require_write_key: bool = False
     export_destination: str | None = None
     export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Mapping[str, str] | None = None
@@ -111,6 +112,7 @@ class ClientRecord:
     honour_dnt: bool
     consent_mode: ConsentMode
     bot_policy: BotPolicy
+    require_write_key: bool
     export_destination: str | None
     export_format: ExportFormat
     has_export_credentials: bool
@@ -301,6 +303,7 @@ class RegistryStore:
             spec.export_format,
             credentials,
             spec.bot_policy,
+            spec.require_write_key,
         )
 
     def _spec(self, row: asyncpg.Record) -> ClientSpec:
@@ -394,4 +397,5 @@ def _privacy_settings(row: asyncpg.Record) -> dict[str, Any]:
         "honour_dnt": row["honour_dnt"],
         "consent_mode": ConsentMode(row["consent_mode"]),
         "bot_policy": BotPolicy(row["bot_policy"]),
+        "require_write_key": row["require_write_key"],
     }

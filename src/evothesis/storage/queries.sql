@@ -6,25 +6,28 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging
     AS SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
               url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
               browser, browser_version, os, device_type, is_bot, country, region, city,
-              referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
+              referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content,
+              source
        FROM events_log WITH NO DATA
 
 -- move_staged_events --
--- Insert staged rows, skipping event ids already stored; report what was new per site.
+-- Insert staged rows, skipping event ids their client has already stored; report what was
+-- new per site.
 WITH inserted AS (
     INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
                             "timestamp", url, path, referrer, ip_address, user_agent,
                             raw_event_data, created_at, browser, browser_version, os,
                             device_type, is_bot, country, region, city, referrer_class,
-                            utm_source, utm_medium, utm_campaign, utm_term, utm_content)
+                            utm_source, utm_medium, utm_campaign, utm_term, utm_content,
+                            source)
     SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
            url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
            -- the staging table has no column defaults (CREATE TABLE AS)
            browser, browser_version, os, device_type, COALESCE(is_bot, false), country,
            region, city,
-           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
+           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
     FROM events_staging
-    ON CONFLICT (event_id) DO NOTHING
+    ON CONFLICT (client_id, event_id) DO NOTHING
     RETURNING client_id, site_id
 )
 SELECT client_id, site_id, count(*) AS inserted FROM inserted GROUP BY client_id, site_id
@@ -53,7 +56,7 @@ SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY
 SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
        url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
        browser, browser_version, os, device_type, is_bot, country, region, city,
-       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content
+       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
 FROM events_log ORDER BY id DESC LIMIT $1
 
 -- ping --
@@ -64,15 +67,15 @@ SELECT 1
 -- Registered patterns among a host's candidates (exact first, then wildcards), with the
 -- owning client's settings; the caller picks the most specific pattern.
 SELECT d.domain, c.client_id, c.active, c.privacy_level, c.ip_collection, c.honour_dnt,
-       c.consent_mode, c.bot_policy, c.ip_salt, c.write_key_sha256
+       c.consent_mode, c.bot_policy, c.require_write_key, c.ip_salt, c.write_key_sha256
 FROM client_domains d JOIN clients c USING (client_id)
 WHERE d.domain = ANY($1::text[])
 
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
-                     export_credentials, bot_policy)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     export_credentials, bot_policy, require_write_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -81,7 +84,8 @@ RETURNING client_id
 UPDATE clients
 SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_mode = $6,
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
-    export_credentials = $11, bot_policy = $12, active = $13, updated_at = now()
+    export_credentials = $11, bot_policy = $12, require_write_key = $13, active = $14,
+    updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --

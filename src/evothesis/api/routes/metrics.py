@@ -26,11 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from evothesis import __version__
 from evothesis.api.deps import RuntimeDep
+from evothesis.api.tokens import require_reader
 from evothesis.api.transport.request_metrics import COLLECT_LATENCY_BUCKETS, RequestMetrics
 from evothesis.domain import DropReason, Refusal
 from evothesis.ingest.outcomes import Outcomes
@@ -377,6 +378,7 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/metrics",
     summary="Prometheus metrics of this collector process",
+    dependencies=[Depends(require_reader)],
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )

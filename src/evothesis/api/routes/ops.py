@@ -1,4 +1,9 @@
-"""Operational endpoints from the seed: health, event counts, recent events."""
+"""Operational endpoints from the seed: health, event counts, recent events.
+
+``/health`` is public, for load balancers: anonymous callers learn only healthy, degraded
+or unhealthy (and the status code). Everything else here reads stored data and needs an
+operator (``api.tokens``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import asyncio
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from evothesis.api.deps import ClockDep, IngestionDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.routes.metrics import read_spool_status
+from evothesis.api.tokens import Bearer, is_reader, require_reader
 from evothesis.clock import iso_millis
 from evothesis.errors import StorageUnavailable
 
@@ -19,9 +25,24 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health", summary="Database and attribution status")
-async def health(ingestion: IngestionDep, clock: ClockDep) -> Response:
+async def health(
+    request: Request,
+    ingestion: IngestionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    credentials: Bearer,
+) -> Response:
     """``healthy``; ``degraded`` (200) while events are spooled to disk or replayed from it;
-    ``unhealthy`` (503) when nothing can be made durable. Load balancers poll this."""
+    ``unhealthy`` (503) when nothing can be made durable. Load balancers poll this; the
+    details (database, attribution, counts, spool) are for operators only."""
+    body = await _health(ingestion, clock)
+    status_code = 503 if body["status"] == "unhealthy" else 200
+    if not is_reader(settings, request, credentials):
+        body = {"status": body["status"]}
+    return JSONResponse(body, status_code=status_code)
+
+
+async def _health(ingestion: IngestionDep, clock: ClockDep) -> dict[str, Any]:
     buffer = ingestion.buffer.stats()
     body: dict[str, Any] = {
         "status": "healthy",
@@ -41,24 +62,29 @@ async def health(ingestion: IngestionDep, clock: ClockDep) -> Response:
         await ingestion.events.ping()
     except StorageUnavailable as exc:
         body.update(database="disconnected", error=exc.message)
-        if spool is None or spool.full:
-            body["status"] = "unhealthy"
-            return JSONResponse(body, status_code=503)
-        # Still accepting: events go to the disk spool (answered 202).
-        body["status"] = "degraded"
-        return JSONResponse(body)
+        # Still accepting while the disk spool has room: events go there (answered 202).
+        body["status"] = "unhealthy" if spool is None or spool.full else "degraded"
+        return body
     if spool is not None and spool.segments:
         body["status"] = "degraded"  # replaying the spool
-    return JSONResponse(body)
+    return body
 
 
-@router.get("/events/count", summary="Events in the buffer, total and per client")
+@router.get(
+    "/events/count",
+    summary="Events in the buffer, total and per client",
+    dependencies=[Depends(require_reader)],
+)
 async def events_count(ingestion: IngestionDep) -> Response:
     per_client = await ingestion.events.count()
     return JSONResponse({"count": sum(per_client.values()), "by_client": per_client})
 
 
-@router.get("/events/recent", summary="Newest events with their attribution")
+@router.get(
+    "/events/recent",
+    summary="Newest events with their attribution",
+    dependencies=[Depends(require_reader)],
+)
 async def events_recent(
     ingestion: IngestionDep,
     settings: SettingsDep,

@@ -53,6 +53,7 @@ def internal_config(config: ClientConfig) -> dict[str, object]:
         "honour_dnt": config.honour_dnt,
         "consent_mode": config.consent_mode,
         "bot_policy": config.bot_policy,
+        "require_write_key": config.require_write_key,
         "ip_salt": config.ip_salt.hex(),
         "write_key_sha256": config.write_key_sha256,
     }
