@@ -1,5 +1,5 @@
 """The ``evothesis`` command: serve the collector or pixel management, run migrations, and
-the command groups (clients, domains, export, process, gdpr, billing, worker)."""
+the command groups (clients, domains, export, process, gdpr, billing, spool, worker)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from evothesis.cli.common import (
 )
 from evothesis.cli.export import export_app, process_app, worker
 from evothesis.cli.gdpr import gdpr_app
+from evothesis.cli.spool import spool_app
 from evothesis.config import environment_help
 from evothesis.errors import SecretKeyError
 from evothesis.logs import configure_logging
@@ -132,6 +133,7 @@ app.add_typer(export_app)
 app.add_typer(process_app)
 app.add_typer(gdpr_app)
 app.add_typer(billing_app)
+app.add_typer(spool_app)
 app.command(epilog=environment_help())(worker)
 
 

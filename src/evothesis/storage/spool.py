@@ -7,13 +7,17 @@ mid-replay only means some records are applied twice, which the database absorbs
 
 Layout: ``SPOOL_DIR/<owner>/segment-<n>.spool``, one folder per collector process, held
 with an exclusive ``flock`` while the process lives. A folder whose lock is free belongs to
-a process that died; any live process adopts and drains it. Records are::
+a process that died; any live process adopts and drains it. The record format, and how a
+segment is read back around damage, is ``spool_format``'s.
 
-    magic "EVS1" | payload length (u32 LE) | CRC-32 of payload (u32 LE) | payload
+Damage costs only the damaged bytes: every intact record of a segment is replayed, and
+each damaged range (a torn tail, flipped bytes anywhere in a record, garbage between
+records) is moved to ``SPOOL_DIR/quarantine/`` as a file of its own, counted and logged
+without its content, never half-applied. ``evothesis spool`` inspects the quarantine and
+replays what can still be recovered from it.
 
-with an orjson payload of the flush's rows, audit records and failed events. A record
-that is torn (the process died mid-write, before anything was acknowledged) or corrupt is
-moved to ``SPOOL_DIR/quarantine/`` and reported, never half-applied.
+Folders are created 0700 and files 0600 whatever the umask: the spool holds events as
+collected, personal data included.
 """
 
 from __future__ import annotations
@@ -21,36 +25,46 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
-import struct
 import threading
 import uuid
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
-
-import orjson
+from typing import Final
 
 from evothesis.domain import AuditRecord, EventRow, FailedEvent
 from evothesis.errors import StorageUnavailable
+from evothesis.storage.spool_format import (
+    Damage,
+    DamagedRange,
+    DecodedSegment,
+    SpoolRecord,
+    decode_segment,
+    encode_record,
+)
 
-__all__ = ["Spool", "SpoolFull", "SpoolRecord", "decode_records", "encode_record"]
+__all__ = [
+    "QUARANTINE",
+    "Backlog",
+    "Quarantine",
+    "QuarantinedFile",
+    "Spool",
+    "SpoolFull",
+    "SpoolStatus",
+    "backlog",
+]
 
 logger = logging.getLogger("evothesis.spool")
 
-MAGIC: Final = b"EVS1"
-HEADER: Final = struct.Struct("<4sII")
 #: A segment is closed and a new one started past this size, so drained data is freed
 #: segment by segment instead of waiting for one ever-growing file.
 SEGMENT_BYTES: Final = 8 * 1024 * 1024
 QUARANTINE: Final = "quarantine"
-_ROW_TIMES: Final = (6, 13)  # EventRow.timestamp, EventRow.created_at
-_AUDIT_TIMES: Final = (0,)  # AuditRecord.recorded_at
-_FAILED_TIMES: Final = (8,)  # FailedEvent.received_at
+FOLDER_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
 
 
 class SpoolFull(StorageUnavailable):
@@ -59,96 +73,182 @@ class SpoolFull(StorageUnavailable):
     code = "spool_full"
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """One spooled flush."""
-
-    rows: list[EventRow]
-    audits: list[AuditRecord]
-    failed: list[FailedEvent]
-
-
-class CorruptRecord(ValueError):
-    """A record whose header, length or checksum does not hold."""
-
-
-# ------------------------------------------------------------------------------ codec
-
-
-def encode_record(
-    rows: Sequence[EventRow], audits: Sequence[AuditRecord], failed: Sequence[FailedEvent] = ()
-) -> bytes:
-    payload = orjson.dumps(
-        {
-            "rows": [list(r) for r in rows],
-            "audits": [list(a) for a in audits],
-            "failed": [list(f) for f in failed],
-        }
-    )
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def _revive(values: list[Any], times: tuple[int, ...]) -> list[Any]:
-    for index in times:
-        values[index] = datetime.fromisoformat(values[index])
-    return values
-
-
-def decode_payload(payload: bytes) -> SpoolRecord:
-    document = orjson.loads(payload)
-    return SpoolRecord(
-        rows=[EventRow(*_revive(values, _ROW_TIMES)) for values in document["rows"]],
-        audits=[AuditRecord(*_revive(values, _AUDIT_TIMES)) for values in document["audits"]],
-        # Records spooled before failed events existed have none.
-        failed=[
-            FailedEvent(*_revive(values, _FAILED_TIMES)) for values in document.get("failed", ())
-        ],
-    )
-
-
-def decode_records(data: bytes) -> Iterator[tuple[int, SpoolRecord]]:
-    """``(offset, record)`` for each record of a segment, in order.
-
-    Raises ``CorruptRecord`` carrying the offset of the first record that does not hold;
-    everything before it was yielded intact.
-    """
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < HEADER.size:
-            raise CorruptRecord(offset, "torn header")
-        magic, length, checksum = HEADER.unpack_from(data, offset)
-        if magic != MAGIC:
-            raise CorruptRecord(offset, "bad magic")
-        start = offset + HEADER.size
-        payload = data[start : start + length]
-        if len(payload) < length:
-            raise CorruptRecord(offset, "torn payload")
-        if zlib.crc32(payload) != checksum:
-            raise CorruptRecord(offset, "checksum mismatch")
-        try:
-            record = decode_payload(payload)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CorruptRecord(offset, f"undecodable payload: {exc}") from None
-        yield offset, record
-        offset = start + length
-
-
 # ------------------------------------------------------------------------------ files
+
+
+def _private_folder(path: Path) -> None:
+    """Create ``path`` (if needed) readable by its owner only, whatever the umask."""
+    path.mkdir(mode=FOLDER_MODE, exist_ok=True)
+    os.chmod(path, FOLDER_MODE)
+
+
+def _private_root(root: Path) -> None:
+    """``SPOOL_DIR``, owner-only when this process owns it. One that an operator made for
+    another user (group-writable for the collector's group, say) is left as it is: what
+    the collector creates inside is owner-only all the same."""
+    root.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    try:
+        os.chmod(root, FOLDER_MODE)
+    except PermissionError:
+        logger.warning("Spool folder %s belongs to another user; its mode is left alone", root)
+
+
+def _private_file(path: Path) -> int:
+    """A new file at ``path``, readable by its owner only, open for writing."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    os.fchmod(descriptor, FILE_MODE)
+    return descriptor
+
+
+def _sync_folder(path: Path) -> None:
+    """Make the names created in ``path`` survive a crash."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _segments(folder: Path) -> list[Path]:
     return sorted(folder.glob("segment-*.spool"))
 
 
+def _owner_folders(root: Path) -> list[Path]:
+    """The collectors' folders under ``root``: this process's, live ones', dead ones'."""
+    return sorted(
+        path
+        for path in root.iterdir()
+        if path.is_dir() and path.name != QUARANTINE and not path.name.startswith(".")
+    )
+
+
 def _lock(path: Path) -> int | None:
     """An exclusive flock on ``path``, or ``None`` when another process holds it."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
         return None
     return descriptor
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in a spool folder for replay, read without taking part in it."""
+
+    folders: int
+    segments: int
+    bytes: int
+
+
+def backlog(root: Path) -> Backlog:
+    """The segments waiting under ``root``, whichever collector wrote them (none when no
+    collector has made the folder yet)."""
+    folders = _owner_folders(root) if root.is_dir() else []
+    segments = [path for folder in folders for path in _segments(folder)]
+    return Backlog(
+        folders=len(folders),
+        segments=len(segments),
+        bytes=sum(path.stat().st_size for path in segments),
+    )
+
+
+# ------------------------------------------------------------------------- quarantine
+
+#: ``<owner>.<segment-n>.<offset>-<end>.<reason>.bad``: where the bytes were and why they
+#: are here (an owner may hold dots: host names do).
+_NAME: Final = re.compile(
+    r"(?P<owner>.+)\.(?P<segment>segment-\d+)\.(?P<offset>\d+)-(?P<end>\d+)"
+    rf"\.(?P<reason>{'|'.join(re.escape(reason) for reason in Damage)})\.bad"
+)
+#: ``<owner>-<segment-n>.spool-<offset>.bad``: a segment's whole tail from its first bad
+#: record on, as versions before per-record resynchronisation quarantined it.
+_LEGACY_NAME: Final = re.compile(
+    r"(?P<owner>.+)-(?P<segment>segment-\d+)\.spool-(?P<offset>\d+)\.bad"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedFile:
+    """One file of the quarantine and what its name says of its origin."""
+
+    path: Path
+    size: int
+    #: The spool folder and segment file the bytes came from, and where in that segment.
+    owner: str | None
+    segment: str | None
+    offset: int | None
+    #: ``None`` when the name does not tell (quarantined by an earlier version).
+    reason: Damage | None
+
+    @property
+    def origin(self) -> str:
+        if self.owner is None or self.segment is None:
+            return "unknown"
+        return f"{self.owner}/{self.segment}@{self.offset}"
+
+    def read(self) -> DecodedSegment:
+        """The records that can be recovered from the file, and what stays damaged."""
+        return decode_segment(self.path.read_bytes())
+
+
+class Quarantine:
+    """``SPOOL_DIR/quarantine/``: each damaged range of a segment as a file of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def put(self, segment: Path, damage: DamagedRange, data: bytes) -> Path | None:
+        """Keep ``data`` (the damaged bytes of ``segment``) durably under a name that says
+        where they were and why; ``None`` when an earlier pass over the same segment (a
+        replay interrupted before the segment was deleted) already did."""
+        name = (
+            f"{segment.parent.name}.{segment.stem}.{damage.offset}-{damage.end}.{damage.reason}.bad"
+        )
+        target = self.folder / name
+        if target.exists():
+            return None
+        _private_folder(self.folder)
+        partial = self.folder / f".{name}.partial"
+        partial.unlink(missing_ok=True)
+        with os.fdopen(_private_file(partial), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.rename(target)
+        _sync_folder(self.folder)
+        return target
+
+    def files(self) -> list[QuarantinedFile]:
+        """Every quarantined file, in name order (by spool folder, then segment)."""
+        if not self.folder.is_dir():
+            return []
+        return [_describe(path) for path in sorted(self.folder.glob("*.bad"))]
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _sync_folder(self.folder)
+
+
+def _describe(path: Path) -> QuarantinedFile:
+    size = path.stat().st_size
+    for pattern in (_NAME, _LEGACY_NAME):
+        match = pattern.fullmatch(path.name)
+        if match is not None:
+            reason = match.groupdict().get("reason")
+            return QuarantinedFile(
+                path,
+                size,
+                owner=match["owner"],
+                segment=f"{match['segment']}.spool",
+                offset=int(match["offset"]),
+                reason=Damage(reason) if reason is not None else None,
+            )
+    return QuarantinedFile(path, size, owner=None, segment=None, offset=None, reason=None)
+
+
+# ------------------------------------------------------------------------------ spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +259,7 @@ class SpoolStatus:
     segments: int
     bytes: int
     max_bytes: int
+    #: Damaged ranges this process moved to the quarantine.
     quarantined: int
     replayed_rows: int
 
@@ -173,12 +274,14 @@ class Spool:
         self.root = root
         self.max_bytes = max_bytes
         self._segment_bytes = segment_bytes
-        root.mkdir(parents=True, exist_ok=True)
+        _private_root(root)
+        self.quarantine = Quarantine(root / QUARANTINE)
         owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Locked under a hidden name first, then renamed into view, so no other process
         # can take the new folder for a dead one's in between.
         hidden = root / f".{owner}"
-        hidden.mkdir()
+        hidden.mkdir(mode=FOLDER_MODE)
+        os.chmod(hidden, FOLDER_MODE)
         descriptor = _lock(hidden / "lock")
         assert descriptor is not None  # a fresh folder nobody else knows
         self.folder = root / owner
@@ -228,12 +331,8 @@ class Spool:
         self._next_segment += 1
         self._active = self.folder / f"segment-{self._next_segment:012d}.spool"
         self._active_size = 0
-        descriptor = os.open(self.folder, os.O_RDONLY)
-        try:
-            self._active.touch()
-            os.fsync(descriptor)  # the new name itself must survive a crash
-        finally:
-            os.close(descriptor)
+        os.close(_private_file(self._active))
+        _sync_folder(self.folder)  # the new name itself must survive a crash
 
     # -------------------------------------------------------------- reading
 
@@ -241,14 +340,7 @@ class Spool:
         return sum(path.stat().st_size for path in self._all_segments())
 
     def _all_segments(self) -> list[Path]:
-        return [path for folder in self._folders() for path in _segments(folder)]
-
-    def _folders(self) -> list[Path]:
-        return sorted(
-            path
-            for path in self.root.iterdir()
-            if path.is_dir() and path.name != QUARANTINE and not path.name.startswith(".")
-        )
+        return [path for folder in _owner_folders(self.root) for path in _segments(folder)]
 
     def has_backlog(self) -> bool:
         return bool(self._all_segments())
@@ -274,7 +366,7 @@ class Spool:
             if self._active is not None and self._active_size:
                 self._active = None  # the next append starts a new segment
             ready += _segments(self.folder)
-        for folder in self._folders():
+        for folder in _owner_folders(self.root):
             if folder == self.folder or folder in self._adopted:
                 ready += _segments(folder) if folder in self._adopted else []
                 continue
@@ -296,30 +388,31 @@ class Spool:
             os.close(descriptor)
         self._adopted.clear()
 
-    def read(self, segment: Path) -> Iterator[SpoolRecord]:
-        """The segment's intact records; a corrupt tail is quarantined and reported."""
-        data = segment.read_bytes()
-        try:
-            for _, record in decode_records(data):
-                yield record
-        except CorruptRecord as exc:
-            offset, reason = exc.args
-            self._quarantine(segment, data[offset:], offset, reason)
+    def read(self, segment: Path) -> list[SpoolRecord]:
+        """The segment's intact records, in order; its damaged ranges are quarantined (and
+        fsync'ed there before the segment can be deleted), counted and logged.
 
-    def _quarantine(self, segment: Path, data: bytes, offset: int, reason: str) -> None:
-        folder = self.root / QUARANTINE
-        folder.mkdir(exist_ok=True)
-        target = folder / f"{segment.parent.name}-{segment.name}-{offset}.bad"
-        target.write_bytes(data)
-        self.quarantined += 1
-        logger.error(
-            "Spool record in %s at byte %d is %s; %d bytes moved to %s",
-            segment,
-            offset,
-            reason,
-            len(data),
-            target,
-        )
+        Blocking: call it from a worker thread.
+        """
+        data = segment.read_bytes()
+        decoded = decode_segment(data)
+        for damage in decoded.damaged:
+            target = self.quarantine.put(segment, damage, data[damage.offset : damage.end])
+            if target is None:
+                continue  # set aside by an interrupted pass over this segment: counted then
+            self.quarantined += 1
+            # Where and why, never what: the bytes may hold personal data.
+            logger.error(
+                "Spool segment %s: %d bytes at byte %d are %s; moved to %s (the segment's "
+                "%d intact records are replayed)",
+                segment,
+                damage.length,
+                damage.offset,
+                damage.reason,
+                target,
+                len(decoded.records),
+            )
+        return [intact.record for intact in decoded.records]
 
     def done(self, segment: Path) -> None:
         """The segment is fully replayed: delete it (and its folder when it was adopted)."""
