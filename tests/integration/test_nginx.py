@@ -92,3 +92,53 @@ def test_the_rate_limit_is_per_client_address(
     assert limited.json()["error"]["code"] == "rate_limited"
     # Another address has its own allowance.
     assert [response.status_code for response in post_from("127.0.0.22", 2)] == [200, 200]
+
+
+#: What a browser needs, and nothing else, answers an address on the internet.
+PUBLIC = ("/collect", "/tracking.js", "/pixel/client_test/tracking.js", "/health")
+#: Operators' paths: private networks only (and their tokens there).
+PRIVATE = (
+    "/events/recent?limit=1000",
+    "/events/count",
+    "/export/status",
+    "/export/config",
+    "/process/status",
+    "/pipeline/status",
+    "/metrics",
+    "/api/v1/clients",
+    "/api/v1/internal/domain/localhost",
+)
+
+
+def test_the_internet_reaches_only_what_a_browser_needs(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx]
+) -> None:
+    """nginx behind a balancer that forwards the client's address: a request from a public
+    address gets the pixel's paths; stored data, pipeline state, metrics and the admin API
+    are refused, and so is anything else (the collector's /docs included)."""
+    nginx = behind_nginx(collector, nginx_factory, behind_balancer=True)
+    outside = {"X-Forwarded-For": "203.0.113.50", "Origin": LOCAL_ORIGIN}
+    inside = {"X-Forwarded-For": "10.1.2.3", "Origin": LOCAL_ORIGIN}
+    event = {"eventType": "pageview", "siteId": "localhost"}
+    with httpx.Client(base_url=nginx.url, timeout=10) as client:
+        assert client.post("/collect", json=event, headers=outside).status_code == 200
+        for path in PUBLIC[1:]:
+            assert client.get(path, headers=outside).status_code == 200, path
+        health = client.get("/health", headers=outside).json()
+        assert health == {"status": "healthy"}  # the details are for operators
+        config = client.get("/api/v1/config/domain/localhost", headers=outside)
+        assert config.json()["client_id"] == "client_test"
+        for path in PRIVATE:
+            refused = client.get(path, headers=outside)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"]["code"] == "forbidden"
+        for path in ("/docs", "/openapi.json", "/api/v1/gdpr/audit", "/anything"):
+            missing = client.get(path, headers=outside)
+            assert missing.status_code in (403, 404), path
+            assert missing.json()["status"] == "error"
+        # From inside the network the same paths reach the collector, which asks for its
+        # operator token (a test collector is not a development one).
+        assert client.get("/events/recent", headers=inside).status_code == 401
+        token = {**inside, "Authorization": f"Bearer {collector.settings.operator_token}"}
+        assert client.get("/events/recent", headers=token).status_code == 200
+        assert client.get("/export/status", headers=token).status_code == 200

@@ -95,7 +95,13 @@ def loopback_values(
     }
 
 
-def main_config(folder: Path, site: str) -> Path:
+#: What a deployment behind a cloud load balancer adds (the template's comment says so):
+#: nginx takes the client's address from the balancer's X-Forwarded-For. Tests use it to
+#: send as an outside address from loopback.
+BEHIND_BALANCER = "set_real_ip_from 127.0.0.1;\n    real_ip_header X-Forwarded-For;\n"
+
+
+def main_config(folder: Path, site: str, *, behind_balancer: bool = False) -> Path:
     """Write the main configuration around the rendered ``site``; returns its path."""
     (folder / "temp").mkdir(parents=True, exist_ok=True)
     (folder / "evothesis.conf").write_text(site)
@@ -118,7 +124,7 @@ http {{
     fastcgi_temp_path {temp / "fastcgi"};
     uwsgi_temp_path {temp / "uwsgi"};
     scgi_temp_path {temp / "scgi"};
-    include {folder / "evothesis.conf"};
+    {BEHIND_BALANCER if behind_balancer else ""}include {folder / "evothesis.conf"};
 }}
 """
     )
@@ -174,10 +180,12 @@ class Nginx:
                 self.process.wait()
 
 
-def start_nginx(folder: Path, values: Mapping[str, str], timeout: float = 15) -> Nginx:
+def start_nginx(
+    folder: Path, values: Mapping[str, str], timeout: float = 15, *, behind_balancer: bool = False
+) -> Nginx:
     """Start nginx on the rendered template; return once it accepts connections."""
     folder.mkdir(parents=True, exist_ok=True)
-    conf = main_config(folder, render(values))
+    conf = main_config(folder, render(values), behind_balancer=behind_balancer)
     listen = values["NGINX_LISTEN"]
     host, _, port = listen.rpartition(":")
     with (folder / "nginx.out").open("wb") as output:
@@ -199,13 +207,20 @@ def start_nginx(folder: Path, values: Mapping[str, str], timeout: float = 15) ->
 @pytest.fixture
 def nginx_factory(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
     """Factory: nginx on a free port in front of ``collectors`` and ``pixel_management``
-    (host:port lists; ``loopback_values`` options such as ``rate``); stopped after the test."""
+    (host:port lists; ``loopback_values`` options such as ``rate``; ``behind_balancer``:
+    the client's address comes from X-Forwarded-For); stopped after the test."""
     running: list[Nginx] = []
 
-    def start(collectors: list[str], pixel_management: list[str], **options: Any) -> Nginx:
+    def start(
+        collectors: list[str],
+        pixel_management: list[str],
+        *,
+        behind_balancer: bool = False,
+        **options: Any,
+    ) -> Nginx:
         folder = tmp_path / f"nginx-{len(running)}"
         values = loopback_values(folder, free_port(), collectors, pixel_management, **options)
-        running.append(start_nginx(folder, values))
+        running.append(start_nginx(folder, values, behind_balancer=behind_balancer))
         return running[-1]
 
     yield start

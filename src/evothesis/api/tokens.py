@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from evothesis.api.deps import SettingsDep
+from evothesis.api.transport.client_ip import client_ip
 from evothesis.config import Settings
 from evothesis.errors import AdminUnauthorized
 
@@ -81,12 +82,14 @@ def check_bearer(
 
 def _local_development(settings: Settings, request: Request) -> bool:
     """The embedded default's open door: development, no operator token configured, and a
-    peer on this machine."""
+    caller on this machine. The caller is who a trusted proxy says it forwarded for, so an
+    nginx on the same machine does not make every outsider local."""
     if not settings.is_development or settings.admin_token or settings.operator_token:
         return False
     peer = request.client.host if request.client else None
+    caller = client_ip(peer, request.headers, settings.trusted_proxies)
     try:
-        return peer is not None and ipaddress.ip_address(peer).is_loopback
+        return caller is not None and ipaddress.ip_address(caller).is_loopback
     except ValueError:
         return False
 
