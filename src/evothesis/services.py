@@ -10,7 +10,8 @@ the spool's lock, background tasks, HTTP clients.
   the pool, the registry (when this process hosts it), the export pipeline, data-subject
   requests and billing.
 * ``open_ingestion``: what only a collector needs: the event store, the disk spool and its
-  replay, the write buffer, the cached registry lookups, the enricher and the collector.
+  replay, the write buffer, the cached registry lookups (with their snapshot on disk), the
+  enricher and the collector.
 * ``scheduled_exports``: the export schedule as a background task (``serve``, ``worker``).
 """
 
@@ -41,6 +42,7 @@ from evothesis.objects.buckets import BucketSpec, ExportBuckets, bucket_url, s3_
 from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.secrets import SecretBox, load_secret_box
+from evothesis.registry.snapshot import SnapshotKeeper
 from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import create_pool
@@ -89,6 +91,9 @@ class Services:
     #: is another service (``PIXEL_MANAGEMENT_URL``). ``None`` only in a process that has
     #: no secret key to open client secrets with (a collector-only production process).
     registry: RegistryStore | None
+    #: The key ring sealing client secrets, and the registry snapshot; ``None`` where no
+    #: secret key is configured (then no snapshot is kept).
+    box: SecretBox | None
     pipeline: ExportPipeline
     subjects: DataSubjectRequests
     billing: Billing
@@ -237,6 +242,7 @@ async def open_services(
             clock=clock or SystemClock(),
             pool=pool,
             registry=registry,
+            box=box,
             pipeline=pipeline,
             subjects=DataSubjectRequests(pool, pipeline),
             billing=Billing(pool, pipeline.backup_bucket),
@@ -290,33 +296,55 @@ async def open_ingestion(services: Services) -> AsyncIterator[Ingestion]:
 @asynccontextmanager
 async def _registry_directory(services: Services) -> AsyncIterator[CachedDirectory]:
     """The cached registry the collector attributes with: over HTTP, or on this database
-    (then every change made through this process's registry drops the cached answers)."""
+    (then every change made through this process's registry drops the cached answers),
+    seeded from and kept in the registry snapshot of the data folder."""
     settings = services.settings
-
-    def cached(source: RegistrySource, kind: str) -> CachedDirectory:
-        return CachedDirectory(
+    async with AsyncExitStack() as stack:
+        source: RegistrySource
+        if settings.pixel_management_url:
+            http = HttpRegistrySource(
+                settings.pixel_management_url,
+                token=settings.pixel_management_token,
+                timeout=settings.registry_timeout_s,
+            )
+            stack.push_async_callback(http.close)
+            source, kind = http, "http"
+        else:
+            assert services.registry is not None  # open_services refuses to start without it
+            source, kind = services.registry, "database"
+        keeper = _snapshot_keeper(services)
+        directory = CachedDirectory(
             source,
             kind=kind,
             ttl=settings.registry_cache_ttl_s,
             negative_ttl=settings.registry_negative_ttl_s,
             stale_for=settings.registry_stale_s,
+            listener=keeper,
         )
-
-    if not settings.pixel_management_url:
-        assert services.registry is not None  # open_services refuses to start without it
-        directory = cached(services.registry, "database")
-        services.registry.on_change(directory.invalidate)
+        if keeper is not None:
+            for host, client, age in await asyncio.to_thread(keeper.load):
+                directory.seed(host, client, age=age)
+            await stack.enter_async_context(keeper.running())
+        if isinstance(source, RegistryStore):
+            source.on_change(directory.invalidate)
         yield directory
-        return
-    source = HttpRegistrySource(
-        settings.pixel_management_url,
-        token=settings.pixel_management_token,
-        timeout=settings.registry_timeout_s,
+
+
+def _snapshot_keeper(services: Services) -> SnapshotKeeper | None:
+    """The keeper of the registry snapshot, whose answers are trusted as long as a running
+    collector serves them stale; ``None`` (said once) without a secret key to seal it."""
+    settings = services.settings
+    if services.box is None:
+        logger.warning(
+            "No EVOTHESIS_SECRET_KEY: no registry snapshot is kept, so a collector started "
+            "while the registry is unreachable refuses events until it answers"
+        )
+        return None
+    return SnapshotKeeper(
+        settings.data_dir,
+        services.box,
+        max_age=settings.registry_cache_ttl_s + settings.registry_stale_s,
     )
-    try:
-        yield cached(source, "http")
-    finally:
-        await source.close()
 
 
 @asynccontextmanager
