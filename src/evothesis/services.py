@@ -13,6 +13,10 @@ the spool's lock, background tasks, HTTP clients.
   replay, the write buffer, the cached registry lookups (with their snapshot on disk), the
   enricher and the collector.
 * ``scheduled_exports``: the export schedule as a background task (``serve``, ``worker``).
+
+A collector starts while PostgreSQL is down (``tolerate_outage``): its pool then opens
+without connections, events go to the spool, and the registry snapshot answers for the
+sites it knew until the registry answers again.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.enrich.limits import EventLimits
-from evothesis.errors import BucketConfigError, SecretKeyError
+from evothesis.errors import BucketConfigError, RegistryUnavailable, SecretKeyError
 from evothesis.export.pipeline import ExportPipeline, PipelineSettings
 from evothesis.export.process import TargetLookup
 from evothesis.export.scheduler import SchedulerState, run_scheduler
@@ -45,8 +49,9 @@ from evothesis.registry.secrets import SecretBox, load_secret_box
 from evothesis.registry.snapshot import SnapshotKeeper
 from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
-from evothesis.storage.pool import create_pool
+from evothesis.storage.pool import create_pool, database_unreachable
 from evothesis.storage.replay import replay_forever
+from evothesis.storage.sessions import describe_error
 from evothesis.storage.spool import Spool
 from evothesis.storage.write_buffer import WriteBuffer
 
@@ -202,6 +207,7 @@ async def open_services(
     clock: Clock | None = None,
     pool_size: PoolSize | None = None,
     development_client: bool = False,
+    tolerate_outage: bool = False,
 ) -> AsyncIterator[Services]:
     """Open the shared services on ``database_url`` (already migrated).
 
@@ -209,6 +215,8 @@ async def open_services(
     to another service (``PIXEL_MANAGEMENT_URL``) starts, and any other fails at once
     (``SecretKeyError``). ``development_client``: a process hosting the registry registers
     ``client_test`` for localhost in development, as the embedded default promises.
+    ``tolerate_outage`` (a collector): a database that does not answer does not stop
+    start-up (see ``_open_pool``).
     """
     hosts_registry = not settings.pixel_management_url
     box: SecretBox | None = None
@@ -221,7 +229,7 @@ async def open_services(
         box_error = exc
     size = pool_size or PoolSize(settings.pool_size, settings.pool_max_size)
     async with AsyncExitStack() as stack:
-        pool = await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+        pool = await _open_pool(database_url, size, tolerate_outage=tolerate_outage)
         stack.push_async_callback(pool.close)
         registry = RegistryStore(pool, box) if box is not None else None
         if (
@@ -230,7 +238,12 @@ async def open_services(
             and development_client
             and settings.is_development
         ):
-            await registry.ensure_development_client()
+            try:
+                await registry.ensure_development_client()
+            except RegistryUnavailable as exc:
+                if not tolerate_outage:
+                    raise
+                logger.warning("Development client not checked (%s)", exc.message)
         pipeline = ExportPipeline(
             pool,
             export_buckets(settings),
@@ -247,6 +260,24 @@ async def open_services(
             subjects=DataSubjectRequests(pool, pipeline),
             billing=Billing(pool, pipeline.backup_bucket),
         )
+
+
+async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> asyncpg.Pool:
+    """The pool, with its ``min_size`` connections open. When no PostgreSQL answers and an
+    outage is tolerated, a pool that opens connections only when asked instead (asyncpg
+    cannot raise a pool's floor afterwards: such a pool keeps no idle connections until the
+    process restarts, and pays a connection set-up after an idle spell)."""
+    try:
+        return await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+    except Exception as exc:
+        if not (tolerate_outage and database_unreachable(exc)):
+            raise
+        logger.warning(
+            "PostgreSQL does not answer (%s): starting without it; events are spooled "
+            "and known sites attributed from the registry snapshot until it returns",
+            describe_error(exc),
+        )
+    return await create_pool(database_url, min_size=0, max_size=size.max_size)
 
 
 @asynccontextmanager
