@@ -38,7 +38,11 @@ class Registry:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.env = process_env(DATABASE_URL=database_url, PIXEL_MANAGEMENT_TOKEN=TOKEN)
+        self.env = process_env(
+            DATABASE_URL=database_url,
+            PIXEL_MANAGEMENT_TOKEN=TOKEN,
+            EVOTHESIS_DATA_DIR=str(log.parent / "pixel-management-data"),
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
