@@ -17,7 +17,8 @@ RUN groupadd --system --gid 10001 evothesis \
        --create-home --shell /usr/sbin/nologin evothesis
 COPY --from=build /opt/evothesis /opt/evothesis
 # EVOTHESIS_DATA_DIR holds the disk spool (SPOOL_DIR) a collector writes while PostgreSQL
-# is unreachable: docker-compose.yml keeps it on a volume so a restart replays it.
+# is unreachable, and the registry snapshot and migration record that let it start during
+# an outage: docker-compose.yml keeps it on a volume so a restart replays and resumes.
 ENV PATH=/opt/evothesis/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -74,6 +74,7 @@ def create_app(
                     database_url=database_url,
                     clock=runtime.clock,
                     development_client=True,
+                    tolerate_outage=True,
                 )
             )
             ingestion = await stack.enter_async_context(open_ingestion(services))

@@ -138,7 +138,8 @@ class Settings(BaseSettings):
         3600.0,
         ge=0,
         alias="REGISTRY_STALE_TTL",
-        description="seconds expired answers are served while pixel management is unreachable",
+        description="seconds expired answers are served while the registry is unreachable, "
+        "also from the registry snapshot by a collector restarted meanwhile",
     )
     registry_timeout_s: float = Field(
         2.0, gt=0, alias="REGISTRY_TIMEOUT", description="seconds a registry lookup may take"

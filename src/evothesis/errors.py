@@ -20,8 +20,9 @@ HTTP. The tree::
     ├── ObjectStoreError                 a bucket could not be opened, read or written
     │   ├── BucketConfigError, BackupUnreadable
     │   └── RawFormatError
-    └── ConfigurationError               this process is not set up to do it
-        └── SecretKeyError
+    ├── ConfigurationError               this process is not set up to do it
+    │   └── SecretKeyError
+    └── SnapshotRefused                  a file on local disk that cannot be trusted
 """
 
 from __future__ import annotations
@@ -269,3 +270,12 @@ class SecretKeyError(ConfigurationError):
     """The secret key is missing, malformed, or does not open a stored secret."""
 
     code = "secret_key_error"
+
+
+# ---------------------------------------------------------------------------- local files
+
+
+class SnapshotRefused(EvothesisError):
+    """The registry snapshot cannot be trusted; it is not used."""
+
+    code = "snapshot_refused"

@@ -10,8 +10,13 @@ the spool's lock, background tasks, HTTP clients.
   the pool, the registry (when this process hosts it), the export pipeline, data-subject
   requests and billing.
 * ``open_ingestion``: what only a collector needs: the event store, the disk spool and its
-  replay, the write buffer, the cached registry lookups, the enricher and the collector.
+  replay, the write buffer, the cached registry lookups (with their snapshot on disk), the
+  enricher and the collector.
 * ``scheduled_exports``: the export schedule as a background task (``serve``, ``worker``).
+
+A collector starts while PostgreSQL is down (``tolerate_outage``): its pool then opens
+without connections, events go to the spool, and the registry snapshot answers for the
+sites it knew until the registry answers again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
 from evothesis.enrich.limits import EventLimits
-from evothesis.errors import BucketConfigError, SecretKeyError
+from evothesis.errors import BucketConfigError, RegistryUnavailable, SecretKeyError
 from evothesis.export.pipeline import ExportPipeline, PipelineSettings
 from evothesis.export.process import TargetLookup
 from evothesis.export.scheduler import SchedulerState, run_scheduler
@@ -41,10 +46,12 @@ from evothesis.objects.buckets import BucketSpec, ExportBuckets, bucket_url, s3_
 from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.secrets import SecretBox, load_secret_box
+from evothesis.registry.snapshot import SnapshotKeeper
 from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
-from evothesis.storage.pool import create_pool
+from evothesis.storage.pool import create_pool, database_unreachable
 from evothesis.storage.replay import replay_forever
+from evothesis.storage.sessions import describe_error
 from evothesis.storage.spool import Spool
 from evothesis.storage.write_buffer import WriteBuffer
 
@@ -89,6 +96,9 @@ class Services:
     #: is another service (``PIXEL_MANAGEMENT_URL``). ``None`` only in a process that has
     #: no secret key to open client secrets with (a collector-only production process).
     registry: RegistryStore | None
+    #: The key ring sealing client secrets, and the registry snapshot; ``None`` where no
+    #: secret key is configured (then no snapshot is kept).
+    box: SecretBox | None
     pipeline: ExportPipeline
     subjects: DataSubjectRequests
     billing: Billing
@@ -197,6 +207,7 @@ async def open_services(
     clock: Clock | None = None,
     pool_size: PoolSize | None = None,
     development_client: bool = False,
+    tolerate_outage: bool = False,
 ) -> AsyncIterator[Services]:
     """Open the shared services on ``database_url`` (already migrated).
 
@@ -204,6 +215,8 @@ async def open_services(
     to another service (``PIXEL_MANAGEMENT_URL``) starts, and any other fails at once
     (``SecretKeyError``). ``development_client``: a process hosting the registry registers
     ``client_test`` for localhost in development, as the embedded default promises.
+    ``tolerate_outage`` (a collector): a database that does not answer does not stop
+    start-up (see ``_open_pool``).
     """
     hosts_registry = not settings.pixel_management_url
     box: SecretBox | None = None
@@ -216,7 +229,7 @@ async def open_services(
         box_error = exc
     size = pool_size or PoolSize(settings.pool_size, settings.pool_max_size)
     async with AsyncExitStack() as stack:
-        pool = await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+        pool = await _open_pool(database_url, size, tolerate_outage=tolerate_outage)
         stack.push_async_callback(pool.close)
         registry = RegistryStore(pool, box) if box is not None else None
         if (
@@ -225,7 +238,12 @@ async def open_services(
             and development_client
             and settings.is_development
         ):
-            await registry.ensure_development_client()
+            try:
+                await registry.ensure_development_client()
+            except RegistryUnavailable as exc:
+                if not tolerate_outage:
+                    raise
+                logger.warning("Development client not checked (%s)", exc.message)
         pipeline = ExportPipeline(
             pool,
             export_buckets(settings),
@@ -237,10 +255,29 @@ async def open_services(
             clock=clock or SystemClock(),
             pool=pool,
             registry=registry,
+            box=box,
             pipeline=pipeline,
             subjects=DataSubjectRequests(pool, pipeline),
             billing=Billing(pool, pipeline.backup_bucket),
         )
+
+
+async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> asyncpg.Pool:
+    """The pool, with its ``min_size`` connections open. When no PostgreSQL answers and an
+    outage is tolerated, a pool that opens connections only when asked instead (asyncpg
+    cannot raise a pool's floor afterwards: such a pool keeps no idle connections until the
+    process restarts, and pays a connection set-up after an idle spell)."""
+    try:
+        return await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+    except Exception as exc:
+        if not (tolerate_outage and database_unreachable(exc)):
+            raise
+        logger.warning(
+            "PostgreSQL does not answer (%s): starting without it; events are spooled "
+            "and known sites attributed from the registry snapshot until it returns",
+            describe_error(exc),
+        )
+    return await create_pool(database_url, min_size=0, max_size=size.max_size)
 
 
 @asynccontextmanager
@@ -290,33 +327,55 @@ async def open_ingestion(services: Services) -> AsyncIterator[Ingestion]:
 @asynccontextmanager
 async def _registry_directory(services: Services) -> AsyncIterator[CachedDirectory]:
     """The cached registry the collector attributes with: over HTTP, or on this database
-    (then every change made through this process's registry drops the cached answers)."""
+    (then every change made through this process's registry drops the cached answers),
+    seeded from and kept in the registry snapshot of the data folder."""
     settings = services.settings
-
-    def cached(source: RegistrySource, kind: str) -> CachedDirectory:
-        return CachedDirectory(
+    async with AsyncExitStack() as stack:
+        source: RegistrySource
+        if settings.pixel_management_url:
+            http = HttpRegistrySource(
+                settings.pixel_management_url,
+                token=settings.pixel_management_token,
+                timeout=settings.registry_timeout_s,
+            )
+            stack.push_async_callback(http.close)
+            source, kind = http, "http"
+        else:
+            assert services.registry is not None  # open_services refuses to start without it
+            source, kind = services.registry, "database"
+        keeper = _snapshot_keeper(services)
+        directory = CachedDirectory(
             source,
             kind=kind,
             ttl=settings.registry_cache_ttl_s,
             negative_ttl=settings.registry_negative_ttl_s,
             stale_for=settings.registry_stale_s,
+            listener=keeper,
         )
-
-    if not settings.pixel_management_url:
-        assert services.registry is not None  # open_services refuses to start without it
-        directory = cached(services.registry, "database")
-        services.registry.on_change(directory.invalidate)
+        if keeper is not None:
+            for host, client, age in await asyncio.to_thread(keeper.load):
+                directory.seed(host, client, age=age)
+            await stack.enter_async_context(keeper.running())
+        if isinstance(source, RegistryStore):
+            source.on_change(directory.invalidate)
         yield directory
-        return
-    source = HttpRegistrySource(
-        settings.pixel_management_url,
-        token=settings.pixel_management_token,
-        timeout=settings.registry_timeout_s,
+
+
+def _snapshot_keeper(services: Services) -> SnapshotKeeper | None:
+    """The keeper of the registry snapshot, whose answers are trusted as long as a running
+    collector serves them stale; ``None`` (said once) without a secret key to seal it."""
+    settings = services.settings
+    if services.box is None:
+        logger.warning(
+            "No EVOTHESIS_SECRET_KEY: no registry snapshot is kept, so a collector started "
+            "while the registry is unreachable refuses events until it answers"
+        )
+        return None
+    return SnapshotKeeper(
+        settings.data_dir,
+        services.box,
+        max_age=settings.registry_cache_ttl_s + settings.registry_stale_s,
     )
-    try:
-        yield cached(source, "http")
-    finally:
-        await source.close()
 
 
 @asynccontextmanager

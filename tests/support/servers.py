@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,22 @@ def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thre
             raise RuntimeError(f"server on port {port} did not start")
         time.sleep(0.02)
     return server, thread
+
+
+def process_env(**values: str) -> dict[str, str]:
+    """The environment of a server process a test starts: ``PATH``, ``HOME``, the suite's
+    secret key, ``ENVIRONMENT=test`` and ``values``, nothing of the operator's settings; and
+    ``PYTHONPATH`` when set, so that a worktree tested with another checkout's virtualenv
+    runs its own code in the process too (the editable install points at the other one)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
+        "ENVIRONMENT": "test",
+    }
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return {**env, **values}
 
 
 def start_process(

@@ -16,35 +16,10 @@ import pytest
 from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable
 from evothesis.registry.cache import CachedDirectory
+from tests.support.registry import Clock, ScriptedSource
 
 T = TypeVar("T")
 ACME = ClientConfig("client_acme")
-
-
-class ScriptedSource:
-    """Answers from a dict; can be made unreachable or slow; counts lookups per host."""
-
-    def __init__(self, answers: dict[str, ClientConfig]) -> None:
-        self.answers = answers
-        self.down = False
-        self.delay = 0.0
-        self.lookups: list[str] = []
-
-    async def lookup(self, host: str) -> ClientConfig | None:
-        self.lookups.append(host)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.down:
-            raise RegistryUnavailable("registry is down")
-        return self.answers.get(host)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(source: ScriptedSource, clock: Clock, **options: float) -> CachedDirectory:
@@ -193,3 +168,53 @@ def test_the_cache_is_bounded() -> None:
 
     run(work)
     assert directory.status().cache_size == 100
+
+
+def test_a_seeded_answer_is_never_preferred_over_the_registry() -> None:
+    moved = ClientConfig("client_moved")
+    source, clock = ScriptedSource({"acme.com": moved}), Clock()
+    directory = make(source, clock)
+    directory.seed("acme.com", ACME, age=0.0)
+
+    async def work() -> None:
+        assert await directory.resolve("acme.com") is moved  # asked at once, though young
+        source.answers.clear()
+        clock.now += 61
+        assert await directory.resolve("acme.com") is None  # and forgotten when it says so
+
+    run(work)
+    assert source.lookups == ["acme.com", "acme.com"]
+
+
+def test_a_seeded_answer_serves_while_the_registry_is_down_for_what_is_left_of_its_window() -> None:
+    source, clock = ScriptedSource({}), Clock()
+    source.down = True
+    directory = make(source, clock)  # ttl 60 + stale_for 300: trusted 360 s after it was given
+    directory.seed("acme.com", ACME, age=200.0)
+    directory.seed("old.com", ACME, age=360.0)
+
+    async def work() -> None:
+        assert await directory.resolve("acme.com") is ACME
+        clock.now += 159
+        assert await directory.resolve("acme.com") is ACME
+        clock.now += 2
+        with pytest.raises(RegistryUnavailable):
+            await directory.resolve("acme.com")
+        with pytest.raises(RegistryUnavailable):
+            await directory.resolve("old.com")
+
+    run(work)
+    assert directory.status().stale_answers == 2
+
+
+def test_seeding_does_not_replace_what_this_process_was_told() -> None:
+    source, clock = ScriptedSource({"acme.com": ACME}), Clock()
+    directory = make(source, clock)
+
+    async def work() -> None:
+        assert await directory.resolve("acme.com") is ACME
+        directory.seed("acme.com", ClientConfig("client_old"), age=1.0)
+        assert await directory.resolve("acme.com") is ACME
+
+    run(work)
+    assert source.lookups == ["acme.com"]  # still the fresh answer, from the cache

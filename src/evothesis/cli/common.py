@@ -28,7 +28,8 @@ from evothesis.errors import EvothesisError
 from evothesis.logs import configure_logging
 from evothesis.registry.store import RegistryStore
 from evothesis.services import CLI_POOL, Services, open_services, secret_box
-from evothesis.storage.migrate import upgrade
+from evothesis.storage.migrate import migrated_before, record_migration, upgrade
+from evothesis.storage.pool import database_unreachable
 from evothesis.storage.sessions import describe_error
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "fail",
     "load_settings",
     "migrate_database",
+    "migrate_for_serving",
     "prepared_database",
     "print_json",
     "print_table",
@@ -103,6 +105,43 @@ def database_url(settings: Settings) -> str:
 def migrate_database(url: str) -> None:
     logger.info("Applying database migrations")
     upgrade(url)
+
+
+def migrate_for_serving(url: str, settings: Settings) -> None:
+    """Migrate before collecting, and note it in the data folder.
+
+    When no PostgreSQL answers, the collector starts anyway (spooling events, attributing
+    from its registry snapshot) if this data folder has migrated that database to this
+    version's head before: the schema the spooled rows need is there when it returns.
+    Otherwise it stops with one line: a new database, or a new version whose migrations
+    were never applied, would leave spooled rows nowhere to go.
+    """
+    try:
+        migrate_database(url)
+    except _UNUSABLE_DATABASE as exc:
+        if not database_unreachable(exc):
+            fail(f"cannot use the database: {describe_error(exc)}")
+        if not migrated_before(url, settings.data_dir):
+            fail(
+                f"PostgreSQL does not answer ({describe_error(exc)}), and {settings.data_dir} "
+                "has no record of migrating this database to this version; start the "
+                "collector once it answers"
+            )
+        logger.warning(
+            "PostgreSQL does not answer (%s): migrations skipped, the schema is at this "
+            "version's revision since an earlier start",
+            describe_error(exc),
+        )
+        return
+    try:
+        record_migration(url, settings.data_dir)
+    except OSError as exc:
+        logger.warning(
+            "Cannot note the migration in %s (%s): a start while PostgreSQL is down will "
+            "be refused",
+            settings.data_dir,
+            exc,
+        )
 
 
 def prepared_database(settings: Settings) -> str:

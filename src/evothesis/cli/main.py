@@ -21,6 +21,7 @@ from evothesis.cli.common import (
     fail,
     load_settings,
     migrate_database,
+    migrate_for_serving,
 )
 from evothesis.cli.export import export_app, process_app, worker
 from evothesis.cli.gdpr import gdpr_app
@@ -63,13 +64,14 @@ def serve(
     Without PIXEL_MANAGEMENT_URL the registry and its API (/api/v1/..., /pixel/...) are
     served here too; in development client_test is registered for localhost. While
     PostgreSQL is unreachable, accepted events go to the disk spool (SPOOL_DIR) and are
-    replayed when it returns.
+    replayed when it returns; a collector started during such an outage runs if this data
+    folder migrated the database before, and attributes the sites in its registry snapshot.
     """
     settings = load_settings()
     configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     url = database_url(settings)
-    migrate_database(url)
+    migrate_for_serving(url, settings)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
     if workers > 1:
         os.environ["DATABASE_URL"] = url

@@ -8,7 +8,11 @@ when an operator edits the registry, so it is cached:
 * one lookup in flight per host: a burst of requests for a cold host waits on one query;
 * while the registry is unreachable, an expired answer is served for up to ``stale_for``
   seconds more (retried every ``retry_interval``), so a registry restart does not stop
-  collection; with nothing cached the request gets a 503 and the pixel retries.
+  collection; with nothing cached the request gets a 503 and the pixel retries;
+* a listener (the registry snapshot, ``registry.snapshot``) hears every answer the registry
+  gives and every invalidation, and what an earlier process was told comes back through
+  ``seed`` as stale-only answers, so a collector restarted during an outage keeps
+  attributing the sites it knew.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable
 from evothesis.registry.domains import site_host
 
-__all__ = ["CacheStatus", "CachedDirectory", "RegistrySource"]
+__all__ = ["AnswerListener", "CacheStatus", "CachedDirectory", "RegistrySource"]
 
 logger = logging.getLogger("evothesis.registry")
 
@@ -38,6 +42,22 @@ class RegistrySource(Protocol):
 
     async def lookup(self, host: str) -> ClientConfig | None:
         """The active client owning ``host``; raises ``RegistryUnavailable`` on outages."""
+        ...
+
+
+class AnswerListener(Protocol):
+    """Hears what the registry said, to keep it beyond this process (``registry.snapshot``).
+
+    Called on the event loop, once per lookup that reached the registry (never on a cache
+    hit or a stale answer), so it must not block.
+    """
+
+    def answered(self, host: str, client: ClientConfig | None) -> None:
+        """The registry answered for ``host`` just now (``None``: no active client)."""
+        ...
+
+    def forgotten(self) -> None:
+        """Every answer so far may be outdated (the registry changed in this process)."""
         ...
 
 
@@ -95,8 +115,10 @@ class CachedDirectory:
         retry_interval: float = 2.0,
         max_entries: int = MAX_ENTRIES,
         monotonic: Callable[[], float] = time.monotonic,
+        listener: AnswerListener | None = None,
     ) -> None:
         self._source = source
+        self._listener = listener
         self._kind = kind
         self._ttl = ttl
         self._negative_ttl = negative_ttl
@@ -137,6 +159,18 @@ class CachedDirectory:
         """Forget every answer (the in-process admin API changed the registry)."""
         self._generation += 1
         self._entries.clear()
+        if self._listener is not None:
+            self._listener.forgotten()
+
+    def seed(self, host: str, client: ClientConfig, *, age: float) -> None:
+        """Remember an answer the registry gave an earlier process ``age`` seconds ago, as a
+        fallback only: it is expired from the start, so the first request for ``host``
+        still asks the registry, and it is served only while the registry is unreachable,
+        until ``ttl + stale_for`` after it was given (as if this process had been told)."""
+        now = self._now()
+        stale_until = now - age + self._ttl + self._stale_for
+        if stale_until > now and host not in self._entries:
+            self._store(host, _Entry(client, now, stale_until))
 
     def status(self) -> CacheStatus:
         return CacheStatus(
@@ -179,6 +213,8 @@ class CachedDirectory:
         ttl = self._ttl if client is not None else self._negative_ttl
         if generation == self._generation:
             self._store(host, _Entry(client, now + ttl, now + ttl + self._stale_for))
+            if self._listener is not None:
+                self._listener.answered(host, client)
         if client is not None:
             logger.info("Domain %s authorized for client %s", host, client.client_id)
         return client

@@ -10,14 +10,35 @@ import httpx
 from evothesis.domain import BotPolicy, ClientConfig, ConsentMode, IpCollection, PrivacyLevel
 from evothesis.errors import RegistryUnavailable
 
-__all__ = ["INTERNAL_DOMAIN_PATH", "HttpRegistrySource", "client_config_from_json"]
+__all__ = [
+    "INTERNAL_DOMAIN_PATH",
+    "HttpRegistrySource",
+    "client_config_from_json",
+    "client_config_json",
+]
 
 #: The service-token endpoint that returns a domain's client with its secrets.
 INTERNAL_DOMAIN_PATH = "/api/v1/internal/domain/"
 
 
+def client_config_json(config: ClientConfig) -> dict[str, object]:
+    """A client's settings and secrets as JSON: the internal endpoint's body, and each
+    answer of the registry snapshot (``registry.snapshot``); one form, one reader."""
+    return {
+        "client_id": config.client_id,
+        "privacy_level": config.privacy_level,
+        "ip_collection": config.ip_collection,
+        "honour_dnt": config.honour_dnt,
+        "consent_mode": config.consent_mode,
+        "bot_policy": config.bot_policy,
+        "require_write_key": config.require_write_key,
+        "ip_salt": config.ip_salt.hex(),
+        "write_key_sha256": config.write_key_sha256,
+    }
+
+
 def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
-    """Parse the internal endpoint's answer; a malformed answer is an outage, not a 403."""
+    """Read ``client_config_json``'s form; a malformed answer is an outage, not a 403."""
     try:
         return ClientConfig(
             client_id=str(data["client_id"]),

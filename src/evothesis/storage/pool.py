@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,6 +15,30 @@ if TYPE_CHECKING:
     Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 else:
     Connection = PoolConnectionProxy
+
+#: What connecting raises when no PostgreSQL answers at all (refused, no socket, a name
+#: that does not resolve, a timeout, a server starting up, shutting down or full), as
+#: opposed to one that answers and refuses us (a wrong password, a missing database).
+UNREACHABLE_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from (SQLAlchemy and Alembic wrap the
+    driver's), says that no PostgreSQL answered."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UNREACHABLE_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 async def _prepare_session(connection: asyncpg.Connection) -> None:

@@ -26,15 +26,14 @@ from evothesis.api.conditional import script_response
 from evothesis.api.deps import RegistryDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_admin, require_service
-from evothesis.domain import ClientConfig
 from evothesis.errors import NotFound
+from evothesis.registry.http import client_config_json
 from evothesis.registry.store import ClientRecord, RegistryStore
 from evothesis.tracker import render_tracker
 
 __all__ = [
     "admin_router",
     "include_pixel_management",
-    "internal_config",
     "internal_router",
     "public_router",
 ]
@@ -42,21 +41,6 @@ __all__ = [
 
 def _record(record: ClientRecord, *, status_code: int = 200, **extra: Any) -> JSONResponse:
     return JSONResponse({**record.as_dict(), **extra}, status_code=status_code)
-
-
-def internal_config(config: ClientConfig) -> dict[str, object]:
-    """The internal endpoint's body; ``registry.http.client_config_from_json`` reads it."""
-    return {
-        "client_id": config.client_id,
-        "privacy_level": config.privacy_level,
-        "ip_collection": config.ip_collection,
-        "honour_dnt": config.honour_dnt,
-        "consent_mode": config.consent_mode,
-        "bot_policy": config.bot_policy,
-        "require_write_key": config.require_write_key,
-        "ip_salt": config.ip_salt.hex(),
-        "write_key_sha256": config.write_key_sha256,
-    }
 
 
 def _no_client_for(domain: str) -> NotFound:
@@ -104,7 +88,7 @@ async def internal_domain(domain: str, registry: RegistryDep) -> Response:
     config = await registry.lookup(domain)
     if config is None:
         raise _no_client_for(domain)
-    return JSONResponse(internal_config(config))
+    return JSONResponse(client_config_json(config))
 
 
 # -------------------------------------------------------------------------------- admin
