@@ -144,6 +144,8 @@ class RejectReason(StrEnum):
     TOO_DEEP = "too_deep"
     NOT_A_HOST = "not_a_host"
     OUT_OF_RANGE = "out_of_range"
+    #: A stored event no export format could render (found while processing, not intake).
+    UNRENDERABLE = "unrenderable"
 
 
 # ------------------------------------------------------------------------------ events

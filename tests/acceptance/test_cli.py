@@ -88,7 +88,7 @@ def test_migrate_brings_an_external_database_to_head_and_is_repeatable(
         assert "Database schema is up to date." in result.stdout
 
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
     assert not (tmp_path / "data").exists()
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 import gzip
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
+from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
+from tests.support.postgres import register_client
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
@@ -346,3 +350,82 @@ def test_three_thousand_unknown_site_ids_are_403_and_the_cache_stays_bounded(
     assert health["client_attribution"]["cache_size"] <= 3001
     assert health["refused_or_dropped"]["unauthorized_domain"] == 3000
     assert api.get("/events/count").json()["count"] == 0
+
+
+# -------------------------------------------------------------- a hostile tenant, end to end
+
+
+def test_a_hostile_tenant_cannot_erase_forge_stall_or_read_another(
+    start_collector: Callable[..., RunningCollector], database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """Plays a sender who owns one client (mallory) against another (victim), through the
+    running collector, for each class of attack the isolation guarantees cover."""
+    victim_key = register_client(database_url, "client_victim", "victim.example")
+    mallory_key = register_client(database_url, "client_mallory", "mallory.example")
+    collector = start_collector()
+    shared_id = str(uuid.uuid4())
+    victim = {"eventType": "pageview", "siteId": "victim.example", "eventId": shared_id}
+    with collector.client(origin="https://victim.example") as page:
+        assert page.post("/collect", json=victim).status_code == 200
+
+    with collector.client(origin=None, operator=False) as mallory:
+        # Reusing the victim's event id stores mallory's event without touching the victim's.
+        own = {**victim, "siteId": "mallory.example"}
+        reused = mallory.post("/collect", json=own, headers={"X-Write-Key": mallory_key})
+        assert reused.status_code == 200 and reused.json()["events_processed"] == 1
+        # A forged Origin of the victim with mallory's key, or a made-up key: refused.
+        forged = {"Origin": "https://victim.example", "X-Write-Key": mallory_key}
+        assert_error(
+            mallory.post("/collect", json=victim, headers=forged), 401, "invalid_write_key"
+        )
+        guessed = {"X-Write-Key": "wk_" + victim_key[3:-2] + "xx"}
+        assert_error(
+            mallory.post("/collect", json=victim, headers=guessed), 401, "invalid_write_key"
+        )
+        # Times the pipeline cannot carry never reach it.
+        for moment in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"):
+            poison = {**own, "eventId": str(uuid.uuid4()), "timestamp": moment}
+            refused = mallory.post("/collect", json=poison, headers={"X-Write-Key": mallory_key})
+            assert assert_error(refused, 422, "invalid_event")["field"] == "timestamp"
+        # A siteId carrying personal data or a path is stored as its host, or refused.
+        sneaky = {**own, "eventId": str(uuid.uuid4()), "siteId": "Mallory.Example:8443/?e=a@b.io"}
+        stored = mallory.post("/collect", json=sneaky, headers={"X-Write-Key": mallory_key})
+        assert stored.status_code == 200, stored.text
+        not_a_host = {**own, "siteId": "mallory example"}
+        refused = mallory.post("/collect", json=not_a_host, headers={"X-Write-Key": mallory_key})
+        assert assert_error(refused, 422, "invalid_event")["field"] == "siteId"
+        # The same id twice in one batch is stored once, and the answer says so.
+        twice = str(uuid.uuid4())
+        batch = {
+            "eventType": "batch",
+            "siteId": "mallory.example",
+            "events": [{"eventType": "a", "eventId": twice}, {"eventType": "b", "eventId": twice}],
+        }
+        answer = mallory.post("/collect", json=batch, headers={"X-Write-Key": mallory_key}).json()
+        assert (answer["events_processed"], answer["duplicate_events"]) == (2, 1)
+        # Nothing of anyone's stored data is readable without a token.
+        for path in ("/events/recent?limit=1000", "/events/count", "/pipeline/status"):
+            assert_error(mallory.get(path), 401, "unauthorized")
+        assert set(mallory.get("/health").json()) == {"status"}
+
+    rows = db.execute(
+        "SELECT client_id, site_id, event_id::text, source FROM events_log ORDER BY id"
+    ).fetchall()
+    assert ("client_victim", "victim.example", shared_id, "browser") in rows
+    assert ("client_mallory", "mallory.example", shared_id, "server_key") in rows
+    assert {site for client, site, _, _ in rows if client == "client_mallory"} == {
+        "mallory.example"
+    }
+    assert all("@" not in site for _, site, _, _ in rows)
+    [(raw_site,)] = db.execute(
+        "SELECT raw_event_data->>'siteId' FROM events_log WHERE event_id = %s",
+        (sneaky["eventId"],),
+    ).fetchall()
+    assert raw_site == "mallory.example"
+    discoveries = db.execute("SELECT client_id, site_id FROM site_discoveries").fetchall()
+    assert ("client_mallory", "mallory.example") in discoveries
+    assert not [
+        site
+        for _, site in discoveries
+        if site not in {"localhost", "victim.example", "mallory.example"}
+    ]

@@ -30,6 +30,7 @@ from tests.support.postgres import (
     with_registry,
 )
 from tests.support.servers import (
+    OPERATOR_HEADERS,
     RunningCollector,
     killed_on_exit,
     process_env,
@@ -124,7 +125,7 @@ def test_a_collector_restarted_during_a_database_outage_serves_the_sites_it_knew
     with killed_on_exit(start_process(command, env=env, log=log, health_url=f"{base}/health")) as (
         second
     ):
-        health = httpx.get(f"{base}/health", timeout=10).json()
+        health = httpx.get(f"{base}/health", headers=OPERATOR_HEADERS, timeout=10).json()
         assert (health["status"], health["database"]) == ("degraded", "disconnected")
 
         spooled = [post(base, "localhost", acknowledged) for _ in range(10)]
@@ -135,13 +136,13 @@ def test_a_collector_restarted_during_a_database_outage_serves_the_sites_it_knew
             assert refused.status_code == 503, (site, refused.text)
             assert refused.json()["error"]["code"] == "registry_unavailable"
             assert refused.headers["retry-after"] == "1"
-        health = httpx.get(f"{base}/health", timeout=10).json()
+        health = httpx.get(f"{base}/health", headers=OPERATOR_HEADERS, timeout=10).json()
         assert health["client_attribution"]["stale_answers"] >= 1
 
         database.start()
 
         def drained() -> bool:
-            health = httpx.get(f"{base}/health", timeout=10).json()
+            health = httpx.get(f"{base}/health", headers=OPERATOR_HEADERS, timeout=10).json()
             return bool(health["status"] == "healthy" and health["spool"]["segments"] == 0)
 
         wait_until(drained, 60, "the spool to be replayed")

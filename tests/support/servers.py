@@ -29,6 +29,8 @@ LOCAL_ORIGIN = "http://localhost"
 #: The read-only token test collectors have (``run_collector``) and their clients send: a
 #: test collector is not a development one, so reading its state needs a token.
 OPERATOR_TOKEN = "test-operator-token"
+#: What a test sends to read a collector's state (``/health``'s details, status, counts).
+OPERATOR_HEADERS = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 @dataclass
@@ -89,13 +91,15 @@ def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thre
 
 def process_env(**values: str) -> dict[str, str]:
     """The environment of a server process a test starts: ``PATH``, ``HOME``, the suite's
-    secret key, ``ENVIRONMENT=test`` and ``values``, nothing of the operator's settings; and
-    ``PYTHONPATH`` when set, so that a worktree tested with another checkout's virtualenv
-    runs its own code in the process too (the editable install points at the other one)."""
+    secret key, the operator token, ``ENVIRONMENT=test`` and ``values``, nothing of the
+    operator's settings; and ``PYTHONPATH`` when set, so that a worktree tested with
+    another checkout's virtualenv runs its own code in the process too (the editable
+    install points at the other one)."""
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
+        "EVOTHESIS_OPERATOR_TOKEN": OPERATOR_TOKEN,
         "ENVIRONMENT": "test",
     }
     if "PYTHONPATH" in os.environ:

@@ -29,6 +29,7 @@ from evothesis.export.formats import (
     FILE_EXTENSIONS,
     PARQUET_SCHEMA,
     RawEvent,
+    RawLines,
     encode_events,
     event_columns,
     export_metadata,
@@ -164,7 +165,14 @@ def raw_bytes(events: list[dict[str, Any]], *, trailing_newline: bool = True) ->
 
 def decoded(events: list[dict[str, Any]]) -> list[RawEvent]:
     """The events as the encoders receive them: through a raw object."""
-    return parse_raw_lines(raw_bytes(events))
+    return well_formed(raw_bytes(events))
+
+
+def well_formed(data: bytes) -> list[RawEvent]:
+    """The events of a raw object that holds no bad line."""
+    parsed = parse_raw_lines(data)
+    assert parsed.bad == []
+    return parsed.events
 
 
 def as_dict(event: RawEvent) -> dict[str, Any]:
@@ -227,31 +235,31 @@ def test_columns_and_schema_line_up() -> None:
 def test_raw_objects_from_before_enrichment_read_as_not_enriched() -> None:
     event = make_event(1)
     body = orjson.dumps({key: event[key] for key in SEED_RAW_KEYS}) + b"\n"
-    [parsed] = parse_raw_lines(body)
+    [parsed] = well_formed(body)
     assert parsed.is_bot is False
     assert all(getattr(parsed, name) is None for name in ENRICHED_COLUMNS if name != "is_bot")
     assert as_dict(parsed)["raw_event_data"] == event["raw_event_data"]
 
 
 def test_is_bot_must_be_a_boolean() -> None:
-    with pytest.raises(RawFormatError, match="is_bot"):
-        parse_raw_lines(raw_bytes([make_event(1, is_bot="yes")]))
+    [bad] = parse_raw_lines(raw_bytes([make_event(1, is_bot="yes")])).bad
+    assert "is_bot" in bad.reason
 
 
 @pytest.mark.parametrize("trailing_newline", [True, False])
 def test_parse_raw_lines_returns_the_events(trailing_newline: bool) -> None:
     events = tricky_events()
-    parsed = parse_raw_lines(raw_bytes(events, trailing_newline=trailing_newline))
+    parsed = well_formed(raw_bytes(events, trailing_newline=trailing_newline))
     assert [as_dict(event) for event in parsed] == events
 
 
 def test_parse_raw_lines_of_nothing_is_no_events() -> None:
-    assert parse_raw_lines(b"") == []
+    assert parse_raw_lines(b"") == RawLines([], [])
 
 
 def test_parse_raw_lines_ignores_extra_keys_and_accepts_crlf() -> None:
     line = orjson.dumps({**make_event(1), "xid": "12345"})
-    parsed = parse_raw_lines(line + b"\r\n" + orjson.dumps(make_event(2)) + b"\r\n")
+    parsed = well_formed(line + b"\r\n" + orjson.dumps(make_event(2)) + b"\r\n")
     assert [event.id for event in parsed] == [1, 2]
     assert encode_events(parsed[:1], "json") == encode_events(decoded([make_event(1)]), "json")
 
@@ -287,13 +295,25 @@ def _without(key: str) -> bytes:
         (_line_with(2, created_at="yesterday"), "'created_at' is not an ISO-8601"),
     ],
 )
-def test_parse_raw_lines_names_the_bad_line(bad_line: bytes, fragment: str) -> None:
+def test_a_bad_line_is_set_aside_with_its_reason_and_the_rest_is_read(
+    bad_line: bytes, fragment: str
+) -> None:
     data = b"\n".join([orjson.dumps(make_event(1)), bad_line, orjson.dumps(make_event(3))])
-    with pytest.raises(RawFormatError) as caught:
-        parse_raw_lines(data + b"\n")
-    assert caught.value.line == 2
-    assert str(caught.value).startswith("raw line 2: ")
-    assert fragment in str(caught.value)
+    parsed = parse_raw_lines(data + b"\n")
+    assert [event.id for event in parsed.events] == [1, 3]
+    [bad] = parsed.bad
+    assert (bad.number, bad.line) == (2, bad_line)
+    assert fragment in bad.reason
+    # Whose it is, when the line can say: kept as that client's failed event.
+    decodable = bad_line.strip() and bad_line[:1] == b"{" and fragment != "not valid JSON"
+    if decodable and b'"client_id":"client-a"' in bad_line:
+        assert (bad.client_id, bad.site_id, bad.visitor_id) == ("client-a", "site-1", "v-2")
+
+
+def test_reasons_never_quote_a_value() -> None:
+    line = _line_with(2, timestamp="judy@example.com", url=17)
+    [bad] = parse_raw_lines(line + b"\n").bad
+    assert "judy" not in bad.reason and "17" not in bad.reason
 
 
 def test_raw_event_data_is_compacted_as_written() -> None:
@@ -304,19 +324,23 @@ def test_raw_event_data_is_compacted_as_written() -> None:
         b'"raw_event_data":{}', (b'"raw_event_data": ' + spaced)
     )
     compact = '{"a":1.50,"b":[1,2,{"c":null}],"s":"x, y: z","n":1e3}'
-    [event] = parse_raw_lines(line + b"\n")
+    [event] = well_formed(line + b"\n")
     assert bytes(event.raw_event_data) == compact.encode()
     assert orjson.loads(encode_events([event], "json"))["raw_event_data"] == orjson.loads(spaced)
     assert read_csv(encode_events([event], "csv"))[1][-1] == compact
     assert read_parquet(encode_events([event], "parquet"))["raw_event_data"][0].as_py() == compact
 
 
-def test_raw_format_error_on_the_first_line_and_after_many() -> None:
-    with pytest.raises(RawFormatError, match=r"^raw line 1: expected a JSON object"):
-        parse_raw_lines(b"[]\n")
+def test_bad_lines_on_the_first_line_and_after_many_and_between_good_ones() -> None:
+    [bad] = parse_raw_lines(b"[]\n").bad
+    assert (bad.number, bad.reason) == (1, "expected a JSON object, got an array")
     good = b"".join(orjson.dumps(make_event(n)) + b"\n" for n in range(1, 1001))
-    with pytest.raises(RawFormatError, match=r"^raw line 1001: not valid JSON"):
-        parse_raw_lines(good + b"{oops\n")
+    infinite = _line_with(1002, timestamp="infinity", client_id="client-b") + b"\n"
+    parsed = parse_raw_lines(good + b"{oops\n" + infinite + orjson.dumps(make_event(1003)))
+    assert [event.id for event in parsed.events] == [*range(1, 1001), 1003]
+    assert [(bad.number, bad.client_id) for bad in parsed.bad] == [(1001, None), (1002, "client-b")]
+    assert parsed.bad[0].reason.startswith("not valid JSON")
+    assert parsed.bad[1].reason == "'timestamp' is not an ISO-8601 time with an offset"
 
 
 def test_a_client_file_has_every_stored_column_with_the_json_text_last() -> None:
@@ -328,7 +352,7 @@ def test_a_client_file_has_every_stored_column_with_the_json_text_last() -> None
 def test_raw_objects_from_before_the_source_was_recorded_read_without_one() -> None:
     event = make_event(1)
     body = orjson.dumps({key: event[key] for key in ENRICHED_RAW_KEYS}) + b"\n"
-    [parsed] = parse_raw_lines(body)
+    [parsed] = well_formed(body)
     assert parsed.source is None
     assert parsed.browser == "Firefox"
 
@@ -380,7 +404,7 @@ def test_group_by_client_keeps_both_orders() -> None:
 
 def test_json_round_trip() -> None:
     events = tricky_events()
-    data = encode_events(parse_raw_lines(raw_bytes(events)), "json")
+    data = encode_events(well_formed(raw_bytes(events)), "json")
     assert data.endswith(b"\n")
     lines = data.split(b"\n")
     assert lines.pop() == b""
@@ -400,7 +424,7 @@ def test_json_round_trip() -> None:
 
 def test_csv_round_trip() -> None:
     events = tricky_events()
-    data = encode_events(parse_raw_lines(raw_bytes(events)), "csv")
+    data = encode_events(well_formed(raw_bytes(events)), "csv")
     assert not data.startswith(b"\xef\xbb\xbf")
     assert data.endswith(b"\r\n")
     header, *rows = read_csv(data)
@@ -475,7 +499,7 @@ def test_csv_matches_the_csv_module_for_random_text() -> None:
 
 def test_parquet_round_trip() -> None:
     events = tricky_events()
-    data = encode_events(parse_raw_lines(raw_bytes(events)), "parquet")
+    data = encode_events(well_formed(raw_bytes(events)), "parquet")
     table = read_parquet(data)
     assert table.schema.equals(PARQUET_SCHEMA)
     assert table.num_rows == len(events)
@@ -510,7 +534,7 @@ def test_parquet_round_trip() -> None:
 )
 def test_parquet_timestamps_are_utc_instants(text: str, utc: datetime) -> None:
     event = make_event(1, timestamp=text, created_at=text)
-    row = read_parquet(encode_events(parse_raw_lines(raw_bytes([event])), "parquet")).to_pylist()
+    row = read_parquet(encode_events(well_formed(raw_bytes([event])), "parquet")).to_pylist()
     assert row[0]["timestamp"] == utc
     assert row[0]["timestamp"].utcoffset().total_seconds() == 0
     assert row[0]["created_at"] == utc
@@ -662,7 +686,7 @@ def test_unknown_format_is_refused(fmt: str) -> None:
 
 def test_a_batch_splits_into_per_client_files() -> None:
     events = tricky_events()
-    groups = group_by_client(parse_raw_lines(raw_bytes(events)))
+    groups = group_by_client(well_formed(raw_bytes(events)))
     assert list(groups) == ["client-a", "client-b"]
     for client_id, group in groups.items():
         table = read_parquet(encode_events(group, "parquet"))

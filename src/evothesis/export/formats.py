@@ -15,7 +15,6 @@ rather than a Python ``datetime`` per row.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -28,7 +27,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from evothesis.domain import ENRICHED_COLUMNS
-from evothesis.errors import RawFormatError
 
 EXPORT_FORMATS: Final = ("json", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
@@ -150,78 +148,139 @@ _RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS) - {"s
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
 _ENCODER: Final = msgspec.json.Encoder()
-#: Where msgspec's messages put the failing value: ``$[12]`` is the 13th decoded line.
-_DECODED_INDEX: Final = re.compile(r"\$\[(\d+)\]")
 
 
-def parse_raw_lines(data: bytes) -> list[RawEvent]:
-    """Decompressed JSON Lines -> events, with ``raw_event_data`` compacted. Empty trailing
-    line ok.
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A raw line no client file can carry, with why and, as far as the line says, whose it
+    is. ``reason`` names columns and kinds of problem, never a value: it is stored and
+    exported with failed events."""
 
-    Every line is checked here, once, so that the encoders can assume well-typed events and a
-    bad record is reported with its line number instead of surfacing later as an Arrow error
-    about some column. Keys beyond the expected ones are tolerated (and not exported), so a
-    producer can add a column before the exporter knows about it; a blank line anywhere but
-    at the end means a damaged object and is rejected.
+    number: int
+    reason: str
+    line: bytes
+    client_id: str | None = None
+    site_id: str | None = None
+    event_id: str | None = None
+    visitor_id: str | None = None
+    session_id: str | None = None
 
-    The typed decode is the fast path and says only that something is wrong; then the object
-    is read again line by line (``_diagnose``) to name the first bad line and what is wrong
-    with it in the producer's terms. Only a damaged object pays for that second reading.
+
+@dataclass(frozen=True, slots=True)
+class RawLines:
+    """A raw object's events, and the lines that could not be read as events."""
+
+    events: list[RawEvent]
+    bad: list[BadLine]
+
+
+def parse_raw_lines(data: bytes) -> RawLines:
+    """Decompressed JSON Lines -> events, with ``raw_event_data`` compacted, and the lines
+    that are not well-typed events. An empty trailing line is fine.
+
+    Every line is checked here, once, so that the encoders can assume well-typed events.
+    One bad line must never hold up the rest of the object (it holds other clients' events
+    too): it is set aside with its reason, and everything else is delivered. Keys beyond
+    the expected ones are tolerated (and not exported), so a producer can add a column
+    before the exporter knows about it.
+
+    The typed decode of the whole object is the fast path; only an object where something
+    is wrong is read again line by line, to find which lines and why.
     """
     try:
         events = _DECODER.decode_lines(data)
-    except msgspec.DecodeError as exc:
-        _diagnose(data)
-        raise RawFormatError(_failed_line(data, exc), str(exc)) from None
+    except msgspec.DecodeError:
+        return _line_by_line(data)
     # msgspec skips blank lines: fewer events than lines means one is there.
     if len(events) != data.count(b"\n") + (not data.endswith(b"\n")) - (not data):
-        _diagnose(data)
-    format_json = msgspec.json.format
-    raw = msgspec.Raw
-    for number, event in enumerate(events, 1):
-        text = format_json(event.raw_event_data, indent=-1)
-        if text[:1] != b"{":
-            _diagnose(data)
-            raise RawFormatError(number, "'raw_event_data' must be an object")
-        event.raw_event_data = raw(text)
+        return _line_by_line(data)
+    for event in events:
+        if not _compact(event):
+            return _line_by_line(data)
     for column in _TIME_COLUMNS:
-        _check_times(_values(events, column), column)
-    return events
+        if not _times_parse(_values(events, column)):
+            return _line_by_line(data)
+    return RawLines(events, [])
 
 
-def _failed_line(data: bytes, error: msgspec.DecodeError) -> int:
-    """The line msgspec's message points at, for the rare error that ``_diagnose`` does not
-    report itself (it checks what the exporter relies on, msgspec a little more)."""
-    index = _DECODED_INDEX.search(str(error))
-    if index is not None:
-        return int(index.group(1)) + 1
-    at_byte = re.search(r"\(byte (\d+)\)", str(error))
-    return data.count(b"\n", 0, int(at_byte.group(1))) + 1 if at_byte else 1
+def _compact(event: RawEvent) -> bool:
+    """Compact ``raw_event_data`` in place; ``False`` when it is not a JSON object."""
+    text = msgspec.json.format(event.raw_event_data, indent=-1)
+    if text[:1] != b"{":
+        return False
+    event.raw_event_data = msgspec.Raw(text)
+    return True
 
 
-def _diagnose(data: bytes) -> None:
-    """Raise ``RawFormatError`` for the first line that is not a well-typed event."""
+def _line_by_line(data: bytes) -> RawLines:
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
+    events: list[RawEvent] = []
+    numbers: list[int] = []
+    bad: list[BadLine] = []
     for number, line in enumerate(lines, 1):
+        decoded: object = None
         try:
-            event = orjson.loads(line)
+            decoded = orjson.loads(line)
+            reason = _check_line(decoded)
+            if reason is None:
+                event = _DECODER.decode(line)
+                if _compact(event):
+                    events.append(event)
+                    numbers.append(number)
+                    continue
+                reason = "'raw_event_data' must be an object"
         except orjson.JSONDecodeError as exc:
-            reason = (
-                "empty line"
-                if not line.strip()
-                else f"not valid JSON ({exc.msg} at byte {exc.pos})"
-            )
-            raise RawFormatError(number, reason) from None
-        if type(event) is not dict:
-            raise RawFormatError(number, f"expected a JSON object, got {_json_kind(event)}")
-        if "is_bot" not in event:
-            event.update(_ENRICHED_DEFAULTS)
-        event.setdefault("source", None)
-        problem = _check_event(event)
-        if problem is not None:
-            raise RawFormatError(number, problem)
+            reason = "empty line" if not line.strip() else f"not valid JSON ({exc.msg})"
+        except msgspec.DecodeError as exc:
+            reason = f"not a well-typed event ({str(exc).splitlines()[0]})"
+        bad.append(_bad_line(number, line, reason, decoded))
+    for column in _TIME_COLUMNS:
+        if _times_parse(_values(events, column)):
+            continue
+        reason = f"{column!r} is not an ISO-8601 time with an offset"
+        kept_numbers, kept = [], []
+        for number, event in zip(numbers, events, strict=True):
+            if _times_parse([getattr(event, column)]):
+                kept_numbers.append(number)
+                kept.append(event)
+            else:
+                line = lines[number - 1]
+                bad.append(_bad_line(number, line, reason, orjson.loads(line)))
+        numbers, events = kept_numbers, kept
+    bad.sort(key=lambda line: line.number)
+    return RawLines(events, bad)
+
+
+def _check_line(decoded: object) -> str | None:
+    if type(decoded) is not dict:
+        return f"expected a JSON object, got {_json_kind(decoded)}"
+    if "is_bot" not in decoded:
+        decoded.update(_ENRICHED_DEFAULTS)
+    decoded.setdefault("source", None)
+    return _check_event(decoded)
+
+
+def _bad_line(number: int, line: bytes, reason: str, decoded: object) -> BadLine:
+    """The line's owner, as far as it says: a failed event is kept under its client."""
+    if type(decoded) is not dict:
+        return BadLine(number, reason, line)
+
+    def text(key: str) -> str | None:
+        value = decoded.get(key)
+        return value if isinstance(value, str) else None
+
+    return BadLine(
+        number,
+        reason,
+        line,
+        text("client_id"),
+        text("site_id"),
+        text("event_id"),
+        text("visitor_id"),
+        text("session_id"),
+    )
 
 
 def group_by_client(events: Iterable[RawEvent]) -> dict[str, list[RawEvent]]:
@@ -398,19 +457,13 @@ def _check_event(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_times(values: list[str], column: str) -> None:
-    """Parse a whole column at once; only on failure look for the offending line."""
+def _times_parse(values: list[str]) -> bool:
+    """Whether every value is an ISO-8601 time with an offset (one C call per column)."""
     try:
         _parse_times(values)
     except pa.ArrowInvalid:
-        for number, value in enumerate(values, 1):
-            try:
-                _parse_times([value])
-            except pa.ArrowInvalid:
-                raise RawFormatError(
-                    number, f"{column!r} is not an ISO-8601 time with an offset: {value!r}"
-                ) from None
-        raise  # unreachable unless Arrow disagrees with itself; keep its own message
+        return False
+    return True
 
 
 def _parse_times(values: list[str]) -> pa.TimestampArray:

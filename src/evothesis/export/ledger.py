@@ -9,14 +9,18 @@ an exporter that dies mid-batch only delays that batch until its lease runs out.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 
+from evothesis.domain import RejectReason
 from evothesis.errors import StorageUnavailable
+from evothesis.export.formats import BadLine
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import session_lock, with_connection
@@ -159,6 +163,33 @@ class ExportLedger:
             FailedLine(r["client_id"], r["site_id"], r["reason"], r["received_at"], r["line"])
             for r in rows
         ]
+
+    async def record_unrenderable(self, raw_key: str, lines: Sequence[BadLine]) -> None:
+        """Keep raw lines no client file can carry as failed events (``unrenderable``),
+        under the client and site the line names ("" where it names none). Recording the
+        same object's lines again (a retried delivery) changes nothing: their request id
+        is a function of the object and their position is the line number."""
+        request_id = uuid.uuid5(uuid.NAMESPACE_URL, f"evothesis:raw:{raw_key}")
+        received_at = datetime.now(UTC)
+        rows = [
+            (
+                request_id,
+                line.number,
+                line.client_id or "",
+                line.site_id or "",
+                RejectReason.UNRENDERABLE,
+                None,
+                line.reason,
+                _json_payload(line.line),
+                received_at,
+            )
+            for line in lines
+        ]
+
+        async def record(connection: Connection) -> None:
+            await connection.executemany(query("insert_failed_event"), rows)
+
+        await self._run(record)
 
     async def mark_exported(
         self,
@@ -328,3 +359,13 @@ class ExportLedger:
 
     async def _execute(self, name: str, *args: object) -> None:
         await self._run(lambda c: c.execute(query(name), *args))
+
+
+def _json_payload(line: bytes) -> str:
+    """A raw line as a failed event's JSON payload: itself when it is JSON, else its text
+    (damaged bytes replaced) as a JSON string, which JSONB can always hold."""
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(line.decode("utf-8", "replace").replace("\x00", "\ufffd")).decode()
+    return line.decode("utf-8")

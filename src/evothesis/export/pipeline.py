@@ -333,6 +333,7 @@ class ExportPipeline:
         return {
             "unprocessed_objects": ledger["unprocessed_objects"],
             "pending_files": sum(c["pending_files"] for c in clients),
+            "failing_files": sum(c["failing_files"] for c in clients),
             "paused_clients": [c["client_id"] for c in clients if c["paused"]],
             "clients": clients,
         }

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from evothesis.errors import ObjectStoreError
+from evothesis.errors import ObjectStoreError, StorageUnavailable
 from evothesis.export.formats import (
+    BadLine,
     ClientEvents,
     encode_events,
     export_metadata,
@@ -69,7 +70,26 @@ class Processor:
 
     async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
         """One batch's deliveries (as a lease hands them out): its raw object is read once,
-        its clients' files are written concurrently and recorded at once."""
+        its clients' files are written concurrently and recorded at once.
+
+        Whatever goes wrong with one object (a damaged object, a bug) is recorded on its
+        deliveries, which are retried later with backoff, and never stops the others'; only
+        the database's own outage, which stops everything anyway, is raised.
+        """
+        try:
+            return await self._process(group)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            logger.exception("Processing %s failed", group[0].raw_key)
+            error = f"could not process the raw object: {type(exc).__name__}: {exc}"[:500]
+            for delivery in group:
+                await self._ledger.delivery_failed(
+                    delivery, error, retry_in_s=retry_delay(delivery.attempts), pause_s=None
+                )
+            return [_failed(delivery, error) for delivery in group]
+
+    async def _process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
         key = group[0].raw_key
         if any(delivery.raw_key != key for delivery in group):
             raise ValueError("deliveries of more than one raw object")
@@ -83,7 +103,16 @@ class Processor:
                     delivery, str(exc), retry_in_s=retry_delay(delivery.attempts), pause_s=None
                 )
             return [_failed(delivery, str(exc)) for delivery in group]
-        files = await run_in_worker(render_files, raw, group)
+        rendered: Rendered = await run_in_worker(render_files, raw, group)
+        if rendered.bad:
+            await self._ledger.record_unrenderable(key, rendered.bad)
+            logger.warning(
+                "%d line(s) of %s cannot be rendered; kept as failed events: %s",
+                len(rendered.bad),
+                key,
+                "; ".join(f"line {line.number}: {line.reason}" for line in rendered.bad[:5]),
+            )
+        files = rendered.files
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
 
         async def deliver(delivery: Delivery, file: RenderedFile) -> DeliveryResult:
@@ -149,22 +178,31 @@ class RenderedFile:
     events: int
 
 
-def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One raw object's files, one per delivery, and the lines none of them could carry."""
+
+    files: list[RenderedFile]
+    bad: list[BadLine]
+
+
+def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> Rendered:
     """Split a gzip raw object per client and encode each delivery's file (in a worker
     process: only bytes travel back)."""
     return render_lines(gzip.decompress(raw), deliveries)
 
 
-def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> list[RenderedFile]:
+def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> Rendered:
     """``render_files`` for a raw object's decompressed JSON Lines."""
     tabular = any(delivery.format != "json" for delivery in deliveries)
-    events = split_by_client(parse_raw_lines(lines), columns=tabular)
+    parsed = parse_raw_lines(lines)
+    events = split_by_client(parsed.events, columns=tabular)
     nothing = ClientEvents([], None)
     files = []
     for delivery in deliveries:
         mine = events.get(delivery.client_id, nothing)
         files.append(RenderedFile(*_encode(delivery, mine), len(mine.events)))
-    return files
+    return Rendered(files, parsed.bad)
 
 
 def _encode(delivery: Delivery, events: ClientEvents) -> tuple[bytes, bytes]:

@@ -129,5 +129,5 @@ def rewrite_object(
     split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
     if not split.matched:
         return ObjectRewrite(0)
-    file = render_lines(split.kept, [delivery])[0] if delivery is not None else None
+    file = render_lines(split.kept, [delivery]).files[0] if delivery is not None else None
     return ObjectRewrite(len(split.matched), gzip_object(split.kept), file)

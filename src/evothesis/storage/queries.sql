@@ -332,7 +332,12 @@ SELECT client_id,
        COALESCE(sum(event_count) FILTER (WHERE state = 'pending'), 0) AS pending_events,
        count(*) FILTER (WHERE state = 'delivered') AS delivered_files,
        COALESCE(sum(event_count) FILTER (WHERE state = 'delivered'), 0) AS delivered_events,
-       max(delivered_at) AS last_delivered_at
+       max(delivered_at) AS last_delivered_at,
+       -- Pending deliveries whose last attempt failed, and the newest of their errors: a
+       -- failure that pauses nobody (the raw object, not the client's bucket) shows here.
+       count(*) FILTER (WHERE state = 'pending' AND last_error IS NOT NULL) AS failing_files,
+       (array_agg(last_error ORDER BY next_attempt_at DESC)
+            FILTER (WHERE state = 'pending' AND last_error IS NOT NULL))[1] AS delivery_error
 FROM export_deliveries GROUP BY client_id ORDER BY client_id
 
 -- export_unprocessed_objects --

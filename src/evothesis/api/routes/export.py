@@ -102,7 +102,11 @@ async def process_status(pipeline: PipelineDep) -> Response:
 async def pipeline_status(pipeline: PipelineDep, scheduler: SchedulerDep) -> Response:
     export = await pipeline.export_status()
     process = await pipeline.process_status()
-    healthy = not export["failed_batches"] and not process["paused_clients"]
+    healthy = (
+        not export["failed_batches"]
+        and not process["paused_clients"]
+        and not process["failing_files"]
+    )
     return JSONResponse(
         {
             "status": "healthy" if healthy else "degraded",
