@@ -4,6 +4,8 @@ This runs on the hot path for every stored event, so the design is "cheap until 
 suspicious": a string is only handed to the pattern regexes when one C-level scan finds a
 character that every pattern needs (a digit, ``@``, ``%``, ``=``; ``:`` in strict mode).
 Most strings in analytics payloads (event types, element names, CSS selectors) have none.
+Numbers cost one comparison: only those of 11 digits or more can be a card or a phone
+number sent as a JSON number, and only those are looked at digit by digit.
 
 Every rule is tuned against a near miss that analytics data is full of: order numbers that
 fail Luhn, ISO dates and timestamps, prices, UUIDs, retina asset names like ``logo@2x.png``.
@@ -70,6 +72,7 @@ _SECRET_FRAGMENTS: Final = (
     "authorization",
     "privatekey",
     "credential",
+    "socialsecurity",
 )
 
 #: Matched only as whole words: as substrings they hide inside innocent keys
@@ -116,6 +119,22 @@ _PERSONAL_WORDS: Final = frozenset(
         "nickname",
         "fname",
         "lname",
+        # The same words run together in lower case, where no camel hump splits them.
+        "emailaddress",
+        "phonenumber",
+        "phoneno",
+        "mobilenumber",
+        "mobilephone",
+        "cellphone",
+        "telephonenumber",
+        "faxnumber",
+        "streetaddress",
+        "homeaddress",
+        "mailingaddress",
+        "postaladdress",
+        "postalcode",
+        "dateofbirth",
+        "ipaddr",
     }
 )
 
@@ -233,11 +252,25 @@ _TRIGGER: Final = re.compile(r"[@0-9%=]")
 _TRIGGER_STRICT: Final = re.compile(r"[@0-9%=:]")
 _HAS_DIGIT: Final = re.compile(r"[0-9]")
 
-# Every numeric rule needs at least 8 digits (an E.164 number; SSNs have 9, cards 13+),
-# strict mode's IPv4 rule at least 4. Possessive, so a long digit-poor string fails in
-# linear time. Most strings with digits (element ids, prices, dates) stop here.
+#: Space-like characters that people, word processors and locale-aware formatters put
+#: between digit groups: space, no-break space, figure space, thin space, narrow no-break.
+_SPACE: Final = "[ \u00a0\u2007\u2009\u202f]"
+
+# The numeric rules need many digits in one stretch of digits and separators with no
+# letter in between: 9 (SSNs; national phone numbers; cards have 13+), or 8 after a
+# ``+`` or ``00`` (E.164). Most strings with digits (element ids, prices, dates) have
+# fewer digits in all, which the anchored count finds fastest; the stretch search then
+# lets through screen sizes and the version numbers of user agents: a dot before a lone
+# digit (``126.0.6478.122``) ends a stretch, as no rule without ``+`` has one-digit groups.
+# Possessive: linear time.
 _EIGHT_DIGITS: Final = re.compile(r"(?:[^0-9]*+[0-9]){8}")
-_FOUR_DIGITS: Final = re.compile(r"(?:[^0-9]*+[0-9]){4}")
+#: ``00`` then a country code, not inside a longer number. Begins with its literal (the
+#: lookbehind comes after it), which lets the regex engine skip ahead to each "00".
+_DIALLING_ABROAD: Final = re.compile(r"00(?<![0-9]00)[1-9]")
+_EIGHT_DIGIT_STRETCH: Final = re.compile(r"[0-9](?:[^0-9A-Za-z]{0,3}+[0-9]){7}")
+_NINE_DIGIT_STRETCH: Final = re.compile(r"[0-9](?:(?!\.[0-9](?![0-9]))[^0-9A-Za-z]{0,3}+[0-9]){8}")
+#: Strict mode's IPv4 rule needs four dotted groups.
+_DOTTED_QUAD: Final = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 #: Whole strings no rule ever redacts (canonical UUIDs, ISO-8601 dates and timestamps),
 #: though they are full of digits: every event carries a few, so they skip the scan.
 _INERT: Final = re.compile(
@@ -247,29 +280,71 @@ _INERT: Final = re.compile(
 )
 
 # ASCII [0-9], never \d: \d matches other scripts' digits, which Luhn cannot weigh.
-_CARD_RUN: Final = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}")
-_CARD_SEPARATOR: Final = re.compile(r"([ -])")
+# Card groups are written apart with spaces (one or two), or a dash or dot that spaces may
+# surround ("4111 - 1111"). Dots join version numbers and IPv4 addresses into runs too,
+# but those have too few digits, and their groups are too short, to form a card.
+_CARD_RUN: Final = re.compile(
+    rf"(?<![0-9])[0-9](?:(?:{_SPACE}?[.-]{_SPACE}?|{_SPACE}{{1,2}})?[0-9]){{12,}}"
+)
+_CARD_SEPARATOR: Final = re.compile(r"([^0-9]+)")
 _LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
+#: Every assigned ITU country calling code (E.164), for numbers dialled with the ``00``
+#: international prefix, which zero-padded identifiers would otherwise resemble.
+_COUNTRY_CODE_LIST: Final = """
+    1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61
+    62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98 211 212 213 216 218 220 221 222 223 224
+    225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246
+    247 248 249 250 251 252 253 254 255 256 257 258 260 261 262 263 264 265 266 267 268 269
+    290 291 297 298 299 350 351 352 353 354 355 356 357 358 359 370 371 372 373 374 375 376
+    377 378 380 381 382 383 385 386 387 389 420 421 423 500 501 502 503 504 505 506 507 508
+    509 590 591 592 593 594 595 596 597 598 599 670 672 673 674 675 676 677 678 679 680 681
+    682 683 685 686 687 688 689 690 691 692 800 808 850 852 853 855 856 870 878 880 881 882
+    883 886 888 960 961 962 963 964 965 966 967 968 970 971 972 973 974 975 976 977 979 992
+    993 994 995 996 998
+    """
+_COUNTRY_CODES: Final = frozenset(_COUNTRY_CODE_LIST.split())
+
+_COUNTRY_AFTER_00: Final = re.compile(r"00([0-9]+)")
+_PHONE_SEPARATOR: Final = rf"(?:[.-]|{_SPACE})"
+
+#: A number that starts like a trunk or international prefix (0, 00) right after another
+#: digit group is the middle of something else, such as a card (``4111 0111 1111 1111``):
+#: not after a digit and any separator a card may have.
+_NOT_IN_DIGIT_GROUPS: Final = (
+    rf"(?<![0-9][.,-])(?<![0-9]{_SPACE})(?<![0-9]{_SPACE}{_SPACE})"
+    rf"(?<![0-9][.-]{_SPACE})(?<![0-9]{_SPACE}[.-]{_SPACE})"
+)
+
 _SSN_OR_PHONE: Final = re.compile(
-    r"""
+    rf"""
     (?P<ssn>
-        (?<![\w-])
-        (?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}
-        (?![\w]|-[0-9])
+        (?<![\w-])(?<![0-9][.,])
+        (?!000|666|9[0-9]{{2}})[0-9]{{3}}
+        (?P<ssn_separator>[.-]|{_SPACE})            # the same separator both times
+        (?!00)[0-9]{{2}}(?P=ssn_separator)(?!0000)[0-9]{{4}}
+        (?![\w]|[.-][0-9]|(?P=ssn_separator)[0-9])     # not the start of a longer number
     )
   | (?<![\w.+-])
     (?:
-        (?P<e164>\+[1-9][0-9]{7,14})
+        (?P<e164>\+[1-9][0-9]{{7,14}})
       | (?P<intl>
-            \+[1-9][0-9]{0,2}                              # country code
-            (?:[ .-]?\([0-9]{1,4}\)[ .-]?[0-9]{1,10})?     # optional (area code)
-            (?:[ .-][0-9]{1,10}){1,6}                      # separated groups
+            (?:\+|{_NOT_IN_DIGIT_GROUPS}00)[1-9][0-9]{{0,2}}                 # country code
+            (?:{_PHONE_SEPARATOR}?\([0-9]{{1,4}}\){_PHONE_SEPARATOR}?[0-9]{{1,10}})?  # (area)
+            (?:{_PHONE_SEPARATOR}[0-9]{{1,10}}){{1,6}}                      # groups
         )
       | (?P<nanp>
-            (?:1[ .-])?
-            (?:\([2-9][0-9]{2}\)\ ?|[2-9][0-9]{2}[ .-])
-            [2-9][0-9]{2}[ .-][0-9]{4}
+            (?:1{_PHONE_SEPARATOR})?
+            (?:\([2-9][0-9]{{2}}\){_SPACE}?|[2-9][0-9]{{2}}{_PHONE_SEPARATOR})
+            [2-9][0-9]{{2}}{_PHONE_SEPARATOR}[0-9]{{4}}
+        )
+      | {_NOT_IN_DIGIT_GROUPS}
+        (?P<national>                        # a trunk 0 before the area code
+            0[1-9][0-9]{{0,4}}(?P<national_separator>[.-]|{_SPACE})[0-9]{{2,8}}
+            (?:(?P=national_separator)[0-9]{{2,8}}){{0,3}}      # 030 1234 5678
+          | \(0[1-9][0-9]{{0,4}}\){_SPACE}?[0-9]{{2,8}}         # (020) 7946 0958
+            (?:(?P<area_separator>[.-]|{_SPACE})[0-9]{{2,8}}
+               (?:(?P=area_separator)[0-9]{{2,8}}){{0,2}})?
         )
     )
     (?![\w]|[.-][0-9])
@@ -277,7 +352,80 @@ _SSN_OR_PHONE: Final = re.compile(
     re.VERBOSE,
 )
 
-_EMAIL: Final = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+(?P<tld>[^\W\d_]{2,63})(?![\w-])")
+#: A bare run of nine digits is an SSN only when the text names it; without the word it is
+#: far more often an order number, a ZIP+4 code or a price in cents. The word is kept.
+_SSN_NAMED: Final = re.compile(
+    r"(?P<word>\b(?:ssn|social[\W_]{0,3}security|soc\.?[\W_]{0,2}sec)\b[^0-9]{0,20}+)"
+    r"[0-9]{9}(?![0-9])",
+    re.IGNORECASE,
+)
+
+#: A North American number with its country code: 1, an area code and an exchange that
+#: never start with 0 or 1, and a line number.
+_NANP_DIGITS: Final = re.compile(r"1[2-9][0-9]{2}[2-9][0-9]{6}")
+
+#: Mobile numbers without their ``+``, written as ``country code:first digits of the
+#: national number=total digits`` (one length or a span), from the mobile numbering plans
+#: of libphonenumber's metadata (9.0.43); only plans of 11-15 digits in all are listed,
+#: and North America (1) is ``_NANP_DIGITS``. See ``_is_bare_phone`` for why mobile only.
+_MOBILE_PLANS: Final = """
+    7:79=11 20:1=12 27:1-8=11 30:69=12 31:6=11,9=13 32:4=11 33:67=11 34:679=11 36:2357=11
+    39:3=11-12,4=12 40:7=11 41:67=11 43:6=11-15 44:7=12 46:7=11 48:245678=11 49:1=12-13
+    51:9=11 52:2-9=12 54:6=12,9=13 55:1-9=12-13 56:2-9=11 57:39=12 58:4=12 60:1=11-12
+    61:4=11 62:8=11-14 63:89=12 64:2=11-12 66:1689=11 81:6-9=12 82:1=11-12 84:135789=11
+    86:1=13 90:5=12 91:16789=12 92:3=12 93:7=11 94:7=11 95:9=11-12 98:9=12 211:19=12
+    212:67=12 213:5-7=12 216:23459=11 218:9=12 220:8=12 221:7=12 222:2-4=11 223:256789=11
+    224:6=12 225:0=13 226:04567=11 227:2789=11 228:79=11 229:0=13 230:57=11 231:234578=12
+    232:236789=11 233:25=12 234:7-9=13 235:36789=11 236:7=11 237:26=12 240:25=12 241:067=11
+    242:0=12 243:89=12 244:9=12 245:9=12 249:19=12 250:7=12 251:7-9=12
+    252:12=11,348=12,679=11-12 253:7=11 254:17=12 255:67=12 256:7=12 257:267=11 258:8=12
+    260:579=12 261:3=12 262:67=12 263:7=12 264:68=12 265:123789=12 266:56=11 267:7=11
+    268:7=11 350:56=11 351:169=12 352:6=12 353:8=12 354:3=12 355:6=12 356:79=11 357:9=11
+    358:45=11-13 359:4=11,89=12 370:6=11 371:2=11 372:58=11 373:5-7=11 374:345789=11
+    375:2-4=12 376:6=12 377:34=11,67=12 378:6=11 380:35679=12 381:6=11-13 382:6=11 383:4=11
+    385:9=11-12 386:3-7=11 387:6=11-12 389:7=11 420:67=12 421:9=12 423:6=12 502:3458=11
+    503:5-7=11 504:3789=11 505:5-8=11 506:35678=11 507:6=11 508:7=12 509:3-5=11 590:67=12
+    591:5-7=11 593:9=12 594:67=12 595:9=12 596:67=12 598:9=11 599:9=11 670:7=11 675:78=11
+    685:8=13 686:67=11 689:8=11 850:1=13 852:4-9=11 853:6=11 855:16789=11-12,2-5=12
+    856:2=13,3=12 870:356=12,7=12-15 880:1346=13 881:0123789=12,6=12-13
+    882:3=12-15,4=11,5=13-15 886:49=12 961:78=11 962:47=12 963:59=12 964:7=13 965:4569=11
+    966:5=12 967:7=12 968:179=11 970:5=12 971:5=12 972:5=12 973:36=11 974:3567=11 975:178=11
+    976:5-9=11 977:9=13 992:0-9=12 993:67=11 994:1345679=12 995:57=12 996:2356789=12
+    998:2356789=12
+"""
+
+
+def _parse_mobile_plans(plans: str) -> dict[str, range]:
+    """``_MOBILE_PLANS`` as country code + first national digit -> total digit counts.
+
+    Country codes are prefix-free, so each number has at most one such key.
+    """
+    lengths: dict[str, range] = {}
+    for entry in plans.split():
+        country, _, rules = entry.partition(":")
+        for rule in rules.split(","):
+            digits, _, span = rule.partition("=")
+            low, _, high = span.partition("-")
+            if len(digits) == 3 and digits[1] == "-":
+                digits = "".join(map(str, range(int(digits[0]), int(digits[2]) + 1)))
+            for digit in digits:
+                lengths[country + digit] = range(int(low), int(high or low) + 1)
+    return lengths
+
+
+_MOBILE_LENGTHS: Final = _parse_mobile_plans(_MOBILE_PLANS)
+
+#: Numbers below this (ten digits or fewer) are never PII on their own: no card is that
+#: short, and a ten-digit number without a country code is far more often epoch seconds
+#: or a 32-bit identifier than a phone number. Keeps the check of every int one compare.
+_LONG_NUMBER: Final = 10**10
+_TOO_LONG_NUMBER: Final = 10**19
+
+#: The top-level domain must end where its letters end; a digit or ``_`` glued after it
+#: (``olga@example.com_2``) does not make the address any less an address.
+_EMAIL: Final = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+(?P<tld>[^\W\d_]{2,63})(?![^\W\d_]|-)"
+)
 
 #: ``logo@2x.png`` is an asset name, not an address: no real e-mail ends in these.
 _FILE_EXTENSIONS: Final = frozenset(
@@ -289,6 +437,10 @@ _IPV4: Final = re.compile(
     r"(?<![\w.:])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?![\w]|\.[0-9])"
 )
+#: A user agent's product token (``Chrome/126.0.0.0``, ``YaBrowser/24.6.2.123``): a version
+#: in an IPv4 address's shape. Its name starts the text or follows a space, ``(``, ``[``,
+#: ``;`` or ``,``, and has no dot, so ``/ip/10.0.0.1`` and ``e.com/10.0.0.1`` stay addresses.
+_PRODUCT_TOKEN: Final = re.compile(r"(?:^|[\s(\[;,])[A-Za-z][\w-]*/\Z")
 _IPV6_CANDIDATE: Final = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}"
     r"(?::?(?:[0-9]{1,3}\.){3}[0-9]{1,3})?(?:%[0-9A-Za-z]+)?(?![\w:]|\.[0-9A-Za-z])"
@@ -370,15 +522,81 @@ def _redact_card_run(match: re.Match[str]) -> str:
     return "".join(pieces)
 
 
+def _is_bare_phone(digits: str) -> bool:
+    """Whether a run of digits alone (a JSON number, a form field) is a phone number.
+
+    Without a ``+`` or separators nothing but the digits tells a phone number from an
+    identifier, and most 11-15-digit sequences fit some country's numbering plan, so only
+    the plans a form field most likely holds count: North American numbers with their 1,
+    and mobile numbers with their country code (``4915112345678``). Landlines written
+    this way (``442079460958``), and numbers without a country code, are kept.
+    """
+    if not 11 <= len(digits) <= 15:
+        return False
+    if digits[0] == "1":
+        return len(digits) == 11 and _NANP_DIGITS.fullmatch(digits) is not None
+    for end in (2, 3, 4):
+        lengths = _MOBILE_LENGTHS.get(digits[:end])
+        if lengths is not None:
+            return len(digits) in lengths
+    return False
+
+
+def _is_pii_number(digits: str) -> bool:
+    """The rule for a value that is nothing but ASCII digits: a card or a bare phone."""
+    return _is_card_number(digits) or _is_bare_phone(digits)
+
+
+def _redact_number(value: int | float) -> object:
+    """A JSON number of 11 digits or more: the digit rule of ``_is_pii_number``.
+
+    A float counts only when it is whole (``4111111111111111.0``); the sign is ignored.
+    Numbers of 20 digits or more are neither (nor turned into text, which Python limits).
+    """
+    if not -_TOO_LONG_NUMBER < value < _TOO_LONG_NUMBER:
+        return value
+    if type(value) is float:
+        if not value.is_integer():
+            return value
+        digits = str(abs(int(value)))
+    else:
+        digits = str(abs(value))
+    return REDACTED if _is_pii_number(digits) else value
+
+
 def _redact_ssn_or_phone(match: re.Match[str]) -> str:
     intl = match.group("intl")
-    if intl is not None and not 8 <= sum(c.isdigit() for c in intl) <= 15:
-        return match.group()  # "+12.50" is a price, not a phone number
+    if intl is not None:
+        # E.164 counts neither the "00" nor the trunk 0 of "+49 (0)30".
+        digits = sum(c.isdigit() for c in intl) - intl.count("(0)")
+        if intl[0] == "0":
+            # "00" dials abroad only when a real country code follows, set apart.
+            country = _COUNTRY_AFTER_00.match(intl)
+            if country is None or country.group(1) not in _COUNTRY_CODES:
+                return match.group()
+            digits -= 2
+        if not 8 <= digits <= 15:
+            return match.group()  # "+12.50" is a price, not a phone number
+        return REDACTED
+    national = match.group("national")
+    if national is not None and not 9 <= sum(c.isdigit() for c in national) <= 12:
+        return match.group()  # "01.07.2025" is a date
     return REDACTED
+
+
+def _redact_named_ssn(match: re.Match[str]) -> str:
+    return match.group("word") + REDACTED
 
 
 def _redact_email(match: re.Match[str]) -> str:
     if match.group("tld").lower() in _FILE_EXTENSIONS:
+        return match.group()
+    return REDACTED
+
+
+def _redact_ipv4(match: re.Match[str]) -> str:
+    start = match.start()
+    if _PRODUCT_TOKEN.search(match.string, max(0, start - 64), start) is not None:
         return match.group()
     return REDACTED
 
@@ -395,36 +613,50 @@ def _redact_ipv6(match: re.Match[str]) -> str:
 
 
 def _redact_once(text: str, strict: bool) -> str:
-    has_digit = _HAS_DIGIT.search(text) is not None
-    if has_digit:
-        text = _CARD_RUN.sub(_redact_card_run, text)
-        text = _SSN_OR_PHONE.sub(_redact_ssn_or_phone, text)
+    if text.isdigit() and text.isascii():
+        # Only digits: decided like the JSON number it would be (a card or a bare phone).
+        return REDACTED if _is_pii_number(text) else text
+    # E-mails first: an address made of digits (14155552671@example.com) goes whole,
+    # instead of a number rule breaking it into an "@example.com" no rule matches.
     if "@" in text:
         text = _EMAIL.sub(_redact_email, text)
+    has_digit = _HAS_DIGIT.search(text) is not None
+    if has_digit:
+        # Phones before cards: the digits of "0044 20 7946 0958 ..." can hold a Luhn-valid
+        # window, which would leave "0044" behind. (A written card's groups are 4 digits or
+        # more, and the rules starting with 0 never start inside a run of digit groups.)
+        text = _SSN_OR_PHONE.sub(_redact_ssn_or_phone, text)
+        text = _CARD_RUN.sub(_redact_card_run, text)
+        text = _SSN_NAMED.sub(_redact_named_ssn, text)
     if strict:
         if ":" in text:
             text = _IPV6_CANDIDATE.sub(_redact_ipv6, text)
         if has_digit:
-            text = _IPV4.sub(REDACTED, text)
+            text = _IPV4.sub(_redact_ipv4, text)
     return text
 
 
 def _may_hold_pii(text: str, strict: bool) -> bool:
-    """The cheap second gate: can any rule match at all? (Digit counts, known shapes.)"""
+    """The cheap second gate: can any rule match at all? (Digit stretches, known shapes.)"""
     if "@" in text:
         return True
     if _INERT.fullmatch(text):
         return False
-    if strict and ":" in text:
-        return True  # IPv6 candidates need few digits ("fe80::1")
-    return (_FOUR_DIGITS if strict else _EIGHT_DIGITS).match(text) is not None
+    if strict and (":" in text or _DOTTED_QUAD.search(text) is not None):
+        return True  # IPv6 candidates need few digits ("fe80::1"), IPv4 addresses 4
+    if _EIGHT_DIGITS.match(text) is None:
+        return False
+    if "+" in text or ("00" in text and _DIALLING_ABROAD.search(text) is not None):
+        return _EIGHT_DIGIT_STRETCH.search(text) is not None
+    return _NINE_DIGIT_STRETCH.search(text) is not None
 
 
 def redact_text(text: str, *, strict: bool = False) -> str:
     """Replace e-mails, card numbers, SSNs and phone numbers inside free text, in place.
 
     Only the matching substring is replaced, so ``"mail a@b.com now"`` keeps its words;
-    strict mode also replaces IPv4/IPv6 addresses.
+    strict mode also replaces IPv4/IPv6 addresses (not a user agent's versions, such as
+    ``Chrome/126.0.0.0``). Text that is nothing but digits is judged like a JSON number.
     """
     if len(text) < (3 if strict else 6):
         return text
@@ -451,18 +683,57 @@ def _redact_passes(text: str, strict: bool) -> str:
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+#: Layers of percent-encoding looked through: a URL passed inside another URL's parameter
+#: (a redirect, a login's ``next``) is encoded once more at every hop. A value still
+#: changing after that many decodings is replaced rather than trusted.
+_MAX_DECODINGS: Final = 3
+
+#: Where the parameters of a URL carried inside a value begin and end.
+_NESTED_FIELD: Final = re.compile(r"[?&#;]")
+
+
+def _names_sensitive_key(text: str, strict: bool) -> bool:
+    """Whether text carrying a query (``/cb?token=t``) gives a value to a sensitive key."""
+    for field in _NESTED_FIELD.split(text):
+        name, equals, _ = field.partition("=")
+        if equals and is_sensitive_key(unquote_plus(name), strict=strict):
+            return True
+    return False
+
+
+def _reveals_pii(text: str, strict: bool) -> bool:
+    if redact_text(text, strict=strict) != text:
+        return True
+    return "=" in text and _names_sensitive_key(text, strict)
+
+
+def _decoding_reveals_pii(text: str, strict: bool, *, plus_is_space: bool) -> bool:
+    layer = text
+    for _ in range(_MAX_DECODINGS):
+        decoded = unquote_plus(layer) if plus_is_space else unquote(layer)
+        if decoded == layer:
+            return False
+        if _reveals_pii(decoded, strict):
+            return True
+        layer = decoded
+    return (unquote_plus(layer) if plus_is_space else unquote(layer)) != layer
+
+
 def _redact_encoded(raw: str, strict: bool, *, plus_is_space: bool) -> str:
     """Redact a URL component as written, then check what it says once decoded.
 
     Matches visible as written are replaced in place. PII that only appears after
-    percent-decoding (``a%40b.com``) replaces the whole component: re-encoding a partly
-    redacted value could manufacture new digit runs out of ``%20`` escapes.
+    percent-decoding (``a%40b.com``, ``a%2540b.com``), and a URL carried inside the
+    component whose query names a sensitive key, replace the whole component: re-encoding
+    a partly redacted value could manufacture new digit runs out of ``%20`` escapes.
     """
     text = redact_text(raw, strict=strict)
-    if "%" in text or (plus_is_space and "+" in text):
-        decoded = unquote_plus(text) if plus_is_space else unquote(text)
-        if decoded != text and redact_text(decoded, strict=strict) != decoded:
-            return REDACTED
+    if "=" in text and _names_sensitive_key(text, strict):
+        return REDACTED
+    if ("%" in text or (plus_is_space and "+" in text)) and _decoding_reveals_pii(
+        text, strict, plus_is_space=plus_is_space
+    ):
+        return REDACTED
     return text
 
 
@@ -574,6 +845,8 @@ def _redact_triggered(text: str, strict: bool) -> str:
                 cache.clear()
             redacted = cache[text] = redact_url(text, strict=strict)
         return redacted
+    if "=" in text and _names_sensitive_key(text, strict):
+        return REDACTED  # a form body or cookie string: "user=olga&password=hunter2"
     if len(text) < (3 if strict else 6) or not _may_hold_pii(text, strict):
         return text
     return _redact_passes(text, strict)
@@ -603,6 +876,7 @@ def _redact_mapping(
         if key in verified:
             out[key] = value
             continue
+        safe_key: object = key
         if type(key) is str:
             plan = plans.get(key)
             if plan is None:
@@ -613,12 +887,12 @@ def _redact_mapping(
             if sensitive:
                 out[safe_key] = REDACTED
                 continue
-        else:
-            safe_key = key
-        kind = type(value)
-        if kind is str:
-            out[safe_key] = _redact_triggered(value, strict) if trigger(value) else value  # type: ignore[arg-type]
-        elif kind is int or kind is float or kind is bool or value is None:
+        if type(value) is str:
+            out[safe_key] = _redact_triggered(value, strict) if trigger(value) else value
+        elif type(value) is int or type(value) is float:
+            # One compare for the usual number; only 11+ digits can be a card or a phone.
+            out[safe_key] = value if -_LONG_NUMBER < value < _LONG_NUMBER else _redact_number(value)
+        elif type(value) is bool or value is None:
             out[safe_key] = value
         else:
             out[safe_key] = _walk(value, strict, depth)
@@ -637,6 +911,8 @@ def _walk(value: object, strict: bool, depth: int) -> object:
             raise NestingTooDeep(f"data nested deeper than {MAX_DEPTH} levels")
         items = [_walk(item, strict, depth + 1) for item in value]
         return items if isinstance(value, list) else tuple(items)
+    if type(value) is int or type(value) is float:
+        return value if -_LONG_NUMBER < value < _LONG_NUMBER else _redact_number(value)
     return value
 
 
@@ -650,7 +926,9 @@ def redact_event_data(
     site): they are copied as they are, which saves scanning the digit-rich ones.
 
     Values under sensitive keys become ``[REDACTED]`` whatever their type (a CVV sent as an
-    int is still a CVV); other strings are scanned for PII; other scalars pass unchanged.
+    int is still a CVV); other strings are scanned for PII; a number becomes the string
+    ``[REDACTED]`` when its digits are a card number or a phone number with its country
+    code (``4111111111111111``, ``14155552671``); other scalars pass unchanged.
     ``strict`` is the hipaa level: personal-field keys and IP addresses are redacted too.
     Raises ``NestingTooDeep`` past ``MAX_DEPTH`` levels.
     """
