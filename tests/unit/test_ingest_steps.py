@@ -57,11 +57,12 @@ def intake(
     origin: str | None = "https://acme.com",
     write_key: str | None = None,
     dnt: bool = False,
+    user_agent: str = "Mozilla/5.0",
     **fields: Any,
 ) -> Intake:
     context = RequestContext(
         client_ip="203.0.113.9",
-        user_agent="Mozilla/5.0",
+        user_agent=user_agent,
         received_at=NOW,
         origin=origin,
         write_key=write_key,
@@ -206,6 +207,15 @@ def test_rows_record_how_the_sender_was_authenticated() -> None:
         authorized = authorize(state)
         [row] = build_rows(OFF, protect(enrich_request(OFF, through_privacy(authorized)))).rows
         assert row.source == source
+
+
+@pytest.mark.parametrize("client", [ACME, ClientConfig("acme", privacy_level=PrivacyLevel.HIPAA)])
+def test_a_user_agent_is_stored_with_its_pii_redacted(client: ClientConfig) -> None:
+    agent = "MyBot/1.0 (+mailto:judy@example.com; call 415-555-2671)"
+    state = intake(client, page_owner=client, user_agent=agent)
+    [row] = build_rows(OFF, protect(enrich_request(OFF, through_privacy(state)))).rows
+    assert row.user_agent is not None and row.user_agent.startswith("MyBot/1.0")
+    assert "judy" not in row.user_agent and "2671" not in row.user_agent
 
 
 def test_an_id_repeated_within_a_request_is_stored_once_and_counted() -> None:

@@ -32,6 +32,11 @@ class EventLimits(NamedTuple):
     max_depth: int = 40
 
 
+#: Top-level fields whose names are ours (documented in the seed contract); any other key an
+#: event carries is the sender's, and may itself be personal data.
+NAMED_FIELDS: Final = frozenset({"eventData", "attribution", "properties", "traits", "context"})
+
+
 def apply_limits(
     payload: dict[str, Any], limits: EventLimits, skip: frozenset[str], where: str = ""
 ) -> dict[str, Any]:
@@ -40,14 +45,20 @@ def apply_limits(
     Keys in ``skip`` (the core fields, limited by the parser) are left alone. A first pass
     only checks (no allocation); the copy with truncated strings is made only when a string
     is too long, which is rare, so the common case returns ``payload`` itself.
+
+    The error names the field a sender's key sits under, never the key itself: keys are the
+    sender's text like values are, and the message and field are stored with the failed
+    event and exported.
     """
     counter = [0]
     too_long = False
+    event = where.rstrip(".") or None
     for key, value in payload.items():
         if key in skip:
             continue
-        _check_key(key, limits, counter, where)
-        too_long = _check(value, limits, 1, counter, f"{where}{key}") or too_long
+        field = f"{where}{key}" if key in NAMED_FIELDS else event
+        _check_key(key, limits, counter, field)
+        too_long = _check(value, limits, 1, counter, field) or too_long
     if not too_long:
         return payload
     return {
@@ -56,24 +67,27 @@ def apply_limits(
     }
 
 
-def _check_key(key: str, limits: EventLimits, counter: list[int], where: str) -> None:
+def _check_key(key: str, limits: EventLimits, counter: list[int], field: str | None) -> None:
     counter[0] += 1
+    where = field or "the event"
     if counter[0] > limits.max_properties:
         raise InvalidEvent(
-            f"{where.rstrip('.') or 'event'} has more than {limits.max_properties} properties",
-            field=where.rstrip(".") or None,
+            f"{where} has more than {limits.max_properties} properties",
+            field=field,
             reason=RejectReason.TOO_MANY_PROPERTIES,
         )
     if len(key) > limits.max_key_length:
         raise InvalidEvent(
-            f"{where}{key[:40]}… is a key of {len(key)} characters; "
+            f"{where} has a key of {len(key)} characters; "
             f"at most {limits.max_key_length} are accepted",
-            field=f"{where}{key[:40]}",
+            field=field,
             reason=RejectReason.KEY_TOO_LONG,
         )
 
 
-def _check(value: Any, limits: EventLimits, depth: int, counter: list[int], where: str) -> bool:
+def _check(
+    value: Any, limits: EventLimits, depth: int, counter: list[int], field: str | None
+) -> bool:
     """Raise on a broken limit; ``True`` when some string needs truncating."""
     if isinstance(value, str):
         return len(value) > limits.max_string_length
@@ -81,18 +95,18 @@ def _check(value: Any, limits: EventLimits, depth: int, counter: list[int], wher
         return False
     if depth > limits.max_depth:
         raise InvalidEvent(
-            f"{where} is nested deeper than {limits.max_depth} levels",
-            field=where,
+            f"{field or 'the event'} is nested deeper than {limits.max_depth} levels",
+            field=field,
             reason=RejectReason.TOO_DEEP,
         )
     too_long = False
     if isinstance(value, list):
         for item in value:
-            too_long = _check(item, limits, depth + 1, counter, where) or too_long
+            too_long = _check(item, limits, depth + 1, counter, field) or too_long
         return too_long
     for key, item in value.items():
-        _check_key(key, limits, counter, f"{where}.")
-        too_long = _check(item, limits, depth + 1, counter, f"{where}.{key}") or too_long
+        _check_key(key, limits, counter, field)
+        too_long = _check(item, limits, depth + 1, counter, field) or too_long
     return too_long
 
 

@@ -60,13 +60,19 @@ class Enricher:
         return self._user_agents is not None and self._geo is not None
 
     def request(
-        self, client: ClientConfig, context: RequestContext, *, anonymize: bool
+        self,
+        client: ClientConfig,
+        context: RequestContext,
+        *,
+        user_agent: str | None,
+        anonymize: bool,
     ) -> RequestEnrichment:
-        """The per-request columns. Only standard clients' identified visitors get region
-        and city: gdpr, hipaa and anonymised visitors get the country alone."""
+        """The per-request columns, from ``user_agent`` (as it may be stored) and the
+        client's address. Only standard clients' identified visitors get region and city:
+        gdpr, hipaa and anonymised visitors get the country alone."""
         if self._user_agents is None or self._geo is None:
             return _OFF
-        agent = self._user_agents.parse(context.user_agent)
+        agent = self._user_agents.parse(user_agent)
         place = self._geo.locate(context.client_ip)
         if client.privacy_level is not PrivacyLevel.STANDARD or anonymize:
             place = place.country_only()

@@ -6,6 +6,7 @@ buffer, the database, the spool or a log line.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from evothesis.domain import (
@@ -22,6 +23,7 @@ from evothesis.privacy import (
     decide,
     hash_ip,
     redact_event_data,
+    redact_text,
     redact_value,
     strip_identifiers,
 )
@@ -44,6 +46,9 @@ class RequestPrivacy(NamedTuple):
     stored_ip: str | None
     #: hipaa redacts strictly (personal keys such as name or address too).
     strict: bool
+    #: The ``User-Agent`` as it may be stored and parsed: PII a sender put in it (a bot's
+    #: contact e-mail, a phone number) redacted like any other stored text.
+    user_agent: str | None = None
 
     @property
     def anonymize(self) -> bool:
@@ -66,7 +71,12 @@ def request_privacy(
         and not (client.honour_dnt and (context.dnt or context.gpc))
     ):
         # The common case, decided without the general rules (which agree: unit-tested).
-        return RequestPrivacy(ConsentDecision.ALLOW, ip if ip and ip.strip() else None, False)
+        return RequestPrivacy(
+            ConsentDecision.ALLOW,
+            ip if ip and ip.strip() else None,
+            False,
+            protect_user_agent(context.user_agent, False),
+        )
     decision = decide(
         dnt=context.dnt,
         gpc=context.gpc,
@@ -81,7 +91,17 @@ def request_privacy(
     stored = apply_ip_policy(
         ip, level=client.privacy_level, ip_collection=client.ip_collection, salt=client.ip_salt
     )
-    return RequestPrivacy(decision, stored, client.privacy_level is PrivacyLevel.HIPAA)
+    strict = client.privacy_level is PrivacyLevel.HIPAA
+    return RequestPrivacy(decision, stored, strict, protect_user_agent(context.user_agent, strict))
+
+
+@lru_cache(maxsize=10_000)
+def protect_user_agent(user_agent: str | None, strict: bool) -> str | None:
+    """A ``User-Agent`` as it may be stored. Cached: a visitor sends many requests with
+    the same one, and browsers' agents pass the redactor's first, cheap test anyway."""
+    if user_agent is None:
+        return None
+    return redact_text(user_agent, strict=strict)
 
 
 #: Payload fields the parser has already validated into PII-free shapes: a canonical UUID

@@ -184,8 +184,12 @@ def decide_privacy(intake: Intake) -> Intake | Dropped:
 def enrich_request(enricher: Enricher, intake: Intake) -> Intake:
     """What the request adds to every row: user agent, bot kind, place."""
     assert intake.privacy is not None  # decide_privacy runs first
+    privacy = intake.privacy
     intake.enrichment = enricher.request(
-        intake.client, intake.context, anonymize=intake.privacy.anonymize
+        intake.client,
+        intake.context,
+        user_agent=privacy.user_agent,
+        anonymize=privacy.anonymize,
     )
     return intake
 
@@ -238,7 +242,7 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
     source = intake.source
     rows = []
     client_id = client.client_id
-    ip, user_agent, received_at = privacy.stored_ip, context.user_agent, context.received_at
+    ip, user_agent, received_at = privacy.stored_ip, privacy.user_agent, context.received_at
     per_request = intake.enrichment.columns
     seen: set[str] = set()
     for event, payload in zip(envelope.events, intake.payloads, strict=True):
