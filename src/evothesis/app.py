@@ -8,6 +8,7 @@ already open, and shutdown closes everything in reverse.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -111,6 +112,7 @@ def app_from_environment() -> Evothesis:
     settings = Settings()
     if not settings.database_url:
         raise RuntimeError("worker processes need DATABASE_URL; start them with evothesis serve")
+    os.umask(settings.umask)  # as serve set it: what this process creates stays owner-only
     configure_logging(settings.log_level)
     return create_app(settings, database_url=settings.database_url, long_running=True)
 

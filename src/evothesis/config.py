@@ -34,6 +34,16 @@ def _networks(value: object) -> object:
     return value
 
 
+def _octal(value: object) -> object:
+    """``EVOTHESIS_UMASK`` as operators write it: ``077``, ``0o077`` or ``0077``."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ValueError("must be an octal umask such as 077 or 027")
+        return int(text, 8)
+    return value
+
+
 def _positive(seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("must be positive")
@@ -71,6 +81,15 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="LOG_LEVEL", description="DEBUG | INFO | WARNING")
     serve_demo: bool = Field(
         True, alias="EVOTHESIS_SERVE_DEMO", description="serve the demo site at / from serve"
+    )
+    umask: Annotated[int, BeforeValidator(_octal)] = Field(
+        0o077,
+        ge=0,
+        le=0o777,
+        alias="EVOTHESIS_UMASK",
+        description="permissions kept from files and folders this process creates (data "
+        "folder, local buckets, spool, key files); 077 = owner only (default), 027 adds "
+        "the group's read",
     )
 
     # -------------------------------------------------------------------------- database
@@ -321,7 +340,7 @@ class Settings(BaseSettings):
 
 
 #: Defaults shown in words where the value itself says little.
-_SHOWN_DEFAULTS: Final = {"EXPORT_SCHEDULE", "BUFFER_RETENTION", "EXPORT_LEASE"}
+_SHOWN_DEFAULTS: Final = {"EXPORT_SCHEDULE", "BUFFER_RETENTION", "EXPORT_LEASE", "EVOTHESIS_UMASK"}
 
 
 def _shown_default(alias: str, default: Any) -> str | None:

@@ -30,11 +30,22 @@ def start_embedded_postgres(data_dir: Path) -> str:
     pgdata = data_dir.resolve() / "postgres"
     logger.info("Starting embedded PostgreSQL in %s", pgdata)
     server = get_server(pgdata, cleanup_mode="stop")
+    _keep_private(data_dir)
     admin_url = server.get_uri()
     asyncio.run(_ensure_database(admin_url))
     url = admin_url.replace("/postgres?", f"/{DATABASE_NAME}?", 1)
     logger.info("Embedded PostgreSQL ready (database %s)", DATABASE_NAME)
     return url
+
+
+def _keep_private(data_dir: Path) -> None:
+    """Started as root, the server runs as a user of its own, and embedded-postgres opens
+    every folder above its data to group and others so that user can get there. Others
+    need only to pass through our data folder, not to list or read it: execute stays,
+    read goes (the PostgreSQL folder inside is its owner's alone)."""
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o044:
+        data_dir.chmod(mode & ~0o044)
 
 
 async def _ensure_database(admin_url: str) -> None:

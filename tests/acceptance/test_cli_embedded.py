@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -165,6 +166,17 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
     assert sorted(e["event_id"] for e in processed) == sorted(e["event_id"] for e in raw)
     metering = exported_lines(buckets / "backup", "*.jsonl")
     assert sum(int(str(record["events"])) for record in metering) == 5
+    # Events, keys and the spool are the owner's alone (EVOTHESIS_UMASK, default 077). As
+    # root the embedded PostgreSQL runs as its own user, who may pass through the data
+    # folder (execute) but not list it.
+    passable = 0o011 if os.geteuid() == 0 else 0
+    assert data_dir.stat().st_mode & 0o077 == passable
+    exposed = [
+        (str(path.relative_to(data_dir)), oct(path.stat().st_mode & 0o777))
+        for path in data_dir.rglob("*")
+        if path.stat().st_mode & 0o077 and not path.is_symlink()
+    ]
+    assert exposed == []
 
 
 def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:

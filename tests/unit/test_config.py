@@ -195,3 +195,18 @@ def test_environment_help_has_a_described_line_for_every_setting() -> None:
     assert lines["DATABASE_POOL_SIZE"].endswith("(default 10)")
     assert lines["TRUSTED_PROXIES"].endswith("(default 127.0.0.1/32, ::1/128)")
     assert "(default" not in lines["DATABASE_URL"]  # unset means what the text says
+
+
+@pytest.mark.parametrize(("value", "umask"), [("077", 0o077), ("0o027", 0o027), ("0022", 0o022)])
+def test_the_umask_is_written_in_octal(value: str, umask: int) -> None:
+    assert settings(EVOTHESIS_UMASK=value).umask == umask
+
+
+@pytest.mark.parametrize("value", ["", "8", "0o99", "-1", "1000"])
+def test_a_umask_that_is_not_octal_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="EVOTHESIS_UMASK|umask"):
+        settings(EVOTHESIS_UMASK=value)
+
+
+def test_by_default_files_are_the_owners_alone() -> None:
+    assert settings().umask == 0o077

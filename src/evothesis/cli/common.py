@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,15 +85,21 @@ def fail(message: str) -> NoReturn:
 
 
 def load_settings() -> Settings:
-    """Read the environment once; a bad value stops the program with the variable named."""
+    """Read the environment once; a bad value stops the program with the variable named.
+
+    The process's umask is set from the settings here, before anything is created: the data
+    folder, local buckets and spool hold events and keys, owner-only unless configured.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         typer.echo(f"Invalid configuration: {problems}", err=True)
         raise typer.Exit(2) from None
+    os.umask(settings.umask)
+    return settings
 
 
 def database_url(settings: Settings) -> str:
