@@ -274,6 +274,10 @@ class FailedEvent(NamedTuple):
     #: The redacted inner event as JSON text.
     payload: str
     received_at: datetime
+    #: Whose it is, so that a data-subject request finds it (``None`` for an anonymous
+    #: visitor). Last and defaulted: failed events spooled before they existed still load.
+    visitor_id: str | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

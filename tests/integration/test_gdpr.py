@@ -405,7 +405,9 @@ def test_the_cli_exports_and_deletes_a_visitor(
     assert exported.returncode == 0, exported.stderr.decode()
     ids = {orjson.loads(line)["event_id"] for line in output.read_bytes().splitlines()}
     assert ids == scenario.posted[("blog_csv", TARGET)]
-    assert f"Wrote {len(ids)} event(s) to {output}" in exported.stderr.decode()
+    assert (
+        f"Wrote {len(ids)} event(s) and 0 failed event(s) to {output}" in exported.stderr.decode()
+    )
 
     refused = subprocess.run(
         [*cli, "delete", *target], env=env, capture_output=True, timeout=120, input=b"n\n"
@@ -447,3 +449,115 @@ def test_export_runs_refuse_a_pool_too_small_to_hold_the_lock(
                 await services.pipeline.export()
 
     asyncio.run(run())
+
+
+def _post_with_failures(
+    collector: RunningCollector, client_id: str, visitor: str, round_: int
+) -> None:
+    """A batch whose envelope and one inner event are stored, and two inner events fail."""
+    _, origin, site = CLIENTS[client_id]
+    body = {
+        "eventType": "batch",
+        "eventId": str(uuid.uuid4()),
+        "siteId": site,
+        "visitorId": visitor,
+        "sessionId": f"s-{round_}",
+        "events": [
+            {"eventType": "click", "eventId": str(uuid.uuid4())},
+            {"eventType": "click", "eventData": "not an object", "round": round_},
+            "not an event",
+        ],
+    }
+    with collector.client(origin=origin) as client:
+        response = client.post("/collect", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["events_rejected"] == 2
+
+
+def failed_rows(database_url: str) -> list[tuple[str, str | None, int]]:
+    return sql(
+        database_url,
+        "SELECT client_id, visitor_id, position FROM failed_events ORDER BY id",
+    )
+
+
+def test_failed_events_are_exported_and_deleted_with_their_visitor(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    for client_id, (fmt, _, site) in CLIENTS.items():
+        register_client(database_url, client_id, site, export_format=fmt)
+    env = s3_environment(
+        s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN, EXPORT_SCHEDULE="off", BUFFER_RETENTION="7d"
+    )
+    collector = start_collector(**env)
+    # Round 0 is exported (its failures go to the backup bucket), round 1 stays buffered.
+    for round_ in range(2):
+        for client_id, visitor in (
+            ("shop_json", TARGET),
+            ("shop_json", "visitor-7"),
+            ("blog_csv", TARGET),  # the same id in another client: another person
+        ):
+            _post_with_failures(collector, client_id, visitor, round_)
+        if round_ == 0:
+            run_pipeline(database_url, _export_and_process, **env)
+    [failed_key] = s3.keys(buckets.backup, "failed-events/")
+    failed_file = raw_lines(s3.get(buckets.backup, failed_key))
+    assert len(failed_file) == 6
+    others = [line for line in failed_file if not is_visitor(line, "shop_json", TARGET)]
+    assert len(others) == 4
+
+    with collector.client(origin=None, headers=AUTH) as api:
+        exported = api.post(
+            "/api/v1/gdpr/export", json={"client_id": "shop_json", "visitor_id": TARGET}
+        )
+        assert exported.status_code == 200, exported.text
+        lines = [orjson.loads(line) for line in exported.content.splitlines()]
+        # Two stored events per round, then two failed events per round: from the object
+        # and the buffer, each once (retention keeps round 0 in both).
+        assert exported.headers["x-event-count"] == "4"
+        assert exported.headers["x-failed-event-count"] == "4"
+        events, failed = lines[:4], lines[4:]
+        assert {e["event_type"] for e in events} == {"batch", "click"}
+        assert [(f["position"], f["reason"]) for f in failed] == [
+            (1, "wrong_type"),
+            (2, "not_an_object"),
+        ] * 2
+        assert {(f["client_id"], f["visitor_id"], f["session_id"]) for f in failed[:2]} == {
+            ("shop_json", TARGET, "s-0")
+        }
+        assert failed[0]["payload"]["round"] == 0 and failed[2]["payload"]["round"] == 1
+
+        deleted = api.post(
+            "/api/v1/gdpr/delete", json={"client_id": "shop_json", "visitor_id": TARGET}
+        )
+        assert deleted.status_code == 200, deleted.text
+        receipt = deleted.json()
+        again = api.post(
+            "/api/v1/gdpr/export", json={"client_id": "shop_json", "visitor_id": TARGET}
+        )
+        assert again.content == b"" and again.headers["x-failed-event-count"] == "0"
+
+    assert receipt["buffer_failed_events_deleted"] == 4
+    assert receipt["failed_events_deleted_from_objects"] == 2
+    assert receipt["objects_searched"] == 2  # the raw object and the failed-events file
+    backup_rewrites = [
+        (o["key"], o["events_removed"])
+        for o in receipt["objects_rewritten"]
+        if o["bucket"] == "backup"
+    ]
+    assert backup_rewrites == [(failed_key, 2)]
+    # Everyone else's failures are kept, byte for byte, in the same order.
+    assert raw_lines(s3.get(buckets.backup, failed_key)) == others
+    assert sorted(failed_rows(database_url)) == sorted(
+        (client_id, visitor, position)
+        for client_id, visitor in (("shop_json", "visitor-7"), ("blog_csv", TARGET))
+        for position in (1, 2)
+        for _round in range(2)
+    )
+
+    # The next export writes round 1's failures without the visitor's.
+    run_pipeline(database_url, _export_and_process, **env)
+    for key in s3.keys(buckets.backup, "failed-events/"):
+        lines_left = raw_lines(s3.get(buckets.backup, key))
+        assert not [line for line in lines_left if is_visitor(line, "shop_json", TARGET)], key
+    assert len(s3.keys(buckets.backup, "failed-events/")) == 2

@@ -204,7 +204,7 @@ def test_the_umask_is_written_in_octal(value: str, umask: int) -> None:
 
 @pytest.mark.parametrize("value", ["", "8", "0o99", "-1", "1000"])
 def test_a_umask_that_is_not_octal_is_refused(value: str) -> None:
-    with pytest.raises(ValidationError, match="EVOTHESIS_UMASK|umask"):
+    with pytest.raises(ValidationError, match=r"EVOTHESIS_UMASK|umask"):
         settings(EVOTHESIS_UMASK=value)
 
 

@@ -44,10 +44,11 @@ def export(
     ] = None,
 ) -> None:
     """Write every event of a visitor (buffer and exported objects, each once, oldest
-    first) to one JSON Lines file, and record the request in the audit log."""
+    first), then its failed events, to one JSON Lines file, and record the request in the
+    audit log."""
 
     async def work(requests: DataSubjectRequests) -> VisitorExport:
-        progress = ProgressReport("searching raw objects", unit="objects")
+        progress = ProgressReport("searching exported objects", unit="objects")
         try:
             return await requests.export(client, visitor, progress=progress)
         finally:
@@ -61,8 +62,9 @@ def export(
     path = output or Path(f"visitor-export-{result.request_id}.jsonl")
     path.write_bytes(result.data)
     typer.echo(
-        f"Wrote {result.events} event(s) to {path} ({result.buffered_events} from the buffer, "
-        f"{result.objects_searched} raw object(s) searched); request {result.request_id}",
+        f"Wrote {result.events} event(s) and {result.failed_events} failed event(s) to {path} "
+        f"({result.buffered_events} events from the buffer, {result.objects_searched} "
+        f"exported object(s) searched); request {result.request_id}",
         err=True,
     )
 
@@ -88,7 +90,7 @@ def delete(
         )
 
     async def work(requests: DataSubjectRequests) -> dict[str, Any]:
-        progress = ProgressReport("rewriting raw objects", unit="objects")
+        progress = ProgressReport("rewriting exported objects", unit="objects")
         try:
             return await requests.delete(client, visitor, wait_s=wait, progress=progress)
         finally:

@@ -182,6 +182,8 @@ class ExportLedger:
                 line.reason,
                 _json_payload(line.line),
                 received_at,
+                line.visitor_id,
+                line.session_id,
             )
             for line in lines
         ]
@@ -199,15 +201,22 @@ class ExportLedger:
         raw_bytes: int,
         event_count: int,
         client_counts: dict[str, int],
+        failed_clients: list[str],
         default_format: str,
     ) -> bool:
-        """Record the batch as exported and create its deliveries, in one transaction;
-        ``False`` when another exporter recorded it first."""
+        """Record the batch as exported, with the clients whose failed events its backup
+        file holds, and create its deliveries, in one transaction; ``False`` when another
+        exporter recorded it first."""
 
         async def mark(connection: Connection) -> bool:
             async with connection.transaction():
                 done = await connection.fetchval(
-                    query("export_mark_exported"), batch.batch_id, raw_key, raw_bytes, event_count
+                    query("export_mark_exported"),
+                    batch.batch_id,
+                    raw_key,
+                    raw_bytes,
+                    event_count,
+                    failed_clients,
                 )
                 if done is None:
                     return False

@@ -81,6 +81,7 @@ class RawExporter:
             raw_bytes=len(body),
             event_count=encoded.events,
             client_counts=encoded.client_counts,
+            failed_clients=sorted({failure.client_id for failure in failed}),
             default_format=self._default_format,
         )
         logger.info(

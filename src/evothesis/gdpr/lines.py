@@ -83,19 +83,33 @@ def _belongs(number: int, line: bytes, client_id: str, visitor_id: str) -> bool:
     return event.get("client_id") == client_id and event.get("visitor_id") == visitor_id
 
 
-def found_events(lines: list[bytes]) -> list[FoundEvent]:
-    """The visitor's lines with their buffer id and arrival time, for ordering and for
-    recognising an event that is both in an object and still in the buffer."""
+def found_events(lines: list[bytes], *, arrived: str = "created_at") -> list[FoundEvent]:
+    """The visitor's lines with their buffer id and arrival time (``arrived``: the key that
+    holds it), for ordering and for recognising a line that is both in an object and still
+    in the buffer."""
     found = []
     for line in lines:
         event = orjson.loads(line)
-        found.append(FoundEvent(str(event["created_at"]), int(event["id"]), line))
+        found.append(FoundEvent(str(event[arrived]), int(event["id"]), line))
     return found
 
 
-def find_in_object(raw: bytes, client_id: str, visitor_id: str) -> list[FoundEvent]:
-    """The visitor's events in a gzip raw object (in a worker process)."""
-    return found_events(split_visitor(gzip.decompress(raw), client_id, visitor_id).matched)
+def find_in_object(
+    raw: bytes, client_id: str, visitor_id: str, *, arrived: str = "created_at"
+) -> list[FoundEvent]:
+    """The visitor's lines in a gzip object of JSON lines (a raw object, or a failed-events
+    file with ``arrived="received_at"``), in a worker process."""
+    split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
+    return found_events(split.matched, arrived=arrived)
+
+
+def remove_from_object(raw: bytes, client_id: str, visitor_id: str) -> tuple[int, bytes | None]:
+    """A gzip object of JSON lines without the visitor's: how many went, and the new object
+    (``None`` when the visitor had none in it). Every other line is kept byte for byte."""
+    split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
+    if not split.matched:
+        return 0, None
+    return len(split.matched), gzip_object(split.kept)
 
 
 def merge_events(*sources: list[FoundEvent]) -> bytes:

@@ -22,10 +22,11 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -39,8 +40,15 @@ from evothesis.errors import (
 )
 from evothesis.export.keys import manifest_key
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.gdpr.lines import ObjectRewrite, find_in_object, merge_events, rewrite_object
-from evothesis.gdpr.store import ClientBatch, SubjectStore
+from evothesis.gdpr.lines import (
+    FoundEvent,
+    ObjectRewrite,
+    find_in_object,
+    merge_events,
+    remove_from_object,
+    rewrite_object,
+)
+from evothesis.gdpr.store import ClientBatch, ClientObjects, SubjectStore
 from evothesis.objects.cpu import run_in_worker
 
 logger = logging.getLogger("evothesis.gdpr")
@@ -73,10 +81,13 @@ class VisitorExport:
     """The visitor's events as one JSON Lines file, and what was searched to find them."""
 
     request_id: uuid.UUID
+    #: The events' lines, oldest first, then the failed events' lines (their own shape:
+    #: ``request_id``, ``position``, ``reason``, ``payload``…), oldest first.
     data: bytes
     events: int
     buffered_events: int
     objects_searched: int
+    failed_events: int
 
 
 class DataSubjectRequests:
@@ -94,39 +105,56 @@ class DataSubjectRequests:
     async def export(
         self, client_id: str, visitor_id: str, *, progress: Progress | None = None
     ) -> VisitorExport:
-        """Every event of the visitor, from the buffer and from the raw objects, each once,
-        oldest first, in the raw export's line format."""
+        """Every event and failed event of the visitor, from the buffer, the raw objects and
+        the backup bucket's failed-events files, each once, oldest first, in the lines the
+        exports write them as."""
         request_id = await self._begin("export", client_id, visitor_id)
         try:
-            batches, buffered = await self._store.snapshot(client_id, visitor_id)
-            raw = self._pipeline.raw_bucket
-            searched = 0
+            snapshot = await self._store.snapshot(client_id, visitor_id)
+            objects = snapshot.objects
+            raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
+            tally = _Tally(objects.count, progress)
 
-            async def search(batch: ClientBatch) -> list[Any]:
-                nonlocal searched
-                found = await run_in_worker(
-                    find_in_object, await raw.get(batch.raw_key), client_id, visitor_id
+            async def search_raw(batch: ClientBatch) -> list[FoundEvent]:
+                data = await raw.get(batch.raw_key)
+                found: list[FoundEvent] = await run_in_worker(
+                    find_in_object, data, client_id, visitor_id
                 )
-                searched += 1
-                if progress:
-                    progress(searched, len(batches))
+                tally.step()
                 return found
 
-            in_objects = await _bounded(search, batches)
-            data = merge_events(buffered, *in_objects)
+            async def search_failed(key: str) -> list[FoundEvent]:
+                data = await backup.get(key)
+                found: list[FoundEvent] = await run_in_worker(
+                    partial(find_in_object, arrived="received_at"), data, client_id, visitor_id
+                )
+                tally.step()
+                return found
+
+            data = merge_events(snapshot.events, *await _bounded(search_raw, objects.batches))
+            failed_data = merge_events(
+                snapshot.failed, *await _bounded(search_failed, objects.failed_files)
+            )
         except _INCOMPLETE as exc:
             await self._failed("export", request_id, client_id, visitor_id, exc)
             raise RequestIncomplete(f"the export could not finish: {exc}") from exc
-        events = data.count(b"\n")
+        events, failed = data.count(b"\n"), failed_data.count(b"\n")
         await self._audit(
             "export",
             "completed",
             request_id,
             client_id,
             visitor_id,
-            {"events": events, "buffered_events": len(buffered), "objects_searched": searched},
+            {
+                "events": events,
+                "buffered_events": len(snapshot.events),
+                "failed_events": failed,
+                "objects_searched": objects.count,
+            },
         )
-        return VisitorExport(request_id, data, events, len(buffered), searched)
+        return VisitorExport(
+            request_id, data + failed_data, events, len(snapshot.events), objects.count, failed
+        )
 
     # ------------------------------------------------------------------------------ deletion
 
@@ -138,17 +166,18 @@ class DataSubjectRequests:
         wait_s: float = 30.0,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Remove the visitor's events from the buffer and from every exported object of the
-        client; the receipt says what was rewritten. Other visitors' events are untouched:
-        their raw lines are kept byte for byte, and their rows are rendered by the same code
-        from the same lines."""
+        """Remove the visitor's events and failed events from the buffer and from every
+        exported object of the client (raw objects, the client's files, the backup bucket's
+        failed-events files); the receipt says what was rewritten. Other visitors' events are
+        untouched: their lines are kept byte for byte, and their rows are rendered by the
+        same code from the same lines."""
         request_id = await self._begin("delete", client_id, visitor_id)
         requested_at = datetime.now(UTC)
         try:
             async with self._store.exclusive(wait_s):
-                buffered = await self._store.delete_buffered(client_id, visitor_id)
-                batches = await self._store.client_batches(client_id)
-                rewritten = await self._rewrite(batches, client_id, visitor_id, progress)
+                buffered, buffered_failed = await self._store.delete_buffered(client_id, visitor_id)
+                objects = await self._store.client_objects(client_id)
+                rewritten = await self._rewrite(objects, client_id, visitor_id, progress)
             receipt = {
                 "request_id": str(request_id),
                 "kind": "delete",
@@ -157,9 +186,13 @@ class DataSubjectRequests:
                 "requested_at": requested_at.isoformat(),
                 "completed_at": datetime.now(UTC).isoformat(),
                 "buffer_events_deleted": buffered,
-                "objects_searched": len(batches),
+                "buffer_failed_events_deleted": buffered_failed,
+                "objects_searched": objects.count,
                 "events_deleted_from_objects": sum(
                     o["events_removed"] for o in rewritten if o["bucket"] == "raw"
+                ),
+                "failed_events_deleted_from_objects": sum(
+                    o["events_removed"] for o in rewritten if o["bucket"] == "backup"
                 ),
                 "objects_rewritten": rewritten,
             }
@@ -188,19 +221,30 @@ class DataSubjectRequests:
 
     async def _rewrite(
         self,
-        batches: list[ClientBatch],
+        objects: ClientObjects,
         client_id: str,
         visitor_id: str,
         progress: Progress | None,
     ) -> list[dict[str, Any]]:
         """Each raw object of the client without the visitor; the client's delivered file of
         it first (see the module docstring), a pending one is written later from the new raw
-        object by processing."""
-        raw = self._pipeline.raw_bucket
-        done = 0
+        object by processing; and each failed-events file without the visitor's."""
+        raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
+        tally = _Tally(objects.count, progress)
 
-        async def rewrite(batch: ClientBatch) -> list[dict[str, Any]]:
-            nonlocal done
+        async def rewrite_failed(key: str) -> list[dict[str, Any]]:
+            removed, kept = await run_in_worker(
+                remove_from_object, await backup.get(key), client_id, visitor_id
+            )
+            tally.step()
+            if kept is None:
+                return []
+            await backup.put(key, kept)
+            return [
+                {"bucket": "backup", "url": backup.spec.url, "key": key, "events_removed": removed}
+            ]
+
+        async def rewrite_events(batch: ClientBatch) -> list[dict[str, Any]]:
             delivery = batch.delivery if batch.delivered else None
             result: ObjectRewrite = await run_in_worker(
                 rewrite_object, await raw.get(batch.raw_key), client_id, visitor_id, delivery
@@ -230,12 +274,12 @@ class DataSubjectRequests:
                         "events_removed": result.removed,
                     },
                 )
-            done += 1
-            if progress:
-                progress(done, len(batches))
+            tally.step()
             return written
 
-        return [entry for entries in await _bounded(rewrite, batches) for entry in entries]
+        written = await _bounded(rewrite_events, objects.batches)
+        written += await _bounded(rewrite_failed, objects.failed_files)
+        return [entry for entries in written for entry in entries]
 
     # ---------------------------------------------------------------------------- audit log
 
@@ -283,18 +327,36 @@ class DataSubjectRequests:
         )
 
 
-async def _bounded(work: Callable[[ClientBatch], Any], batches: list[ClientBatch]) -> list[Any]:
-    """``work`` on every batch, a few at once. The first failure cancels the rest and waits
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Tally:
+    """Counts objects done across a request's steps, for its progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self._total = total
+        self._done = 0
+        self._progress = progress
+
+    def step(self) -> None:
+        self._done += 1
+        if self._progress:
+            self._progress(self._done, self._total)
+
+
+async def _bounded(work: Callable[[T], Awaitable[R]], items: list[T]) -> list[R]:
+    """``work`` on every item, a few at once. The first failure cancels the rest and waits
     for them, so nothing is still writing once a deletion has let the exporters back in."""
     limit = asyncio.Semaphore(PARALLEL_OBJECTS)
 
-    async def one(batch: ClientBatch) -> Any:
+    async def one(item: T) -> R:
         async with limit:
-            return await work(batch)
+            return await work(item)
 
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(batch)) for batch in batches]
+            tasks = [group.create_task(one(item)) for item in items]
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]

@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from evothesis.errors import ExportsRunning, LockBusy
+from evothesis.export.keys import failed_events_key
 from evothesis.export.ledger import Delivery
 from evothesis.gdpr.lines import FoundEvent, found_events
 from evothesis.storage.pool import Connection
@@ -54,6 +55,29 @@ class ClientBatch:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ClientObjects:
+    """Every exported object that may hold the client's events or failed events."""
+
+    batches: list[ClientBatch]
+    #: The backup bucket's failed-events files that hold failed events of the client.
+    failed_files: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.batches) + len(self.failed_files)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a visitor's export reads from PostgreSQL, at one moment."""
+
+    objects: ClientObjects
+    #: The visitor's events and failed events still in the buffer, as exported lines.
+    events: list[FoundEvent]
+    failed: list[FoundEvent]
+
+
 class SubjectStore:
     """Driver errors come out as ``StorageUnavailable``, as everywhere else."""
 
@@ -65,35 +89,41 @@ class SubjectStore:
         files a visitor may ask about)."""
         return bool(await self._run(lambda c: c.fetchval(query("gdpr_client_exists"), client_id)))
 
-    async def snapshot(
-        self, client_id: str, visitor_id: str
-    ) -> tuple[list[ClientBatch], list[FoundEvent]]:
-        """The client's exported batches and the visitor's buffered events, as of one moment.
+    async def snapshot(self, client_id: str, visitor_id: str) -> Snapshot:
+        """The client's exported batches and the visitor's buffered events and failed
+        events, as of one moment.
 
-        One repeatable-read snapshot: an event leaves the buffer (purge) only after its batch
-        was recorded as exported, so every event is in one of the two answers.
+        One repeatable-read snapshot: an event or a failed event leaves the buffer (purge)
+        only after its batch was recorded as exported, so each is in one of the answers.
         """
 
-        async def read(connection: Connection) -> tuple[list[ClientBatch], list[Any]]:
+        async def read(connection: Connection) -> Snapshot:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
-                batches = await connection.fetch(query("gdpr_client_batches"), client_id)
-                buffered = await connection.fetch(query("gdpr_buffer_lines"), client_id, visitor_id)
-            return [ClientBatch.from_row(client_id, row) for row in batches], buffered
-
-        batches, buffered = await self._run(read)
-        return batches, found_events([row["line"].encode() for row in buffered])
-
-    async def client_batches(self, client_id: str) -> list[ClientBatch]:
-        rows = await self._run(lambda c: c.fetch(query("gdpr_client_batches"), client_id))
-        return [ClientBatch.from_row(client_id, row) for row in rows]
-
-    async def delete_buffered(self, client_id: str, visitor_id: str) -> int:
-        """Remove the visitor's events from the buffer; how many there were."""
-        return int(
-            await self._run(
-                lambda c: c.fetchval(query("gdpr_delete_buffer"), client_id, visitor_id)
+                objects = await _client_objects(connection, client_id)
+                events = await connection.fetch(query("gdpr_buffer_lines"), client_id, visitor_id)
+                failed = await connection.fetch(
+                    query("gdpr_buffer_failed_lines"), client_id, visitor_id
+                )
+            return Snapshot(
+                objects,
+                found_events([row["line"].encode() for row in events]),
+                found_events([row["line"].encode() for row in failed], arrived="received_at"),
             )
+
+        snapshot: Snapshot = await self._run(read)
+        return snapshot
+
+    async def client_objects(self, client_id: str) -> ClientObjects:
+        objects: ClientObjects = await self._run(lambda c: _client_objects(c, client_id))
+        return objects
+
+    async def delete_buffered(self, client_id: str, visitor_id: str) -> tuple[int, int]:
+        """Remove the visitor's events and failed events from the buffer; how many of each
+        there were."""
+        row = await self._run(
+            lambda c: c.fetchrow(query("gdpr_delete_buffer"), client_id, visitor_id)
         )
+        return int(row["events"]), int(row["failed"])
 
     @contextlib.asynccontextmanager
     async def exclusive(self, wait_s: float) -> AsyncIterator[None]:
@@ -156,3 +186,12 @@ class SubjectStore:
 
     async def _run(self, work: Any) -> Any:
         return await with_connection(self._pool, work, what="data-subject request")
+
+
+async def _client_objects(connection: Connection, client_id: str) -> ClientObjects:
+    batches = await connection.fetch(query("gdpr_client_batches"), client_id)
+    failed = await connection.fetch(query("gdpr_failed_batches"), client_id)
+    return ClientObjects(
+        [ClientBatch.from_row(client_id, row) for row in batches],
+        [failed_events_key(row["batch_id"], row["claimed_at"]) for row in failed],
+    )

@@ -281,41 +281,58 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
         if client.privacy_level is PrivacyLevel.HIPAA
         else None
     )
-    failed = _failed_rows(envelope, client, context, privacy)
+    failed = _failed_rows(envelope, client, context, privacy, intake.payloads[0])
     return Accepted(rows, failed, audit, len(envelope.events) - len(rows))
 
 
 def _failed_rows(
-    envelope: Envelope, client: ClientConfig, context: RequestContext, privacy: RequestPrivacy
+    envelope: Envelope,
+    client: ClientConfig,
+    context: RequestContext,
+    privacy: RequestPrivacy,
+    outer: dict[str, Any],
 ) -> list[FailedEvent]:
     """The batch's rejected inner events as ``failed_events`` rows, redacted like events.
 
-    A payload rejected for a NUL character keeps it out of JSONB (which cannot hold it) by
-    replacing its escape with U+FFFD; one nested too deep to redact is not stored at all.
+    Each keeps the visitor and session it belongs to, as the stored events have them (its
+    own, protected, or the envelope's ``outer`` payload's), so that a data-subject request
+    finds it; an anonymous visitor's have none. A payload rejected for a NUL character keeps
+    it out of JSONB (which cannot hold it) by replacing its escape with U+FFFD; one nested
+    too deep to redact is not stored at all.
     """
     if not envelope.rejected:
         return []
-    outer = envelope.events[0]
+    first = envelope.events[0]
     failed = []
     for rejected in envelope.rejected:
         try:
-            payload = orjson.dumps(protect_rejected(rejected.raw, privacy)).decode()
+            protected = protect_rejected(rejected.raw, privacy)
+            payload = orjson.dumps(protected).decode()
         except (NestingTooDeep, orjson.JSONEncodeError):
-            payload = UNSTORABLE_PAYLOAD
+            protected, payload = None, UNSTORABLE_PAYLOAD
+        own = protected if isinstance(protected, dict) else {}
         failed.append(
             FailedEvent(
-                outer.event_id,
+                first.event_id,
                 rejected.position,
                 client.client_id,
-                outer.site_id,
+                first.site_id,
                 rejected.reason,
                 rejected.field,
                 rejected.message,
                 payload.replace("\\u0000", "\\ufffd"),
                 context.received_at,
+                _text(own, outer, "visitorId"),
+                _text(own, outer, "sessionId"),
             )
         )
     return failed
+
+
+def _text(own: dict[str, Any], outer: dict[str, Any], key: str) -> str | None:
+    """The event's own protected value of ``key``, else the envelope's it would inherit."""
+    value = own.get(key, outer.get(key))
+    return value if isinstance(value, str) else None
 
 
 def _audit_record(

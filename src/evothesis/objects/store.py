@@ -59,6 +59,16 @@ class Bucket:
         except (ObstoreError, OSError, TimeoutError) as exc:
             raise ObjectStoreError(_describe("read", self.spec, key, exc)) from exc
 
+    async def get_if_exists(self, key: str) -> bytes | None:
+        """The object, or ``None`` when there is none at ``key`` (any other failure raises)."""
+        try:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+        except FileNotFoundError:
+            return None
+        except (ObstoreError, OSError, TimeoutError) as exc:
+            raise ObjectStoreError(_describe("read", self.spec, key, exc)) from exc
+
     async def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
         try:

@@ -43,8 +43,8 @@ ON CONFLICT (request_id) DO NOTHING
 -- An inner event that failed validation, once per (request, position): retries and spool
 -- replays of the same request repeat it.
 INSERT INTO failed_events (request_id, position, client_id, site_id, reason, field, message,
-                           payload, received_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                           payload, received_at, visitor_id, session_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
@@ -185,21 +185,18 @@ ORDER BY xid, id
 -- The failed events that belong to a batch: those of the transactions in its xid range
 -- (after_xid, upto_xid]. Consecutive batches' ranges neither overlap nor leave gaps, and
 -- every transaction at or below upto_xid had ended when the batch was claimed.
-SELECT client_id, site_id, reason, received_at,
-       json_build_object('id', id, 'request_id', request_id, 'position', position,
-                         'client_id', client_id, 'site_id', site_id, 'reason', reason,
-                         'field', field, 'message', message, 'payload', payload,
-                         'received_at', received_at)::text AS line
-FROM failed_events
+SELECT client_id, site_id, reason, received_at, line
+FROM failed_event_lines
 WHERE xid > $1::text::xid8 AND xid <= $2::text::xid8
 ORDER BY xid, id
 
 -- export_mark_exported --
 -- Only the first exporter to finish a batch records it (a second one, whose lease had run
--- out, wrote the same objects and finds nothing to update).
+-- out, wrote the same objects and finds nothing to update). $5: the clients whose failed
+-- events the batch's backup file holds.
 UPDATE export_batches
 SET state = 'exported', exported_at = now(), raw_key = $2, raw_bytes = $3, event_count = $4,
-    lease_owner = NULL, lease_until = NULL, last_error = NULL
+    failed_clients = $5, lease_owner = NULL, lease_until = NULL, last_error = NULL
 WHERE batch_id = $1 AND state = 'pending'
 RETURNING batch_id
 
@@ -382,15 +379,29 @@ JOIN export_batches b ON b.batch_id = d.batch_id
 WHERE d.client_id = $1 AND b.state = 'exported'
 ORDER BY b.batch_id
 
+-- gdpr_failed_batches --
+-- Every exported batch whose backup failed-events file holds failed events of the client ($1).
+SELECT batch_id, claimed_at
+FROM export_batches
+WHERE failed_clients @> ARRAY[$1::text] AND state = 'exported'
+ORDER BY batch_id
+
 -- gdpr_buffer_lines --
 -- The visitor's events still in the buffer, as raw export lines.
 SELECT id, line FROM export_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
 
+-- gdpr_buffer_failed_lines --
+-- The visitor's failed events still in the buffer, as the backup bucket's lines.
+SELECT id, line FROM failed_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+
 -- gdpr_delete_buffer --
+-- The visitor's events and failed events, in one statement: (events, failed events).
 WITH gone AS (
     DELETE FROM events_log WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+), gone_failed AS (
+    DELETE FROM failed_events WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
 )
-SELECT count(*) AS deleted FROM gone
+SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM gone_failed) AS failed
 
 -- gdpr_audit_insert --
 INSERT INTO gdpr_audit (request_id, kind, step, client_id, visitor_sha256, receipt)

@@ -47,6 +47,7 @@ async def export_visitor(body: VisitorRequest, subjects: SubjectsDep) -> Respons
             "Content-Disposition": f'attachment; filename="{filename}"',
             "X-Request-Id": str(result.request_id),
             "X-Event-Count": str(result.events),
+            "X-Failed-Event-Count": str(result.failed_events),
         },
     )
 
