@@ -46,12 +46,15 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
 
         assert client.get("/health").json()["status"] == "healthy"
         assert client.get("/nginx-health").text == "ok\n"
+        # A query string (what a page put in its URL) is not written to the access log.
+        client.get("/health", params={"email": "ann@example.org"})
 
     # The demo page came from disk; each tracker reached the collector once.
     address = collector.url.removeprefix("http://")
     assert nginx.upstreams("GET /", 1) == ["-"]
     assert nginx.upstreams("GET /tracking.js", 2) == [address, "-"]
-    assert nginx.upstreams("GET /health", 1) == [address]
+    assert nginx.upstreams("GET /health", 2) == [address, address]
+    assert not [line for line in nginx.access_log() if "ann@example.org" in line or "?" in line]
 
 
 def test_a_body_over_the_collectors_limit_is_refused_by_nginx_in_its_shape(
