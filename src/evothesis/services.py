@@ -147,7 +147,7 @@ def export_buckets(settings: Settings) -> ExportBuckets:
     return ExportBuckets(
         raw=spec(settings.raw_bucket, "raw", settings.raw_access_key, settings.raw_secret_key),
         processed=spec(
-            settings.processed_bucket or settings.client_bucket,
+            settings.processed_bucket,
             "processed",
             settings.processed_access_key,
             settings.processed_secret_key,
@@ -177,6 +177,7 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         retention_s=settings.buffer_retention_s,
         lease_s=settings.export_lease_s,
         interval_s=settings.export_interval_s,
+        client_name=settings.client_name,
     )
 
 

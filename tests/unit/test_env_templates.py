@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evothesis.config import Settings
+from evothesis.config import setting_names
 from tests.support.nginx import ROOT, placeholders
 
 TEMPLATES = (".env.development", ".env.production")
@@ -22,7 +22,8 @@ def variables(path: Path) -> list[str]:
 
 
 def settings_names() -> set[str]:
-    return {field.alias or name for name, field in Settings.model_fields.items()}
+    """Every name Evothesis reads, the seed's other names of a setting included."""
+    return set(setting_names())
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
