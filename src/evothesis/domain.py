@@ -81,7 +81,10 @@ class EventSource(StrEnum):
 class ExportFormat(StrEnum):
     """The file format of a client's processed exports."""
 
+    #: Seed 004's JSON document: ``{"export_metadata": {…}, "events": […]}``.
     JSON = "json"
+    #: JSON Lines, one event per line (what ``json`` wrote before it became the document).
+    JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
 

@@ -63,6 +63,7 @@ CLIENTS = {
     "client_json": ("json", "http://a.test", ("a.test", "shop.a.test")),
     "client_csv": ("csv", "http://b.test", ("b.test", "blog.b.test")),
     "client_parquet": ("parquet", "http://c.test", ("c.test", "docs.c.test")),
+    "client_jsonl": ("jsonl", "http://d.test", ("d.test", "feed.d.test")),
 }
 #: The development client every test database has.
 DEV_SITES = ("localhost", "127.0.0.1")
@@ -81,7 +82,7 @@ TEXT_COLUMNS = (
 )
 PROCESSED_KEY = re.compile(
     r"^(?P<prefix>.*?)processed-events/(?P<client>[^/]+)/(?P<day>\d{4}/\d\d/\d\d)/"
-    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|csv|parquet)$"
+    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|json|csv|parquet)$"
 )
 
 # Values a tabular format must survive: separators, quotes, line breaks, non-ASCII text.
@@ -366,6 +367,11 @@ def assert_client_files(
         assert instant(metadata["time_range"]["end"]) == max(times)
 
         if fmt == "json":
+            document = orjson.loads(data)
+            assert list(document) == ["export_metadata", "events"]
+            assert document["export_metadata"] == metadata
+            assert all(list(event) == list(EXPORT_COLUMNS) for event in document["events"])
+        elif fmt == "jsonl":
             assert data.endswith(b"\n")
             lines = data[:-1].split(b"\n")
             assert all(list(orjson.loads(line)) == list(EXPORT_COLUMNS) for line in lines)

@@ -166,7 +166,8 @@ def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert processed_key("acme", 42, CLAIMED, "parquet") == (
         "processed-events/acme/2026/03/09/batch-000000000042.parquet"
     )
-    assert processed_key("acme", 42, CLAIMED, "json").endswith(".jsonl")
+    assert processed_key("acme", 42, CLAIMED, "json").endswith("/batch-000000000042.json")
+    assert processed_key("acme", 42, CLAIMED, "jsonl").endswith("/batch-000000000042.jsonl")
     assert processed_key("acme", 42, CLAIMED, "csv").endswith(".csv")
     assert manifest_key("a/b.csv") == "a/b.csv.manifest.json"
     assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order

@@ -352,7 +352,7 @@ class ExportPipeline:
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
-                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<jsonl|csv|parquet>"
+                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<json|jsonl|csv|parquet>"
                 " (+ .manifest.json)"
             ),
             "metering_key_pattern": (
