@@ -888,11 +888,14 @@ def test_retention_purges_exactly_the_exported_events(
 ) -> None:
     collector = start_collector()
     first = post_batch(collector, 30) + post_batch(collector, 12)
+    assert_counts(collector, total=42, buffered=42)
     env = s3_environment(s3, buckets, BUFFER_RETENTION="1s", EXPORT_BATCH_SIZE=25)
     exported = run_pipeline(database_url, lambda p: p.export(), **env)
     export_ended = time.monotonic()
     assert exported.events == len(first)
+    assert_counts(collector, total=42, buffered=42)  # exported, not yet purged
     later = post_batch(collector, 20)
+    assert_counts(collector, total=62, buffered=62)
 
     # Not yet as old as the retention (an hour here): nothing goes.
     hour = {**env, "BUFFER_RETENTION": "1h"}
@@ -901,6 +904,7 @@ def test_retention_purges_exactly_the_exported_events(
     time.sleep(max(0.0, 1.3 - (time.monotonic() - export_ended)))
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == len(first)
     assert set(db_events(database_url)) == set(later)
+    assert_counts(collector, total=62, buffered=20)  # retention lowers the buffer only
     batches = db_batches(database_url)
     assert all(b["purged_at"] is not None for b in batches.values())
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0
@@ -912,6 +916,19 @@ def test_retention_purges_exactly_the_exported_events(
     assert duplicates(ids) == {} and set(ids) == set(first) | set(later)
     status = run_pipeline(database_url, lambda p: p.export_status(), **env)
     assert status["purged_batches"] == len(batches)
+    assert_counts(collector, total=62, buffered=20)
+    # Claimed into a batch that is not exported yet: counted once all the same.
+    post_batch(collector, 3)
+    assert run_pipeline(database_url, lambda p: p.ledger.claim(25), **env).event_count == 3
+    assert_counts(collector, total=65, buffered=23)
+
+
+def assert_counts(collector: RunningCollector, *, total: int, buffered: int) -> None:
+    """/events/count of the development client: all time, and in the buffer."""
+    with collector.client() as client:
+        counts = client.get("/events/count").json()
+    assert (counts["count"], counts["by_client"]) == (total, {"client_test": total})
+    assert counts["buffer"] == {"count": buffered, "by_client": {"client_test": buffered}}
 
 
 def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(

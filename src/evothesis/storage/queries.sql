@@ -48,8 +48,38 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
--- Total and per-client event counts in the buffer.
-SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY client_id
+-- Per client, in one statement's snapshot: the events in the buffer now, and every event
+-- ever stored: those of exported batches (client_event_totals, which the ledger's
+-- deliveries keep) plus the buffered ones no exported batch holds yet (after the newest
+-- batch, or in a batch still pending). Both ranges are read through the (xid, id) index.
+WITH newest AS (
+    SELECT upto_xid, upto_id FROM export_batches ORDER BY batch_id DESC LIMIT 1
+), buffered AS (
+    SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id
+), unclaimed AS (
+    SELECT client_id, count(*) AS events FROM events_log
+    WHERE (xid, id) > (COALESCE((SELECT upto_xid FROM newest), '0'::xid8),
+                       COALESCE((SELECT upto_id FROM newest), 0))
+    GROUP BY client_id
+), claimed_pending AS (
+    SELECT e.client_id, count(*) AS events
+    FROM export_batches b
+    JOIN events_log e ON (e.xid, e.id) > (b.after_xid, b.after_id)
+                     AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
+    WHERE b.state = 'pending'
+    GROUP BY e.client_id
+), clients AS (
+    SELECT client_id FROM buffered UNION SELECT client_id FROM client_event_totals
+)
+SELECT c.client_id,
+       COALESCE(b.events, 0) AS buffered,
+       COALESCE(t.exported_events, 0) + COALESCE(u.events, 0) + COALESCE(p.events, 0) AS total
+FROM clients c
+LEFT JOIN buffered b USING (client_id)
+LEFT JOIN client_event_totals t USING (client_id)
+LEFT JOIN unclaimed u USING (client_id)
+LEFT JOIN claimed_pending p USING (client_id)
+ORDER BY c.client_id
 
 -- recent_events --
 -- Newest events first, for debugging attribution.
