@@ -29,8 +29,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-import asyncpg
-
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
@@ -49,7 +47,7 @@ from evothesis.registry.secrets import SecretBox, load_secret_box
 from evothesis.registry.snapshot import SnapshotKeeper
 from evothesis.registry.store import RegistryStore
 from evothesis.storage.events import EventStore
-from evothesis.storage.pool import create_pool, database_unreachable
+from evothesis.storage.pool import MonitoredPool, create_pool, database_unreachable
 from evothesis.storage.replay import replay_forever
 from evothesis.storage.sessions import describe_error
 from evothesis.storage.spool import Spool
@@ -90,7 +88,7 @@ class Services:
 
     settings: Settings
     clock: Clock
-    pool: asyncpg.Pool
+    pool: MonitoredPool
     #: The registry tables of this database: the CLI's and the admin API's, the export's
     #: source of client destinations, and the collector's lookups unless pixel management
     #: is another service (``PIXEL_MANAGEMENT_URL``). ``None`` only in a process that has
@@ -263,13 +261,15 @@ async def open_services(
         )
 
 
-async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> asyncpg.Pool:
+async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> MonitoredPool:
     """The pool, with its ``min_size`` connections open. When no PostgreSQL answers and an
     outage is tolerated, a pool that opens connections only when asked instead (asyncpg
     cannot raise a pool's floor afterwards: such a pool keeps no idle connections until the
-    process restarts, and pays a connection set-up after an idle spell)."""
+    process restarts, and pays a connection set-up after an idle spell).
+
+    Its size is logged once: the seeds' operators look for pool lines in the log."""
     try:
-        return await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+        pool = await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
     except Exception as exc:
         if not (tolerate_outage and database_unreachable(exc)):
             raise
@@ -278,7 +278,15 @@ async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool
             "and known sites attributed from the registry snapshot until it returns",
             describe_error(exc),
         )
-    return await create_pool(database_url, min_size=0, max_size=size.max_size)
+        pool = await create_pool(database_url, min_size=0, max_size=size.max_size)
+    logger.info(
+        "Connection pool open: %d connection(s), keeps %d, at most %d (DATABASE_POOL_SIZE, "
+        "+ DATABASE_MAX_OVERFLOW); saturation is logged, /metrics has evothesis_db_pool_*",
+        pool.get_size(),
+        pool.get_min_size(),
+        pool.get_max_size(),
+    )
+    return pool
 
 
 @asynccontextmanager
