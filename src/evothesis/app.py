@@ -23,6 +23,7 @@ from evothesis.api.transport.asgi import ASGIApp, Receive, Scope, Send
 from evothesis.api.transport.deadlines import ReadDeadlines
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings, read_settings
+from evothesis.domain import SchedulerRole
 from evothesis.heap import settle_after_startup
 from evothesis.logs import configure_logging
 from evothesis.services import open_ingestion, open_services, scheduled_exports
@@ -78,13 +79,14 @@ def create_app(
                 )
             )
             ingestion = await stack.enter_async_context(open_ingestion(services))
-            scheduler = None
             if settings.export_in_serve:
-                scheduler = await stack.enter_async_context(scheduled_exports(services))
+                await stack.enter_async_context(
+                    scheduled_exports(services, SchedulerRole.COLLECTOR)
+                )
             deadlines = await stack.enter_async_context(
                 ReadDeadlines.running(settings.body_timeout_s)
             )
-            runtime.start(services, ingestion=ingestion, scheduler=scheduler, deadlines=deadlines)
+            runtime.start(services, ingestion=ingestion, deadlines=deadlines)
             stack.callback(runtime.stop)
             if long_running:
                 settle_after_startup()

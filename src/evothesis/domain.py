@@ -89,6 +89,15 @@ class ExportFormat(StrEnum):
     PARQUET = "parquet"
 
 
+class SchedulerRole(StrEnum):
+    """Which kind of process runs an export schedule (``/pipeline/status`` says who)."""
+
+    #: ``evothesis serve`` with ``EXPORT_IN_SERVE``.
+    COLLECTOR = "collector"
+    #: ``evothesis worker``.
+    WORKER = "worker"
+
+
 # -------------------------------------------------------------- what happens to events
 
 

@@ -32,11 +32,12 @@ from typing import Any, Final
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
+from evothesis.domain import SchedulerRole
 from evothesis.enrich.limits import EventLimits
 from evothesis.errors import BucketConfigError, RegistryUnavailable, SecretKeyError
 from evothesis.export.pipeline import ExportPipeline, PipelineSettings
 from evothesis.export.process import TargetLookup
-from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.export.scheduler import SchedulerState, run_scheduler, runner_name
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.ingest.collector import Collector
 from evothesis.ingest.enrichment import Enricher, build_enricher
@@ -388,18 +389,18 @@ def _snapshot_keeper(services: Services) -> SnapshotKeeper | None:
 
 
 @asynccontextmanager
-async def scheduled_exports(services: Services) -> AsyncIterator[SchedulerState | None]:
-    """Run the export schedule while the block runs; ``None`` when ``EXPORT_SCHEDULE`` is
-    off (exports then run on demand only)."""
+async def scheduled_exports(services: Services, role: SchedulerRole) -> AsyncIterator[None]:
+    """Run the export schedule while the block runs, recorded in the database as run by a
+    ``role`` process; nothing when ``EXPORT_SCHEDULE`` is off (exports then run on
+    demand only)."""
     interval = services.settings.export_interval_s
     if interval is None:
-        yield None
+        yield
         return
-    state = SchedulerState()
-    async with _background(
-        run_scheduler(services.pipeline, state, interval_s=interval), "export-scheduler"
-    ):
-        yield state
+    pipeline = services.pipeline
+    state = SchedulerState(runner_name(pipeline.ledger), role)
+    async with _background(run_scheduler(pipeline, state, interval_s=interval), "export-scheduler"):
+        yield
 
 
 @asynccontextmanager

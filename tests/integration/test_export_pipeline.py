@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from evothesis.app import create_app
 from evothesis.config import Settings
+from evothesis.domain import SchedulerRole
 from evothesis.export.formats import (
     EXPORT_COLUMNS,
     FILE_EXTENSIONS,
@@ -37,7 +38,12 @@ from evothesis.export.formats import (
 )
 from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.export.scheduler import (
+    SchedulerState,
+    run_scheduler,
+    runner_name,
+    schedule_status,
+)
 from evothesis.storage.queries import query
 from tests.support.loopback import free_port
 from tests.support.postgres import register_client
@@ -50,6 +56,7 @@ from tests.support.s3 import (
     raw_events,
     run_pipeline,
     s3_environment,
+    sql,
     wait_until,
 )
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector, collector_folders, serve_in_thread
@@ -821,7 +828,10 @@ def test_pipeline_endpoints(
 
         overall = http.get("/pipeline/status").json()
         assert overall["status"] == "healthy"
-        assert overall["scheduler"] == {"running": False}
+        # No process runs the schedule (this collector does not, and there is no worker).
+        assert overall["scheduler"]["running"] is False
+        assert overall["scheduler"]["runners"] == []
+        assert overall["scheduler"]["last_round"] is None
         assert overall["export"]["exported_events"] == total
         assert overall["config"] == config
 
@@ -946,11 +956,20 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
         return time.monotonic() - started
 
     async def work(pipeline: ExportPipeline) -> tuple[SchedulerState, list[str]]:
-        state = SchedulerState()
+        state = SchedulerState(runner_name(pipeline.ledger), SchedulerRole.WORKER)
         task = asyncio.create_task(run_scheduler(pipeline, state, interval_s=3600, poll_s=0.1))
         try:
             await wait_until(lambda: state.rounds >= 1, 10)
             assert state.running
+            # What any collector reads: the schedule as this runner records it.
+            recorded = await schedule_status(pipeline.ledger)
+            assert recorded["running"] is True
+            assert recorded["ran_by"] == {"runner": state.runner, "role": "worker"}
+            assert recorded["last_round"]["export"]["events"] == len(initial)
+            [runner] = recorded["runners"]
+            assert (runner["rounds"], runner["interval_seconds"]) == (1, 3600)
+            assert runner["triggers"] == {"schedule": 1}
+            assert recorded["next_due_at"] > recorded["last_round_at"]
             assert state.last_round is not None
             assert state.last_round["trigger"] == "schedule"
             assert state.last_round["export"]["events"] == len(initial)
@@ -969,10 +988,17 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
             assert state.last_round["process"]["events"] == len(few) + len(more)
             assert state.triggers == {"schedule": 1, "threshold": 1}
             assert state.last_error is None
+            [runner] = (await schedule_status(pipeline.ledger))["runners"]
+            assert runner["triggers"] == {"schedule": 1, "threshold": 1}
+            assert runner["rounds"] == 2
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Stopped: no longer running, its last round still shown.
+        stopped = await schedule_status(pipeline.ledger)
+        assert stopped["running"] is False and stopped["runners"] == []
+        assert stopped["last_round"]["trigger"] == "threshold"
         return state, initial + few + more
 
     state, posted = run_pipeline(database_url, work, **env)
@@ -980,6 +1006,30 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
     rows = db_events(database_url)
     assert set(rows) == set(posted)
     assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
+
+
+def test_a_scheduler_that_fell_silent_is_not_running(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """A worker killed without stopping keeps its row; its silence says it is gone."""
+
+    async def work(pipeline: ExportPipeline) -> tuple[dict[str, Any], dict[str, Any]]:
+        await pipeline.ledger.scheduler_started("host:1/abc", SchedulerRole.WORKER, 60)
+        alive = await schedule_status(pipeline.ledger)
+        await asyncio.to_thread(
+            sql,
+            database_url,
+            "UPDATE export_schedulers SET heartbeat_at = now() - interval '31 seconds'",
+        )
+        return alive, await schedule_status(pipeline.ledger)
+
+    alive, silent = run_pipeline(database_url, work, **s3_environment(s3, buckets))
+    assert alive["running"] is True
+    assert [(r["runner"], r["role"], r["rounds"]) for r in alive["runners"]] == [
+        ("host:1/abc", "worker", 0)
+    ]
+    assert alive["next_due_at"] is not None and alive["last_round"] is None
+    assert silent["running"] is False and silent["runners"] == []
 
 
 def _insert_event(conn: psycopg.Connection[Any], label: str) -> str:

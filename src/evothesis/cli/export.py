@@ -24,6 +24,7 @@ from evothesis.cli.common import (
     print_json,
     run_services,
 )
+from evothesis.domain import SchedulerRole
 from evothesis.export.pipeline import ExportPipeline, Progress
 from evothesis.services import CLI_POOL, open_services, scheduled_exports
 
@@ -131,7 +132,7 @@ def worker() -> None:
             loop.add_signal_handler(signum, stopped.set)
         async with (
             open_services(settings, database_url=url, pool_size=CLI_POOL) as services,
-            scheduled_exports(services),
+            scheduled_exports(services, SchedulerRole.WORKER),
         ):
             await stopped.wait()
 
