@@ -111,9 +111,11 @@ async def events_recent(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Response:
-    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table."""
+    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table. Each row
+    also carries the seeds' ``eventType`` and ``siteId``, which their ``jq`` filters read."""
     rows = await ingestion.events.recent(min(limit, settings.recent_max_limit))
     for row in rows:
         row["eventType"] = row["event_type"]
+        row["siteId"] = row["site_id"]
         row["raw_event_data"] = orjson.loads(row["raw_event_data"])
     return JSONResponse(rows)
