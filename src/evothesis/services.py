@@ -229,7 +229,12 @@ async def open_services(
         box_error = exc
     size = pool_size or PoolSize(settings.pool_size, settings.pool_max_size)
     async with AsyncExitStack() as stack:
-        pool = await _open_pool(database_url, size, tolerate_outage=tolerate_outage)
+        pool = await _open_pool(
+            database_url,
+            size,
+            tolerate_outage=tolerate_outage,
+            log_saturation=pool_size is None,
+        )
         stack.push_async_callback(pool.close)
         registry = RegistryStore(pool, box) if box is not None else None
         if (
@@ -262,15 +267,23 @@ async def open_services(
         )
 
 
-async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> MonitoredPool:
+async def _open_pool(
+    database_url: str, size: PoolSize, *, tolerate_outage: bool, log_saturation: bool
+) -> MonitoredPool:
     """The pool, with its ``min_size`` connections open. When no PostgreSQL answers and an
     outage is tolerated, a pool that opens connections only when asked instead (asyncpg
     cannot raise a pool's floor afterwards: such a pool keeps no idle connections until the
     process restarts, and pays a connection set-up after an idle spell).
 
-    Its size is logged once: the seeds' operators look for pool lines in the log."""
+    Its size is logged once: the seeds' operators look for pool lines in the log. Waits
+    are logged (``log_saturation``) where the settings size the pool."""
     try:
-        pool = await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+        pool = await create_pool(
+            database_url,
+            min_size=size.min_size,
+            max_size=size.max_size,
+            log_saturation=log_saturation,
+        )
     except Exception as exc:
         if not (tolerate_outage and database_unreachable(exc)):
             raise
@@ -279,7 +292,9 @@ async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool
             "and known sites attributed from the registry snapshot until it returns",
             describe_error(exc),
         )
-        pool = await create_pool(database_url, min_size=0, max_size=size.max_size)
+        pool = await create_pool(
+            database_url, min_size=0, max_size=size.max_size, log_saturation=log_saturation
+        )
     logger.info(
         "Connection pool open: %d connection(s), keeps %d, at most %d (DATABASE_POOL_SIZE, "
         "+ DATABASE_MAX_OVERFLOW); saturation is logged, /metrics has evothesis_db_pool_*",

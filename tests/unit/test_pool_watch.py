@@ -69,3 +69,17 @@ def test_saturation_is_logged_at_most_every_30_seconds_with_what_happened_since(
     assert "1 request(s) waited" in first
     assert "5 request(s) waited for one in the last" in second
     assert watch.waits == 6 and watch.waiting == 0 and watch.in_use == 1
+
+
+def test_a_commands_fixed_pool_counts_waits_without_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    watch = PoolWatch(1, log_saturation=False, clock=clock)
+    watch.acquired(watch.acquiring())
+    with caplog.at_level(logging.WARNING, logger="evothesis.storage"):
+        started = watch.acquiring()
+        clock.now += 1
+        watch.gave_up(started)
+    assert (watch.waits, watch.wait_seconds) == (1, 1.0)
+    assert saturation_lines(caplog) == []

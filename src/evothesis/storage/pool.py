@@ -95,11 +95,17 @@ class PoolStats:
 
 
 class PoolWatch:
-    """Counts of one pool's use; pure bookkeeping (``clock`` is injected for tests)."""
+    """Counts of one pool's use; pure bookkeeping (``clock`` is injected for tests).
+
+    ``log_saturation``: whether waits are worth a warning. They are for a pool sized by
+    ``DATABASE_POOL_SIZE``/``DATABASE_MAX_OVERFLOW`` (a collector's, pixel management's);
+    a command's small fixed pool waits by design, and is counted only.
+    """
 
     __slots__ = (
         "_clock",
         "_last_log",
+        "_log_saturation",
         "_window_longest",
         "_window_seconds",
         "_window_waits",
@@ -110,8 +116,15 @@ class PoolWatch:
         "waits",
     )
 
-    def __init__(self, max_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        log_saturation: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_size = max_size
+        self._log_saturation = log_saturation
         self._clock = clock
         self.in_use = 0
         self.waiting = 0
@@ -152,6 +165,8 @@ class PoolWatch:
         self._window_waits += 1
         self._window_seconds += seconds
         self._window_longest = max(self._window_longest, seconds)
+        if not self._log_saturation:
+            return
         if self._last_log is None or now - self._last_log >= SATURATION_LOG_SECONDS:
             self._log(now)
 
@@ -211,9 +226,9 @@ class MonitoredPool(_Pool):
 
     __slots__ = ("watch",)
 
-    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_size: int, log_saturation: bool, **kwargs: Any) -> None:
         super().__init__(*args, max_size=max_size, **kwargs)
-        self.watch = PoolWatch(max_size)
+        self.watch = PoolWatch(max_size, log_saturation=log_saturation)
 
     def acquire(self, *, timeout: float | None = None) -> _Acquire:
         return _WatchedAcquire(self, timeout)
@@ -241,14 +256,17 @@ class MonitoredPool(_Pool):
         )
 
 
-async def create_pool(database_url: str, *, min_size: int, max_size: int) -> MonitoredPool:
+async def create_pool(
+    database_url: str, *, min_size: int, max_size: int, log_saturation: bool = True
+) -> MonitoredPool:
     """Open the pool; raises ``OSError``/``asyncpg`` errors when the database is down.
 
     The options are ``asyncpg.create_pool``'s, which builds its own class: this builds ours
-    the same way.
+    the same way. ``log_saturation``: see ``PoolWatch``.
     """
     pool = MonitoredPool(
         database_url,
+        log_saturation=log_saturation,
         min_size=min(min_size, max_size),
         max_size=max_size,
         max_queries=50_000,
