@@ -378,6 +378,57 @@ SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_a
        last_success_at, paused_until > now() AS paused
 FROM export_destination_state ORDER BY client_id
 
+-- scheduler_started --
+-- A process starts running the export schedule ($1 runner, $2 role, $3 interval); rows of
+-- schedulers silent for a week go, except the one that ran the newest round.
+WITH pruned AS (
+    DELETE FROM export_schedulers
+    WHERE heartbeat_at < now() - interval '7 days'
+      AND runner <> COALESCE((SELECT runner FROM export_schedulers
+                              WHERE last_round_at IS NOT NULL
+                              ORDER BY last_round_at DESC LIMIT 1), '')
+)
+INSERT INTO export_schedulers (runner, role, interval_s, next_due_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (runner) DO UPDATE
+SET role = EXCLUDED.role, interval_s = EXCLUDED.interval_s, started_at = now(),
+    heartbeat_at = now(), stopped_at = NULL, next_due_at = now()
+
+-- scheduler_heartbeat --
+UPDATE export_schedulers SET heartbeat_at = now() WHERE runner = $1
+
+-- scheduler_round_started --
+-- $2: what started it (schedule or threshold), counted as it starts.
+UPDATE export_schedulers
+SET round_started_at = now(), heartbeat_at = now(),
+    triggers = jsonb_set(triggers, ARRAY[$2::text],
+                         to_jsonb(COALESCE((triggers ->> $2::text)::int, 0) + 1))
+WHERE runner = $1
+
+-- scheduler_round_ended --
+-- $2: the round's report (NULL when it failed), $3: its error, $4: seconds to the next.
+UPDATE export_schedulers
+SET round_started_at = NULL, heartbeat_at = now(),
+    rounds = rounds + (CASE WHEN $2::jsonb IS NULL THEN 0 ELSE 1 END),
+    last_round_at = CASE WHEN $2::jsonb IS NULL THEN last_round_at ELSE now() END,
+    last_round = COALESCE($2::jsonb, last_round),
+    last_error = $3,
+    next_due_at = now() + make_interval(secs => $4)
+WHERE runner = $1
+
+-- scheduler_stopped --
+UPDATE export_schedulers SET stopped_at = now(), round_started_at = NULL WHERE runner = $1
+
+-- scheduler_states --
+-- Every scheduler's row, with whether it runs now: not stopped, and heard from within $1
+-- seconds (one that died without stopping falls silent).
+SELECT runner, role, interval_s, started_at, heartbeat_at, stopped_at, rounds,
+       triggers::text AS triggers, round_started_at, last_round_at,
+       last_round::text AS last_round, last_error, next_due_at,
+       stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1) AS running
+FROM export_schedulers
+ORDER BY runner
+
 -- export_shared_lock --
 -- Held by an export or processing run for its whole length (session level, so that it
 -- spans the run's many transactions); a data-subject deletion takes the same lock
@@ -463,54 +514,3 @@ FROM export_batches b LEFT JOIN export_deliveries d USING (batch_id)
 WHERE b.batch_id = ANY($1::bigint[])
    OR (b.state = 'exported' AND b.last_created_at >= $2 AND b.first_created_at < $3)
 ORDER BY b.batch_id, d.client_id
-
--- scheduler_started --
--- A process starts running the export schedule ($1 runner, $2 role, $3 interval); rows of
--- schedulers silent for a week go, except the one that ran the newest round.
-WITH pruned AS (
-    DELETE FROM export_schedulers
-    WHERE heartbeat_at < now() - interval '7 days'
-      AND runner <> COALESCE((SELECT runner FROM export_schedulers
-                              WHERE last_round_at IS NOT NULL
-                              ORDER BY last_round_at DESC LIMIT 1), '')
-)
-INSERT INTO export_schedulers (runner, role, interval_s, next_due_at)
-VALUES ($1, $2, $3, now())
-ON CONFLICT (runner) DO UPDATE
-SET role = EXCLUDED.role, interval_s = EXCLUDED.interval_s, started_at = now(),
-    heartbeat_at = now(), stopped_at = NULL, next_due_at = now()
-
--- scheduler_heartbeat --
-UPDATE export_schedulers SET heartbeat_at = now() WHERE runner = $1
-
--- scheduler_round_started --
--- $2: what started it (schedule or threshold), counted as it starts.
-UPDATE export_schedulers
-SET round_started_at = now(), heartbeat_at = now(),
-    triggers = jsonb_set(triggers, ARRAY[$2::text],
-                         to_jsonb(COALESCE((triggers ->> $2::text)::int, 0) + 1))
-WHERE runner = $1
-
--- scheduler_round_ended --
--- $2: the round's report (NULL when it failed), $3: its error, $4: seconds to the next.
-UPDATE export_schedulers
-SET round_started_at = NULL, heartbeat_at = now(),
-    rounds = rounds + (CASE WHEN $2::jsonb IS NULL THEN 0 ELSE 1 END),
-    last_round_at = CASE WHEN $2::jsonb IS NULL THEN last_round_at ELSE now() END,
-    last_round = COALESCE($2::jsonb, last_round),
-    last_error = $3,
-    next_due_at = now() + make_interval(secs => $4)
-WHERE runner = $1
-
--- scheduler_stopped --
-UPDATE export_schedulers SET stopped_at = now(), round_started_at = NULL WHERE runner = $1
-
--- scheduler_states --
--- Every scheduler's row, with whether it runs now: not stopped, and heard from within $1
--- seconds (one that died without stopping falls silent).
-SELECT runner, role, interval_s, started_at, heartbeat_at, stopped_at, rounds,
-       triggers::text AS triggers, round_started_at, last_round_at,
-       last_round::text AS last_round, last_error, next_due_at,
-       stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1) AS running
-FROM export_schedulers
-ORDER BY runner
