@@ -21,7 +21,7 @@ HTTP. The tree::
     │   ├── BucketConfigError, BackupUnreadable
     │   └── RawFormatError
     ├── ConfigurationError               this process is not set up to do it
-    │   └── SecretKeyError
+    │   └── SecretKeyError, ConflictingSettings
     └── SnapshotRefused                  a file on local disk that cannot be trusted
 """
 
@@ -270,6 +270,12 @@ class SecretKeyError(ConfigurationError):
     """The secret key is missing, malformed, or does not open a stored secret."""
 
     code = "secret_key_error"
+
+
+class ConflictingSettings(ConfigurationError):
+    """Two names of one setting are set to different values."""
+
+    code = "conflicting_settings"
 
 
 # ---------------------------------------------------------------------------- local files
