@@ -237,6 +237,32 @@ class Settings(BaseSettings):
         description="IPs/CIDRs whose X-Forwarded-For and X-Real-IP are believed",
     )
 
+    # ---------------------------------------------------------------------- HTTP edge
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        alias="HEADER_READ_TIMEOUT",
+        description="seconds a connection may take to send a request line and headers, from "
+        "connecting or from a following request's first byte; then 408, or closed if "
+        "nothing came",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        alias="MAX_HEADER_BYTES",
+        description="largest request line plus headers; larger is a 431",
+    )
+    max_headers: int = Field(
+        100, ge=1, alias="MAX_HEADERS", description="most header fields a request may have"
+    )
+    max_idle_connections: int = Field(
+        1000,
+        ge=1,
+        alias="MAX_IDLE_CONNECTIONS",
+        description="connections per process not in a request (new, kept alive, sending "
+        "headers); past it the longest idle one is closed",
+    )
+
     # ------------------------------------------------------------------------- intake
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, alias="MAX_BODY_BYTES", description="largest accepted body"

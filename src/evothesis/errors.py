@@ -8,6 +8,7 @@ HTTP. The tree::
     EvothesisError
     ├── BadRequest                       the sender's request cannot be used
     │   ├── MalformedBody, RequestTimeout, UnsupportedMediaType, InvalidPeriod
+    │   ├── MalformedRequest, HeadersTooLarge
     │   ├── PayloadTooLarge ── BatchTooLarge
     │   └── InvalidEvent ── InvalidSetting
     ├── Refused                          /collect: the sender may not send these events
@@ -64,6 +65,18 @@ class RequestTimeout(BadRequest):
     """The request body did not arrive in time."""
 
     code = "request_timeout"
+
+
+class MalformedRequest(BadRequest):
+    """The request is not valid HTTP/1.1."""
+
+    code = "malformed_request"
+
+
+class HeadersTooLarge(BadRequest):
+    """The request line and headers are too large, or there are too many headers."""
+
+    code = "headers_too_large"
 
 
 class UnsupportedMediaType(BadRequest):

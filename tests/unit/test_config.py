@@ -346,6 +346,10 @@ def test_every_setting_has_a_known_prefix_or_is_known_by_name() -> None:
         "MAX_BODY_BYTES",
         "MAX_BATCH_EVENTS",
         "BODY_READ_TIMEOUT",
+        "HEADER_READ_TIMEOUT",
+        "MAX_HEADER_BYTES",
+        "MAX_HEADERS",
+        "MAX_IDLE_CONNECTIONS",
         "ENRICHMENT",
         "CLIENT_NAME",
     }

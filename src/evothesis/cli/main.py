@@ -73,10 +73,13 @@ def serve(
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
     if workers > 1:
         os.environ["DATABASE_URL"] = url
-        run_workers(host=host, port=port, workers=workers, access_log=access_log)
+        run_workers(host=host, port=port, workers=workers, access_log=access_log, settings=settings)
         return
     application = create_app(settings, database_url=url, long_running=True)
-    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
+    config = uvicorn_config(
+        application, host=host, port=port, settings=settings, access_log=access_log
+    )
+    uvicorn.Server(config).run()
 
 
 @app.command(epilog=environment_help())
@@ -113,7 +116,10 @@ def pixel_management(
     migrate_database(url)
     logger.info("Evothesis %s pixel management on http://%s:%d/", __version__, host, port)
     application = create_pixel_management_app(settings, database_url=url)
-    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
+    config = uvicorn_config(
+        application, host=host, port=port, settings=settings, access_log=access_log
+    )
+    uvicorn.Server(config).run()
 
 
 @app.command("secret-key", epilog=environment_help())
