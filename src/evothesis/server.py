@@ -19,7 +19,8 @@ from evothesis.config import Settings
 #: acknowledged is durable either way. Nothing here speaks WebSocket, so uvicorn does not
 #: offer to (its handshake refusals would be its own, not JSON).
 GRACEFUL_SHUTDOWN_SECONDS = 20
-#: A connection kept alive after an answer is closed when no request starts within this.
+#: A connection kept alive after an answer is closed when no request starts within this
+#: (nginx's upstream keep-alive in deploy/nginx is shorter, so it never reuses one we close).
 KEEP_ALIVE_SECONDS = 5
 _OPTIONS: dict[str, Any] = {
     "log_config": None,
