@@ -305,6 +305,15 @@ def refused_without_site(output: str) -> None:
     assert answer["error"]["field"] == "siteId"
 
 
+def names_what_it_needs(output: str) -> None:
+    """Seed 000's "endpoint reachable" check, a bare GET: a JSON error naming the field the
+    image pixel needs first, not an HTML page or an empty answer."""
+    answer = one_json(output)
+    assert answer["status"] == "error"
+    assert answer["error"]["code"] == "invalid_event"
+    assert answer["error"]["field"] == "eventType"
+
+
 def healthy(output: str) -> None:
     answer = one_json(output)
     assert answer["status"] == "healthy"
@@ -549,6 +558,7 @@ COLLECTED_EVENTS = 1 + 3 + 1 + 4 + 3 + 1 + 1
 #: Requests that read (after ``COLLECT``).
 REQUESTS = (
     Seed("000 001 002 004", "curl http://localhost:8000/health", healthy),
+    Seed("000", "curl http://localhost:8000/collect", names_what_it_needs),
     Seed("002", "curl http://localhost:8000/health | jq '.database'", is_connected),
     Seed("001", "curl http://vm-hostname:8000/events/count", counted),
     Seed("000 002 004", "curl http://localhost:8000/events/recent", recent_events),
