@@ -9,12 +9,14 @@ Rows are written the way the collector writes them (``EventStore.insert``: binar
 one PostgreSQL backend does all the work: its CPU is read from ``/proc/<pid>/stat``
 before and after, the WAL written from ``pg_current_wal_lsn()``. Each configuration starts
 from an empty table (``--backlog`` rows put in first, outside the measurement) and a
-checkpoint, so full-page images weigh the same in each. The configurations: the table as
-the migrations leave it, then without each secondary index in turn (its cost is the
-difference), then with none of them (the floor: heap and primary key).
+checkpoint, so full-page images weigh the same in each; afterwards the rows are deleted
+as the export's purge deletes exported batches, and the table vacuumed (retention's cost).
+The configurations: the table as the migrations leave it, then without each secondary index
+in turn (its cost is the difference), then with none of them (the floor: heap and primary
+key).
 
 Reported: the median of ``--runs`` for each configuration, in µs of backend CPU and WAL
-bytes per row.
+bytes per row, to insert and to purge.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ FROM generate_series(1, $1) g
 """
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+WAL_SINCE = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class Cost:
     config: str
     cpu_us_per_row: float
     wal_bytes_per_row: float
+    #: Retention: deleting the same rows as the export's purge does (by export batch, a
+    #: range of (xid, id)), then the VACUUM that makes their space reusable.
+    purge_cpu_us_per_row: float
+    purge_wal_bytes_per_row: float
 
 
 def rows(count: int, start: datetime) -> list[EventRow]:
@@ -121,12 +128,36 @@ async def measure(database_url: str, config: str, args: argparse.Namespace) -> C
             await store.insert(batch[at : at + args.flush])
         cpu = backend_cpu_s(pid) - cpu_before
         async with pool.acquire() as connection:
-            wal = await connection.fetchval(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", wal_before
-            )
+            wal = await connection.fetchval(WAL_SINCE, wal_before)
+            purge_cpu, purge_wal = await purge(connection, pid, args)
     finally:
         await pool.close()
-    return Cost(config, cpu * 1e6 / args.rows, float(wal) / args.rows)
+    per_row = 1e6 / args.rows
+    return Cost(config, cpu * per_row, wal / args.rows, purge_cpu * per_row, purge_wal / args.rows)
+
+
+async def purge(
+    connection: asyncpg.Connection, pid: int, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Backend CPU seconds and WAL bytes to delete the measured rows (after the backlog) in
+    export batches of 20 flushes each, by (xid, id) range as ``export_purge`` deletes an
+    exported batch, and to vacuum the table afterwards."""
+    bounds = await connection.fetch(
+        "SELECT xid, id FROM events_log ORDER BY xid, id OFFSET $1", args.backlog
+    )
+    step = args.flush * 20
+    await connection.execute("CHECKPOINT")
+    wal_before = await connection.fetchval("SELECT pg_current_wal_lsn()::text")
+    cpu_before = backend_cpu_s(pid)
+    for at in range(0, len(bounds), step):
+        first, last = bounds[at], bounds[min(at + step, len(bounds)) - 1]
+        await connection.execute(
+            "DELETE FROM events_log WHERE (xid, id) >= ($1, $2) AND (xid, id) <= ($3, $4)",
+            first["xid"], first["id"], last["xid"], last["id"],
+        )  # fmt: skip
+    await connection.execute("VACUUM events_log", timeout=3600)
+    cpu = backend_cpu_s(pid) - cpu_before
+    return cpu, await connection.fetchval(WAL_SINCE, wal_before)
 
 
 async def secondary_indexes(database_url: str) -> dict[str, str]:
@@ -176,7 +207,9 @@ async def run(database_url: str, args: argparse.Namespace) -> list[Cost]:
             costs.append(cost)
             print(
                 f"round {round_ + 1} {config:50} {cost.cpu_us_per_row:7.1f} µs/row "
-                f"{cost.wal_bytes_per_row:7.0f} WAL bytes/row",
+                f"{cost.wal_bytes_per_row:7.0f} WAL bytes/row; purge and vacuum "
+                f"{cost.purge_cpu_us_per_row:7.1f} µs/row {cost.purge_wal_bytes_per_row:7.0f} "
+                "WAL bytes/row",
                 flush=True,
             )
     return costs
@@ -184,24 +217,35 @@ async def run(database_url: str, args: argparse.Namespace) -> list[Cost]:
 
 def report(costs: list[Cost], args: argparse.Namespace) -> None:
     configs = list(dict.fromkeys(c.config for c in costs))
-    print(
-        f"\nmedian of {args.runs} runs, {args.rows:,} rows in flushes of {args.flush}, "
-        f"backlog {args.backlog:,} rows:"
-    )
-    print(f"{'configuration':50} {'µs/row':>8} {'WAL B/row':>10} {'index µs':>9} {'index B':>8}")
+    measures = ("cpu_us_per_row", "wal_bytes_per_row", "purge_cpu_us_per_row",
+                "purge_wal_bytes_per_row")  # fmt: skip
     medians = {
-        config: (
-            statistics.median(c.cpu_us_per_row for c in costs if c.config == config),
-            statistics.median(c.wal_bytes_per_row for c in costs if c.config == config),
-        )
+        config: {
+            m: statistics.median(getattr(c, m) for c in costs if c.config == config)
+            for m in measures
+        }
         for config in configs
     }
+    print(
+        f"\nmedian of {args.runs} runs, {args.rows:,} rows in flushes of {args.flush}, "
+        f"backlog {args.backlog:,} rows (an index's share: all indexes minus without it):"
+    )
+    print(
+        f"{'configuration':50} {'insert µs':>9} {'WAL B':>6} {'purge µs':>9} {'WAL B':>6}"
+        f" {'share µs':>9} {'WAL B':>6}"
+    )
     everything = medians["all indexes"]
-    for config, (cpu, wal) in medians.items():
-        share = ""
+    for config, m in medians.items():
+        line = (
+            f"{config:50} {m['cpu_us_per_row']:9.1f} {m['wal_bytes_per_row']:6.0f} "
+            f"{m['purge_cpu_us_per_row']:9.1f} {m['purge_wal_bytes_per_row']:6.0f}"
+        )
         if config.startswith("without "):
-            share = f"{everything[0] - cpu:9.1f} {everything[1] - wal:8.0f}"
-        print(f"{config:50} {cpu:8.1f} {wal:10.0f} {share}")
+            line += (
+                f" {everything['cpu_us_per_row'] - m['cpu_us_per_row']:9.1f}"
+                f" {everything['wal_bytes_per_row'] - m['wal_bytes_per_row']:6.0f}"
+            )
+        print(line)
     print(f"RESULT {json.dumps(medians)}")
 
 
