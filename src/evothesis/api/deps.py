@@ -18,7 +18,9 @@ from evothesis.api.transport.request_metrics import RequestMetrics
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock
 from evothesis.config import Settings
+from evothesis.export.notices import NoticeSender
 from evothesis.export.pipeline import ExportPipeline
+from evothesis.export.replays import Replays
 from evothesis.export.scheduler import SchedulerState
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.registry.store import RegistryStore
@@ -28,8 +30,10 @@ __all__ = [
     "BillingDep",
     "ClockDep",
     "IngestionDep",
+    "NoticesDep",
     "PipelineDep",
     "RegistryDep",
+    "ReplaysDep",
     "Runtime",
     "RuntimeDep",
     "SchedulerDep",
@@ -122,6 +126,14 @@ def _pipeline(services: ServicesDep) -> ExportPipeline:
     return services.pipeline
 
 
+def _replays(services: ServicesDep) -> Replays:
+    return services.replays
+
+
+def _notices(services: ServicesDep) -> NoticeSender:
+    return services.notices
+
+
 def _subjects(services: ServicesDep) -> DataSubjectRequests:
     return services.subjects
 
@@ -143,5 +155,7 @@ IngestionDep = Annotated[Ingestion, Depends(_ingestion)]
 SchedulerDep = Annotated[SchedulerState | None, Depends(_scheduler)]
 PipelineDep = Annotated[ExportPipeline, Depends(_pipeline)]
 SubjectsDep = Annotated[DataSubjectRequests, Depends(_subjects)]
+ReplaysDep = Annotated[Replays, Depends(_replays)]
+NoticesDep = Annotated[NoticeSender, Depends(_notices)]
 BillingDep = Annotated[Billing, Depends(_billing)]
 RegistryDep = Annotated[RegistryStore, Depends(_registry)]

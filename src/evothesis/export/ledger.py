@@ -25,6 +25,7 @@ from evothesis.domain import DeliveryTrigger, RejectReason
 from evothesis.errors import StorageUnavailable
 from evothesis.export.deliveries import Cut, Delivery, PendingClient, Share, split_shares
 from evothesis.export.formats import BadLine
+from evothesis.registry.secrets import hash_write_key
 from evothesis.schedules import DeliverySchedule, parse_schedule
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
@@ -330,6 +331,12 @@ class ExportLedger:
 
         return await self._run(work)
 
+    async def client_for_write_key(self, write_key: str) -> str | None:
+        """The active client whose write key this is, or ``None`` (only its digest is
+        stored, so the lookup is by digest)."""
+        row = await self._fetchrow("client_by_write_key", hash_write_key(write_key))
+        return row["client_id"] if row is not None and row["active"] else None
+
     async def request_delivery(self, client_id: str, min_interval_s: float) -> float | None:
         """Record a client's on-demand request; ``None`` when accepted, else the seconds
         until the next one may come (one per ``min_interval_s``)."""
@@ -465,6 +472,10 @@ class ExportLedger:
         """Dead and failing deliveries of a client (every client: ``None``) due at once,
         pauses lifted; how many deliveries."""
         return int(await self._run(lambda c: c.fetchval(query("export_retry_now"), client_id)))
+
+    async def delivered_clients(self) -> list[str]:
+        """Clients with delivered deliveries (what a replay of every client covers)."""
+        return [row["client_id"] for row in await self._fetch("export_delivered_clients")]
 
     async def dead_letters(self, client_id: str | None) -> list[dict[str, Any]]:
         return [dict(row) for row in await self._fetch("export_dead_letters", client_id)]

@@ -248,11 +248,6 @@ class RegistryStore:
             return None
         return NotifyTarget(row["notify_url"], self._box.open(row["notify_secret"]).decode())
 
-    async def client_for_write_key(self, write_key: str) -> str | None:
-        """The active client whose write key this is, or ``None``."""
-        row = await self._fetchrow("client_by_write_key", hash_write_key(write_key))
-        return row["client_id"] if row is not None and row["active"] else None
-
     # ---------------------------------------------------------------- administration
 
     async def create_client(

@@ -468,6 +468,9 @@ FROM export_deliveries
 WHERE state = 'dead' AND ($1::text IS NULL OR client_id = $1::text)
 ORDER BY client_id, seq
 
+-- export_delivered_clients --
+SELECT DISTINCT client_id FROM export_deliveries WHERE state = 'delivered' ORDER BY client_id
+
 -- export_purge --
 -- Delete the events (and failed events) of one batch exported more than $1 seconds ago.
 WITH batch AS (
