@@ -54,6 +54,7 @@ PACKAGED_NAMES = [
     "export_dead_letter",
     "export_retry_now",
     "export_dead_letters",
+    "export_delivered_clients",
     "export_purge",
     "export_backlog",
     "export_batch_summary",
