@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
+from evothesis.clock import Clock
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.services import CLI_POOL, open_services
+from evothesis.services import CLI_POOL, Services, open_services
 from tests.support.sync import run_coroutine
 
 REGION = "us-east-1"
@@ -115,11 +116,20 @@ def client_credentials(s3: S3) -> dict[str, str]:
 
 def run_pipeline(database_url: str, work: Callable[[ExportPipeline], Any], **env: Any) -> Any:
     """Run ``work(pipeline)`` (a coroutine function) with a pipeline built from ``env``."""
+    return run_services(database_url, lambda services: work(services.pipeline), **env)
+
+
+def run_services(
+    database_url: str, work: Callable[[Services], Any], *, clock: Clock | None = None, **env: Any
+) -> Any:
+    """Run ``work(services)`` (a coroutine function) with services built from ``env``."""
     settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
 
     async def run() -> Any:
-        async with open_services(settings, database_url=database_url, pool_size=CLI_POOL) as s:
-            return await work(s.pipeline)
+        async with open_services(
+            settings, database_url=database_url, pool_size=CLI_POOL, clock=clock
+        ) as services:
+            return await work(services)
 
     return run_coroutine(run)
 
