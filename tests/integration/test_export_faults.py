@@ -43,6 +43,7 @@ from tests.support.s3 import (
     S3,
     Buckets,
     assert_exactly_once,
+    insert_events,
     run_pipeline,
     s3_environment,
     sql,
@@ -61,25 +62,6 @@ RACE_SECONDS = 3.0
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def insert_events(database_url: str, count: int, clients: tuple[str, ...] = CLIENTS) -> None:
-    """``count`` events spread round-robin over ``clients``, in one statement."""
-    sql(
-        database_url,
-        """
-        INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id,
-                                client_id, "timestamp", url, path, referrer, user_agent,
-                                raw_event_data)
-        SELECT gen_random_uuid(), 'pageview', 'session-' || mod(g, 97), 'visitor-' || mod(g, 89),
-               c.client_id || '.example', c.client_id, now() - make_interval(secs => g),
-               'https://' || c.client_id || '.example/page/' || g, '/page/' || g,
-               NULL, 'fault-test', jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g))
-        FROM generate_series(1, %(count)s) AS g,
-             LATERAL (SELECT (%(clients)s::text[])[1 + mod(g, %(k)s)] AS client_id) AS c
-        """,
-        {"count": count, "clients": list(clients), "k": len(clients)},
-    )
 
 
 def pipeline_settings(s3: S3, buckets: Buckets, tmp_path: Path, **extra: Any) -> dict[str, str]:
@@ -331,7 +313,7 @@ def test_exporter_killed_mid_batch_is_taken_over_exactly_once(
     half of the body sent (``partial``), after S3 stored the objects but before the exporter
     heard back (``withhold``), or while ``recording`` the batch as exported: the ledger still
     says pending, and the batch is exported (once) after its lease has run out."""
-    insert_events(database_url, 3000)
+    insert_events(database_url, 3000, CLIENTS)
     cli = cli_factory(through_proxy(s3, buckets, tmp_path, proxy))
     with frozen_at(stage, proxy, database_url, "export_deliveries"):
         exporter = cli.start("export", "run")
@@ -386,7 +368,7 @@ def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
     """The same stages for the writes of ``process run`` (its reads of raw objects go
     through untouched); ``withhold`` and ``recording`` leave a client's file in S3 while
     its delivery is still pending."""
-    insert_events(database_url, 3000)
+    insert_events(database_url, 3000, CLIENTS)
     settings = through_proxy(s3, buckets, tmp_path, proxy, EXPORT_FORMAT=fmt)
     (exported,) = run_in_process(database_url, settings, "export")
     assert exported.events == 3000 and not exported.failed_batches
@@ -446,7 +428,7 @@ def test_s3_unreachable_then_back_loses_nothing(
     tmp_path: Path,
     cli_factory: Callable[[dict[str, str]], Cli],
 ) -> None:
-    insert_events(database_url, 3000)
+    insert_events(database_url, 3000, CLIENTS)
     cli = cli_factory(through_proxy(s3, buckets, tmp_path, proxy))
 
     # Raw export while every connection to S3 is reset.

@@ -195,6 +195,25 @@ def sql(database_url: str, statement: str, params: Any = None) -> list[tuple[Any
         return cursor.fetchall() if cursor.description else []
 
 
+def insert_events(database_url: str, count: int, clients: tuple[str, ...]) -> None:
+    """``count`` events spread round-robin over ``clients``, in one statement."""
+    sql(
+        database_url,
+        """
+        INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id,
+                                client_id, "timestamp", url, path, referrer, user_agent,
+                                raw_event_data)
+        SELECT gen_random_uuid(), 'pageview', 'session-' || mod(g, 97), 'visitor-' || mod(g, 89),
+               c.client_id || '.example', c.client_id, now() - make_interval(secs => g),
+               'https://' || c.client_id || '.example/page/' || g, '/page/' || g,
+               NULL, 'fault-test', jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g))
+        FROM generate_series(1, %(count)s) AS g,
+             LATERAL (SELECT (%(clients)s::text[])[1 + mod(g, %(k)s)] AS client_id) AS c
+        """,
+        {"count": count, "clients": list(clients), "k": len(clients)},
+    )
+
+
 def stored_events(database_url: str) -> dict[str, str]:
     """event_id -> client_id of every event in the buffer (retention keeps them here)."""
     rows = sql(database_url, "SELECT event_id::text, client_id FROM events_log")

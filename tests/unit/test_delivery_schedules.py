@@ -120,8 +120,11 @@ def test_real_time_cuts_at_once_and_triggers_cut_everything_early() -> None:
     assert due_cut(pending(threshold=11), T0) is None
     asked = pending(requested_at=T0 - timedelta(seconds=5))
     assert due_cut(asked, T0) == Cut(DeliveryTrigger.ON_DEMAND)
-    # Not while the raw export has yet to claim what was waiting when the client asked.
-    assert due_cut(asked, T0, requests=False) is None
+    # Not while the raw export has yet to claim what was waiting when the client asked,
+    # nor a tick's delivery.
+    assert due_cut(asked, T0, caught_up=False) is None
+    assert due_cut(pending(), at(14), caught_up=False) is None
+    assert due_cut(pending(threshold=10), T0, caught_up=False) == Cut(DeliveryTrigger.THRESHOLD)
     stale = pending(requested_at=T0 - ON_DEMAND_EXPIRY - timedelta(seconds=1))
     assert due_cut(stale, T0) is None
 

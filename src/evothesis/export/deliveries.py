@@ -144,26 +144,25 @@ class Cut:
     tick: datetime | None = None
 
 
-def due_cut(client: PendingClient, now: datetime, *, requests: bool = True) -> Cut | None:
+def due_cut(client: PendingClient, now: datetime, *, caught_up: bool = True) -> Cut | None:
     """Whether the client's pending events are to be cut into a delivery now, and how.
 
-    Real time cuts at once; an on-demand request (unless ``requests`` is false, while the
-    raw export has not yet claimed what was waiting when it came) and a reached threshold
-    cut everything exported; a schedule cuts at each tick what was claimed before it, the
-    first tick after the oldest pending batch or after the last tick cut, whichever is
-    later (missed ticks make one delivery, not one each).
+    Real time and a reached threshold cut at once, everything exported. An on-demand
+    request cuts everything exported, and a schedule at each tick what was claimed before
+    it (the first tick after the oldest pending batch or after the last tick cut, whichever
+    is later: missed ticks make one delivery, not one each); both wait while the raw export
+    has yet to catch up with the buffer (``caught_up`` false), so that they hold what was
+    waiting when the client asked or the tick came.
     """
     schedule = client.schedule
     if schedule.real_time:
         return Cut(DeliveryTrigger.REAL_TIME)
-    if (
-        requests
-        and client.requested_at is not None
-        and now - client.requested_at < (ON_DEMAND_EXPIRY)
-    ):
-        return Cut(DeliveryTrigger.ON_DEMAND)
     if client.threshold is not None and client.pending_events >= client.threshold:
         return Cut(DeliveryTrigger.THRESHOLD)
+    if not caught_up:
+        return None
+    if client.requested_at is not None and now - client.requested_at < ON_DEMAND_EXPIRY:
+        return Cut(DeliveryTrigger.ON_DEMAND)
     tick = schedule.last_tick(now)
     covered = schedule.last_tick(client.oldest_claimed_at)
     assert tick is not None and covered is not None  # not real time

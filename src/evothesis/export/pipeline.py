@@ -251,14 +251,13 @@ class ExportPipeline:
                 )
             return await self._process(deadline_s, progress, client_id=client_id, report=report)
 
-    async def cut_due(self, *, requests: bool = True, client_id: str | None = None) -> int:
+    async def cut_due(self, *, caught_up: bool = True, client_id: str | None = None) -> int:
         """Cut the deliveries that schedules and triggers say are due now; how many.
-        ``requests``: answer on-demand requests too (not while the raw export has yet to
-        claim what was waiting when they came)."""
+        ``caught_up``: the raw export has claimed what was waiting (see ``due_cut``)."""
         now = self.clock.now()
         cut = 0
         for client in await self.ledger.pending_clients(client_id):
-            decision = due_cut(client, now, requests=requests)
+            decision = due_cut(client, now, caught_up=caught_up)
             if decision is not None:
                 seqs = await self.ledger.cut(
                     client.client_id, decision, max_events=MAX_DELIVERY_EVENTS
@@ -304,7 +303,7 @@ class ExportPipeline:
                 exporting = alongside is not None and not alongside.export.done()
                 if alongside is not None:
                     alongside.batch_exported.clear()
-                report.cut += await self.cut_due(requests=not exporting, client_id=client_id)
+                report.cut += await self.cut_due(caught_up=not exporting, client_id=client_id)
                 # A failed delivery is due again only after its backoff, so this ends.
                 while len(in_flight) < PARALLEL_OBJECTS and (
                     deadline_s is None or time.monotonic() - started < deadline_s

@@ -249,9 +249,12 @@ class Processor:
         )
 
     async def bucket_for(self, client_id: str, destination: str | None = None) -> Bucket:
-        """The client's destination as it is configured now (or ``destination`` with the
-        client's credentials), opened once, then reused."""
+        """The client's destination as it is configured now, opened once, then reused; or
+        ``destination`` (a replay's) with the credentials of where the client's files go
+        now: its own, or the operator's processed bucket's."""
         configured, credentials = await self._targets(client_id)
+        if destination is not None and not configured:
+            credentials = dict(self._default.options)
         spec = client_bucket(destination or configured, credentials, default=self._default)
         cache_key = (spec.url, tuple(sorted(spec.options.items())))
         bucket = self._buckets.get(cache_key)
