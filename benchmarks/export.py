@@ -85,6 +85,8 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
     env: dict[str, Any] = {
         "EVOTHESIS_DATA_DIR": str(data_dir),
         "EXPORT_FORMAT": "parquet",
+        # A delivery per batch and client as it is exported: what one round can measure.
+        "EXPORT_SCHEDULE": "real-time",
         "EXPORT_BATCH_SIZE": args.batch_size,
         "EVOTHESIS_SECRET_KEY": generate_key(),
     }
@@ -112,7 +114,8 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
     ) as services:
         async with services.pool.acquire() as connection:
             await connection.execute(
-                "TRUNCATE events_log, export_deliveries, export_batches, export_destination_state"
+                "TRUNCATE events_log, export_shares, export_deliveries, export_batches,"
+                " export_destination_state, export_client_state"
             )
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
             await connection.execute(FILL, args.events, args.clients, timeout=600)

@@ -66,7 +66,7 @@ def _schedule(value: object) -> DeliverySchedule:
 #: ``EXPORT_INTERVAL``: seconds between scheduled raw export rounds, ``None`` for ``off``.
 Interval = Annotated[float | None, BeforeValidator(_interval)]
 #: ``EXPORT_SCHEDULE``: when clients without a schedule of their own get their files.
-Schedule = Annotated[DeliverySchedule, BeforeValidator(_schedule)]
+Schedule = Annotated[DeliverySchedule, NoDecode, BeforeValidator(_schedule)]
 
 
 class Settings(BaseSettings):

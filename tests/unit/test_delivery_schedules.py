@@ -66,6 +66,13 @@ def test_real_time_has_no_ticks() -> None:
     assert real_time.next_tick(T0) is None and real_time.last_tick(T0) is None
 
 
+def test_export_schedule_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORT_SCHEDULE", "*/10 * * * *")
+    monkeypatch.setenv("EXPORT_INTERVAL", "30s")
+    settings = Settings(_env_file=None)
+    assert (settings.export_schedule.text, settings.export_interval_s) == ("*/10 * * * *", 30.0)
+
+
 def test_export_schedule_defaults_to_hourly_and_takes_any_schedule() -> None:
     assert Settings(_env_file=None).export_schedule.text == "hourly"
     assert Settings(_env_file=None).export_interval_s == 60.0

@@ -36,8 +36,13 @@ __all__ = ["export_app", "process_app", "worker"]
 
 T = TypeVar("T")
 
-export_app = command_group("export", "Export the buffer to the raw bucket (and inspect it).")
-process_app = command_group("process", "Write per-client files from raw objects.")
+export_app = command_group(
+    "export", "Export the buffer to the raw bucket (and inspect it); replay past deliveries."
+)
+process_app = command_group(
+    "process",
+    "Deliver clients' files from raw objects (schedules, triggers, dead letters, notices).",
+)
 
 Deadline = Annotated[
     float | None,
