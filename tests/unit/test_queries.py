@@ -45,6 +45,7 @@ PACKAGED_NAMES = [
     "export_request_delivery",
     "export_batch_failed",
     "export_lease_deliveries",
+    "export_renew_deliveries",
     "export_mark_delivered",
     "export_delivery_failed",
     "export_destination_failed",

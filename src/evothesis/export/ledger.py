@@ -383,6 +383,20 @@ class ExportLedger:
         rows = first + (rest if group_events > head["event_count"] else [])
         return await self._with_shares(rows)
 
+    async def renew(self, deliveries: Sequence[Delivery]) -> None:
+        """Extend this exporter's lease of deliveries it is still writing."""
+        await self._execute(
+            "export_renew_deliveries",
+            [delivery.client_id for delivery in deliveries],
+            [delivery.seq for delivery in deliveries],
+            self.owner,
+            self._lease_s,
+        )
+
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
     async def deliveries(self, client_id: str, seqs: list[int]) -> list[Delivery]:
         """A client's deliveries by number, whatever their state."""
         rows = await self._fetch("export_deliveries_by_seq", client_id, seqs)

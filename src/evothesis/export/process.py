@@ -81,10 +81,26 @@ class Processor:
         self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
 
     async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
-        """One leased group: rendered, written, recorded. A failure is recorded on the
-        deliveries it concerns, which are retried later with backoff, and never stops the
-        others'; only the database's own outage, which stops everything anyway, is
-        raised."""
+        """One leased group: rendered, written, recorded, its lease renewed meanwhile (a
+        daily delivery may read many objects). A failure is recorded on the deliveries it
+        concerns, which are retried later with backoff, and never stops the others'; only
+        the database's own outage, which stops everything anyway, is raised."""
+        renewal = asyncio.create_task(self._renew(group))
+        try:
+            return await self._process(group)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+
+    async def _renew(self, group: Sequence[Delivery]) -> None:
+        while True:
+            await asyncio.sleep(self._ledger.lease_s / 3)
+            try:
+                await self._ledger.renew(group)
+            except StorageUnavailable as exc:
+                logger.warning("Could not renew the lease of %d deliveries: %s", len(group), exc)
+
+    async def _process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
         rendered = await self.render(group, fmt=None, source=self.read_raw)
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
 

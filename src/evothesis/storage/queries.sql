@@ -331,6 +331,15 @@ WHERE d.client_id = picked.client_id AND d.seq = picked.seq
 RETURNING d.client_id, d.seq, d.trigger, d.format, d.cut_at, d.attempts, d.event_count,
           d.first_batch, d.last_batch
 
+-- export_renew_deliveries --
+-- Deliveries still being written by their lease owner ($3) keep their lease another $4
+-- seconds, so that a long delivery is not taken over while it is being written.
+UPDATE export_deliveries d
+SET lease_until = now() + make_interval(secs => $4)
+FROM unnest($1::text[], $2::bigint[]) AS x (client_id, seq)
+WHERE d.client_id = x.client_id AND d.seq = x.seq AND d.state = 'pending'
+  AND d.lease_owner = $3
+
 -- export_mark_delivered --
 -- Deliveries done ($1 clients, $2 numbers, $3 their files as JSON arrays), their clients'
 -- destinations recorded as working again, and a notice for each client with a webhook whose
