@@ -147,6 +147,17 @@ async def notices(
     "/client/deliveries",
     status_code=202,
     summary="A client asks for its pending events now (its write key; once a minute)",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "X-Write-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The client's write key (or HTTP Basic with it as user name).",
+            }
+        ]
+    },
 )
 async def request_delivery(
     request: Request, pipeline: PipelineDep, runtime: RuntimeDep
