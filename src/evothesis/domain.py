@@ -81,7 +81,10 @@ class EventSource(StrEnum):
 class ExportFormat(StrEnum):
     """The file format of a client's processed exports."""
 
+    #: Seed 004's JSON document: ``{"export_metadata": {…}, "events": […]}``.
     JSON = "json"
+    #: JSON Lines, one event per line (what ``json`` wrote before it became the document).
+    JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
 
@@ -110,6 +113,15 @@ class NoticeKind(StrEnum):
     DELIVERY_FAILING = "delivery.failing"
     DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
     REPLAY_FINISHED = "replay.finished"
+
+
+class SchedulerRole(StrEnum):
+    """Which kind of process runs an export schedule (``/pipeline/status`` says who)."""
+
+    #: ``evothesis serve`` with ``EXPORT_IN_SERVE``.
+    COLLECTOR = "collector"
+    #: ``evothesis worker``.
+    WORKER = "worker"
 
 
 # -------------------------------------------------------------- what happens to events

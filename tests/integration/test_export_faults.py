@@ -375,11 +375,11 @@ def test_exporter_killed_mid_batch_is_taken_over_exactly_once(
         ("stall", "json", "real-time"),
         ("partial", "csv", "real-time"),
         ("withhold", "parquet", "real-time"),
-        ("recording", "json", "real-time"),
+        ("recording", "jsonl", "real-time"),
         ("stall", "csv", "hourly"),
         ("partial", "parquet", "hourly"),
         ("withhold", "json", "hourly"),
-        ("recording", "parquet", "hourly"),
+        ("recording", "jsonl", "hourly"),
     ],
 )
 def test_processor_killed_mid_delivery_is_taken_over_exactly_once(

@@ -103,7 +103,7 @@ def test_hourly_and_daily_clients_each_get_one_file_per_period(
 
     hourly = data_keys(s3, buckets.processed, "hourly_co")
     daily = data_keys(s3, buckets.processed, "daily_co")
-    assert [k.rsplit("/", 1)[1] for k in hourly] == [f"delivery-{n:012d}.jsonl" for n in (1, 2, 3)]
+    assert [k.rsplit("/", 1)[1] for k in hourly] == [f"delivery-{n:012d}.json" for n in (1, 2, 3)]
     assert [k.rsplit("/", 1)[1] for k in daily] == [f"delivery-{n:012d}.csv" for n in (1, 2)]
     expected_hourly = [
         periods[0]["hourly_co"],

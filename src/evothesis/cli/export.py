@@ -26,10 +26,9 @@ from evothesis.cli.common import (
     print_json,
     run_services,
 )
-from evothesis.domain import ExportFormat
+from evothesis.domain import ExportFormat, SchedulerRole
 from evothesis.export.pipeline import ExportPipeline, Progress
 from evothesis.export.replays import ReplayRange
-from evothesis.logs import configure_logging
 from evothesis.services import CLI_POOL, Services, open_services, scheduled_exports
 
 __all__ = ["export_app", "process_app", "worker"]
@@ -248,7 +247,6 @@ def worker() -> None:
     and buffer retention. Several workers (and collectors with EXPORT_IN_SERVE) can run
     at once; they share the work."""
     settings = load_settings()
-    configure_logging(settings.log_level)
     interval = settings.export_interval_s
     if interval is None:
         fail("EXPORT_INTERVAL is off: run `evothesis export run` on demand instead")
@@ -266,7 +264,7 @@ def worker() -> None:
             loop.add_signal_handler(signum, stopped.set)
         async with (
             open_services(settings, database_url=url, pool_size=CLI_POOL) as services,
-            scheduled_exports(services),
+            scheduled_exports(services, SchedulerRole.WORKER),
         ):
             await stopped.wait()
 

@@ -104,6 +104,8 @@ class PipelineSettings:
     notice_after_s: float = 3600.0
     #: … and this long, it is no longer retried by itself (a dead letter).
     dead_letter_after_s: float = 86400.0
+    #: ``CLIENT_NAME``: the client a VM-per-client deployment serves, as operators named it.
+    client_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +444,7 @@ class ExportPipeline:
     def config(self) -> dict[str, Any]:
         """The pipeline's configuration as operators may see it (no secrets)."""
         return {
+            "client_name": self.settings.client_name,
             "buckets": self.buckets.describe(),
             "batch_size": self.settings.batch_size,
             "interval_seconds": self.settings.interval_s,
@@ -454,7 +457,7 @@ class ExportPipeline:
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
-                "processed-events/<client_id>/YYYY/MM/DD/delivery-<n>.<jsonl|csv|parquet>"
+                "processed-events/<client_id>/YYYY/MM/DD/delivery-<n>.<json|jsonl|csv|parquet>"
                 " (real time: batch-<batch>.<ext>; + .manifest.json)"
             ),
             "metering_key_pattern": (

@@ -22,6 +22,7 @@ import orjson
 
 from evothesis.export.deliveries import Delivery
 from evothesis.export.formats import (
+    JSON_FORMATS,
     BadLine,
     ClientEvents,
     RawEvent,
@@ -76,7 +77,7 @@ class ObjectParts:
 def split_object(raw: bytes, wants: Sequence[Want]) -> ObjectParts:
     """Parse a gzip raw object once and answer every want from it."""
     parsed = parse_raw_lines(gzip.decompress(raw))
-    columns = any(want.whole and want.fmt != "json" for want in wants)
+    columns = any(want.whole and want.fmt not in JSON_FORMATS for want in wants)
     events = split_by_client(parsed.events, columns=columns)
     nothing = ClientEvents([], None)
     parts: list[RenderedFile | bytes] = []

@@ -18,12 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from evothesis.api.collect import write_key
-from evothesis.api.deps import (
-    NoticesDep,
-    PipelineDep,
-    ReplaysDep,
-    RuntimeDep,
-)
+from evothesis.api.deps import NoticesDep, PipelineDep, ReplaysDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.routes.export import RUN_DEADLINE_SECONDS, ClientQuery
 from evothesis.api.tokens import require_operator, require_reader
@@ -159,13 +154,11 @@ async def notices(
         ]
     },
 )
-async def request_delivery(
-    request: Request, pipeline: PipelineDep, runtime: RuntimeDep
-) -> Response:
+async def request_delivery(request: Request, pipeline: PipelineDep) -> Response:
     """Authenticated with the client's own write key (``X-Write-Key``, or HTTP Basic with
     the key as user name). The events waiting for the client's schedule are delivered by
-    the next round (within seconds where this process runs the schedule, within
-    ``EXPORT_INTERVAL`` otherwise), including those not yet in the raw bucket."""
+    the next round of whichever process runs the export schedule (it looks for due
+    deliveries every few seconds), including those not yet in the raw bucket."""
     key = write_key(dict(request.headers))
     if not key:
         raise WriteKeyRequired("send the client's write key as X-Write-Key")
@@ -178,8 +171,6 @@ async def request_delivery(
             f"one on-demand delivery a minute; retry in {math.ceil(retry_after)} s",
             retry_after_s=retry_after,
         )
-    if runtime.scheduler is not None:
-        runtime.scheduler.wake.set()
     return JSONResponse(
         {
             "status": "accepted",

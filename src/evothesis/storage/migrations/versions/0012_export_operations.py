@@ -1,7 +1,7 @@
 """Export operations: per-client delivery schedules, triggers, replays and notices.
 
-Revision ID: 0010
-Revises: 0007
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-04
 
 Until now a delivery was one client's share of one raw batch. A delivery is now the unit a
@@ -9,14 +9,20 @@ client's schedule decides: one client's shares of one or more raw batches, numbe
 client (``seq``), cut once and never changed, so its files' keys and bytes are a pure
 function of it (``export.deliveries``). The old rows become real-time deliveries of one
 batch each, their files where they were (``batch-<n>`` keys).
+
+The all-time event totals (``client_event_totals``, 0010) followed the old deliveries, one
+row per (batch, client) created with the batch's export; that row is now the share, so
+the totals follow the shares (created in the same transaction as before). The old
+deliveries' events are already counted: the trigger moves to the shares after they are
+filled from them, so nothing is counted twice.
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0007"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
@@ -112,7 +118,11 @@ def upgrade() -> None:
         FROM export_deliveries_0003 d
         """
     )
-    op.execute("DROP TABLE export_deliveries_0003")
+    op.execute("DROP TABLE export_deliveries_0003")  # its totals trigger goes with it
+    op.execute(
+        "CREATE TRIGGER export_shares_totals AFTER INSERT ON export_shares"
+        " FOR EACH ROW EXECUTE FUNCTION add_to_client_event_totals()"
+    )
 
     # Per client: the schedule tick its last scheduled delivery was cut for, an on-demand
     # request waiting, and when the last one was accepted (the endpoint's rate limit).
@@ -210,7 +220,8 @@ def downgrade() -> None:
             batch_id        bigint NOT NULL REFERENCES export_batches (batch_id),
             client_id       text   NOT NULL,
             event_count     integer NOT NULL CHECK (event_count > 0),
-            format          text NOT NULL,
+            format          text NOT NULL CONSTRAINT export_deliveries_format_check
+                            CHECK (format IN ('json', 'jsonl', 'csv', 'parquet')),
             state           text NOT NULL DEFAULT 'pending'
                             CHECK (state IN ('pending', 'delivered')),
             lease_owner     text,
@@ -226,13 +237,18 @@ def downgrade() -> None:
         """
     )
     # Back to one row per share; a multi-batch delivery's files cannot be expressed, so a
-    # share's row is delivered when its delivery was, without a key of its own.
+    # share's row is delivered when its delivery was, without a key of its own. A share in
+    # no delivery yet takes its client's format (``EXPORT_FORMAT``'s default for a client
+    # not registered). The totals already count every share, so the trigger comes back only
+    # once the rows are in.
+    op.execute("DROP TRIGGER export_shares_totals ON export_shares")
     op.execute(
         """
         INSERT INTO export_deliveries_0003 (batch_id, client_id, event_count, format, state,
                                             attempts, last_error, next_attempt_at,
                                             delivered_at, object_key, object_bytes)
-        SELECT s.batch_id, s.client_id, s.event_count, COALESCE(d.format, 'json'),
+        SELECT s.batch_id, s.client_id, s.event_count,
+               COALESCE(d.format, c.export_format, 'json'),
                CASE WHEN d.state = 'delivered' THEN 'delivered' ELSE 'pending' END,
                COALESCE(d.attempts, 0), d.last_error, COALESCE(d.next_attempt_at, now()),
                d.delivered_at,
@@ -240,6 +256,7 @@ def downgrade() -> None:
                CASE WHEN d.first_batch = d.last_batch THEN (d.files -> 0 ->> 'bytes')::bigint END
         FROM export_shares s
         LEFT JOIN export_deliveries d ON d.client_id = s.client_id AND d.seq = s.delivery_seq
+        LEFT JOIN clients c ON c.client_id = s.client_id
         """
     )
     op.execute("DROP TABLE export_shares")
@@ -248,6 +265,10 @@ def downgrade() -> None:
     op.execute(
         "CREATE INDEX export_deliveries_pending_idx"
         " ON export_deliveries (next_attempt_at, batch_id) WHERE state = 'pending'"
+    )
+    op.execute(
+        "CREATE TRIGGER export_deliveries_totals AFTER INSERT ON export_deliveries"
+        " FOR EACH ROW EXECUTE FUNCTION add_to_client_event_totals()"
     )
     op.execute("DROP INDEX clients_write_key_idx")
     op.execute(
