@@ -177,15 +177,20 @@ def test_a_threshold_client_gets_its_file_before_its_schedule(
         insert_events(database_url, 100, ("eager_co",))
         clock.at = T + timedelta(minutes=5)
         cuts.append((await services.pipeline.run_once())["process"]["cut"])
-        insert_events(database_url, 60, ("eager_co",))
+        insert_events(database_url, 50, ("eager_co",))
+        cuts.append((await services.pipeline.run_once())["process"]["cut"])
+        # Below the threshold again, before the schedule's next tick: these wait. (They
+        # arrive in a round of their own: two batches exported side by side by one round
+        # may both be in before its cut, in either order.)
+        insert_events(database_url, 10, ("eager_co",))
         cuts.append((await services.pipeline.run_once())["process"]["cut"])
         return cuts
 
-    assert run_services(database_url, scenario, clock=clock, **env) == [1, 0, 1]
+    assert run_services(database_url, scenario, clock=clock, **env) == [1, 0, 1, 0]
     keys = data_keys(s3, buckets.processed, "eager_co")
     triggers = [manifest(s3, buckets.processed, key)["trigger"] for key in keys]
     assert triggers == ["schedule", "threshold"]
-    # Cut as soon as the batches exported held 150 (batches of 50): the last 10 wait.
+    # Cut as soon as the batches exported held 150, before the day's tick.
     assert manifest(s3, buckets.processed, keys[1])["event_count"] == 150
     assert sum(events_of(s3, buckets.processed, "eager_co").values()) == 160
     waiting = sql(
