@@ -405,7 +405,10 @@ def export_config(output: str) -> None:
     assert config["buckets"]["processed"]["credentials"] is True  # CLIENT_S3_*
     assert config["buckets"]["backup"]["url"].endswith("/evothesis-backup-bucket")
     assert config["default_format"] == "json"
-    assert config["schedule_seconds"] == 3600  # EXPORT_SCHEDULE=hourly
+    # EXPORT_SCHEDULE=hourly, seed 004's "Default export frequency": when clients without a
+    # schedule of their own get their files; the raw export runs every EXPORT_INTERVAL.
+    assert config["default_schedule"] == "hourly"
+    assert config["interval_seconds"] == 60
 
 
 def process_status(output: str) -> None:
@@ -415,12 +418,12 @@ def process_status(output: str) -> None:
 
 def pipeline_status(output: str) -> None:
     """The worker exports; this collector does not (EXPORT_IN_SERVE=false), and says who
-    does."""
+    does (its rounds every EXPORT_INTERVAL, by default a minute)."""
     scheduler = one_json(output)["scheduler"]
     assert scheduler["running"] is True
     assert scheduler["ran_by"]["role"] == "worker"
     assert scheduler["last_round_at"] and scheduler["next_due_at"]
-    assert [runner["interval_seconds"] for runner in scheduler["runners"]] == [3600]
+    assert [runner["interval_seconds"] for runner in scheduler["runners"]] == [60]
 
 
 def ran(kind: str) -> Callable[[str], None]:
@@ -902,7 +905,7 @@ def test_two_names_of_one_setting_that_disagree_stop_start_up(tmp_path: Path) ->
 
 
 def test_a_misspelt_setting_is_warned_about(tmp_path: Path) -> None:
-    env = clean_env(tmp_path, EXPORT_SCHEDULE="off", EXPORT_FORMATT="csv")
+    env = clean_env(tmp_path, EXPORT_INTERVAL="off", EXPORT_FORMATT="csv")
     result = evothesis("worker", env=env, timeout=60)
     assert "WARNING:evothesis.config:Nothing reads EXPORT_FORMATT" in result.stderr
 
