@@ -5,6 +5,7 @@ migrated template, and real collector servers on 127.0.0.1. The helpers behind t
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,9 +34,24 @@ for _name in list(os.environ):
 
 # Subprocesses inherit the test key, so nothing writes a key file into the working tree.
 os.environ["EVOTHESIS_SECRET_KEY"] = TEST_SECRET_KEY
+# One compact geo table for the whole run: the collectors tests start, each with a fresh
+# data folder, open it rather than each building its own there (tests/unit/test_geotable.py
+# builds its own).
+GEO_CACHE = Path(tempfile.mkdtemp(prefix="evothesis-test-cache-"))
+os.environ["EVOTHESIS_CACHE_DIR"] = str(GEO_CACHE)
 
 #: The moto S3 server and bucket fixtures of the export tests; nginx in front of collectors.
 pytest_plugins = ["tests.support.s3", "tests.support.nginx"]
+
+
+def pytest_sessionfinish() -> None:
+    shutil.rmtree(GEO_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def geo_cache() -> Path:
+    """The run's ``EVOTHESIS_CACHE_DIR``, for what opens the bundled geo data itself."""
+    return GEO_CACHE
 
 
 @pytest.fixture(scope="session")

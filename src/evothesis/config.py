@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         alias="EVOTHESIS_DATA_DIR",
         description="data folder of the embedded default (PostgreSQL, buckets, spool)",
     )
+    cache_dir: Path | None = Field(
+        None,
+        alias="EVOTHESIS_CACHE_DIR",
+        description="folder of what is derived from installed data on first start (the "
+        "compact geo table), shared by the processes of a deployment; unset = "
+        "EVOTHESIS_DATA_DIR/cache",
+    )
     log_level: str = Field("INFO", alias="LOG_LEVEL", description="DEBUG | INFO | WARNING")
     serve_demo: bool = Field(
         True, alias="EVOTHESIS_SERVE_DEMO", description="serve the demo site at / from serve"
@@ -305,7 +312,8 @@ class Settings(BaseSettings):
         None,
         alias="GEOIP_DATABASE",
         description="MaxMind-format .mmdb file (Country or City) for geo; unset = "
-        "geoip2fast's bundled country data",
+        "geoip2fast's bundled country data (compacted into EVOTHESIS_CACHE_DIR on first "
+        "start)",
     )
 
     # ------------------------------------------------------------------ write buffer
@@ -459,6 +467,10 @@ class Settings(BaseSettings):
     @property
     def spool_folder(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def cache_folder(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     @property
     def pool_max_size(self) -> int:

@@ -363,7 +363,10 @@ async def open_ingestion(services: Services) -> AsyncIterator[Ingestion]:
             )
         sites = await stack.enter_async_context(_registry_directory(services))
         enricher: Enricher = await asyncio.to_thread(
-            build_enricher, enabled=settings.enrichment, geoip_database=settings.geoip_database
+            build_enricher,
+            enabled=settings.enrichment,
+            geoip_database=settings.geoip_database,
+            cache_dir=settings.cache_folder,
         )
         yield Ingestion(
             events=events,

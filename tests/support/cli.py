@@ -17,10 +17,13 @@ EVOTHESIS = str(Path(sys.executable).parent / "evothesis")
 def shell_env(**values: str) -> dict[str, str]:
     """An operator's shell holding ``PATH``, ``HOME`` and ``values`` only; and
     ``PYTHONPATH`` when set, so that a worktree tested with another checkout's virtualenv
-    runs its own code in the command too (the console script's install points elsewhere)."""
+    runs its own code in the command too (the console script's install points elsewhere),
+    and the suite's ``EVOTHESIS_CACHE_DIR``, so that no command builds a geo table of its
+    own."""
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    for name in ("PYTHONPATH", "EVOTHESIS_CACHE_DIR"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     return {**env, **values}
 
 

@@ -21,6 +21,7 @@ import uvicorn
 from evothesis.app import create_app
 from evothesis.config import Settings
 from evothesis.server import uvicorn_config
+from tests.support.cli import shell_env
 from tests.support.loopback import free_port
 
 #: Every test database starts with the development client (``client_test`` for localhost
@@ -96,21 +97,15 @@ def serve_in_thread(
 
 
 def process_env(**values: str) -> dict[str, str]:
-    """The environment of a server process a test starts: ``PATH``, ``HOME``, the suite's
-    secret key, the operator token, ``ENVIRONMENT=test`` and ``values``, nothing of the
-    operator's settings; and ``PYTHONPATH`` when set, so that a worktree tested with
-    another checkout's virtualenv runs its own code in the process too (the editable
-    install points at the other one)."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
+    """The environment of a server process a test starts: an operator's shell
+    (``shell_env``) with the suite's secret key, the operator token, ``ENVIRONMENT=test``
+    and ``values``, nothing of the operator's settings."""
+    suite = {
         "EVOTHESIS_SECRET_KEY": os.environ["EVOTHESIS_SECRET_KEY"],
         "EVOTHESIS_OPERATOR_TOKEN": OPERATOR_TOKEN,
         "ENVIRONMENT": "test",
     }
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return {**env, **values}
+    return shell_env(**{**suite, **values})
 
 
 def start_process(

@@ -116,6 +116,16 @@ def test_a_malformed_proxy_is_a_validation_error_naming_it(value: str, bad: str)
     assert bad in problem["msg"]
 
 
+# --------------------------------------------------------------------------- folders
+
+
+def test_the_cache_folder_is_in_the_data_folder_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVOTHESIS_CACHE_DIR")  # the suite sets one for the whole run
+    assert settings(EVOTHESIS_DATA_DIR="/srv/evo").cache_folder == Path("/srv/evo/cache")
+    chosen = settings(EVOTHESIS_DATA_DIR="/srv/evo", EVOTHESIS_CACHE_DIR="/opt/cache")
+    assert chosen.cache_folder == Path("/opt/cache")
+
+
 # --------------------------------------------------------------------------- numbers and names
 
 

@@ -9,7 +9,10 @@ import pytest
 from evothesis.enrich.geo import NOWHERE, GeoLocation, GeoLocator, open_geo_database
 from tests.support.geo import write_city_database
 
-BUNDLED = GeoLocator(open_geo_database(None))
+
+@pytest.fixture(scope="module")
+def bundled(geo_cache: Path) -> GeoLocator:
+    return GeoLocator(open_geo_database(None, cache_dir=geo_cache))
 
 
 @pytest.mark.parametrize(
@@ -27,9 +30,9 @@ BUNDLED = GeoLocator(open_geo_database(None))
     ],
 )
 def test_public_addresses_get_their_country_from_the_bundled_data(
-    address: str, country: str
+    bundled: GeoLocator, address: str, country: str
 ) -> None:
-    assert BUNDLED.locate(address) == GeoLocation(country, None, None)
+    assert bundled.locate(address) == GeoLocation(country, None, None)
 
 
 @pytest.mark.parametrize(
@@ -51,9 +54,9 @@ def test_public_addresses_get_their_country_from_the_bundled_data(
     ],
 )
 def test_private_loopback_reserved_and_invalid_addresses_have_no_place(
-    address: str | None,
+    bundled: GeoLocator, address: str | None
 ) -> None:
-    assert BUNDLED.locate(address) == NOWHERE
+    assert bundled.locate(address) == NOWHERE
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def city_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_maxmind_file_gives_country_region_and_city(city_database: Path) -> None:
-    locator = GeoLocator(open_geo_database(city_database))
+    locator = GeoLocator(open_geo_database(city_database, cache_dir=city_database.parent))
     assert locator.locate("81.2.69.160") == GeoLocation("GB", "ENG", "London")
     assert locator.locate("8.8.4.4") == GeoLocation("US", None, None)
     assert locator.locate("1.1.1.1") == NOWHERE  # not in this file
@@ -74,8 +77,8 @@ def test_country_only_keeps_just_the_country() -> None:
     assert GeoLocation("GB", "ENG", "London").country_only() == GeoLocation("GB", None, None)
 
 
-def test_lookups_are_cached_per_address() -> None:
-    locator = GeoLocator(open_geo_database(None), cache_size=8)
+def test_lookups_are_cached_per_address(bundled: GeoLocator) -> None:
+    locator = GeoLocator(bundled.database, cache_size=8)
     locator.locate("8.8.8.8")
     locator.locate("8.8.8.8")
     assert locator.locate.cache_info().hits == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -247,7 +248,7 @@ def test_hipaa_batches_get_an_audit_record_and_invalid_inner_events_become_faile
     assert (failed.position, failed.reason) == (1, RejectReason.NOT_AN_OBJECT)
 
 
-def test_accept_gives_the_same_rows_after_crossing_a_process_boundary() -> None:
+def test_accept_gives_the_same_rows_after_crossing_a_process_boundary(geo_cache: Path) -> None:
     """Large bodies are accepted in a worker process: what goes there and what comes back
     must pickle, and arrive meaning the same (an enricher that does work included)."""
     hipaa = ClientConfig("acme", privacy_level=PrivacyLevel.HIPAA, ip_salt=b"s" * 32)
@@ -263,7 +264,7 @@ def test_accept_gives_the_same_rows_after_crossing_a_process_boundary() -> None:
             )
         ),
     )
-    columns = build_enricher(enabled=True, geoip_database=None).event
+    columns = build_enricher(enabled=True, geoip_database=None, cache_dir=geo_cache).event
     inline = accept(columns, state)
     shipped = pickle.loads(pickle.dumps((columns, state)))
     assert pickle.loads(pickle.dumps(accept(*shipped))) == inline

@@ -2,8 +2,9 @@
 
 Looked up from the raw address *before* the privacy step hashes or drops it, and never over
 the network. Two sources behind one small interface: geoip2fast's bundled database (country
-only, IPv4 and IPv6, shipped inside the package) by default, or a MaxMind-format ``.mmdb``
-file (GeoLite2/GeoIP2 Country or City, DB-IP, IPinfo…) named by ``GEOIP_DATABASE``.
+only, IPv4 and IPv6, shipped inside the package; read through the compact, memory-mapped
+table ``geotable`` derives from it) by default, or a MaxMind-format ``.mmdb`` file
+(GeoLite2/GeoIP2 Country or City, DB-IP, IPinfo…) named by ``GEOIP_DATABASE``.
 Private, loopback, link-local and reserved addresses have no location and are answered
 without a lookup.
 """
@@ -11,17 +12,16 @@ without a lookup.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 import maxminddb
-from geoip2fast import GeoIP2Fast
+
+from evothesis.enrich.geotable import CountryTable, is_country_code, open_country_table
 
 __all__ = ["NOWHERE", "GeoDatabase", "GeoLocation", "GeoLocator", "open_geo_database"]
-
-#: geoip2fast's data file with IPv4 and IPv6 networks (its default file is IPv4 only).
-BUNDLED_DATA_FILE: Final = "geoip2fast-ipv6.dat.gz"
 
 
 class GeoLocation(NamedTuple):
@@ -51,12 +51,12 @@ class BundledGeoDatabase:
 
     name = "geoip2fast (bundled)"
 
-    def __init__(self) -> None:
-        self._reader = GeoIP2Fast(geoip2fast_data_file=BUNDLED_DATA_FILE, verbose=False)
+    def __init__(self, table: CountryTable) -> None:
+        self._table = table
 
     def lookup(self, address: str) -> GeoLocation:
-        code = self._reader.lookup(address).country_code
-        return GeoLocation(code, None, None) if _is_country_code(code) else NOWHERE
+        code = self._table.country(address)
+        return GeoLocation(code, None, None) if code is not None else NOWHERE
 
 
 class MmdbGeoDatabase:
@@ -81,16 +81,36 @@ class MmdbGeoDatabase:
             else None
         )
         city = _path(record, "city", "names", "en")
-        return GeoLocation(country if _is_country_code(country) else None, region, city)
+        return GeoLocation(country if is_country_code(country) else None, region, city)
+
+
+def open_geo_database(path: Path | None, *, cache_dir: Path) -> GeoDatabase:
+    """The ``.mmdb`` file at ``path``, or the bundled database when no path is given (its
+    compact table kept in ``cache_dir``, built there on first use: blocking, seconds).
+
+    The data never changes while a process runs, so every app built in one process (tests
+    build many) shares one reader per file, and one bundled table whatever its cache
+    folder: the table depends on the installed geoip2fast alone."""
+    if path is not None:
+        return _mmdb(path)
+    return BundledGeoDatabase(_bundled_table(cache_dir))
 
 
 @lru_cache(maxsize=4)
-def open_geo_database(path: Path | None) -> GeoDatabase:
-    """The ``.mmdb`` file at ``path``, or the bundled database when no path is given.
+def _mmdb(path: Path) -> MmdbGeoDatabase:
+    return MmdbGeoDatabase(path)
 
-    Loading takes a fraction of a second and the data never changes while a process runs,
-    so every app built in one process (tests build many) shares one reader per file."""
-    return MmdbGeoDatabase(path) if path is not None else BundledGeoDatabase()
+
+_bundled_lock = threading.Lock()
+_bundled: CountryTable | None = None
+
+
+def _bundled_table(cache_dir: Path) -> CountryTable:
+    global _bundled
+    with _bundled_lock:  # the first caller opens (or builds) it, the others wait for it
+        if _bundled is None:
+            _bundled = open_country_table(cache_dir)
+        return _bundled
 
 
 class GeoLocator:
@@ -112,10 +132,6 @@ class GeoLocator:
         if not address.is_global:
             return NOWHERE
         return self.database.lookup(str(address))
-
-
-def _is_country_code(code: object) -> bool:
-    return isinstance(code, str) and len(code) == 2 and code.isalpha() and code.isupper()
 
 
 def _path(record: Any, *keys: str) -> str | None:

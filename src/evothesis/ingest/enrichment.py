@@ -107,13 +107,13 @@ def _no_event_columns(payload: dict[str, Any], site_host: str) -> EventColumns:
     return NOT_ENRICHED
 
 
-def build_enricher(*, enabled: bool, geoip_database: Path | None) -> Enricher:
-    """The enricher ``ENRICHMENT`` and ``GEOIP_DATABASE`` ask for (loads its data: blocking)."""
+def build_enricher(*, enabled: bool, geoip_database: Path | None, cache_dir: Path) -> Enricher:
+    """The enricher ``ENRICHMENT`` and ``GEOIP_DATABASE`` ask for (loads its data, building
+    the bundled geo table in ``cache_dir`` on first use: blocking)."""
     if not enabled:
         return Enricher()
-    return Enricher(
-        user_agents=UserAgentParser(), geo=GeoLocator(open_geo_database(geoip_database))
-    )
+    geo = open_geo_database(geoip_database, cache_dir=cache_dir)
+    return Enricher(user_agents=UserAgentParser(), geo=GeoLocator(geo))
 
 
 def _text(value: object) -> str | None:

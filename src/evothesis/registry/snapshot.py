@@ -34,12 +34,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import fcntl
 import logging
 import math
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -48,6 +46,7 @@ import orjson
 
 from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable, SecretKeyError, SnapshotRefused
+from evothesis.files import locked, replace_file
 from evothesis.registry.http import client_config_from_json, client_config_json
 from evothesis.registry.secrets import SecretBox
 
@@ -149,40 +148,6 @@ def open_snapshot(token: bytes, box: SecretBox) -> SnapshotContents:
 def read_snapshot(path: Path, box: SecretBox) -> SnapshotContents:
     """Open the snapshot at ``path``; ``FileNotFoundError`` when there is none."""
     return open_snapshot(path.read_bytes(), box)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole:
-    a temporary file, fsync'ed, renamed over it, the folder fsync'ed; readable by the owner
-    only, as the secrets in it are."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(descriptor, 0o600)  # a leftover temporary file keeps its old mode
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the snapshot's lock file: one read-merge-write at a time per data folder."""
-    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 # ---------------------------------------------------------------------------- the keeper
@@ -319,7 +284,7 @@ class SnapshotKeeper:
         self, answers: dict[str, SnapshotAnswer], removed: dict[str, float], reset: bool
     ) -> frozenset[str]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(self.path):
+        with locked(self.path):
             merged = SnapshotContents() if reset else self._read_for_merge()
             for host, at in removed.items():
                 answer = merged.answers.get(host)
@@ -335,7 +300,7 @@ class SnapshotKeeper:
                     merged.answers[host] = answer
                     merged.removed.pop(host, None)
             contents = self._bounded(merged, self._wall())
-            _replace(self.path, seal_snapshot(contents, self._box))
+            replace_file(self.path, seal_snapshot(contents, self._box))
         return frozenset(contents.answers)
 
     def _read_for_merge(self) -> SnapshotContents:
