@@ -138,20 +138,23 @@ async def _round(
         result = await pipeline.run_once()
         result["replays"] = await replays.run_due(deadline_s=pipeline.settings.lease_s / 2)
     except StorageUnavailable as exc:
-        state.last_error = exc.message
+        error: str | None = exc.message
         logger.warning("Export round skipped: %s", exc.message)
     except Exception as exc:  # a bug must not stop every later export
-        state.last_error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
         logger.exception("Export round failed")
     else:
-        state.rounds += 1
-        state.last_round = report = {"trigger": trigger, **result}
-        state.last_round_at = datetime.now(UTC).isoformat()
+        report = {"trigger": trigger, **result}
         failures = result["export"]["failed_batches"] or result["process"]["failed"]
-        state.last_error = None if not failures else "some batches or deliveries failed"
-    await _record(
-        pipeline.ledger.scheduler_round_ended(state.runner, report, state.last_error, interval_s)
-    )
+        error = None if not failures else "some batches or deliveries failed"
+    ended_at = datetime.now(UTC).isoformat()
+    await _record(pipeline.ledger.scheduler_round_ended(state.runner, report, error, interval_s))
+    # This process's own view changes once the database's record has: whoever sees the
+    # round here finds it in /pipeline/status too.
+    state.last_error = error
+    if report is not None:
+        state.rounds += 1
+        state.last_round, state.last_round_at = report, ended_at
 
 
 async def _heartbeats(ledger: ExportLedger, runner: str) -> None:
