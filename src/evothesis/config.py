@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         description="read-only bearer token for stored events, counts, pipeline status and "
         "/metrics (the admin token reads too); unset = closed outside development",
     )
+    console_session_s: Duration = Field(
+        8 * 3600.0,
+        alias="CONSOLE_SESSION_TTL",
+        description="how long a sign-in to the operations console (/console/) lasts "
+        "(default 8h); changing a token ends the sessions opened with it",
+    )
     secret_key: str | None = Field(
         None,
         alias="EVOTHESIS_SECRET_KEY",
@@ -340,7 +346,13 @@ class Settings(BaseSettings):
 
 
 #: Defaults shown in words where the value itself says little.
-_SHOWN_DEFAULTS: Final = {"EXPORT_SCHEDULE", "BUFFER_RETENTION", "EXPORT_LEASE", "EVOTHESIS_UMASK"}
+_SHOWN_DEFAULTS: Final = {
+    "EXPORT_SCHEDULE",
+    "BUFFER_RETENTION",
+    "EXPORT_LEASE",
+    "EVOTHESIS_UMASK",
+    "CONSOLE_SESSION_TTL",
+}
 
 
 def _shown_default(alias: str, default: Any) -> str | None:

@@ -3,6 +3,10 @@
 Separate shapes for creating and for changing a client, both refusing unknown fields, so
 a misspelt setting is a 422 rather than silently ignored. Secrets (``ip_salt``,
 ``export_credentials``) are write-only: they come in here and never go out.
+
+Every setting has a title and a description, shared by both shapes: they document the API
+(``/docs``), and the operations console builds its client forms from these models' JSON
+schemas, so a setting added here appears in the console with its label and help.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
 from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
 from evothesis.registry.store import ClientSpec
@@ -36,20 +41,87 @@ def _salt_from_hex(value: object) -> object:
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Destination = Annotated[str, Field(min_length=1, max_length=2000)]
-Credentials = Annotated[
-    dict[str, str], Field(description="Write-only; shown back only as has_export_credentials.")
-]
+Credentials = dict[str, str]
 Salt = Annotated[
     bytes,
     BeforeValidator(_salt_from_hex),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": "^([0-9a-fA-F]{2}){16,}$",
-            "description": "Write-only hex IP salt; generated when omitted.",
-        }
-    ),
+    WithJsonSchema({"type": "string", "pattern": "^([0-9a-fA-F]{2}){16,}$"}),
 ]
+
+#: Each setting's label and meaning, as /docs and the console show them.
+SETTINGS: Final[dict[str, tuple[str, str]]] = {
+    "client_id": (
+        "Client id",
+        "2-63 lowercase letters, digits, '_' or '-'. It names the client's folder in every "
+        "bucket and cannot be changed.",
+    ),
+    "name": ("Name", "Display name, e.g. Acme Corp."),
+    "privacy_level": (
+        "Privacy level",
+        "standard: IPs as collected; gdpr: IPs only as a keyed hash, Do Not Track always "
+        "honoured; hipaa: no IPs, strict redaction, an audit record per batch.",
+    ),
+    "ip_collection": (
+        "IP collection",
+        "full, anonymized (shortened before it is stored) or none; above standard the "
+        "privacy level decides.",
+    ),
+    "honour_dnt": (
+        "Honour Do Not Track",
+        "Drop events of browsers that send DNT or Sec-GPC (always on above standard).",
+    ),
+    "consent_mode": (
+        "Consent",
+        "none: no consent needed; required: events without consent are dropped; "
+        "anonymous_without_consent: kept without session, visitor, user ids or IP.",
+    ),
+    "bot_policy": (
+        "Bots",
+        "keep: crawlers, headless browsers and monitors are stored, flagged is_bot; drop: "
+        "acknowledged and not stored.",
+    ),
+    "require_write_key": (
+        "Require the write key",
+        "Refuse events that carry neither a page of the client (Origin/Referer) nor its "
+        "write key; events are stored with how they were authenticated either way.",
+    ),
+    "export_destination": (
+        "Export destination",
+        "The client's own bucket: s3://bucket/prefix, gs://..., az://... or "
+        "file:///folder. Empty: the operator's processed bucket.",
+    ),
+    "export_format": ("Export format", "json (JSON Lines), csv or parquet."),
+    "export_credentials": (
+        "Export credentials",
+        "Write-only: access_key_id, secret_access_key, session_token, endpoint, region. "
+        "Shown back only as has_export_credentials.",
+    ),
+    "ip_salt": (
+        "IP salt",
+        "Write-only, hexadecimal, at least 16 bytes; generated when omitted. A new salt "
+        "changes every hashed IP from then on.",
+    ),
+    "domains": (
+        "Domains",
+        "Exact hosts (shop.acme.com), or *.acme.com for every subdomain of acme.com (not "
+        "acme.com itself). A domain belongs to one client only.",
+    ),
+    "active": ("Active", "Whether events of the client's domains are accepted."),
+}
+
+
+#: Settings that are never shown back (JSON Schema's ``writeOnly``).
+WRITE_ONLY: Final = frozenset({"export_credentials", "ip_salt"})
+
+
+def _setting(name: str, default: Any = None, **constraints: Any) -> Any:
+    """The field of setting ``name``, with its title and description."""
+    title, description = SETTINGS[name]
+    extra: JsonDict | None = {"writeOnly": True} if name in WRITE_ONLY else None
+    return Field(
+        default, title=title, description=description, json_schema_extra=extra, **constraints
+    )
+
 
 #: Unknown fields are refused; settings stay the domain's enum members on their way to the
 #: store.
@@ -64,23 +136,19 @@ class ClientCreate(BaseModel):
 
     model_config = _STRICT
 
-    client_id: str = Field(examples=["client_acme_corp"])
-    name: Name
-    privacy_level: PrivacyLevel = PrivacyLevel.STANDARD
-    ip_collection: IpCollection = IpCollection.FULL
-    honour_dnt: bool = True
-    consent_mode: ConsentMode = ConsentMode.NONE
-    bot_policy: BotPolicy = BotPolicy.KEEP
-    require_write_key: bool = Field(
-        False,
-        description="Refuse events that carry neither a page of the client (Origin/Referer) "
-        "nor its write key; events are stored with how they were authenticated either way.",
-    )
-    export_destination: Destination | None = None
-    export_format: ExportFormat = ExportFormat.JSON
-    export_credentials: Credentials | None = None
-    ip_salt: Salt | None = None
-    domains: list[str] = Field(default_factory=list, max_length=1000)
+    client_id: str = _setting("client_id", ..., examples=["client_acme_corp"])
+    name: Name = _setting("name", ...)
+    privacy_level: PrivacyLevel = _setting("privacy_level", PrivacyLevel.STANDARD)
+    ip_collection: IpCollection = _setting("ip_collection", IpCollection.FULL)
+    honour_dnt: bool = _setting("honour_dnt", True)
+    consent_mode: ConsentMode = _setting("consent_mode", ConsentMode.NONE)
+    bot_policy: BotPolicy = _setting("bot_policy", BotPolicy.KEEP)
+    require_write_key: bool = _setting("require_write_key", False)
+    export_destination: Destination | None = _setting("export_destination")
+    export_format: ExportFormat = _setting("export_format", ExportFormat.JSON)
+    export_credentials: Credentials | None = _setting("export_credentials")
+    ip_salt: Salt | None = _setting("ip_salt")
+    domains: list[str] = _setting("domains", [], max_length=1000)
 
     def spec(self) -> ClientSpec:
         return ClientSpec(**self.model_dump(exclude={"client_id", "domains"}))
@@ -96,18 +164,18 @@ class ClientChanges(BaseModel):
 
     model_config = _STRICT
 
-    name: Name | None = None
-    privacy_level: PrivacyLevel | None = None
-    ip_collection: IpCollection | None = None
-    honour_dnt: bool | None = None
-    consent_mode: ConsentMode | None = None
-    bot_policy: BotPolicy | None = None
-    require_write_key: bool | None = None
-    export_destination: Destination | None = None
-    export_format: ExportFormat | None = None
-    export_credentials: Credentials | None = None
-    ip_salt: Salt | None = None
-    active: bool | None = None
+    name: Name | None = _setting("name")
+    privacy_level: PrivacyLevel | None = _setting("privacy_level")
+    ip_collection: IpCollection | None = _setting("ip_collection")
+    honour_dnt: bool | None = _setting("honour_dnt")
+    consent_mode: ConsentMode | None = _setting("consent_mode")
+    bot_policy: BotPolicy | None = _setting("bot_policy")
+    require_write_key: bool | None = _setting("require_write_key")
+    export_destination: Destination | None = _setting("export_destination")
+    export_format: ExportFormat | None = _setting("export_format")
+    export_credentials: Credentials | None = _setting("export_credentials")
+    ip_salt: Salt | None = _setting("ip_salt")
+    active: bool | None = _setting("active")
 
     @model_validator(mode="after")
     def _refuse_meaningless_nulls(self) -> ClientChanges:

@@ -104,6 +104,25 @@ def process_run(deadline: Deadline = None) -> None:
         fail(f"client {first['client_id']}, batch {first['batch_id']}: {first['error']}")
 
 
+@process_app.command("retry")
+def process_retry(
+    client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="The client's id.")],
+    deadline: Deadline = None,
+) -> None:
+    """Deliver a paused client's waiting files now (POST /process/retry): its pending
+    deliveries are due at once and its pause is lifted; exit 1 when a delivery fails again."""
+
+    async def retry(pipeline: ExportPipeline) -> dict[str, Any]:
+        due, report = await pipeline.retry(client_id, deadline_s=deadline)
+        return {"client_id": client_id, "deliveries_retried": due, **report.as_dict()}
+
+    summary = _run(retry)
+    print_json(summary)
+    if summary["failed"]:
+        first = summary["failed"][0]
+        fail(f"client {first['client_id']}, batch {first['batch_id']}: {first['error']}")
+
+
 @process_app.command("status")
 def process_status() -> None:
     """Unprocessed raw objects and each client's deliveries and pause state."""

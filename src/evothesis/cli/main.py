@@ -1,5 +1,6 @@
 """The ``evothesis`` command: serve the collector or pixel management, run migrations, and
-the command groups (clients, domains, export, process, gdpr, billing, spool, worker)."""
+the command groups (clients, domains, events, export, process, gdpr, billing, spool,
+worker)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from evothesis.cli.common import (
     migrate_database,
     migrate_for_serving,
 )
+from evothesis.cli.events import events_app
 from evothesis.cli.export import export_app, process_app, worker
 from evothesis.cli.gdpr import gdpr_app
 from evothesis.cli.spool import spool_app
@@ -131,6 +133,7 @@ def secret_key() -> None:
 
 app.add_typer(clients_app)
 app.add_typer(domains_app)
+app.add_typer(events_app)
 app.add_typer(export_app)
 app.add_typer(process_app)
 app.add_typer(gdpr_app)

@@ -323,6 +323,13 @@ class ExportLedger:
         rows = await self._fetch("export_destination_states")
         return next((r["consecutive_failures"] for r in rows if r["client_id"] == client_id), 0)
 
+    async def resume(self, client_id: str) -> tuple[int, bool]:
+        """Make the client's pending deliveries due now and lift its pause: ``(deliveries
+        made due, whether it was paused)``."""
+        row = await self._fetchrow("export_resume_client", client_id)
+        assert row is not None  # aggregates: always one row
+        return row["deliveries"], row["paused"]
+
     # ---------------------------------------------------------------------------- retention
 
     async def purge_one(self, older_than_s: float) -> tuple[int, int] | None:

@@ -158,10 +158,15 @@ class Processor:
             delivery.batch_id, delivery.client_id, file.events, key, len(file.data)
         )
 
+    async def destination(self, client_id: str) -> BucketSpec:
+        """Where the client's files go as it is configured now: its own destination, or
+        the operator's processed bucket."""
+        destination, credentials = await self._targets(client_id)
+        return client_bucket(destination, credentials, default=self._default)
+
     async def bucket_for(self, client_id: str) -> Bucket:
         """The client's destination as it is configured now (opened once, then reused)."""
-        destination, credentials = await self._targets(client_id)
-        spec = client_bucket(destination, credentials, default=self._default)
+        spec = await self.destination(client_id)
         cache_key = (spec.url, tuple(sorted(spec.options.items())))
         bucket = self._buckets.get(cache_key)
         if bucket is None:

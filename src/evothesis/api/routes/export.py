@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from evothesis.api.deps import PipelineDep, SchedulerDep
@@ -82,6 +83,36 @@ async def process_run(pipeline: PipelineDep) -> Response:
         report.failed,
         message=f"{report.events} event(s) delivered in {report.files} file(s)",
         unprocessed_objects=status["unprocessed_objects"],
+    )
+
+
+class RetryRequest(BaseModel):
+    """Whose deliveries to retry now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1, max_length=200)
+
+
+@router.post(
+    "/process/retry",
+    summary="Retry a client's deliveries now (lifts its pause)",
+    dependencies=[Depends(require_operator)],
+)
+async def process_retry(body: RetryRequest, pipeline: PipelineDep) -> Response:
+    """For a client whose destination failed and was paused: once it works again, its
+    waiting files are delivered now instead of after the pause. 404 when the client has
+    no pending deliveries; 502 naming the store's error when a delivery fails again."""
+    due, report = await pipeline.retry(body.client_id, deadline_s=RUN_DEADLINE_SECONDS)
+    status = await pipeline.process_status()
+    return _outcome(
+        "process",
+        report.as_dict(),
+        report.failed,
+        message=f"{due} delivery(ies) of {body.client_id} retried; "
+        f"{report.events} event(s) delivered in {report.files} file(s)",
+        client_id=body.client_id,
+        paused_clients=status["paused_clients"],
     )
 
 

@@ -1,0 +1,426 @@
+"""The operations console in Debian's Chromium, walked as an operator walks it: sign in,
+create a client with two domains, paste its tag into a page of its site, watch the event
+arrive (Install, Live events), export and deliver it (Pipeline), break and fix its
+destination, answer a data-subject request, read the usage, sign out. And the ways in
+that must stay shut: no session, a wrong token, a forged CSRF token, an expired session,
+a client that does not exist.
+
+Everything is real: a collector on 127.0.0.1, PostgreSQL, a moto S3 server for every
+bucket (the client's own included), a page of the client's site served over HTTP under a
+name of its own (``*.console.test``, mapped to loopback by the browser fixture). What each
+page shows is checked against the JSON endpoints and the database, not only its text.
+Full-page screenshots of every page, at 1280 px and at a phone's width, are written to
+``artifacts/console/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.server
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+
+from tests.support.loopback import free_port
+from tests.support.s3 import S3, Buckets, client_credentials, s3_environment
+from tests.support.servers import RunningCollector
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "console"
+ADMIN = "console-admin-token"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+#: The client's sites: one exact domain and one wildcard (the browser maps them to 127.0.0.1).
+SHOP = "shop.console.test"
+BLOG_WILDCARD = "*.blog.console.test"
+BLOG_PAGE_HOST = "www.blog.console.test"
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+class SitePages:
+    """A client's web site: a folder served over HTTP on 127.0.0.1."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        handler = partial(_QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Operator:
+    """A browser context signed in (or not) to one collector's console, with what the
+    pages reported while it ran."""
+
+    def __init__(self, context: BrowserContext, base: str) -> None:
+        self.context = context
+        self.base = base
+        self.errors: list[str] = []
+        self.page = context.new_page()
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("dialog", self._accept)
+
+    @staticmethod
+    def _accept(dialog: Dialog) -> None:
+        dialog.accept()
+
+    def open(self, path: str) -> Page:
+        """A console page, once its script has built it."""
+        self.page.goto(self.base + path)
+        self.ready()
+        return self.page
+
+    def ready(self) -> None:
+        self.page.wait_for_selector('#page[aria-busy="false"]')
+
+    def sign_in(self, token: str, path: str = "/console/login") -> None:
+        """With the keyboard only: the token field has the focus, Enter submits."""
+        self.page.goto(self.base + path)
+        self.page.keyboard.type(token)
+        self.page.keyboard.press("Enter")
+
+    def fetch(self, method: str, path: str, body: Any = None, csrf: str | None = None) -> Any:
+        """A request from inside the page (with its cookies), as a script of it would."""
+        return self.page.evaluate(
+            """async ([method, path, body, csrf]) => {
+                const headers = {'Content-Type': 'application/json'};
+                if (csrf !== null) headers['X-CSRF-Token'] = csrf;
+                const response = await fetch(path, {method, headers,
+                    body: body === null ? undefined : JSON.stringify(body)});
+                return {status: response.status, body: await response.json().catch(() => null)};
+            }""",
+            [method, path, body, csrf],
+        )
+
+    def csrf_token(self) -> str:
+        context = json.loads(self.page.locator("#console-context").text_content() or "{}")
+        return str(context["csrf_token"])
+
+    def session_cookie(self) -> dict[str, Any] | None:
+        return next((c for c in self.context.cookies() if c["name"] == "evothesis_console"), None)
+
+    def capture(self, name: str) -> None:
+        """Full-page screenshots at 1280 px and at a phone's width; on the phone the page
+        must not scroll sideways (wide tables scroll inside their own region)."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page = self.page
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name} is {overflow}px wider than a phone's screen"
+        page.screenshot(path=str(ARTIFACTS / f"{name}-phone.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
+
+
+@pytest.fixture
+def console(
+    start_collector: Callable[..., RunningCollector], s3: S3, buckets: Buckets
+) -> RunningCollector:
+    """A collector outside development, both tokens set, every bucket on moto."""
+    return start_collector(**s3_environment(s3, buckets), EVOTHESIS_ADMIN_TOKEN=ADMIN)
+
+
+@pytest.fixture
+def new_operator(browser: Browser) -> Iterator[Callable[[RunningCollector], Operator]]:
+    opened: list[Operator] = []
+
+    def new(collector: RunningCollector) -> Operator:
+        context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=collector.url)
+        operator = Operator(context, collector.url)
+        opened.append(operator)
+        return operator
+
+    yield new
+    for operator in opened:
+        operator.context.close()
+    for operator in opened:
+        assert operator.errors == [], f"exceptions reached the console: {operator.errors}"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[SitePages]:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    pages = SitePages(folder)
+    yield pages
+    pages.stop()
+
+
+def admin_api(collector: RunningCollector) -> httpx.Client:
+    return httpx.Client(
+        base_url=collector.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def empty_bucket(s3: S3, bucket: str) -> None:
+    for key in s3.keys(bucket):
+        s3.client.delete_object(Bucket=bucket, Key=key)
+    s3.client.delete_bucket(Bucket=bucket)
+
+
+# ---- the walk --------------------------------------------------------------------------
+
+
+def test_an_operator_runs_the_platform_from_the_console(
+    console: RunningCollector,
+    new_operator: Callable[[RunningCollector], Operator],
+    site: SitePages,
+    s3: S3,
+    db: psycopg.Connection[Any],
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    destination = s3.new_bucket("acme")
+
+    # No session: any page sends to sign-in, and back after it.
+    page.goto(console.url + "/console/pipeline")
+    expect(page).to_have_url(re.compile(r"/console/login\?next=/console/pipeline$"))
+    expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
+    operator.capture("login")
+    page.keyboard.type(ADMIN)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(console.url + "/console/pipeline")
+    operator.ready()
+    cookie = operator.session_cookie()
+    assert cookie is not None
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["secure"]) == (True, "Strict", True)
+
+    # Clients: create one with two domains and its own destination, from the generic form.
+    operator.open("/console/clients")
+    expect(page.get_by_role("link", name="client_test")).to_be_visible()
+    operator.capture("clients")
+    page.get_by_label("Client id").fill("client_acme")
+    page.get_by_label("Name", exact=True).fill("Acme Corp")
+    page.get_by_label("Privacy level").select_option("gdpr")
+    page.get_by_label("Export destination").fill(f"s3://{destination}")
+    page.get_by_label("Export format").select_option("csv")
+    page.get_by_label("Export credentials").fill(
+        "\n".join(f"{key}={value}" for key, value in client_credentials(s3).items())
+    )
+    page.get_by_label("Domains").fill(f"{SHOP}\n{BLOG_WILDCARD}")
+    page.get_by_role("button", name="Create client").click()
+    write_key = page.get_by_label("Write key", exact=True).input_value()
+    assert write_key.startswith("wk_")
+    stored = db.execute(
+        "SELECT write_key_sha256, privacy_level, export_format, export_destination "
+        "FROM clients WHERE client_id = 'client_acme'"
+    ).fetchone()
+    assert stored == (
+        hashlib.sha256(write_key.encode()).hexdigest(),
+        "gdpr",
+        "csv",
+        f"s3://{destination}",
+    )
+    expect(page.get_by_role("row", name=re.compile("client_acme"))).to_contain_text("gdpr")
+    operator.capture("clients-created")
+
+    # Settings: change one, and test the destination (a real write and delete on moto).
+    operator.open("/console/clients/client_acme")
+    page.get_by_label("Name", exact=True).fill("Acme Corporation")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved: name.")
+    with admin_api(console) as api:
+        assert api.get("/api/v1/clients/client_acme").json()["name"] == "Acme Corporation"
+    page.get_by_role("button", name="Test destination").click()
+    expect(page.locator(".probe")).to_contain_text(f"s3://{destination}")
+    expect(page.locator(".probe")).to_contain_text("The destination works")
+    assert s3.keys(destination) == []  # written and deleted again
+    operator.capture("client")
+
+    # Domains: the wildcard rules beside the input; add one, refuse a bad one, remove one.
+    operator.open("/console/clients/client_acme/domains")
+    expect(page.get_by_role("row", name=re.compile(re.escape(BLOG_WILDCARD)))).to_contain_text(
+        "every subdomain of blog.console.test"
+    )
+    page.get_by_label("Domain", exact=True).fill("*.com")
+    page.get_by_role("button", name="Add domain").click()
+    expect(page.get_by_role("alert")).to_contain_text("not a top-level domain")
+    page.get_by_label("Domain", exact=True).fill("https://Old.Console.Test:8443/x")
+    page.get_by_role("button", name="Add domain").click()
+    expect(page.get_by_role("cell", name="old.console.test")).to_be_visible()
+    page.get_by_role("button", name="Remove old.console.test").click()
+    expect(page.get_by_role("cell", name="old.console.test")).to_have_count(0)
+    expect(page.get_by_role("row")).to_have_count(3)  # the header and the two domains
+    operator.capture("domains")
+
+    # Install: copy the tag into a page of the client's site; the check turns green.
+    operator.open("/console/clients/client_acme/install")
+    expect(page.locator(".first-event")).to_contain_text("Waiting for the first event from")
+    operator.capture("install-waiting")
+    page.get_by_role("button", name="Copy script tag").click()
+    expect(page.get_by_role("status").first).to_contain_text("Script tag copied")
+    tag = page.evaluate("navigator.clipboard.readText()")
+    assert tag == f'<script src="{console.url}/pixel/client_acme/tracking.js" async></script>'
+    (site.folder / "index.html").write_text(
+        f"<!doctype html><html><head><title>Acme blog</title>{tag}</head>"
+        "<body><h1>The Acme blog</h1></body></html>"
+    )
+    visitor_page = operator.context.new_page()
+    visitor_page.goto(site.url(BLOG_PAGE_HOST))
+    expect(page.locator(".first-event")).to_contain_text(
+        f"arrived from {BLOG_PAGE_HOST}", timeout=20_000
+    )
+    operator.capture("install-received")
+
+    # Live events: the stored row, exactly as /events/recent answers it (the IP hashed).
+    with admin_api(console) as api:
+        [event] = api.get(
+            "/events/recent", params={"client_id": "client_acme", "event_type": "pageview"}
+        ).json()
+    assert (event["event_type"], event["site_id"], event["source"]) == (
+        "pageview",
+        BLOG_PAGE_HOST,
+        "browser",
+    )
+    assert event["ip_address"] not in (None, "127.0.0.1")  # gdpr: a keyed hash
+    operator.open("/console/live")
+    page.get_by_label("Client").select_option("client_acme")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"client_id=client_acme"))
+    row = page.locator(f'tr[data-event-id="{event["event_id"]}"]')
+    expect(row).to_contain_text(BLOG_PAGE_HOST)
+    row.get_by_text("Stored row").click()
+    assert json.loads(row.locator("pre").text_content() or "") == event
+    operator.capture("live")
+
+    # Pipeline: export and deliver it; the client's own bucket gets its CSV file.
+    operator.open("/console/pipeline")
+    page.get_by_role("button", name="Export now").click()
+    expect(page.get_by_role("status").first).to_contain_text("exported in 1 batch(es)")
+    page.get_by_role("button", name="Process now").click()
+    expect(page.get_by_role("status").first).to_contain_text("delivered in")
+    deliveries = page.get_by_role("region", name="Deliveries per client")
+    expect(deliveries.get_by_role("row", name=re.compile("client_acme"))).to_contain_text(
+        "Up to date"
+    )
+    [data_file] = [key for key in s3.keys(destination) if key.endswith(".csv")]
+    assert data_file.startswith("processed-events/client_acme/")
+    operator.capture("pipeline")
+
+    # Its destination goes away: the next delivery fails, the client is paused with the
+    # store's error, word for word as /process/status has it.
+    empty_bucket(s3, destination)
+    visitor_page.reload()
+    with admin_api(console) as api:
+        wait_until(
+            lambda: len(api.get("/events/recent", params={"client_id": "client_acme"}).json()) >= 2,
+            "the second page view",
+        )
+    operator.open("/console/pipeline")
+    page.get_by_role("button", name="Export now").click()
+    expect(page.get_by_role("status").first).to_contain_text("exported in 1 batch(es)")
+    page.get_by_role("button", name="Process now").click()
+    expect(page.get_by_role("alert")).to_contain_text("Processing failed")
+    with admin_api(console) as api:
+        process = api.get("/process/status").json()
+    [paused] = [c for c in process["clients"] if c["client_id"] == "client_acme"]
+    assert paused["paused"] and destination in paused["last_error"]
+    card = page.locator('li[data-client="client_acme"]')
+    expect(card).to_contain_text("Paused until")
+    expect(card.locator("pre")).to_have_text(paused["last_error"])
+    operator.capture("pipeline-paused")
+    operator.open("/console/clients")
+    expect(page.get_by_role("row", name=re.compile("client_acme"))).to_contain_text("Paused")
+    operator.open("/console/clients/client_acme")
+    page.get_by_role("button", name="Test destination").click()
+    expect(page.locator(".probe .store-error")).to_contain_text(destination)
+    operator.capture("client-destination-failing")
+
+    # Fixed: retry delivers what waited, at once.
+    s3.client.create_bucket(Bucket=destination)
+    operator.open("/console/pipeline")
+    page.get_by_role("button", name="Retry client_acme").first.click()
+    expect(page.get_by_role("status").first).to_contain_text("retried")
+    expect(page.get_by_text("No client is paused")).to_be_visible()
+    assert [key for key in s3.keys(destination) if key.endswith(".csv")]
+
+    # Data-subject request: the visitor's events, downloaded, and the receipt logged.
+    visitor = event["visitor_id"]
+    operator.open("/console/requests")
+    page.get_by_label("Client").select_option("client_acme")
+    page.get_by_label("Visitor id").fill(visitor)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export events (download)").click()
+    exported = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    stored_ids = {
+        str(r[0])
+        for r in db.execute(
+            "SELECT event_id FROM events_log WHERE client_id = 'client_acme' AND visitor_id = %s",
+            (visitor,),
+        )
+    }
+    assert {line["event_id"] for line in exported} == stored_ids
+    assert len(stored_ids) >= 4  # two page views, each with its batch envelope
+    expect(page.get_by_role("status").first).to_contain_text(f"Exported {len(stored_ids)} event(s)")
+    expect(page.get_by_role("region", name="Audit log, newest first")).to_contain_text("export")
+    operator.capture("requests")
+
+    # Usage: the page's numbers are the billing API's, and so is the CSV.
+    operator.open("/console/usage")
+    today = db.execute("SELECT (now() AT TIME ZONE 'UTC')::date::text").fetchone()[0]
+    with admin_api(console) as api:
+        usage = api.get("/billing/usage", params={"from": today, "to": today}).json()
+    [acme] = [c for c in usage["clients"] if c["client_id"] == "client_acme"]
+    accepted = acme["totals"]["accepted_events"]
+    assert accepted >= 2  # both page views (and whatever else the visitor's page sent)
+    table = page.get_by_role("region", name="Accepted events per day and client")
+    expect(table.get_by_role("row", name=re.compile(today))).to_contain_text(str(accepted))
+    expect(page.locator("svg.chart")).to_be_visible()
+    expect(page.get_by_text("Reconciled").first).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile(r"Download invoice-")).click()
+    lines = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {line["client_id"]: line["accepted_events"] for line in lines}["client_acme"] == str(
+        accepted
+    )
+    operator.capture("usage")
+
+    # Signing out ends it.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_contain_text("You have signed out")
+    assert operator.session_cookie() is None
+    page.goto(console.url + "/console/clients")
+    expect(page).to_have_url(re.compile(r"/console/login\?next=/console/clients$"))
