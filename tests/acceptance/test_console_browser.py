@@ -35,7 +35,7 @@ from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
 from tests.support.loopback import free_port
 from tests.support.s3 import S3, Buckets, client_credentials, s3_environment
-from tests.support.servers import RunningCollector
+from tests.support.servers import OPERATOR_TOKEN, RunningCollector
 
 pytestmark = pytest.mark.browser
 
@@ -105,6 +105,7 @@ class Operator:
     def sign_in(self, token: str, path: str = "/console/login") -> None:
         """With the keyboard only: the token field has the focus, Enter submits."""
         self.page.goto(self.base + path)
+        expect(self.page.get_by_label("Token")).to_be_focused()
         self.page.keyboard.type(token)
         self.page.keyboard.press("Enter")
 
@@ -424,3 +425,151 @@ def test_an_operator_runs_the_platform_from_the_console(
     assert operator.session_cookie() is None
     page.goto(console.url + "/console/clients")
     expect(page).to_have_url(re.compile(r"/console/login\?next=/console/clients$"))
+
+
+# ---- the ways in that stay shut ---------------------------------------------------------
+
+PAGES = (
+    "/console/clients",
+    "/console/clients/client_test",
+    "/console/clients/client_test/domains",
+    "/console/clients/client_test/install",
+    "/console/live",
+    "/console/pipeline",
+    "/console/usage",
+    "/console/requests",
+)
+
+
+def test_without_a_session_every_page_sends_to_sign_in_and_back(
+    console: RunningCollector, new_operator: Callable[[RunningCollector], Operator]
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    for path in PAGES:
+        page.goto(console.url + path)
+        expect(page).to_have_url(f"{console.url}/console/login?next={path}")
+    operator.sign_in(ADMIN, f"/console/login?next={PAGES[1]}")
+    expect(page).to_have_url(console.url + PAGES[1])
+    operator.ready()
+    expect(page.get_by_role("heading", name="client_test")).to_be_visible()
+
+
+def test_a_wrong_token_opens_nothing(
+    console: RunningCollector, new_operator: Callable[[RunningCollector], Operator]
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    operator.sign_in("not-the-token")
+    expect(page.get_by_role("alert")).to_have_text(
+        "That token is neither EVOTHESIS_ADMIN_TOKEN nor EVOTHESIS_OPERATOR_TOKEN."
+    )
+    expect(page.get_by_label("Token")).to_have_attribute("aria-invalid", "true")
+    operator.capture("login-wrong-token")
+    assert operator.session_cookie() is None
+    assert operator.fetch("GET", "/api/v1/clients")["status"] == 401
+    page.goto(console.url + "/console/clients")
+    expect(page).to_have_url(re.compile(r"/console/login\?next="))
+
+
+def test_a_forged_csrf_token_changes_nothing(
+    console: RunningCollector,
+    new_operator: Callable[[RunningCollector], Operator],
+    db: psycopg.Connection[Any],
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    operator.sign_in(ADMIN)
+    operator.ready()
+    body = {"client_id": "client_forged", "name": "Forged"}
+    for csrf in (None, "forged", operator.csrf_token()[:-2] + "xx"):
+        answer = operator.fetch("POST", "/api/v1/clients", body, csrf)
+        assert answer["status"] == 403, csrf
+        assert answer["body"]["error"]["code"] == "csrf_rejected"
+    assert operator.fetch("POST", "/export/run", None, "forged")["status"] == 403
+    assert db.execute(
+        "SELECT count(*) FROM clients WHERE client_id = 'client_forged'"
+    ).fetchone() == (0,)
+
+    # A page whose token was tampered with: its form says why nothing was saved.
+    operator.open("/console/clients/client_test")
+    page.evaluate(
+        """() => import('/console/assets/api.js').then(m => { m.context.csrf_token = 'forged'; })"""
+    )
+    page.get_by_label("Name", exact=True).fill("Renamed by a forger")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("alert")).to_contain_text("CSRF token")
+    name = db.execute("SELECT name FROM clients WHERE client_id = 'client_test'").fetchone()
+    assert name != ("Renamed by a forger",)
+
+    # Signing out needs it too; the real one works.
+    form_token = page.locator('form[action="/console/logout"] input[name="csrf"]')
+    form_token.evaluate("input => { input.value = 'forged'; }")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("alert")).to_contain_text("did not come from this console")
+    assert operator.session_cookie() is not None
+    operator.open("/console/clients")
+    assert operator.fetch("POST", "/api/v1/clients", body, operator.csrf_token())["status"] == 201
+
+
+def test_an_expired_session_sends_to_sign_in(
+    start_collector: Callable[..., RunningCollector],
+    new_operator: Callable[[RunningCollector], Operator],
+) -> None:
+    collector = start_collector(EVOTHESIS_ADMIN_TOKEN=ADMIN, CONSOLE_SESSION_TTL="3s")
+    operator = new_operator(collector)
+    page = operator.page
+    operator.sign_in(ADMIN, "/console/login?next=/console/pipeline")
+    operator.ready()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    time.sleep(3.5)
+    # The open page's next call finds the session gone and returns to sign-in.
+    page.get_by_role("button", name="Refresh").click()
+    expect(page).to_have_url(
+        f"{collector.url}/console/login?next=%2Fconsole%2Fpipeline&reason=ended"
+    )
+    expect(page.get_by_role("status")).to_contain_text("Your session has ended")
+    operator.capture("login-session-ended")
+    assert operator.fetch("GET", "/pipeline/status")["status"] == 401
+    page.goto(collector.url + "/console/live")
+    expect(page).to_have_url(f"{collector.url}/console/login?next=/console/live&reason=ended")
+    page.keyboard.type(ADMIN)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(collector.url + "/console/live")
+
+
+def test_a_client_that_does_not_exist_is_a_page_that_says_so(
+    console: RunningCollector, new_operator: Callable[[RunningCollector], Operator]
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    operator.sign_in(ADMIN)
+    for suffix in ("", "/domains", "/install"):
+        response = page.goto(f"{console.url}/console/clients/no_such_client{suffix}")
+        assert response is not None and response.status == 404
+        expect(page.get_by_role("heading", name="No such client")).to_be_visible()
+        expect(page.get_by_role("alert")).to_have_text("client 'no_such_client' does not exist")
+    operator.capture("client-not-found")
+    page.get_by_role("link", name="All clients").click()
+    expect(page).to_have_url(console.url + "/console/clients")
+
+
+def test_the_operator_token_reads_and_changes_nothing(
+    console: RunningCollector, new_operator: Callable[[RunningCollector], Operator]
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    operator.sign_in(OPERATOR_TOKEN, "/console/login?next=/console/pipeline")
+    operator.ready()
+    expect(page.get_by_text("Signed in with the operator token (read-only)")).to_be_visible()
+    expect(page.get_by_role("heading", name="Deliveries per client")).to_be_visible()
+    expect(page.get_by_role("button", name="Export now")).to_have_count(0)
+    csrf = operator.csrf_token()
+    answer = operator.fetch("POST", "/export/run", None, csrf)
+    assert (answer["status"], answer["body"]["error"]["code"]) == (403, "forbidden")
+    answer = operator.fetch("POST", "/api/v1/clients", {"client_id": "x_y", "name": "x"}, csrf)
+    assert answer["status"] == 403
+    operator.open("/console/clients")
+    expect(page.get_by_text("needs the admin token")).to_be_visible()
+    operator.open("/console/live")
+    expect(page.get_by_role("heading", name="Newest events")).to_be_visible()

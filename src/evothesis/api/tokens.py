@@ -35,7 +35,7 @@ from evothesis.api.deps import Runtime, RuntimeDep, SettingsDep
 from evothesis.api.transport.client_ip import client_ip
 from evothesis.config import Settings
 from evothesis.domain import Access
-from evothesis.errors import AdminUnauthorized, CsrfRejected
+from evothesis.errors import AdminUnauthorized, CsrfRejected, EvothesisError, Forbidden
 
 __all__ = [
     "CSRF_HEADER",
@@ -207,10 +207,17 @@ def _admin_refusal(
     settings: Settings,
     *,
     closed: str,
-) -> AdminUnauthorized:
+) -> EvothesisError:
+    """Why a caller may not run or administer. A console session that only reads gets a
+    403: it is signed in, and a 401 would tell its page to sign in again."""
     if access is Access.OPERATOR:
-        return AdminUnauthorized(
-            "EVOTHESIS_OPERATOR_TOKEN only reads; this needs EVOTHESIS_ADMIN_TOKEN"
+        if _matches(credentials, settings.operator_token):
+            return AdminUnauthorized(
+                "EVOTHESIS_OPERATOR_TOKEN only reads; this needs EVOTHESIS_ADMIN_TOKEN"
+            )
+        return Forbidden(
+            "this console session was opened with EVOTHESIS_OPERATOR_TOKEN, which only "
+            "reads; sign in with EVOTHESIS_ADMIN_TOKEN to change anything"
         )
     return _refusal(
         credentials, settings.admin_token, variable="EVOTHESIS_ADMIN_TOKEN", closed=closed

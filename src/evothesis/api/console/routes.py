@@ -43,7 +43,7 @@ from evothesis.api.tokens import (
 from evothesis.config import Settings
 from evothesis.errors import NotFound
 
-__all__ = ["include_console"]
+__all__ = ["include_console", "safe_next"]
 
 #: The sign-in form's CSRF cookie (double submit: the form carries the same value).
 LOGIN_COOKIE: Final = "evothesis_console_login"
@@ -99,7 +99,7 @@ def _closed_reason(settings: Settings, request: Request) -> str | None:
     return None
 
 
-def _safe_next(value: str | None) -> str:
+def safe_next(value: str | None) -> str:
     """Where to go after signing in: a console page of this site, never another site."""
     if not value or not value.startswith("/console/") or value.startswith(LOGIN_PATH):
         return HOME
@@ -135,7 +135,7 @@ async def login_form(request: Request, runtime: RuntimeDep) -> Response:
         "signed-out": "You have signed out.",
     }.get(request.query_params.get("reason", ""))
     return _login(
-        request, runtime, next_path=_safe_next(request.query_params.get("next")), notice=notice
+        request, runtime, next_path=safe_next(request.query_params.get("next")), notice=notice
     )
 
 
@@ -198,7 +198,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
     if closed:
         return _html(closed_page(closed), 403)
     form = await _form(request)
-    next_path = _safe_next(form.get("next"))
+    next_path = safe_next(form.get("next"))
     expected = request.cookies.get(LOGIN_COOKIE, "")
     given = form.get("csrf", "")
     if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
@@ -226,10 +226,11 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
         opener, now=runtime.clock.now().timestamp(), lifetime_s=settings.console_session_s
     )
     response = RedirectResponse(next_path, status_code=303)
+    # No Max-Age: the browser forgets the cookie when it closes, and the server refuses it
+    # once the session it holds has expired (and then says so).
     response.set_cookie(
         SESSION_COOKIE,
         keys.seal(session),
-        max_age=int(settings.console_session_s),
         path="/",
         secure=_secure(settings),
         httponly=True,

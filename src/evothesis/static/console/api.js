@@ -63,8 +63,9 @@ export async function api(method, path, { json, query, raw = false } = {}) {
     cache: "no-store",
   });
   if (response.status === 401) {
+    // The page is leaving for sign-in: whatever asked waits for nothing more.
     signInAgain();
-    throw await failure(response);
+    return new Promise(() => {});
   }
   if (!response.ok) throw await failure(response);
   if (raw) return response;
