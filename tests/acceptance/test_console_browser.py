@@ -573,3 +573,76 @@ def test_the_operator_token_reads_and_changes_nothing(
     expect(page.get_by_text("needs the admin token")).to_be_visible()
     operator.open("/console/live")
     expect(page.get_by_role("heading", name="Newest events")).to_be_visible()
+
+
+#: Controls without an accessible name, and text below WCAG AA contrast (4.5:1; 3:1 for
+#: large text), on the page as it is shown.
+AUDIT = """() => {
+    const visible = (el) => {
+        const box = el.getBoundingClientRect();
+        const style = getComputedStyle(el);
+        return box.width > 0 && box.height > 0 && style.visibility !== 'hidden';
+    };
+    const unnamed = [];
+    for (const el of document.querySelectorAll('input, select, textarea, button, a[href]')) {
+        if (el.type === 'hidden' || !visible(el)) continue;
+        const named = (el.labels && el.labels.length)
+            || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+            || (['BUTTON', 'A'].includes(el.tagName) && el.textContent.trim());
+        if (!named) unnamed.push(el.outerHTML.slice(0, 80));
+    }
+    const channel = (v) => {
+        v /= 255;
+        return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    };
+    const parse = (text) => text.match(/[\\d.]+/g).map(Number);
+    const luminance = ([r, g, b]) =>
+        0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    const background = (el) => {
+        for (let node = el; node; node = node.parentElement) {
+            const [r, g, b, a = 1] = parse(getComputedStyle(node).backgroundColor);
+            if (a > 0.5) return [r, g, b];
+        }
+        return [255, 255, 255];
+    };
+    const faint = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const el = node.parentElement;
+        if (!node.textContent.trim() || !el || !visible(el)) continue;
+        if (el.closest('svg, option, .skip-link')) continue;
+        const style = getComputedStyle(el);
+        const [fore, back] = [luminance(parse(style.color)), luminance(background(el))];
+        const ratio = (Math.max(fore, back) + 0.05) / (Math.min(fore, back) + 0.05);
+        const size = parseFloat(style.fontSize);
+        const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+        if (ratio < (large ? 3 : 4.5)) {
+            faint.push(`${ratio.toFixed(2)}: ${node.textContent.trim().slice(0, 40)}`);
+        }
+    }
+    return {unnamed, faint};
+}"""
+
+
+def test_every_page_is_labelled_legible_and_usable_by_keyboard(
+    console: RunningCollector, new_operator: Callable[[RunningCollector], Operator]
+) -> None:
+    operator = new_operator(console)
+    page = operator.page
+    page.goto(console.url + "/console/login")
+    assert page.evaluate(AUDIT) == {"unnamed": [], "faint": []}
+    operator.sign_in(ADMIN)
+    operator.ready()
+    for path in PAGES:
+        operator.open(path)
+        assert page.evaluate(AUDIT) == {"unnamed": [], "faint": []}, path
+        # The first Tab reaches the skip link, which takes the focus past the navigation.
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main", path
+        # The next Tab lands inside the page's own content, and the focus is drawn.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.getElementById('main').contains(document.activeElement)")
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in ("none", ""), path

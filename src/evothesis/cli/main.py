@@ -59,7 +59,8 @@ def serve(
         int, typer.Option(min=1, help="Collector processes sharing the port (one pool each).")
     ] = 1,
 ) -> None:
-    """Run the collector (POST /collect, /health, /metrics, /events/*, the demo site).
+    """Run the collector (POST /collect, /health, /metrics, /events/*, the operations
+    console at /console/, the demo site).
 
     With no DATABASE_URL an embedded PostgreSQL is started under EVOTHESIS_DATA_DIR
     (default ./.evothesis). Migrations are applied before the server accepts requests.
@@ -75,6 +76,7 @@ def serve(
     url = database_url(settings)
     migrate_for_serving(url, settings)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
+    logger.info("Operations console on http://%s:%d/console/", host, port)
     if workers > 1:
         os.environ["DATABASE_URL"] = url
         run_workers(host=host, port=port, workers=workers, access_log=access_log)
