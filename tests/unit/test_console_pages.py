@@ -8,9 +8,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from fastapi import FastAPI
 
 from evothesis.api.console.pages import Page, Signed, login_page, message_page, shell
-from evothesis.api.console.routes import safe_next
+from evothesis.api.console.routes import noscript_pixel, safe_next
+from evothesis.app import create_app
+from evothesis.config import Settings
 
 HOSTILE = '"><script>alert(1)</script><!--'
 SIGNED = Signed("the admin token", "2026-01-01 00:00 UTC", 'csrf"<token>')
@@ -94,3 +97,28 @@ def test_messages_and_sign_in_escape_what_they_show() -> None:
 )
 def test_sign_in_returns_to_console_pages_only(asked: str | None, sent: str) -> None:
     assert safe_next(asked) == sent
+
+
+def test_the_noscript_pixel_is_offered_only_where_the_app_documents_one() -> None:
+    """The Install page shows a ``<noscript>`` pixel only when ``GET /collect`` is in the
+    app's OpenAPI schema, with the query parameters it declares."""
+    settings = Settings(_env_file=None, ENVIRONMENT="test")
+    collector = create_app(settings, database_url="postgresql://unused/unused")
+    documented = collector.api.openapi()["paths"]["/collect"]
+    assert noscript_pixel(collector.api) == (
+        {"path": "/collect", "query": [p["name"] for p in documented["get"]["parameters"]]}
+        if "get" in documented
+        else None
+    )
+
+    with_pixel = FastAPI()
+
+    @with_pixel.get("/collect")
+    async def pixel(siteId: str, eventType: str = "pageview", cb: str | None = None) -> None:
+        """A 1x1 GIF."""
+
+    assert noscript_pixel(with_pixel) == {
+        "path": "/collect",
+        "query": ["siteId", "eventType", "cb"],
+    }
+    assert noscript_pixel(FastAPI()) is None

@@ -43,7 +43,7 @@ from evothesis.api.tokens import (
 from evothesis.config import Settings
 from evothesis.errors import NotFound
 
-__all__ = ["include_console", "safe_next"]
+__all__ = ["include_console", "noscript_pixel", "safe_next"]
 
 #: The sign-in form's CSRF cookie (double submit: the form carries the same value).
 LOGIN_COOKIE: Final = "evothesis_console_login"
@@ -264,7 +264,7 @@ async def logout(request: Request, runtime: RuntimeDep) -> Response:
 # ---------------------------------------------------------------------------------- pages
 
 
-def _noscript_pixel(app: FastAPI) -> dict[str, Any] | None:
+def noscript_pixel(app: FastAPI) -> dict[str, Any] | None:
     """The no-JavaScript pixel (``GET /collect``) and its query parameters, when this
     collector documents one in its OpenAPI schema; ``None`` otherwise."""
     paths = app.openapi().get("paths", {})
@@ -293,7 +293,7 @@ def _context(
         "csrf_token": session_keys(runtime).csrf_token(session),
         "today": today.isoformat(),
         "collector_url": settings.collector_url,
-        "noscript_pixel": _noscript_pixel(request.app),
+        "noscript_pixel": noscript_pixel(request.app),
     }
     if page in (Page.CLIENTS, Page.CLIENT):
         # The forms are built from the admin API's own request models.
