@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from evothesis.api.console.sessions import Opener, Session, SessionKeys
 from evothesis.domain import Access
+from evothesis.registry.secrets import SecretBox, generate_key
 
 NOW = 1_900_000_000.0
 HOUR = 3600.0
@@ -110,7 +111,6 @@ def test_a_session_of_an_opener_without_a_key_is_refused() -> None:
     assert keys(dev=None).open(development, now=NOW) is None
     with pytest.raises(ValueError, match="no key"):
         keys(operator=None).new(Opener.OPERATOR_TOKEN, now=NOW, lifetime_s=HOUR)
-    assert not keys(operator=None).available(Opener.OPERATOR_TOKEN)
 
 
 def test_the_csrf_token_belongs_to_its_session_and_key() -> None:
@@ -131,3 +131,18 @@ def test_sessions_are_unguessable_and_distinct() -> None:
     assert len(made) == 200
     assert all(len(nonce) == 22 for nonce in made)  # 128 random bits
     assert Session(Opener.ADMIN_TOKEN, 1, "n").access is Access.ADMIN
+
+
+def test_development_sessions_are_signed_with_a_key_derived_from_the_secret_key() -> None:
+    """Every process sharing EVOTHESIS_SECRET_KEY (or the data folder's key file) derives
+    the same key; another secret key, or another purpose, derives another."""
+    first, rotated = generate_key(), generate_key()
+    box = SecretBox([first.encode()])
+    purpose = b"evothesis console development sessions"
+    assert box.derive(purpose) == SecretBox([first.encode(), rotated.encode()]).derive(purpose)
+    assert box.derive(purpose) != SecretBox([rotated.encode(), first.encode()]).derive(purpose)
+    assert box.derive(purpose) != box.derive(b"something else")
+    assert len(box.derive(purpose)) == 32
+    ring = keys(admin=None, operator=None, dev=box.derive(purpose))
+    cookie = ring.seal(ring.new(Opener.DEVELOPMENT, now=NOW, lifetime_s=HOUR))
+    assert keys(admin=None, operator=None, dev=box.derive(purpose)).open(cookie, now=NOW)

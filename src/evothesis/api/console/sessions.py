@@ -68,7 +68,7 @@ def _b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def derive_key(secret: bytes) -> bytes:
+def _derive_key(secret: bytes) -> bytes:
     return hmac.new(secret, _PURPOSE, hashlib.sha256).digest()
 
 
@@ -85,14 +85,11 @@ class SessionKeys:
     ) -> None:
         self._keys: dict[Opener, bytes] = {}
         if admin_token:
-            self._keys[Opener.ADMIN_TOKEN] = derive_key(admin_token.encode())
+            self._keys[Opener.ADMIN_TOKEN] = _derive_key(admin_token.encode())
         if operator_token:
-            self._keys[Opener.OPERATOR_TOKEN] = derive_key(operator_token.encode())
+            self._keys[Opener.OPERATOR_TOKEN] = _derive_key(operator_token.encode())
         if development_secret:
-            self._keys[Opener.DEVELOPMENT] = derive_key(development_secret)
-
-    def available(self, opener: Opener) -> bool:
-        return opener in self._keys
+            self._keys[Opener.DEVELOPMENT] = _derive_key(development_secret)
 
     def new(self, opener: Opener, *, now: float, lifetime_s: float) -> Session:
         if opener not in self._keys:
