@@ -295,6 +295,11 @@ def test_an_operator_runs_the_platform_from_the_console(
     expect(page.get_by_role("status").first).to_contain_text("Script tag copied")
     tag = page.evaluate("navigator.clipboard.readText()")
     assert tag == f'<script src="{console.url}/pixel/client_acme/tracking.js" async></script>'
+    # This collector has the image pixel (GET /collect in its schema): its snippet too.
+    assert page.get_by_label("No-JavaScript pixel").input_value() == (
+        f'<noscript><img src="{console.url}/collect?eventType=pageview&amp;siteId={SHOP}" '
+        'width="1" height="1" alt=""></noscript>'
+    )
     (site.folder / "index.html").write_text(
         f"<!doctype html><html><head><title>Acme blog</title>{tag}</head>"
         "<body><h1>The Acme blog</h1></body></html>"
@@ -305,11 +310,29 @@ def test_an_operator_runs_the_platform_from_the_console(
         f"arrived from {BLOG_PAGE_HOST}", timeout=20_000
     )
     operator.capture("install-received")
+    # The pixel, pasted into a page of the exact domain, seen by a browser without JavaScript.
+    pixel = page.get_by_label("No-JavaScript pixel").input_value()
+    (site.folder / "shop.html").write_text(f"<!doctype html><title>Shop</title><body>{pixel}")
+    without_js = operator.context.browser.new_context(java_script_enabled=False)  # type: ignore[union-attr]
+    try:
+        without_js.new_page().goto(site.url(SHOP, "/shop.html"))
+        with admin_api(console) as api:
+            wait_until(
+                lambda: api.get("/events/recent", params={"site_id": SHOP}).json(),
+                "the pixel's page view",
+            )
+    finally:
+        without_js.close()
 
     # Live events: the stored row, exactly as /events/recent answers it (the IP hashed).
     with admin_api(console) as api:
         [event] = api.get(
-            "/events/recent", params={"client_id": "client_acme", "event_type": "pageview"}
+            "/events/recent",
+            params={
+                "client_id": "client_acme",
+                "site_id": BLOG_PAGE_HOST,
+                "event_type": "pageview",
+            },
         ).json()
     assert (event["event_type"], event["site_id"], event["source"]) == (
         "pageview",
@@ -346,8 +369,9 @@ def test_an_operator_runs_the_platform_from_the_console(
     empty_bucket(s3, destination)
     visitor_page.reload()
     with admin_api(console) as api:
+        views = {"site_id": BLOG_PAGE_HOST, "event_type": "pageview"}
         wait_until(
-            lambda: len(api.get("/events/recent", params={"client_id": "client_acme"}).json()) >= 2,
+            lambda: len(api.get("/events/recent", params=views).json()) == 2,
             "the second page view",
         )
     operator.open("/console/pipeline")
@@ -357,14 +381,18 @@ def test_an_operator_runs_the_platform_from_the_console(
     expect(page.get_by_role("alert")).to_contain_text("Processing failed")
     with admin_api(console) as api:
         process = api.get("/process/status").json()
-    [paused] = [c for c in process["clients"] if c["client_id"] == "client_acme"]
-    assert paused["paused"] and destination in paused["last_error"]
+    # Paused for seconds after a first failure: by now it may be "failing" rather than
+    # "paused"; either way its files wait, with the store's error.
+    [acme] = [c for c in process["clients"] if c["client_id"] == "client_acme"]
+    assert acme["failing_files"] == 1 and destination in acme["last_error"]
     card = page.locator('li[data-client="client_acme"]')
-    expect(card).to_contain_text("Paused until")
-    expect(card.locator("pre")).to_have_text(paused["last_error"])
+    expect(card).to_contain_text(re.compile(r"Paused until|1 file\(s\) failing"))
+    expect(card.locator("pre")).to_have_text(acme["last_error"])
     operator.capture("pipeline-paused")
     operator.open("/console/clients")
-    expect(page.get_by_role("row", name=re.compile("client_acme"))).to_contain_text("Paused")
+    troubled = page.get_by_role("row", name=re.compile("client_acme"))
+    expect(troubled).to_contain_text(re.compile(r"Paused|1 file\(s\) failing"))
+    expect(troubled).to_contain_text(f"could not write s3://{destination}/")
     operator.open("/console/clients/client_acme")
     page.get_by_role("button", name="Test destination").click()
     expect(page.locator(".probe .store-error")).to_contain_text(destination)
