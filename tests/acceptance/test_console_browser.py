@@ -206,6 +206,7 @@ def empty_bucket(s3: S3, bucket: str) -> None:
 
 
 def test_an_operator_runs_the_platform_from_the_console(
+    browser: Browser,
     console: RunningCollector,
     new_operator: Callable[[RunningCollector], Operator],
     site: SitePages,
@@ -313,7 +314,7 @@ def test_an_operator_runs_the_platform_from_the_console(
     # The pixel, pasted into a page of the exact domain, seen by a browser without JavaScript.
     pixel = page.get_by_label("No-JavaScript pixel").input_value()
     (site.folder / "shop.html").write_text(f"<!doctype html><title>Shop</title><body>{pixel}")
-    without_js = operator.context.browser.new_context(java_script_enabled=False)  # type: ignore[union-attr]
+    without_js = browser.new_context(java_script_enabled=False)
     try:
         without_js.new_page().goto(site.url(SHOP, "/shop.html"))
         with admin_api(console) as api:
@@ -572,6 +573,7 @@ def test_a_client_that_does_not_exist_is_a_page_that_says_so(
     operator = new_operator(console)
     page = operator.page
     operator.sign_in(ADMIN)
+    operator.ready()
     for suffix in ("", "/domains", "/install"):
         response = page.goto(f"{console.url}/console/clients/no_such_client{suffix}")
         assert response is not None and response.status == 404

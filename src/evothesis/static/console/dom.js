@@ -173,7 +173,7 @@ export function bytes(value) {
 /** A button that copies text to the clipboard and says so; falls back to selecting the
  * text and the browser's copy command where the Clipboard API is unavailable (a console
  * served over plain HTTP from another host than localhost). */
-export function copyButton(source, label, status) {
+export function copyButton(source, what, status) {
   return el(
     "button",
     {
@@ -188,10 +188,10 @@ export function copyButton(source, label, status) {
           source.select?.();
           document.execCommand("copy");
         }
-        status.show("success", `${label} copied to the clipboard.`);
+        status.show("success", `${what[0].toUpperCase()}${what.slice(1)} copied to the clipboard.`);
       },
     },
-    `Copy ${label.toLowerCase()}`,
+    `Copy ${what}`,
   );
 }
 

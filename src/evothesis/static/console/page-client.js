@@ -96,7 +96,7 @@ export async function render(root, context) {
           { class: "message success", role: "alert" },
           el("p", {}, "The new write key is shown this once: keep it now."),
           field("New write key", keyField),
-          copyButton(keyField, "Write key", status),
+          copyButton(keyField, "write key", status),
         ),
       );
       keyField.focus();

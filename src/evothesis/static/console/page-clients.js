@@ -25,7 +25,7 @@ function writeKeyNotice(record, writeKey, status) {
     { class: "message success", role: "alert" },
     el("p", {}, `Client ${record.client_id} was created. Its write key is shown this once: keep it now.`),
     field("Write key", keyField, "Servers send it as X-Write-Key; only its digest is stored."),
-    copyButton(keyField, "Write key", status),
+    copyButton(keyField, "write key", status),
     el(
       "p",
       {},

@@ -9,9 +9,9 @@ function collectorOrigin(context) {
   return (context.collector_url || location.origin).replace(/\/+$/, "");
 }
 
-function snippet(label, text, status, help) {
-  const box = el("textarea", { readonly: true, rows: 3, class: "code", spellcheck: "false" }, text);
-  return el("div", { class: "snippet" }, field(label, box, help), copyButton(box, label, status));
+function snippet(label, what, text, status, help) {
+  const box = el("textarea", { readonly: true, rows: 4, class: "code", spellcheck: "false" }, text);
+  return el("div", { class: "snippet" }, field(label, box, help), copyButton(box, what, status));
 }
 
 function pixelTag(origin, pixel, site) {
@@ -43,6 +43,7 @@ export async function render(root, context) {
   const tags = [
     snippet(
       "Script tag",
+      "script tag",
       `<script src="${origin}/pixel/${segment(id)}/tracking.js" async></script>`,
       status,
       `Paste it into the <head> of every page of ${sites}. The tracker carries ${id}'s settings and sends to ${origin}/collect.`,
@@ -57,6 +58,7 @@ export async function render(root, context) {
     tags.push(
       snippet(
         "No-JavaScript pixel",
+        "pixel",
         pixelTag(origin, context.noscript_pixel, site),
         status,
         `For visitors without JavaScript: a pageview of ${site}, after the script tag; change the site for other domains.`,
