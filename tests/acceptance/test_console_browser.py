@@ -427,6 +427,17 @@ def test_an_operator_runs_the_platform_from_the_console(
     expect(page.get_by_role("status").first).to_contain_text(f"Exported {len(stored_ids)} event(s)")
     expect(page.get_by_role("region", name="Audit log, newest first")).to_contain_text("export")
     operator.capture("requests")
+    # And deleted, after the browser's confirmation (accepted here), with its receipt.
+    page.get_by_role("button", name="Delete events…").click()
+    expect(page.get_by_role("status").first).to_contain_text("Deleted.")
+    receipt = json.loads(page.locator(".receipt pre").text_content() or "")
+    assert receipt["client_id"] == "client_acme" and receipt["kind"] == "delete"
+    left = db.execute(
+        "SELECT count(*) FROM events_log WHERE client_id = 'client_acme' AND visitor_id = %s",
+        (visitor,),
+    ).fetchone()
+    assert left == (0,)
+    operator.capture("requests-deleted")
 
     # Usage: the page's numbers are the billing API's, and so is the CSV.
     operator.open("/console/usage")
