@@ -74,6 +74,7 @@ KNOWN_PREFIXES: Final = (
     "EVENTS_",
     "BILLING_",
     "GEOIP_",
+    "CONSOLE_",
 )
 
 #: Names with a known prefix that the deployment files read, not Evothesis
