@@ -132,7 +132,9 @@ def test_process_retry_delivers_a_paused_clients_files_once_its_destination_work
     blocked.unlink()
     retried = succeeded("process", "retry", "late", env=env)
     assert (retried["client_id"], retried["deliveries_retried"], retried["files"]) == ("late", 1, 1)
-    assert [p.suffix for p in blocked.rglob("*.jsonl")] == [".jsonl"]
+    # One file in the default format (seed 004's JSON document), with its manifest.
+    delivered = sorted(p.name for p in blocked.rglob("*") if p.is_file())
+    assert delivered == ["batch-000000000001.json", "batch-000000000001.json.manifest.json"]
     assert "no pending deliveries to retry" in failed("process", "retry", "late", env=env)
 
 
