@@ -207,12 +207,20 @@ def empty_bucket(s3: S3, bucket: str) -> None:
 
 def test_an_operator_runs_the_platform_from_the_console(
     browser: Browser,
-    console: RunningCollector,
+    start_collector: Callable[..., RunningCollector],
     new_operator: Callable[[RunningCollector], Operator],
     site: SitePages,
     s3: S3,
+    buckets: Buckets,
     db: psycopg.Connection[Any],
 ) -> None:
+    # With its export schedule (hourly: its first round at start-up, the rest on demand).
+    console = start_collector(
+        **s3_environment(s3, buckets),
+        EVOTHESIS_ADMIN_TOKEN=ADMIN,
+        EXPORT_IN_SERVE=True,
+        EXPORT_SCHEDULE="hourly",
+    )
     operator = new_operator(console)
     page = operator.page
     destination = s3.new_bucket("acme")
@@ -296,6 +304,9 @@ def test_an_operator_runs_the_platform_from_the_console(
     expect(page.get_by_role("status").first).to_contain_text("Script tag copied")
     tag = page.evaluate("navigator.clipboard.readText()")
     assert tag == f'<script src="{console.url}/pixel/client_acme/tracking.js" async></script>'
+    # Seed 001's tag, the generic tracker at the seeds' path.
+    generic = page.get_by_label("Seed 001's tag (generic tracker)").input_value()
+    assert generic == f'<script src="{console.url}/js/tracking.js"></script>'
     # This collector has the image pixel (GET /collect in its schema): its snippet too.
     assert page.get_by_label("No-JavaScript pixel").input_value() == (
         f'<noscript><img src="{console.url}/collect?eventType=pageview&amp;siteId={SHOP}" '
@@ -311,19 +322,31 @@ def test_an_operator_runs_the_platform_from_the_console(
         f"arrived from {BLOG_PAGE_HOST}", timeout=20_000
     )
     operator.capture("install-received")
-    # The pixel, pasted into a page of the exact domain, seen by a browser without JavaScript.
+    # The generic tag and the pixel, pasted into a page of the exact domain: a browser
+    # without JavaScript sends the pixel's page view, one with JavaScript the tracker's.
     pixel = page.get_by_label("No-JavaScript pixel").input_value()
-    (site.folder / "shop.html").write_text(f"<!doctype html><title>Shop</title><body>{pixel}")
+    (site.folder / "shop.html").write_text(
+        f"<!doctype html><title>Shop</title>{generic}<body>{pixel}"
+    )
+    shop_views = {"client_id": "client_acme", "site_id": SHOP, "event_type": "pageview"}
     without_js = browser.new_context(java_script_enabled=False)
     try:
         without_js.new_page().goto(site.url(SHOP, "/shop.html"))
         with admin_api(console) as api:
             wait_until(
-                lambda: api.get("/events/recent", params={"site_id": SHOP}).json(),
+                lambda: len(api.get("/events/recent", params=shop_views).json()) == 1,
                 "the pixel's page view",
             )
     finally:
         without_js.close()
+    shop_page = operator.context.new_page()
+    shop_page.goto(site.url(SHOP, "/shop.html"))
+    with admin_api(console) as api:
+        wait_until(
+            lambda: len(api.get("/events/recent", params=shop_views).json()) == 2,
+            "the generic tracker's page view",
+        )
+    shop_page.close()
 
     # Live events: the stored row, exactly as /events/recent answers it (the IP hashed).
     with admin_api(console) as api:
@@ -363,6 +386,17 @@ def test_an_operator_runs_the_platform_from_the_console(
     )
     [data_file] = [key for key in s3.keys(destination) if key.endswith(".csv")]
     assert data_file.startswith("processed-events/client_acme/")
+    # The export schedule as the database records it: this collector runs it.
+    with admin_api(console) as api:
+        scheduler = api.get("/pipeline/status").json()["scheduler"]
+    [runner] = scheduler["runners"]
+    schedule = page.get_by_role("region", name="Running schedulers")
+    expect(schedule.locator(f'tr[data-key="{runner["runner"]}"]')).to_contain_text("collector")
+    expect(schedule).to_contain_text("60 min")
+    expect(page.locator("dd", has_text="runner(s)")).to_contain_text("Running 1 runner(s)")
+    expect(page.locator("dd", has_text="on schedule")).to_contain_text(
+        f"by {runner['runner']} (collector)"
+    )
     operator.capture("pipeline")
 
     # Its destination goes away: the next delivery fails, the client is paused with the
@@ -605,6 +639,8 @@ def test_the_operator_token_reads_and_changes_nothing(
     expect(page.get_by_text("Signed in with the operator token (read-only)")).to_be_visible()
     expect(page.get_by_role("heading", name="Deliveries per client")).to_be_visible()
     expect(page.get_by_role("button", name="Export now")).to_have_count(0)
+    # No scheduler runs beside this collector: the page says exports wait for a run.
+    expect(page.get_by_text("exports run only on demand")).to_be_visible()
     csrf = operator.csrf_token()
     answer = operator.fetch("POST", "/export/run", None, csrf)
     assert (answer["status"], answer["body"]["error"]["code"]) == (403, "forbidden")

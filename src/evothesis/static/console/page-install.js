@@ -1,5 +1,6 @@
-// Install: the client's script tag (and the no-JavaScript pixel where this collector has
-// one) to copy into its pages, and a check that turns green when its first event arrives.
+// Install: the client's script tag, seed 001's generic tag (and the no-JavaScript pixel
+// where this collector has one) to copy into its pages, and a check that turns green when
+// its first event arrives.
 
 import { get, segment } from "./api.js";
 import { badge, clear, copyButton, el, every, field, messages, moment, section } from "./dom.js";
@@ -49,6 +50,15 @@ export async function render(root, context) {
       `Paste it into the <head> of every page of ${sites}. The tracker carries ${id}'s settings and sends to ${origin}/collect.`,
     ),
   ];
+  tags.push(
+    snippet(
+      "Seed 001's tag (generic tracker)",
+      "generic tag",
+      `<script src="${origin}/js/tracking.js"></script>`,
+      status,
+      `The tag the seed documents: the same tracker without ${id}'s settings baked in. Its events go to ${origin}/collect, are attributed to ${id} by the page's domain and get ${id}'s privacy rules there; what the tracker does in the browser before sending (waiting for consent, honouring Do Not Track) follows only the tag above.`,
+    ),
+  );
   if (record && !record.active) {
     tags.unshift(el("p", { class: "message warning" }, `${id} is deactivated: its events are refused until it is activated.`));
   }

@@ -1,5 +1,6 @@
-// Pipeline: export lag, pending rows and batches, per-client deliveries, paused clients
-// with their errors and a retry, failed events with their reasons, and the spool.
+// Pipeline: export lag, pending rows and batches, the export schedule wherever it runs,
+// per-client deliveries, paused clients with their errors and a retry, failed events with
+// their reasons, and the spool.
 
 import { get, post } from "./api.js";
 import {
@@ -17,6 +18,12 @@ import {
   table,
 } from "./dom.js";
 
+/** Why a scheduler's round started, as /pipeline/status names it. */
+const TRIGGERS = {
+  schedule: ", on schedule",
+  threshold: ", as the backlog reached EXPORT_BATCH_SIZE",
+};
+
 function outcome(answer) {
   return answer.message || "Done.";
 }
@@ -24,6 +31,7 @@ function outcome(answer) {
 export async function render(root, context) {
   const status = messages();
   const overview = el("div");
+  const schedulers = el("div");
   const paused = el("div");
   const deliveries = el("div");
   const batches = el("div");
@@ -34,6 +42,7 @@ export async function render(root, context) {
     status,
     actions,
     section("Overview", overview),
+    section("Export schedule", schedulers),
     section("Paused clients", paused),
     section("Deliveries per client", deliveries),
     section("Failed batches", batches),
@@ -72,6 +81,42 @@ export async function render(root, context) {
   }
   actions.append(el("button", { type: "button", class: "secondary", onclick: () => refresh() }, "Refresh"));
 
+  /** The export schedule as the database records it, wherever it runs: collectors with
+   * EXPORT_IN_SERVE and `evothesis worker` processes, each a runner. */
+  function schedule(scheduler) {
+    const ran = scheduler.ran_by;
+    const round = scheduler.last_round;
+    clear(schedulers).append(
+      facts([
+        [
+          "Scheduler",
+          scheduler.running
+            ? [badge("success", "Running"), ` ${scheduler.runners.length} runner(s)`]
+            : [badge("warning", "Not running"), " no collector with EXPORT_IN_SERVE and no evothesis worker was heard from in the last 30 s: exports run only on demand"],
+        ],
+        ["Last round", scheduler.last_round_at ? `${moment(scheduler.last_round_at)}${ran ? ` by ${ran.runner} (${ran.role})` : ""}${TRIGGERS[round?.trigger] || ""}` : "none yet"],
+        ["Next round due", scheduler.running ? moment(scheduler.next_due_at) : "—"],
+        ["Scheduler error", scheduler.last_error ? el("span", { class: "detail" }, scheduler.last_error) : "none"],
+      ]),
+      table({
+        caption: "Running schedulers",
+        rows: scheduler.runners,
+        rowKey: (row) => row.runner,
+        empty: "No scheduler is running.",
+        columns: [
+          { label: "Runner", cell: (row) => row.runner },
+          { label: "Role", cell: (row) => row.role },
+          { label: "Every", cell: (row) => duration(row.interval_seconds) },
+          { label: "Rounds", numeric: true, cell: (row) => number(row.rounds) },
+          { label: "Last round", cell: (row) => moment(row.last_round_at) },
+          { label: "Next due", cell: (row) => moment(row.next_due_at) },
+          { label: "Heard from", cell: (row) => moment(row.heartbeat_at) },
+          { label: "Error", cell: (row) => row.last_error || "—" },
+        ],
+      }),
+    );
+  }
+
   async function refresh() {
     const [pipeline, failed, health] = await Promise.all([
       get("/pipeline/status"),
@@ -91,9 +136,9 @@ export async function render(root, context) {
         ["Last batch", last ? `#${last.batch_id}, ${number(last.event_count)} events, ${moment(last.exported_at)}` : "none yet"],
         ["Raw objects to process", number(process.unprocessed_objects)],
         ["Schedule", exported.schedule_seconds ? `every ${duration(exported.schedule_seconds)}` : "off (on demand)"],
-        ["Scheduler", scheduler.running ? `running${scheduler.last_round_at ? `, last round ${moment(scheduler.last_round_at)}` : ""}` : "not running in this process"],
       ]),
     );
+    schedule(scheduler);
 
     const pausedRows = process.clients.filter((row) => row.paused || row.failing_files);
     clear(paused).append(
