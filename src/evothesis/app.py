@@ -19,7 +19,7 @@ from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.console.routes import include_console
 from evothesis.api.deps import Runtime
 from evothesis.api.factory import new_api
-from evothesis.api.routes import billing, export, gdpr, metrics, ops, site
+from evothesis.api.routes import billing, deliveries, export, gdpr, metrics, ops, site
 from evothesis.api.routes.registry import include_pixel_management
 from evothesis.api.transport.asgi import ASGIApp, Receive, Scope, Send
 from evothesis.api.transport.deadlines import ReadDeadlines
@@ -98,6 +98,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(metrics.router)
     app.include_router(export.router)
+    app.include_router(deliveries.router)
     app.include_router(gdpr.router)
     app.include_router(billing.router)
     app.include_router(site.router)

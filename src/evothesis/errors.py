@@ -14,7 +14,7 @@ HTTP. The tree::
     ├── Refused                          /collect: the sender may not send these events
     │   ├── UnauthorizedDomain ── OriginMismatch
     │   └── WriteKeyRequired ── InvalidWriteKey
-    ├── AdminUnauthorized, NotFound, Conflict
+    ├── AdminUnauthorized, NotFound, Conflict, RateLimited
     ├── Forbidden ── CsrfRejected         an operator's request this caller may not make
     ├── StorageUnavailable               retry later: nothing was lost
     │   ├── RegistryUnavailable, ExportsRunning, RequestIncomplete, LockBusy
@@ -122,6 +122,12 @@ class InvalidSetting(InvalidEvent):
     code = "invalid_setting"
 
 
+class InvalidRange(BadRequest):
+    """A replay's range is not a range of times or batches."""
+
+    code = "invalid_range"
+
+
 class InvalidPeriod(BadRequest):
     """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
 
@@ -185,6 +191,16 @@ class CsrfRejected(Forbidden):
     the console page and try again."""
 
     code = "csrf_rejected"
+
+
+class RateLimited(EvothesisError):
+    """Too many requests; retry after the time given."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(EvothesisError):

@@ -2,7 +2,8 @@
 
 Separate shapes for creating and for changing a client, both refusing unknown fields, so
 a misspelt setting is a 422 rather than silently ignored. Secrets (``ip_salt``,
-``export_credentials``) are write-only: they come in here and never go out.
+``export_credentials``, ``notify_secret``) are write-only: they come in here and never go
+out.
 
 Every setting has a title and a description, shared by both shapes: they document the API
 (``/docs``), and the operations console builds its client forms from these models' JSON
@@ -47,6 +48,10 @@ Salt = Annotated[
     BeforeValidator(_salt_from_hex),
     WithJsonSchema({"type": "string", "pattern": "^([0-9a-fA-F]{2}){16,}$"}),
 ]
+Schedule = Annotated[str, Field(min_length=1, max_length=200)]
+Threshold = Annotated[int, Field(ge=1)]
+NotifyUrl = Annotated[str, Field(min_length=1, max_length=2000)]
+NotifySecret = Annotated[str, Field(min_length=16, max_length=200)]
 
 #: Each setting's label and meaning, as /docs and the console show them.
 SETTINGS: Final[dict[str, tuple[str, str]]] = {
@@ -90,11 +95,34 @@ SETTINGS: Final[dict[str, tuple[str, str]]] = {
         "The client's own bucket: s3://bucket/prefix, gs://..., az://... or "
         "file:///folder. Empty: the operator's processed bucket.",
     ),
-    "export_format": ("Export format", "json (JSON Lines), csv or parquet."),
+    "export_format": (
+        "Export format",
+        "json (seed 004's document: export metadata and the events), jsonl (one event a "
+        "line), csv or parquet.",
+    ),
     "export_credentials": (
         "Export credentials",
         "Write-only: access_key_id, secret_access_key, session_token, endpoint, region. "
         "Shown back only as has_export_credentials.",
+    ),
+    "export_schedule": (
+        "Delivery schedule",
+        "real-time, hourly (minute 0, UTC), daily (00:00 UTC) or a five-field cron "
+        "expression in UTC; empty: EXPORT_SCHEDULE.",
+    ),
+    "export_threshold": (
+        "Delivery threshold",
+        "Deliver as soon as this many events are waiting; empty: only on schedule.",
+    ),
+    "notify_url": (
+        "Notification webhook",
+        "An http(s) URL told about paused and resumed destinations, failing and "
+        "dead-lettered deliveries and finished replays.",
+    ),
+    "notify_secret": (
+        "Notification secret",
+        "Write-only, 16-200 characters: the secret notices are signed with (HMAC-SHA256); "
+        "needed with a webhook. Shown back only as has_notify_secret.",
     ),
     "ip_salt": (
         "IP salt",
@@ -110,8 +138,11 @@ SETTINGS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: Schedules as /docs offers them for a try.
+SCHEDULES: Final = ["hourly", "*/15 * * * *"]
+
 #: Settings that are never shown back (JSON Schema's ``writeOnly``).
-WRITE_ONLY: Final = frozenset({"export_credentials", "ip_salt"})
+WRITE_ONLY: Final = frozenset({"export_credentials", "notify_secret", "ip_salt"})
 
 
 def _setting(name: str, default: Any = None, **constraints: Any) -> Any:
@@ -127,8 +158,18 @@ def _setting(name: str, default: Any = None, **constraints: Any) -> Any:
 #: store.
 _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
-#: Changes that may be ``null``: clearing the export destination or its credentials.
-_NULLABLE_CHANGES: Final = frozenset({"export_destination", "export_credentials"})
+#: Changes that may be ``null``: clearing the export destination or its credentials, the
+#: schedule (back to EXPORT_SCHEDULE), the threshold, the webhook.
+_NULLABLE_CHANGES: Final = frozenset(
+    {
+        "export_destination",
+        "export_credentials",
+        "export_schedule",
+        "export_threshold",
+        "notify_url",
+        "notify_secret",
+    }
+)
 
 
 class ClientCreate(BaseModel):
@@ -147,6 +188,10 @@ class ClientCreate(BaseModel):
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat = _setting("export_format", ExportFormat.JSON)
     export_credentials: Credentials | None = _setting("export_credentials")
+    export_schedule: Schedule | None = _setting("export_schedule", examples=SCHEDULES)
+    export_threshold: Threshold | None = _setting("export_threshold")
+    notify_url: NotifyUrl | None = _setting("notify_url")
+    notify_secret: NotifySecret | None = _setting("notify_secret")
     ip_salt: Salt | None = _setting("ip_salt")
     domains: list[str] = _setting("domains", [], max_length=1000)
 
@@ -174,6 +219,10 @@ class ClientChanges(BaseModel):
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat | None = _setting("export_format")
     export_credentials: Credentials | None = _setting("export_credentials")
+    export_schedule: Schedule | None = _setting("export_schedule", examples=SCHEDULES)
+    export_threshold: Threshold | None = _setting("export_threshold")
+    notify_url: NotifyUrl | None = _setting("notify_url")
+    notify_secret: NotifySecret | None = _setting("notify_secret")
     ip_salt: Salt | None = _setting("ip_salt")
     active: bool | None = _setting("active")
 

@@ -26,6 +26,7 @@ from evothesis.cli.common import (
 )
 from evothesis.config import environment_help
 from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.registry.secrets import new_notify_secret
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 from evothesis.services import Services
 
@@ -49,6 +50,18 @@ Domain = Annotated[
     str, typer.Argument(metavar="DOMAIN", help="An exact host (www.acme.com) or *.acme.com.")
 ]
 
+
+_SCHEDULE = typer.Option(
+    help="Delivery schedule: real-time, hourly (minute 0, UTC), daily (00:00 UTC) or a "
+    "cron expression in UTC such as '*/15 * * * *' (default: EXPORT_SCHEDULE)."
+)
+_THRESHOLD = typer.Option(
+    min=1, help="Deliver as soon as this many of the client's events are waiting."
+)
+_NOTIFY_URL = typer.Option(
+    help="Webhook told (signed) about paused and resumed destinations, failing and "
+    "dead-lettered deliveries and finished replays."
+)
 
 clients_app = command_group("clients", "Create, list and change clients in the registry.")
 domains_app = command_group("domains", "Give domains to clients, or take them away.")
@@ -102,11 +115,16 @@ def add_client(
         ExportFormat,
         typer.Option(help="File format of processed exports (json: the seed's document)."),
     ] = ExportFormat.JSON,
+    export_schedule: Annotated[str | None, _SCHEDULE] = None,
+    export_threshold: Annotated[int | None, _THRESHOLD] = None,
+    notify_url: Annotated[str | None, _NOTIFY_URL] = None,
 ) -> None:
-    """Register a client, optionally with its domains, and print its write key once.
+    """Register a client, optionally with its domains, and print its write key once (and
+    its webhook's signing secret, with --notify-url).
 
     Nothing is created when the id is taken or a domain is invalid or already owned.
     """
+    notify_secret = new_notify_secret() if notify_url else None
     spec = ClientSpec(
         name=name,
         privacy_level=privacy_level,
@@ -117,11 +135,18 @@ def add_client(
         require_write_key=require_write_key,
         export_destination=export_destination,
         export_format=export_format,
+        export_schedule=export_schedule,
+        export_threshold=export_threshold,
+        notify_url=notify_url,
+        notify_secret=notify_secret,
     )
     record, write_key = run_on_registry(
         lambda store: store.create_client(client_id, spec, domains or ())
     )
-    print_json({**record.as_dict(), "write_key": write_key})
+    secrets = {"write_key": write_key}
+    if notify_secret:
+        secrets["notify_secret"] = notify_secret
+    print_json({**record.as_dict(), **secrets})
     _remind_to_keep(client_id)
 
 
@@ -164,8 +189,8 @@ def _credentials(pairs: list[str]) -> dict[str, str]:
     return found
 
 
-@clients_app.command("set", epilog=environment_help())
-def set_client(
+@clients_app.command("update", epilog=environment_help())
+def update_client(
     client_id: ClientId,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     privacy_level: Annotated[
@@ -211,13 +236,30 @@ def set_client(
     clear_export_credentials: Annotated[
         bool, typer.Option(help="Remove the destination's stored credentials.")
     ] = False,
+    export_schedule: Annotated[str | None, _SCHEDULE] = None,
+    export_threshold: Annotated[int | None, _THRESHOLD] = None,
+    notify_url: Annotated[str | None, _NOTIFY_URL] = None,
+    default_schedule: Annotated[
+        bool, typer.Option("--default-schedule", help="Back to EXPORT_SCHEDULE.")
+    ] = False,
+    no_threshold: Annotated[
+        bool, typer.Option("--no-threshold", help="Never deliver early.")
+    ] = False,
+    no_notify: Annotated[bool, typer.Option("--no-notify", help="Remove the webhook.")] = False,
+    rotate_notify_secret: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-notify-secret", help="A new signing secret for the webhook (printed once)."
+        ),
+    ] = False,
     ip_salt: Annotated[
         str | None,
         typer.Option(help="A new IP salt, hex, at least 16 bytes (hashed IPs change with it)."),
     ] = None,
 ) -> None:
     """Change some settings of a client (PATCH /api/v1/clients/CLIENT_ID): the options
-    given change, the others stay. Checked exactly as the admin API checks them."""
+    given change, the others stay, checked exactly as the admin API checks them. A new
+    webhook gets a signing secret, printed once."""
     given: dict[str, object] = {
         key: value
         for key, value in {
@@ -229,6 +271,9 @@ def set_client(
             "bot_policy": bots,
             "require_write_key": require_write_key,
             "export_format": export_format,
+            "export_schedule": export_schedule,
+            "export_threshold": export_threshold,
+            "notify_url": notify_url,
             "ip_salt": ip_salt,
         }.items()
         if value is not None
@@ -241,7 +286,13 @@ def set_client(
         given["export_credentials"] = _credentials(export_credentials)
     elif clear_export_credentials:
         given["export_credentials"] = None
-    if not given:
+    if default_schedule:
+        given["export_schedule"] = None
+    if no_threshold:
+        given["export_threshold"] = None
+    if no_notify:
+        given["notify_url"] = given["notify_secret"] = None
+    if not given and not rotate_notify_secret:
         raise typer.BadParameter("give at least one setting to change")
     try:
         changes = ClientChanges.model_validate(given).changes()
@@ -251,8 +302,23 @@ def set_client(
                 f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
             )
         )
-    record = run_on_registry(lambda store: store.update_client(client_id, changes))
-    print_json(record.as_dict())
+    secret = None
+
+    async def update(store: RegistryStore) -> ClientRecord:
+        nonlocal secret
+        current = await store.get_client(client_id)
+        if rotate_notify_secret or (notify_url and not current.has_notify_secret):
+            secret = changes["notify_secret"] = new_notify_secret()
+        return await store.update_client(client_id, changes)
+
+    record = run_on_registry(update)
+    print_json({**record.as_dict(), **({"notify_secret": secret} if secret else {})})
+    if secret:
+        typer.echo(
+            "Keep this notify secret now: notices are signed with it and it cannot be shown "
+            "again (replace it with --rotate-notify-secret).",
+            err=True,
+        )
 
 
 @clients_app.command("test-destination", epilog=environment_help())
