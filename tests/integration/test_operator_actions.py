@@ -1,7 +1,8 @@
 """The operators' endpoints the console is built on and that were added with it, over real
 HTTP against PostgreSQL and a moto S3 server: the newest events filtered, failed events
-with their reasons, a destination test, the retry of a paused client, and invoice lines
-(JSON and CSV). Each is also in the CLI (tests/acceptance/test_cli_operator_actions.py)."""
+with their reasons, a destination test, retry-now of a paused client (as the console's
+button asks for it), and invoice lines (JSON and CSV). Each is also in the CLI
+(tests/acceptance/test_cli_operator_actions.py)."""
 
 from __future__ import annotations
 
@@ -140,9 +141,11 @@ def test_a_destination_test_writes_and_deletes_or_shows_the_stores_error(
         assert operator.post("/api/v1/clients/client_s3/destination/test").status_code == 401
 
 
-def test_retry_delivers_a_paused_clients_files_at_once(
+def test_retry_now_delivers_a_paused_clients_files_at_once(
     database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
 ) -> None:
+    """The console's retry button is POST /process/retry?client_id=: the store's error
+    while the destination is still broken, the client's files once it works."""
     bucket = f"late-{uuid.uuid4().hex[:10]}"  # not there yet: deliveries fail
     register_client(
         database_url,
@@ -153,6 +156,7 @@ def test_retry_delivers_a_paused_clients_files_at_once(
     )
     collector = start_collector(**s3_environment(s3, buckets), EVOTHESIS_ADMIN_TOKEN=ADMIN)
     post(collector, "late.example", {"eventType": "pageview"})
+    late = {"client_id": "client_late"}
     with admin(collector) as client:
         assert client.post("/export/run").status_code == 200
         failed = client.post("/process/run")
@@ -160,23 +164,27 @@ def test_retry_delivers_a_paused_clients_files_at_once(
         status = client.get("/process/status").json()
         assert status["paused_clients"] == ["client_late"]
 
-        still = client.post("/process/retry", json={"client_id": "client_late"})
+        still = client.post("/process/retry", params=late)
         assert still.status_code == 502  # the bucket is still missing: the error, again
+        assert still.json()["retried_deliveries"] == 1
         assert bucket in still.json()["error"]["message"]
 
         s3.client.create_bucket(Bucket=bucket)
-        retried = client.post("/process/retry", json={"client_id": "client_late"})
+        retried = client.post("/process/retry", params=late)
         assert retried.status_code == 200, retried.text
         answer = retried.json()
-        assert answer["process"]["files"] == 1 and answer["paused_clients"] == []
-        assert "client_late retried" in answer["message"]
+        assert (answer["retried_deliveries"], answer["process"]["deliveries"]) == (1, 1)
+        assert "1 delivery(ies) and 0 replay(s) retried" in answer["message"]
         assert [k for k in s3.keys(bucket) if not k.endswith(".manifest.json")]
+        assert client.get("/process/status").json()["paused_clients"] == []
 
-        nothing = client.post("/process/retry", json={"client_id": "client_late"})
-        assert nothing.status_code == 404
-        assert client.post("/process/retry", json={"client_id": ""}).status_code == 422
+        nothing = client.post("/process/retry", params=late)
+        assert nothing.status_code == 200
+        assert (nothing.json()["retried_deliveries"], nothing.json()["process"]["events"]) == (0, 0)
+        too_long = client.post("/process/retry", params={"client_id": "x" * 201})
+        assert too_long.status_code == 422
     with collector.client(origin=None) as operator:
-        assert operator.post("/process/retry", json={"client_id": "client_late"}).status_code == 401
+        assert operator.post("/process/retry", params=late).status_code == 401
 
 
 def test_invoice_lines_and_their_csv_come_from_the_same_usage(
