@@ -1,5 +1,5 @@
-"""The console's actions from a shell: `evothesis clients set|test-destination`, `evothesis
-process retry` and `evothesis events recent|failed`, as subprocesses against a real
+"""The console's actions from a shell: `evothesis clients update|test-destination`,
+`evothesis process retry` and `evothesis events recent|failed`, as subprocesses against a real
 PostgreSQL (the console's API side is tests/integration/test_operator_actions.py)."""
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ def failed(*args: str, env: dict[str, str], code: int = 1) -> str:
     return result.stderr
 
 
-def test_clients_set_changes_what_is_given_as_the_admin_api_does(
+def test_clients_update_changes_what_is_given_as_the_admin_api_does(
     env: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
     succeeded("clients", "add", "acme", "--name", "Acme", "-d", "acme.example", env=env)
     changed = succeeded(
-        "clients", "set", "acme", "--name", "Acme Corp", "--privacy-level", "hipaa",
+        "clients", "update", "acme", "--name", "Acme Corp", "--privacy-level", "hipaa",
         "--ignore-dnt", "--export-destination", "s3://acme-events", "--export-format", "parquet",
         "--export-credential", "access_key_id=AK", "--export-credential", "secret_access_key=S",
         env=env,
@@ -58,28 +58,42 @@ def test_clients_set_changes_what_is_given_as_the_admin_api_does(
     assert "AK" not in str(changed)
 
     cleared = succeeded(
-        "clients", "set", "acme", "--export-destination", "", "--clear-export-credentials", env=env
+        "clients",
+        "update",
+        "acme",
+        "--export-destination",
+        "",
+        "--clear-export-credentials",
+        env=env,
     )
     assert (cleared["export_destination"], cleared["has_export_credentials"]) == (None, False)
     assert cleared["name"] == "Acme Corp"  # what was not given stays
 
+    scheduled = succeeded(
+        "clients", "update", "acme", "--export-schedule", "daily", "--export-threshold", "500",
+        env=env,
+    )  # fmt: skip
+    assert (scheduled["export_schedule"], scheduled["export_threshold"]) == ("daily", 500)
+    back = succeeded("clients", "update", "acme", "--default-schedule", "--no-threshold", env=env)
+    assert (back["export_schedule"], back["export_threshold"]) == (None, None)
+
     salt = "ab" * 16
-    succeeded("clients", "set", "acme", "--ip-salt", salt, env=env)
+    succeeded("clients", "update", "acme", "--ip-salt", salt, env=env)
     sealed = db.execute("SELECT ip_salt FROM clients WHERE client_id = 'acme'").fetchone()
     assert sealed is not None and salt not in bytes(sealed[0]).hex()  # sealed at rest
 
     assert "ip_salt: Value error, ip_salt must be at least 16 bytes" in failed(
-        "clients", "set", "acme", "--ip-salt", "abcd", env=env
+        "clients", "update", "acme", "--ip-salt", "abcd", env=env
     )
     assert "name: String should have at most 200 characters" in failed(
-        "clients", "set", "acme", "--name", "x" * 201, env=env
+        "clients", "update", "acme", "--name", "x" * 201, env=env
     )
-    assert failed("clients", "set", "nobody", "--name", "N", env=env) == (
+    assert failed("clients", "update", "nobody", "--name", "N", env=env) == (
         "Error: client 'nobody' does not exist\n"
     )
-    assert "at least one setting" in failed("clients", "set", "acme", env=env, code=2)
+    assert "at least one setting" in failed("clients", "update", "acme", env=env, code=2)
     assert "is not KEY=VALUE" in failed(
-        "clients", "set", "acme", "--export-credential", "novalue", env=env, code=2
+        "clients", "update", "acme", "--export-credential", "novalue", env=env, code=2
     )
 
 
@@ -97,7 +111,9 @@ def test_clients_test_destination_writes_and_deletes_or_exits_with_the_error(
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    succeeded("clients", "set", "acme", "--export-destination", (blocker / "x").as_uri(), env=env)
+    succeeded(
+        "clients", "update", "acme", "--export-destination", (blocker / "x").as_uri(), env=env
+    )
     error = failed("clients", "test-destination", "acme", env=env)
     assert error.startswith(f"Error: cannot open bucket {(blocker / 'x').as_uri()}: ")
     assert failed("clients", "test-destination", "nobody", env=env) == (
@@ -122,20 +138,20 @@ def test_process_retry_delivers_a_paused_clients_files_once_its_destination_work
     assert succeeded("export", "run", env=env)["events"] == 1
     assert "client late" in failed("process", "run", env=env)
     # (Its first pause lasts seconds only: it may be over by the time this runs.)
-    [late] = orjson.loads(run("process", "status", env=env).stdout)["clients"]
-    assert (late["client_id"], late["failing_files"], late["consecutive_failures"]) == (
-        "late",
-        1,
-        1,
-    )
+    clients = orjson.loads(run("process", "status", env=env).stdout)["clients"]
+    [late] = [c for c in clients if c["client_id"] == "late"]
+    assert (late["failing_deliveries"], late["consecutive_failures"]) == (1, 1)
+    assert "client late" in failed("process", "retry", "--client", "late", env=env)
 
     blocked.unlink()
-    retried = succeeded("process", "retry", "late", env=env)
-    assert (retried["client_id"], retried["deliveries_retried"], retried["files"]) == ("late", 1, 1)
-    # One file in the default format (seed 004's JSON document), with its manifest.
+    retried = succeeded("process", "retry", "--client", "late", env=env)
+    assert (retried["retried_deliveries"], retried["process"]["files"]) == (1, 1)
+    # One file in the default format (seed 004's JSON document), with its manifest: the
+    # manual run's delivery 1 (the client is on the default, hourly, schedule).
     delivered = sorted(p.name for p in blocked.rglob("*") if p.is_file())
-    assert delivered == ["batch-000000000001.json", "batch-000000000001.json.manifest.json"]
-    assert "no pending deliveries to retry" in failed("process", "retry", "late", env=env)
+    assert delivered == ["delivery-000000000001.json", "delivery-000000000001.json.manifest.json"]
+    again = succeeded("process", "retry", "--client", "late", env=env)
+    assert (again["retried_deliveries"], again["process"]["deliveries"]) == (0, 0)
 
 
 def test_events_recent_and_failed_show_what_is_stored(

@@ -34,7 +34,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
 from tests.support.loopback import free_port
-from tests.support.s3 import S3, Buckets, client_credentials, s3_environment
+from tests.support.s3 import S3, Buckets, client_credentials, run_services, s3_environment
 from tests.support.servers import OPERATOR_TOKEN, RunningCollector
 
 pytestmark = pytest.mark.browser
@@ -223,13 +223,15 @@ def test_an_operator_runs_the_platform_from_the_console(
     s3: S3,
     buckets: Buckets,
     db: psycopg.Connection[Any],
+    database_url: str,
 ) -> None:
-    # With its export schedule (hourly: its first round at start-up, the rest on demand).
+    # With its raw export schedule (hourly: its first round at start-up, the rest on
+    # demand); the client delivers daily, so nothing is delivered but on demand either.
     console = start_collector(
         **s3_environment(s3, buckets),
         EVOTHESIS_ADMIN_TOKEN=ADMIN,
         EXPORT_IN_SERVE=True,
-        EXPORT_SCHEDULE="hourly",
+        EXPORT_INTERVAL="1h",
     )
     operator = new_operator(console)
     page = operator.page
@@ -257,6 +259,7 @@ def test_an_operator_runs_the_platform_from_the_console(
     page.get_by_label("Privacy level").select_option("gdpr")
     page.get_by_label("Export destination").fill(f"s3://{destination}")
     page.get_by_label("Export format").select_option("csv")
+    page.get_by_label("Delivery schedule").fill("daily")
     page.get_by_label("Export credentials").fill(
         "\n".join(f"{key}={value}" for key, value in client_credentials(s3).items())
     )
@@ -265,25 +268,46 @@ def test_an_operator_runs_the_platform_from_the_console(
     write_key = page.get_by_label("Write key", exact=True).input_value()
     assert write_key.startswith("wk_")
     stored = db.execute(
-        "SELECT write_key_sha256, privacy_level, export_format, export_destination "
-        "FROM clients WHERE client_id = 'client_acme'"
+        "SELECT write_key_sha256, privacy_level, export_format, export_destination, "
+        "export_schedule FROM clients WHERE client_id = 'client_acme'"
     ).fetchone()
     assert stored == (
         hashlib.sha256(write_key.encode()).hexdigest(),
         "gdpr",
         "csv",
         f"s3://{destination}",
+        "daily",
     )
-    expect(page.get_by_role("row", name=re.compile("client_acme"))).to_contain_text("gdpr")
+    created = page.get_by_role("row", name=re.compile("client_acme"))
+    expect(created).to_contain_text("gdpr")
+    expect(created).to_contain_text("daily")
+    # The development client delivers in real time (its own schedule).
+    expect(page.get_by_role("row", name=re.compile("client_test"))).to_contain_text("real-time")
     operator.capture("clients-created")
 
     # Settings: change one, and test the destination (a real write and delete on moto).
+    # (The delivery threshold and the webhook are settings like the others; the webhook's
+    # address refuses connections, so its notices fail quietly.)
     operator.open("/console/clients/client_acme")
     page.get_by_label("Name", exact=True).fill("Acme Corporation")
+    page.get_by_label("Delivery threshold").fill("5000")
+    page.get_by_label("Notification webhook").fill("http://127.0.0.1:9/evothesis")
+    page.get_by_label("Notification secret").fill("whsec_console_walk_secret")
     page.get_by_role("button", name="Save settings").click()
-    expect(page.get_by_role("status").first).to_contain_text("Saved: name.")
+    expect(page.get_by_role("status").first).to_contain_text(
+        "Saved: name, export_threshold, notify_url, notify_secret."
+    )
+    expect(page.locator("dd", has_text="127.0.0.1:9")).to_have_text(
+        "http://127.0.0.1:9/evothesis (signed)"
+    )
     with admin_api(console) as api:
-        assert api.get("/api/v1/clients/client_acme").json()["name"] == "Acme Corporation"
+        saved = api.get("/api/v1/clients/client_acme").json()
+    assert (saved["name"], saved["export_threshold"], saved["has_notify_secret"]) == (
+        "Acme Corporation",
+        5000,
+        True,
+    )
+    assert "notify_secret" not in saved
     page.get_by_role("button", name="Test destination").click()
     expect(page.locator(".probe")).to_contain_text(f"s3://{destination}")
     expect(page.locator(".probe")).to_contain_text("The destination works")
@@ -392,11 +416,19 @@ def test_an_operator_runs_the_platform_from_the_console(
     page.get_by_role("button", name="Process now").click()
     expect(page.get_by_role("status").first).to_contain_text("delivered in")
     deliveries = page.get_by_role("region", name="Deliveries per client")
-    expect(deliveries.get_by_role("row", name=re.compile("client_acme"))).to_contain_text(
-        "Up to date"
-    )
+    acme_row = deliveries.get_by_role("row", name=re.compile("client_acme"))
+    expect(acme_row).to_contain_text("Up to date")
+    expect(acme_row).to_contain_text("daily")
+    with admin_api(console) as api:
+        [acme] = [
+            c
+            for c in api.get("/process/status").json()["clients"]
+            if c["client_id"] == "client_acme"
+        ]
+    assert acme["next_delivery_at"].endswith("T00:00:00+00:00")  # the next midnight, UTC
     [data_file] = [key for key in s3.keys(destination) if key.endswith(".csv")]
     assert data_file.startswith("processed-events/client_acme/")
+    assert data_file.endswith("/delivery-000000000001.csv")  # a manual delivery, numbered
     # The export schedule as the database records it: this collector runs it.
     with admin_api(console) as api:
         scheduler = api.get("/pipeline/status").json()["scheduler"]
@@ -428,29 +460,43 @@ def test_an_operator_runs_the_platform_from_the_console(
     with admin_api(console) as api:
         process = api.get("/process/status").json()
     # Paused for seconds after a first failure: by now it may be "failing" rather than
-    # "paused"; either way its files wait, with the store's error.
+    # "paused"; either way its delivery waits, with the store's error.
     [acme] = [c for c in process["clients"] if c["client_id"] == "client_acme"]
-    assert acme["failing_files"] == 1 and destination in acme["last_error"]
+    assert acme["failing_deliveries"] == 1 and destination in acme["last_error"]
     card = page.locator('li[data-client="client_acme"]')
-    expect(card).to_contain_text(re.compile(r"Paused until|1 file\(s\) failing"))
+    expect(card).to_contain_text(re.compile(r"Paused until|1 delivery\(ies\) failing"))
     expect(card.locator("pre")).to_have_text(acme["last_error"])
     operator.capture("pipeline-paused")
     operator.open("/console/clients")
     troubled = page.get_by_role("row", name=re.compile("client_acme"))
-    expect(troubled).to_contain_text(re.compile(r"Paused|1 file\(s\) failing"))
+    expect(troubled).to_contain_text(re.compile(r"Paused|1 delivery\(ies\) failing"))
     expect(troubled).to_contain_text(f"could not write s3://{destination}/")
     operator.open("/console/clients/client_acme")
     page.get_by_role("button", name="Test destination").click()
     expect(page.locator(".probe .store-error")).to_contain_text(destination)
     operator.capture("client-destination-failing")
 
-    # Fixed: retry delivers what waited, at once.
-    s3.client.create_bucket(Bucket=destination)
+    # Failing for longer than EXPORT_DEAD_LETTER_AFTER: the scheduler's sweep (run here with
+    # a limit of zero) gives the delivery up, and the page lists it with its error.
+    dead = run_services(
+        database_url,
+        lambda services: services.pipeline.ledger.sweep_failures(notice_after_s=0, dead_after_s=0),
+    )
+    assert dead == (1, 1)
     operator.open("/console/pipeline")
-    page.get_by_role("button", name="Retry client_acme").first.click()
-    expect(page.get_by_role("status").first).to_contain_text("retried")
-    expect(page.get_by_text("No client is paused")).to_be_visible()
-    assert [key for key in s3.keys(destination) if key.endswith(".csv")]
+    letters = page.get_by_role("region", name="Dead letters")
+    letter = letters.get_by_role("row", name=re.compile("client_acme"))
+    expect(letter).to_contain_text("#2")  # its second delivery
+    expect(letter).to_contain_text(f"could not write s3://{destination}/")
+    operator.capture("pipeline-dead-letter")
+
+    # Fixed: retry now delivers what waited, at once.
+    s3.client.create_bucket(Bucket=destination)
+    letter.get_by_role("button", name="Retry client_acme now").click()
+    expect(page.get_by_role("status").first).to_contain_text("1 delivery(ies) and 0 replay(s)")
+    expect(page.get_by_text("No client is paused or failing")).to_be_visible()
+    expect(letters).to_contain_text("No dead letters.")
+    assert [key for key in s3.keys(destination) if key.endswith("/delivery-000000000002.csv")]
 
     # Data-subject request: the visitor's events, downloaded, and the receipt logged.
     visitor = event["visitor_id"]
@@ -571,7 +617,8 @@ def test_a_forged_csrf_token_changes_nothing(
         answer = operator.fetch("POST", "/api/v1/clients", body, csrf)
         assert answer["status"] == 403, csrf
         assert answer["body"]["error"]["code"] == "csrf_rejected"
-    assert operator.fetch("POST", "/export/run", None, "forged")["status"] == 403
+    for run in ("/export/run", "/process/retry"):
+        assert operator.fetch("POST", run, None, "forged")["status"] == 403, run
     assert db.execute(
         "SELECT count(*) FROM clients WHERE client_id = 'client_forged'"
     ).fetchone() == (0,)
@@ -649,12 +696,15 @@ def test_the_operator_token_reads_and_changes_nothing(
     operator.ready()
     expect(page.get_by_text("Signed in with the operator token (read-only)")).to_be_visible()
     expect(page.get_by_role("heading", name="Deliveries per client")).to_be_visible()
+    expect(page.get_by_role("heading", name="Dead letters")).to_be_visible()
     expect(page.get_by_role("button", name="Export now")).to_have_count(0)
+    expect(page.get_by_role("button", name="Retry all now")).to_have_count(0)
     # No scheduler runs beside this collector: the page says exports wait for a run.
     expect(page.get_by_text("exports run only on demand")).to_be_visible()
     csrf = operator.csrf_token()
-    answer = operator.fetch("POST", "/export/run", None, csrf)
-    assert (answer["status"], answer["body"]["error"]["code"]) == (403, "forbidden")
+    for run in ("/export/run", "/process/retry?client_id=client_test"):
+        answer = operator.fetch("POST", run, None, csrf)
+        assert (answer["status"], answer["body"]["error"]["code"]) == (403, "forbidden"), run
     answer = operator.fetch("POST", "/api/v1/clients", {"client_id": "x_y", "name": "x"}, csrf)
     assert answer["status"] == 403
     operator.open("/console/clients")

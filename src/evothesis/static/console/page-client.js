@@ -32,6 +32,8 @@ export async function render(root, context) {
         ["Domains", el("a", { href: `/console/clients/${segment(id)}/domains` }, record.domains.join(", ") || "none yet")],
         ["Destination", record.export_destination || "the operator's processed bucket"],
         ["Destination credentials", record.has_export_credentials ? "stored (write-only)" : "none"],
+        ["Delivery schedule", record.export_schedule || "EXPORT_SCHEDULE (the default)"],
+        ["Notification webhook", record.notify_url ? `${record.notify_url} (${record.has_notify_secret ? "signed" : "no secret"})` : "none"],
         ["Created", moment(record.created_at)],
         ["Changed", moment(record.updated_at)],
       ]),

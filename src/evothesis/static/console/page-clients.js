@@ -1,5 +1,5 @@
-// Clients: every client with its state, privacy level, format, destination health and
-// today's events; and the form that creates one (from the admin API's ClientCreate).
+// Clients: every client with its state, privacy level, format, delivery schedule,
+// destination health and today's events; and the form that creates one (from the admin API's ClientCreate).
 
 import { get, post, segment } from "./api.js";
 import { FormError, settingsForm } from "./form.js";
@@ -11,10 +11,13 @@ export function destinationHealth(delivery) {
   if (delivery.paused) {
     return [badge("error", "Paused"), " ", el("span", { class: "detail" }, delivery.last_error || "")];
   }
-  if (delivery.failing_files) {
-    return [badge("warning", `${delivery.failing_files} file(s) failing`), " ", el("span", { class: "detail" }, delivery.delivery_error || "")];
+  if (delivery.failing_deliveries) {
+    return [badge("warning", `${delivery.failing_deliveries} delivery(ies) failing`), " ", el("span", { class: "detail" }, delivery.delivery_error || "")];
   }
-  if (delivery.pending_files) return [badge("neutral", `${delivery.pending_files} file(s) waiting`)];
+  if (delivery.dead_deliveries) {
+    return [badge("error", `${delivery.dead_deliveries} dead letter(s)`), " ", el("span", { class: "detail" }, delivery.delivery_error || "")];
+  }
+  if (delivery.pending_deliveries) return [badge("neutral", `${delivery.pending_deliveries} delivery(ies) waiting`)];
   return [badge("success", "Delivering")];
 }
 
@@ -73,6 +76,7 @@ export async function render(root, context) {
           { label: "Status", cell: (row) => (row.active ? badge("success", "Active") : badge("neutral", "Inactive")) },
           { label: "Privacy", cell: (row) => row.privacy_level },
           { label: "Format", cell: (row) => row.export_format },
+          { label: "Schedule", cell: (row) => row.export_schedule || `${process.default_schedule} (default)` },
           { label: "Destination", cell: (row) => row.export_destination || "operator's processed bucket" },
           { label: "Destination health", cell: (row) => destinationHealth(deliveries.get(row.client_id)) },
           {

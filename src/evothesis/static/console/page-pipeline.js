@@ -1,8 +1,9 @@
 // Pipeline: export lag, pending rows and batches, the export schedule wherever it runs,
-// per-client deliveries, paused clients with their errors and a retry, failed events with
-// their reasons, and the spool.
+// per-client deliveries with their schedules and next delivery, paused and failing clients
+// with their errors and "retry now", dead letters, failed events with their reasons, and the
+// spool.
 
-import { get, post } from "./api.js";
+import { api, get } from "./api.js";
 import {
   badge,
   bytes,
@@ -22,6 +23,7 @@ import {
 const TRIGGERS = {
   schedule: ", on schedule",
   threshold: ", as the backlog reached EXPORT_BATCH_SIZE",
+  delivery: ", as a client's delivery came due",
 };
 
 function outcome(answer) {
@@ -34,6 +36,7 @@ export async function render(root, context) {
   const schedulers = el("div");
   const paused = el("div");
   const deliveries = el("div");
+  const dead = el("div");
   const batches = el("div");
   const failures = el("div");
   const spool = el("div");
@@ -45,15 +48,16 @@ export async function render(root, context) {
     section("Export schedule", schedulers),
     section("Paused clients", paused),
     section("Deliveries per client", deliveries),
+    section("Dead letters", dead),
     section("Failed batches", batches),
     section("Failed events", failures),
     section("Spool", spool),
   );
 
-  async function run(label, path, body) {
+  async function run(label, path, query) {
     status.show("info", `${label}…`);
     try {
-      const answer = await post(path, body);
+      const answer = await api("POST", path, { query });
       status.show("success", outcome(answer));
     } catch (error) {
       status.show("error", `${label} failed: ${error.message}`);
@@ -61,22 +65,27 @@ export async function render(root, context) {
     await refresh();
   }
 
+  /** Retry now (POST /process/retry): the client's dead and failing deliveries due at
+   * once, its pause lifted, then its deliveries written. */
   const retry = (clientId) =>
     el(
       "button",
       {
         type: "button",
-        "aria-label": `Retry ${clientId}`,
+        "aria-label": `Retry ${clientId} now`,
         disabled: !context.may_run,
         onclick: () => run(`Retrying ${clientId}`, "/process/retry", { client_id: clientId }),
       },
-      "Retry",
+      "Retry now",
     );
+  /** A client whose deliveries need an operator: paused, failing or given up. */
+  const troubled = (row) => row.paused || row.failing_deliveries || row.dead_deliveries;
 
   if (context.may_run) {
     actions.append(
       el("button", { type: "button", onclick: () => run("Exporting", "/export/run") }, "Export now"),
       el("button", { type: "button", onclick: () => run("Processing", "/process/run") }, "Process now"),
+      el("button", { type: "button", class: "secondary", onclick: () => run("Retrying every client", "/process/retry") }, "Retry all now"),
     );
   }
   actions.append(el("button", { type: "button", class: "secondary", onclick: () => refresh() }, "Refresh"));
@@ -118,8 +127,9 @@ export async function render(root, context) {
   }
 
   async function refresh() {
-    const [pipeline, failed, health] = await Promise.all([
+    const [pipeline, letters, failed, health] = await Promise.all([
       get("/pipeline/status"),
+      get("/process/dead-letters"),
       get("/events/failed", { limit: 50 }),
       get("/health").catch((error) => ({ error })),
     ]);
@@ -135,12 +145,16 @@ export async function render(root, context) {
         ["Exported batches", `${number(exported.exported_batches)} (${number(exported.exported_events)} events)`],
         ["Last batch", last ? `#${last.batch_id}, ${number(last.event_count)} events, ${moment(last.exported_at)}` : "none yet"],
         ["Raw objects to process", number(process.unprocessed_objects)],
-        ["Schedule", exported.schedule_seconds ? `every ${duration(exported.schedule_seconds)}` : "off (on demand)"],
+        ["Raw export", exported.interval_seconds ? `every ${duration(exported.interval_seconds)}` : "off (on demand)"],
+        ["Default delivery schedule", process.default_schedule],
+        ["Deliveries waiting", `${number(process.pending_deliveries)} (${number(process.waiting_events)} event(s) wait for their schedule)`],
+        ["Deliveries failing", number(process.failing_deliveries)],
+        ["Dead letters", number(process.dead_deliveries)],
       ]),
     );
     schedule(scheduler);
 
-    const pausedRows = process.clients.filter((row) => row.paused || row.failing_files);
+    const pausedRows = process.clients.filter(troubled);
     clear(paused).append(
       pausedRows.length
         ? el(
@@ -155,15 +169,19 @@ export async function render(root, context) {
                   {},
                   el("strong", {}, row.client_id),
                   " ",
-                  row.paused ? badge("error", `Paused until ${moment(row.paused_until)}`) : badge("warning", `${row.failing_files} file(s) failing`),
-                  ` ${number(row.pending_files)} file(s), ${number(row.pending_events)} event(s) waiting; ${row.consecutive_failures} failure(s) in a row.`,
+                  row.paused
+                    ? badge("error", `Paused until ${moment(row.paused_until)}`)
+                    : row.failing_deliveries
+                      ? badge("warning", `${row.failing_deliveries} delivery(ies) failing`)
+                      : badge("error", `${row.dead_deliveries} dead letter(s)`),
+                  ` ${number(row.pending_deliveries)} delivery(ies), ${number(row.pending_events)} event(s) waiting; ${number(row.dead_deliveries)} dead; ${row.consecutive_failures} failure(s) in a row.`,
                 ),
                 el("pre", { class: "store-error" }, row.last_error || row.delivery_error || ""),
                 retry(row.client_id),
               ),
             ),
           )
-        : el("p", { class: "empty" }, "No client is paused: every destination took its last files."),
+        : el("p", { class: "empty" }, "No client is paused or failing: every destination took its last files."),
     );
 
     clear(deliveries).append(
@@ -175,16 +193,53 @@ export async function render(root, context) {
         columns: [
           { label: "Client", cell: (row) => row.client_id },
           {
+            label: "Schedule",
+            cell: (row) => [
+              row.schedule,
+              row.schedule_is_default ? el("span", { class: "detail" }, "EXPORT_SCHEDULE") : null,
+              row.threshold ? el("span", { class: "detail" }, `or at ${number(row.threshold)} events`) : null,
+            ],
+          },
+          {
             label: "State",
             cell: (row) =>
-              row.paused ? badge("error", "Paused") : row.failing_files ? badge("warning", "Failing") : row.pending_files ? badge("neutral", "Waiting") : badge("success", "Up to date"),
+              row.paused
+                ? badge("error", "Paused")
+                : row.failing_deliveries
+                  ? badge("warning", "Failing")
+                  : row.dead_deliveries
+                    ? badge("error", "Dead letters")
+                    : row.pending_deliveries
+                      ? badge("neutral", "Waiting")
+                      : badge("success", "Up to date"),
           },
-          { label: "Delivered files", numeric: true, cell: (row) => number(row.delivered_files) },
+          { label: "Deliveries", numeric: true, cell: (row) => number(row.delivered_deliveries) },
           { label: "Delivered events", numeric: true, cell: (row) => number(row.delivered_events) },
-          { label: "Waiting files", numeric: true, cell: (row) => number(row.pending_files) },
-          { label: "Waiting events", numeric: true, cell: (row) => number(row.pending_events) },
+          { label: "Waiting deliveries", numeric: true, cell: (row) => number(row.pending_deliveries) },
+          { label: "Waiting events", numeric: true, cell: (row) => number(row.pending_events + row.waiting_events) },
+          { label: "Next delivery", cell: (row) => (row.next_delivery_at ? moment(row.next_delivery_at) : "with each raw batch") },
           { label: "Last delivery", cell: (row) => moment(row.last_delivered_at) },
-          { label: "Retry", cell: (row) => (row.pending_files ? retry(row.client_id) : "—") },
+          { label: "Retry", cell: (row) => (troubled(row) ? retry(row.client_id) : "—") },
+        ],
+      }),
+    );
+
+    clear(dead).append(
+      table({
+        caption: "Deliveries given up after failing too long (retry now delivers them again)",
+        rows: letters,
+        rowKey: (row) => `${row.client_id}-${row.seq}`,
+        empty: "No dead letters.",
+        columns: [
+          { label: "Client", cell: (row) => row.client_id },
+          { label: "Delivery", cell: (row) => `#${row.seq}` },
+          { label: "Trigger", cell: (row) => row.trigger },
+          { label: "Batches", cell: (row) => (row.first_batch === row.last_batch ? `#${row.first_batch}` : `#${row.first_batch}–#${row.last_batch}`) },
+          { label: "Events", numeric: true, cell: (row) => number(row.event_count) },
+          { label: "Attempts", numeric: true, cell: (row) => number(row.attempts) },
+          { label: "Failing since", cell: (row) => moment(row.first_failed_at) },
+          { label: "Error", cell: (row) => el("span", { class: "detail" }, row.last_error) },
+          { label: "Retry", cell: (row) => retry(row.client_id) },
         ],
       }),
     );
