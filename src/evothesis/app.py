@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
+from evothesis.api.console.routes import include_console
 from evothesis.api.deps import Runtime
 from evothesis.api.factory import new_api
 from evothesis.api.routes import billing, deliveries, export, gdpr, metrics, ops, site
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(site.router)
     if not settings.pixel_management_url:
         include_pixel_management(app)
+    include_console(app)
     if settings.serve_demo:
         site.mount_demo(app)
     _document_collect(app)

@@ -75,6 +75,7 @@ KNOWN_PREFIXES: Final = (
     "EVENTS_",
     "BILLING_",
     "GEOIP_",
+    "CONSOLE_",
 )
 
 #: Names with a known prefix that the deployment files read, not Evothesis
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
         alias="EVOTHESIS_OPERATOR_TOKEN",
         description="read-only bearer token for stored events, counts, pipeline status and "
         "/metrics (the admin token reads too); unset = closed outside development",
+    )
+    console_session_s: Duration = Field(
+        8 * 3600.0,
+        alias="CONSOLE_SESSION_TTL",
+        description="how long a sign-in to the operations console (/console/) lasts "
+        "(default 8h); changing a token ends the sessions opened with it",
     )
     secret_key: str | None = Field(
         None,
@@ -487,6 +494,7 @@ _SHOWN_DEFAULTS: Final = {
     "BUFFER_RETENTION",
     "EXPORT_LEASE",
     "EVOTHESIS_UMASK",
+    "CONSOLE_SESSION_TTL",
 }
 
 

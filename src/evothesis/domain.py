@@ -124,6 +124,31 @@ class SchedulerRole(StrEnum):
     WORKER = "worker"
 
 
+# ----------------------------------------------------------------------------- operators
+
+
+class Access(StrEnum):
+    """What a caller of the operators' endpoints may do, by how it proved who it is."""
+
+    #: ``EVOTHESIS_ADMIN_TOKEN`` (or a console session opened with it): everything.
+    ADMIN = "admin"
+    #: ``EVOTHESIS_OPERATOR_TOKEN`` (or its console session): reading stored data and state.
+    OPERATOR = "operator"
+    #: The development default, no token configured, a caller on this machine: reading,
+    #: and running exports, as the seed's ``curl http://localhost:8000/...`` commands do.
+    LOCAL = "local"
+
+    @property
+    def runs(self) -> bool:
+        """May trigger export and processing runs."""
+        return self is not Access.OPERATOR
+
+    @property
+    def administers(self) -> bool:
+        """May change clients, answer data-subject requests and read billing."""
+        return self is Access.ADMIN
+
+
 # -------------------------------------------------------------- what happens to events
 
 

@@ -14,7 +14,8 @@ HTTP. The tree::
     ├── Refused                          /collect: the sender may not send these events
     │   ├── UnauthorizedDomain ── OriginMismatch
     │   └── WriteKeyRequired ── InvalidWriteKey
-    ├── AdminUnauthorized, NotFound, Conflict
+    ├── AdminUnauthorized, NotFound, Conflict, RateLimited
+    ├── Forbidden ── CsrfRejected         an operator's request this caller may not make
     ├── StorageUnavailable               retry later: nothing was lost
     │   ├── RegistryUnavailable, ExportsRunning, RequestIncomplete, LockBusy
     │   └── BufferOverloaded, BufferClosed
@@ -177,6 +178,19 @@ class AdminUnauthorized(EvothesisError):
     """Send the admin token as `Authorization: Bearer <token>`."""
 
     code = "unauthorized"
+
+
+class Forbidden(EvothesisError):
+    """This caller may not do that."""
+
+    code = "forbidden"
+
+
+class CsrfRejected(Forbidden):
+    """The request carries a console session but not its CSRF token (X-CSRF-Token); reload
+    the console page and try again."""
+
+    code = "csrf_rejected"
 
 
 class RateLimited(EvothesisError):

@@ -21,7 +21,9 @@ CHROMIUM_ARGS = [
     # Only loopback is reachable. "localhost" must be mapped explicitly: `MAP *` applies to
     # it too (it then fails with ERR_NAME_NOT_RESOLVED), and mapping it to 127.0.0.1 rather
     # than excluding it keeps Chromium from trying ::1, where the collector does not listen.
-    "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    # Names under console.test (a reserved TLD) are a client's sites in the console tests.
+    "--host-resolver-rules=MAP localhost 127.0.0.1, MAP *.console.test 127.0.0.1, "
+    "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
 

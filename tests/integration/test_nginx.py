@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
+from tests.support.loopback import free_port
 from tests.support.nginx import Nginx
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector
 
@@ -150,3 +151,29 @@ def test_the_internet_reaches_only_what_a_browser_needs(
         token = {**inside, "Authorization": f"Bearer {collector.settings.operator_token}"}
         assert client.get("/events/recent", headers=token).status_code == 200
         assert client.get("/export/status", headers=token).status_code == 200
+
+
+def test_the_console_and_the_collectors_operator_paths_reach_the_collector(
+    collector: RunningCollector, nginx_factory: Callable[..., Nginx]
+) -> None:
+    """The console, data-subject requests and billing live in the collector (pixel
+    management, down here, has none of them); like every operator's path they answer
+    private networks only."""
+    address = collector.url.removeprefix("http://")
+    nginx = nginx_factory([address], [f"127.0.0.1:{free_port()}"], behind_balancer=True)
+    outside = {"X-Forwarded-For": "203.0.113.50"}
+    inside = {"X-Forwarded-For": "10.1.2.3"}
+    with httpx.Client(base_url=nginx.url, timeout=10) as client:
+        assert "Sign in to the console" in client.get("/console/login", headers=inside).text
+        assert client.get("/console/assets/console.css", headers=inside).status_code == 200
+        assert client.get("/console", headers=inside).headers["location"] == "/console/"
+        # The collector's own answers (its admin token is not set), not pixel management's.
+        for path in ("/api/v1/gdpr/audit", "/billing/usage?from=2026-01-01&to=2026-01-01"):
+            reached = client.get(path, headers=inside)
+            assert reached.status_code == 401, path
+            assert "EVOTHESIS_ADMIN_TOKEN" in reached.json()["error"]["message"]
+        assert client.get("/api/v1/clients", headers=inside).status_code == 502
+        for path in ("/console", "/console/login", "/console/assets/console.js", "/billing/usage"):
+            refused = client.get(path, headers=outside)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"]["code"] == "forbidden"

@@ -15,6 +15,7 @@ PACKAGED_NAMES = [
     "insert_failed_event",
     "count_events",
     "recent_events",
+    "recent_failed_events",
     "ping",
     "registry_lookup",
     "client_insert",

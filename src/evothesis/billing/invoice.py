@@ -52,6 +52,21 @@ class InvoiceLine:
     sites: int
     new_sites: int
 
+    def as_dict(self) -> dict[str, object]:
+        """A line as ``GET /billing/invoice`` shows it; money as decimal strings."""
+        return {
+            "client_id": self.client_id,
+            "month": self.month,
+            "accepted_events": self.accepted_events,
+            "stored_events": self.stored_events,
+            "rejected_events": self.rejected_events,
+            "bytes": self.bytes,
+            "rate_per_1000": str(self.rate_per_1000),
+            "amount_usd": f"{self.amount_usd:.2f}",
+            "sites": self.sites,
+            "new_sites": self.new_sites,
+        }
+
     def csv_row(self) -> list[str]:
         return [
             self.client_id,

@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
+from evothesis.api.client_models import ClientChanges
 from evothesis.cli.common import (
     command_group,
+    fail,
     print_json,
     print_table,
     registry_of,
@@ -25,6 +28,7 @@ from evothesis.config import environment_help
 from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
 from evothesis.registry.secrets import new_notify_secret
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
+from evothesis.services import Services
 
 __all__ = ["clients_app", "domains_app"]
 
@@ -175,16 +179,63 @@ def show_client(client_id: ClientId) -> None:
     print_json(record.as_dict())
 
 
+def _credentials(pairs: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--export-credential")
+        found[key] = value
+    return found
+
+
 @clients_app.command("update", epilog=environment_help())
 def update_client(
     client_id: ClientId,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    privacy_level: Annotated[
+        PrivacyLevel | None, typer.Option(help="How strictly events are treated.")
+    ] = None,
+    ip_collection: Annotated[
+        IpCollection | None, typer.Option(help="Keep, anonymise or drop visitor IPs.")
+    ] = None,
+    honour_dnt: Annotated[
+        bool | None, typer.Option("--honour-dnt/--ignore-dnt", help="Respect Do Not Track / GPC.")
+    ] = None,
+    consent: Annotated[
+        ConsentMode | None, typer.Option(help="Whether the tracker waits for consent.")
+    ] = None,
+    bots: Annotated[BotPolicy | None, typer.Option(help="keep (flagged is_bot) or drop.")] = None,
+    require_write_key: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-write-key/--no-require-write-key",
+            help="Refuse events with neither a page of the client nor its write key.",
+        ),
+    ] = None,
     export_destination: Annotated[
-        str | None, typer.Option(help="The client's bucket URL ('' for the operator's).")
+        str | None,
+        typer.Option(
+            help="The client's bucket URL; an empty value ('') clears it (its files then go "
+            "to PROCESSED_S3_BUCKET)."
+        ),
     ] = None,
     export_format: Annotated[
         ExportFormat | None, typer.Option(help="File format of processed exports.")
     ] = None,
+    export_credentials: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export-credential",
+            metavar="KEY=VALUE",
+            help="Replaces the destination's credentials (repeatable: access_key_id, "
+            "secret_access_key, session_token, endpoint, region). Visible to other users "
+            "of this machine in its process list: prefer the admin API on shared hosts.",
+        ),
+    ] = None,
+    clear_export_credentials: Annotated[
+        bool, typer.Option(help="Remove the destination's stored credentials.")
+    ] = False,
     export_schedule: Annotated[str | None, _SCHEDULE] = None,
     export_threshold: Annotated[int | None, _THRESHOLD] = None,
     notify_url: Annotated[str | None, _NOTIFY_URL] = None,
@@ -201,27 +252,56 @@ def update_client(
             "--rotate-notify-secret", help="A new signing secret for the webhook (printed once)."
         ),
     ] = False,
+    ip_salt: Annotated[
+        str | None,
+        typer.Option(help="A new IP salt, hex, at least 16 bytes (hashed IPs change with it)."),
+    ] = None,
 ) -> None:
-    """Change a client's export settings: destination, format, delivery schedule,
-    threshold, webhook. A new webhook gets a signing secret, printed once."""
-    changes: dict[str, object] = {}
-    for field, value in (
-        ("name", name),
-        ("export_format", export_format),
-        ("export_schedule", export_schedule),
-        ("export_threshold", export_threshold),
-        ("notify_url", notify_url),
-    ):
-        if value is not None:
-            changes[field] = value
+    """Change some settings of a client (PATCH /api/v1/clients/CLIENT_ID): the options
+    given change, the others stay, checked exactly as the admin API checks them. A new
+    webhook gets a signing secret, printed once."""
+    given: dict[str, object] = {
+        key: value
+        for key, value in {
+            "name": name,
+            "privacy_level": privacy_level,
+            "ip_collection": ip_collection,
+            "honour_dnt": honour_dnt,
+            "consent_mode": consent,
+            "bot_policy": bots,
+            "require_write_key": require_write_key,
+            "export_format": export_format,
+            "export_schedule": export_schedule,
+            "export_threshold": export_threshold,
+            "notify_url": notify_url,
+            "ip_salt": ip_salt,
+        }.items()
+        if value is not None
+    }
     if export_destination is not None:
-        changes["export_destination"] = export_destination or None
+        given["export_destination"] = export_destination or None
+    if export_credentials and clear_export_credentials:
+        raise typer.BadParameter("give --export-credential or --clear-export-credentials")
+    if export_credentials:
+        given["export_credentials"] = _credentials(export_credentials)
+    elif clear_export_credentials:
+        given["export_credentials"] = None
     if default_schedule:
-        changes["export_schedule"] = None
+        given["export_schedule"] = None
     if no_threshold:
-        changes["export_threshold"] = None
+        given["export_threshold"] = None
     if no_notify:
-        changes["notify_url"] = changes["notify_secret"] = None
+        given["notify_url"] = given["notify_secret"] = None
+    if not given and not rotate_notify_secret:
+        raise typer.BadParameter("give at least one setting to change")
+    try:
+        changes = ClientChanges.model_validate(given).changes()
+    except ValidationError as exc:
+        fail(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+        )
     secret = None
 
     async def update(store: RegistryStore) -> ClientRecord:
@@ -239,6 +319,18 @@ def update_client(
             "again (replace it with --rotate-notify-secret).",
             err=True,
         )
+
+
+@clients_app.command("test-destination", epilog=environment_help())
+def test_destination(client_id: ClientId) -> None:
+    """Write a small file where the client's exports go and delete it again, as
+    processing would; exit 1 with the store's error when either step fails."""
+
+    async def work(services: Services) -> dict[str, object]:
+        await registry_of(services).get_client(client_id)
+        return await services.pipeline.test_destination(client_id)
+
+    print_json(run_services(work))
 
 
 def _set_active(client_id: str, active: bool) -> None:

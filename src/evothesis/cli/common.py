@@ -210,7 +210,8 @@ def registry_of(services: Services) -> RegistryStore:
 
 
 def print_json(value: object) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    # asyncpg's UUID type is not orjson's: printed as text, as the API's answers do.
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -1,5 +1,6 @@
 """The ``evothesis`` command: serve the collector or pixel management, run migrations, and
-the command groups (clients, domains, export, process, gdpr, billing, spool, worker)."""
+the command groups (clients, domains, events, export, process, gdpr, billing, spool,
+worker)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from evothesis.cli.common import (
     migrate_database,
     migrate_for_serving,
 )
+from evothesis.cli.events import events_app
 from evothesis.cli.export import export_app, process_app, worker
 from evothesis.cli.gdpr import gdpr_app
 from evothesis.cli.spool import spool_app
@@ -56,7 +58,8 @@ def serve(
         int, typer.Option(min=1, help="Collector processes sharing the port (one pool each).")
     ] = 1,
 ) -> None:
-    """Run the collector (POST /collect, /health, /metrics, /events/*, the demo site).
+    """Run the collector (POST /collect, /health, /metrics, /events/*, the operations
+    console at /console/, the demo site).
 
     With no DATABASE_URL an embedded PostgreSQL is started under EVOTHESIS_DATA_DIR
     (default ./.evothesis). Migrations are applied before the server accepts requests.
@@ -71,6 +74,7 @@ def serve(
     url = database_url(settings)
     migrate_for_serving(url, settings)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
+    logger.info("Operations console on http://%s:%d/console/", host, port)
     if workers > 1:
         os.environ["DATABASE_URL"] = url
         run_workers(host=host, port=port, workers=workers, access_log=access_log, settings=settings)
@@ -133,6 +137,7 @@ def secret_key() -> None:
 
 app.add_typer(clients_app)
 app.add_typer(domains_app)
+app.add_typer(events_app)
 app.add_typer(export_app)
 app.add_typer(process_app)
 app.add_typer(gdpr_app)

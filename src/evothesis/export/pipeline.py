@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,10 @@ from evothesis.schedules import DeliverySchedule
 
 logger = logging.getLogger("evothesis.export")
 
+#: What a destination test writes (and deletes right after): a file name an operator
+#: recognises if a deletion ever fails.
+DESTINATION_TEST_PREFIX = "evothesis-destination-test-"
+DESTINATION_TEST_BODY = b"Written by Evothesis to test this export destination; safe to delete.\n"
 #: Progress callback: (events done so far, events known to be waiting).
 Progress = Callable[[int, int], None]
 #: Raw batches in flight at once in one exporter.
@@ -330,6 +335,23 @@ class ExportPipeline:
             await asyncio.gather(*in_flight, return_exceptions=True)
         report.seconds = round(time.monotonic() - started, 3)
         return report
+
+    async def test_destination(self, client_id: str) -> dict[str, Any]:
+        """Write a small object where the client's files go and delete it again, as
+        processing would: the store's own error comes out as ``ObjectStoreError``, word
+        for word, within seconds (no retries)."""
+        spec = await self.processor.destination(client_id)
+        started = time.monotonic()
+        bucket = Bucket(spec, probe=True)
+        key = f"{DESTINATION_TEST_PREFIX}{uuid.uuid4().hex}.txt"
+        await bucket.put(key, DESTINATION_TEST_BODY)
+        await bucket.delete(key)
+        return {
+            "client_id": client_id,
+            "destination": spec.describe(),
+            "key": key,
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     async def purge(self) -> int:
         """Delete buffered events of batches exported longer ago than the retention."""

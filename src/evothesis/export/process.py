@@ -264,14 +264,18 @@ class Processor:
             "; ".join(f"line {line.number}: {line.reason}" for line in parts.bad[:5]),
         )
 
-    async def bucket_for(self, client_id: str, destination: str | None = None) -> Bucket:
-        """The client's destination as it is configured now, opened once, then reused; or
-        ``destination`` (a replay's) with the credentials of where the client's files go
-        now: its own, or the operator's processed bucket's."""
+    async def destination(self, client_id: str, destination: str | None = None) -> BucketSpec:
+        """Where the client's files go as it is configured now: its own destination, or
+        the operator's processed bucket; or ``destination`` (a replay's) with the
+        credentials of where the client's files go now."""
         configured, credentials = await self._targets(client_id)
         if destination is not None and not configured:
             credentials = dict(self._default.options)
-        spec = client_bucket(destination or configured, credentials, default=self._default)
+        return client_bucket(destination or configured, credentials, default=self._default)
+
+    async def bucket_for(self, client_id: str, destination: str | None = None) -> Bucket:
+        """``destination(client_id, destination)``, opened once, then reused."""
+        spec = await self.destination(client_id, destination)
         cache_key = (spec.url, tuple(sorted(spec.options.items())))
         bucket = self._buckets.get(cache_key)
         if bucket is None:

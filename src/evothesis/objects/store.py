@@ -36,14 +36,22 @@ _RETRY: Final[RetryConfig] = {
         "base": 2,
     },
 }
+#: A probe (an operator testing a destination) wants the store's first answer, at once.
+_PROBE_CLIENT_OPTIONS: Final[ClientConfig] = {
+    "connect_timeout": timedelta(seconds=5),
+    "timeout": timedelta(seconds=15),
+}
+_NO_RETRY: Final[RetryConfig] = {"max_retries": 0, "retry_timeout": timedelta(seconds=15)}
 
 
 class Bucket:
     """One store (with its prefix); keys are relative to the URL's path."""
 
-    def __init__(self, spec: BucketSpec) -> None:
+    def __init__(self, spec: BucketSpec, *, probe: bool = False) -> None:
+        """``probe``: no retries and short timeouts, so that the store's own error comes
+        back within seconds (an operator testing a destination is waiting for it)."""
         self.spec = spec
-        self._store = _open(spec)
+        self._store = _open(spec, probe=probe)
 
     async def put(self, key: str, data: bytes) -> None:
         """Atomic whole-object write; an existing object at ``key`` is replaced."""
@@ -69,6 +77,12 @@ class Bucket:
         except (ObstoreError, OSError, TimeoutError) as exc:
             raise ObjectStoreError(_describe("read", self.spec, key, exc)) from exc
 
+    async def delete(self, key: str) -> None:
+        try:
+            await obstore.delete_async(self._store, key)
+        except (ObstoreError, OSError, TimeoutError) as exc:
+            raise ObjectStoreError(_describe("delete", self.spec, key, exc)) from exc
+
     async def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
         try:
@@ -80,18 +94,23 @@ class Bucket:
         return sorted(found)
 
 
-def _open(spec: BucketSpec) -> ObjectStore:
+def _open(spec: BucketSpec, *, probe: bool) -> ObjectStore:
     try:
         if spec.is_local:
             return LocalStore(spec.local_path, mkdir=True)
         options = dict(spec.options)
-        client_options = _CLIENT_OPTIONS.copy()
+        client_options = (_PROBE_CLIENT_OPTIONS if probe else _CLIENT_OPTIONS).copy()
         if options.get("endpoint", "").startswith("http://"):
             client_options["allow_http"] = True
         # The options are whichever store's the URL names (S3, GCS, Azure): checked by
         # obstore at run time, not by its per-store overloads.
         config: Any = options
-        return from_url(spec.url, config=config, client_options=client_options, retry_config=_RETRY)
+        return from_url(
+            spec.url,
+            config=config,
+            client_options=client_options,
+            retry_config=_NO_RETRY if probe else _RETRY,
+        )
     except (ObstoreError, OSError, ValueError) as exc:
         raise ObjectStoreError(f"cannot open bucket {spec.url}: {_first_line(exc)}") from exc
 

@@ -43,6 +43,7 @@ class SecretBox:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise SecretKeyError("no secret key configured")
+        self._sealing_key = keys[0]
         try:
             self._fernet = MultiFernet([Fernet(key) for key in keys])
         except ValueError as exc:
@@ -53,6 +54,12 @@ class SecretBox:
 
     def seal(self, plaintext: bytes) -> bytes:
         return self._fernet.encrypt(plaintext)
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 256-bit key for ``purpose`` (signing, say), derived from the sealing key with
+        HMAC-SHA256: every process sharing the key derives the same one, and the key
+        itself is never used for two things."""
+        return hmac.new(self._sealing_key, purpose, hashlib.sha256).digest()
 
     def open(self, token: bytes) -> bytes:
         try:

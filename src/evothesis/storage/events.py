@@ -133,9 +133,24 @@ class EventStore:
             buffered={row["client_id"]: row["buffered"] for row in rows if row["buffered"]},
         )
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` events, newest first."""
-        return [dict(row) for row in await self._fetch("recent_events", limit)]
+    async def recent(
+        self,
+        limit: int,
+        *,
+        client_id: str | None = None,
+        site_id: str | None = None,
+        event_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first, of one client, site and event type
+        where given."""
+        rows = await self._fetch("recent_events", limit, client_id, site_id, event_type)
+        return [dict(row) for row in rows]
+
+    async def recent_failures(
+        self, limit: int, *, client_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` failed events (of one client where given), newest first."""
+        return [dict(row) for row in await self._fetch("recent_failed_events", limit, client_id)]
 
     async def ping(self) -> None:
         """Raise ``StorageUnavailable`` unless the database answers within two seconds."""

@@ -82,12 +82,26 @@ LEFT JOIN claimed_pending p USING (client_id)
 ORDER BY c.client_id
 
 -- recent_events --
--- Newest events first, for debugging attribution.
+-- Newest events first, for debugging attribution; $2-$4 (NULL: any) narrow them to a
+-- client, a site and an event type.
 SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
        url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
        browser, browser_version, os, device_type, is_bot, country, region, city,
        referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
-FROM events_log ORDER BY id DESC LIMIT $1
+FROM events_log
+WHERE ($2::text IS NULL OR client_id = $2::text)
+  AND ($3::text IS NULL OR site_id = $3::text)
+  AND ($4::text IS NULL OR event_type = $4::text)
+ORDER BY id DESC LIMIT $1
+
+-- recent_failed_events --
+-- Newest failed events first ($2 NULL: of every client), with their reasons and payloads
+-- as stored (redacted by their client's rules).
+SELECT id, request_id, position, client_id, site_id, visitor_id, session_id, reason, field,
+       message, payload::text AS payload, received_at
+FROM failed_events
+WHERE $2::text IS NULL OR client_id = $2::text
+ORDER BY id DESC LIMIT $1
 
 -- ping --
 -- Cheapest proof that the database answers.

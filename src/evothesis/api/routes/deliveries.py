@@ -20,7 +20,7 @@ from starlette.responses import Response
 from evothesis.api.collect import write_key
 from evothesis.api.deps import NoticesDep, PipelineDep, ReplaysDep
 from evothesis.api.responses import JSONResponse
-from evothesis.api.routes.export import RUN_DEADLINE_SECONDS, ClientQuery
+from evothesis.api.routes.export import RUN_DEADLINE_SECONDS, ClientQuery, run_outcome
 from evothesis.api.tokens import require_operator, require_reader
 from evothesis.domain import ExportFormat
 from evothesis.errors import InvalidWriteKey, RateLimited, WriteKeyRequired
@@ -112,17 +112,20 @@ async def retry_now(
     pipeline: PipelineDep, replays: ReplaysDep, client_id: ClientQuery = None
 ) -> Response:
     """For one client or every client: pauses lifted, failure clocks reset, and a delivery
-    run (of that client's pending events, when one is named) started at once."""
+    run (of that client's pending events, when one is named) started at once; 502 naming
+    the store's error when a delivery fails again."""
     retried = await pipeline.ledger.retry_now(client_id)
     replayed = await replays.retry_now(client_id)
     report = await pipeline.process(deadline_s=RUN_DEADLINE_SECONDS, client_id=client_id)
-    body = {
-        "status": "error" if report.failed else "success",
-        "retried_deliveries": retried,
-        "retried_replays": replayed,
-        "process": report.as_dict(),
-    }
-    return JSONResponse(body, status_code=502 if report.failed else 200)
+    return run_outcome(
+        "process",
+        report.as_dict(),
+        report.failed,
+        message=f"{retried} delivery(ies) and {replayed} replay(s) retried; "
+        f"{report.events} event(s) delivered in {report.deliveries} delivery(ies)",
+        retried_deliveries=retried,
+        retried_replays=replayed,
+    )
 
 
 @router.get(

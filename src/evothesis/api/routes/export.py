@@ -25,7 +25,7 @@ router = APIRouter(tags=["export pipeline"])
 RUN_DEADLINE_SECONDS = 25.0
 
 
-def _outcome(kind: str, report: dict[str, Any], failures: list[Any], **extra: Any) -> Response:
+def run_outcome(kind: str, report: dict[str, Any], failures: list[Any], **extra: Any) -> Response:
     """200 when everything due was done; 502 naming the failure when a bucket refused."""
     if failures:
         first = failures[0]
@@ -71,7 +71,7 @@ async def export_run(
         )
     report = await pipeline.export(deadline_s=RUN_DEADLINE_SECONDS)
     status = await pipeline.export_status()
-    return _outcome(
+    return run_outcome(
         "export",
         report.as_dict(),
         report.failed_batches,
@@ -135,7 +135,7 @@ async def process_run(pipeline: PipelineDep, client_id: ClientQuery = None) -> R
     """A manual delivery: every pending event, whatever the clients' schedules say."""
     report = await pipeline.process(deadline_s=RUN_DEADLINE_SECONDS, client_id=client_id)
     status = await pipeline.process_status()
-    return _outcome(
+    return run_outcome(
         "process",
         report.as_dict(),
         report.failed,

@@ -14,12 +14,13 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from evothesis.api.deps import ClockDep, IngestionDep, SettingsDep
+from evothesis.api.deps import ClockDep, IngestionDep, RuntimeDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.routes.metrics import read_spool_status
-from evothesis.api.tokens import Bearer, is_reader, require_reader
+from evothesis.api.tokens import Bearer, caller_access, require_reader
 from evothesis.clock import iso_millis
-from evothesis.errors import StorageUnavailable
+from evothesis.errors import BadRequest, StorageUnavailable
+from evothesis.registry.domains import site_host
 
 router = APIRouter(tags=["operations"])
 
@@ -29,7 +30,7 @@ async def health(
     request: Request,
     ingestion: IngestionDep,
     clock: ClockDep,
-    settings: SettingsDep,
+    runtime: RuntimeDep,
     credentials: Bearer,
 ) -> Response:
     """``healthy``; ``degraded`` (200) while events are spooled to disk or replayed from it;
@@ -37,7 +38,7 @@ async def health(
     details (database, attribution, counts, spool) are for operators only."""
     body = await _health(ingestion, clock)
     status_code = 503 if body["status"] == "unhealthy" else 200
-    if not is_reader(settings, request, credentials):
+    if caller_access(request, runtime, credentials) is None:
         body = {"status": body["status"]}
     return JSONResponse(body, status_code=status_code)
 
@@ -101,6 +102,12 @@ async def events_count(ingestion: IngestionDep) -> Response:
     )
 
 
+#: Filters of the event lists; ids and types are short, so longer values are refused.
+ClientFilter = Annotated[
+    str | None, Query(max_length=200, description="Only this client's events.")
+]
+
+
 @router.get(
     "/events/recent",
     summary="Newest events with their attribution",
@@ -110,12 +117,50 @@ async def events_recent(
     ingestion: IngestionDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    client_id: ClientFilter = None,
+    site_id: Annotated[
+        str | None,
+        Query(max_length=300, description="Only events of this site (a host, any case)."),
+    ] = None,
+    event_type: Annotated[
+        str | None, Query(max_length=100, description="Only events of this type.")
+    ] = None,
 ) -> Response:
-    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table. Each row
-    also carries the seeds' ``eventType`` and ``siteId``, which their ``jq`` filters read."""
-    rows = await ingestion.events.recent(min(limit, settings.recent_max_limit))
+    """A list, newest first, exactly as stored (after privacy rules and redaction);
+    ``limit`` is bounded so a typo cannot dump the table. Each row also carries the seeds'
+    ``eventType`` and ``siteId``, which their ``jq`` filters read."""
+    site = None
+    if site_id:
+        site = site_host(site_id)
+        if site is None:
+            raise BadRequest(f"site_id {site_id[:40]!r} is not a host")
+    rows = await ingestion.events.recent(
+        min(limit, settings.recent_max_limit),
+        client_id=client_id or None,
+        site_id=site,
+        event_type=event_type or None,
+    )
     for row in rows:
         row["eventType"] = row["event_type"]
         row["siteId"] = row["site_id"]
         row["raw_event_data"] = orjson.loads(row["raw_event_data"])
+    return JSONResponse(rows)
+
+
+@router.get(
+    "/events/failed",
+    summary="Newest failed events with their reasons",
+    dependencies=[Depends(require_reader)],
+)
+async def events_failed(
+    ingestion: IngestionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    client_id: ClientFilter = None,
+) -> Response:
+    """Inner events of batches that failed validation, and stored events no export format
+    could carry (``unrenderable``), newest first, with the payload as stored (redacted by
+    the client's privacy rules); they leave the buffer with their export batch."""
+    rows = await ingestion.events.recent_failures(limit, client_id=client_id or None)
+    for row in rows:
+        row["payload"] = orjson.loads(row["payload"])
     return JSONResponse(rows)

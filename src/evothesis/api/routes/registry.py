@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from evothesis.api.client_models import ClientChanges, ClientCreate, DomainAdd
 from evothesis.api.conditional import script_response
-from evothesis.api.deps import RegistryDep, SettingsDep
+from evothesis.api.deps import PipelineDep, RegistryDep, SettingsDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_admin, require_service
 from evothesis.errors import NotFound
@@ -146,6 +146,20 @@ async def rotate_write_key(client_id: str, registry: RegistryDep) -> Response:
     """The old key stops working at once; the new one is shown in this answer only."""
     write_key = await registry.rotate_write_key(client_id)
     return JSONResponse({"client_id": client_id, "write_key": write_key})
+
+
+@admin_router.post(
+    "/{client_id}/destination/test",
+    summary="Write and delete a small file where the client's exports go",
+)
+async def test_destination(
+    client_id: str, registry: RegistryDep, pipeline: PipelineDep
+) -> Response:
+    """A probe of the destination as processing would use it (the client's own bucket and
+    credentials, or the operator's processed bucket): 200 when the write and the delete
+    both worked, 502 with the store's error word for word when not."""
+    await registry.get_client(client_id)  # 404 for an unknown client
+    return JSONResponse({"status": "success", **await pipeline.test_destination(client_id)})
 
 
 @admin_router.post("/{client_id}/domains", status_code=201, summary="Give a client a domain")
