@@ -106,10 +106,11 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
             )
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
-    # The enrichment columns came after it (0004), and the sender's authentication (0006).
-    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 1]
-    assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source")
-    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source"]
+    # The enrichment columns came after it (0004), the sender's authentication (0006) and
+    # the Segment API's user (0010).
+    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 2]
+    assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source", "user_id")
+    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source", "user_id"]
 
 
 def test_ids_and_created_at_are_filled_in_by_the_database(database_url: str) -> None:

@@ -17,6 +17,7 @@ PACKAGED_NAMES = [
     "recent_events",
     "ping",
     "registry_lookup",
+    "registry_write_key_lookup",
     "client_insert",
     "client_update",
     "client_set_write_key",

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+    UserIdStorage,
+)
 from evothesis.registry.store import ClientSpec
 
 __all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]
@@ -56,7 +63,15 @@ Salt = Annotated[
 _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
 #: Changes that may be ``null``: clearing the export destination or its credentials.
-_NULLABLE_CHANGES: Final = frozenset({"export_destination", "export_credentials"})
+_NULLABLE_CHANGES: Final = frozenset(
+    {"export_destination", "export_credentials", "user_id_storage"}
+)
+
+_USER_ID_STORAGE: Final = (
+    "What a Segment message's userId is stored as: kept, hashed (HMAC with the client's "
+    "salt) or dropped; null follows the privacy level (standard: kept, gdpr: hashed, "
+    "hipaa: always dropped)."
+)
 
 
 class ClientCreate(BaseModel):
@@ -76,6 +91,7 @@ class ClientCreate(BaseModel):
         description="Refuse events that carry neither a page of the client (Origin/Referer) "
         "nor its write key; events are stored with how they were authenticated either way.",
     )
+    user_id_storage: UserIdStorage | None = Field(None, description=_USER_ID_STORAGE)
     export_destination: Destination | None = None
     export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Credentials | None = None
@@ -89,7 +105,8 @@ class ClientCreate(BaseModel):
 class ClientChanges(BaseModel):
     """``PATCH /api/v1/clients/{id}``: only the fields sent change.
 
-    ``null`` clears the optional export settings; for every other field it is refused,
+    ``null`` clears the optional export settings and the user-id choice (back to the
+    privacy level's default); for every other field it is refused,
     since "no name" or "no privacy level" means nothing (and a null salt would silently
     rotate it, breaking continuity of hashed IPs).
     """
@@ -103,6 +120,7 @@ class ClientChanges(BaseModel):
     consent_mode: ConsentMode | None = None
     bot_policy: BotPolicy | None = None
     require_write_key: bool | None = None
+    user_id_storage: UserIdStorage | None = Field(None, description=_USER_ID_STORAGE)
     export_destination: Destination | None = None
     export_format: ExportFormat | None = None
     export_credentials: Credentials | None = None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext
 from evothesis.enrich.geo import GeoLocator, open_geo_database
-from evothesis.enrich.referrer import attribute, sent_utm
+from evothesis.enrich.referrer import attribute
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
 __all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "build_enricher"]
@@ -78,16 +78,18 @@ class Enricher:
             place = place.country_only()
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
-    def event(self, payload: dict[str, Any], site_host: str) -> EventColumns:
-        """``referrer_class`` and the UTM values of one protected event payload."""
+    def event(
+        self,
+        url: object,
+        referrer: object,
+        site_host: str,
+        utm: tuple[str | None, ...] | None,
+    ) -> EventColumns:
+        """``referrer_class`` and the UTM values of one event, from its protected page,
+        referrer and sent UTM values (``domain.RowColumns``)."""
         if not self.enabled:
             return NOT_ENRICHED
-        return attribute(
-            _text(payload.get("url")),
-            _text(payload.get("referrer")),
-            site_host,
-            sent_utm(payload.get("attribution")),
-        )
+        return attribute(_text(url), _text(referrer), site_host, utm)
 
 
 def build_enricher(*, enabled: bool, geoip_database: Path | None) -> Enricher:

@@ -7,7 +7,7 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging
               url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
               browser, browser_version, os, device_type, is_bot, country, region, city,
               referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-              source
+              source, user_id
        FROM events_log WITH NO DATA
 
 -- move_staged_events --
@@ -19,13 +19,14 @@ WITH inserted AS (
                             raw_event_data, created_at, browser, browser_version, os,
                             device_type, is_bot, country, region, city, referrer_class,
                             utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-                            source)
+                            source, user_id)
     SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
            url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
            -- the staging table has no column defaults (CREATE TABLE AS)
            browser, browser_version, os, device_type, COALESCE(is_bot, false), country,
            region, city,
-           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
+           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source,
+           user_id
     FROM events_staging
     ON CONFLICT (client_id, event_id) DO NOTHING
     RETURNING client_id, site_id
@@ -43,8 +44,8 @@ ON CONFLICT (request_id) DO NOTHING
 -- An inner event that failed validation, once per (request, position): retries and spool
 -- replays of the same request repeat it.
 INSERT INTO failed_events (request_id, position, client_id, site_id, reason, field, message,
-                           payload, received_at, visitor_id, session_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           payload, received_at, visitor_id, session_id, user_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
@@ -56,7 +57,8 @@ SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY
 SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
        url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
        browser, browser_version, os, device_type, is_bot, country, region, city,
-       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
+       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source,
+       user_id
 FROM events_log ORDER BY id DESC LIMIT $1
 
 -- ping --
@@ -67,15 +69,22 @@ SELECT 1
 -- Registered patterns among a host's candidates (exact first, then wildcards), with the
 -- owning client's settings; the caller picks the most specific pattern.
 SELECT d.domain, c.client_id, c.active, c.privacy_level, c.ip_collection, c.honour_dnt,
-       c.consent_mode, c.bot_policy, c.require_write_key, c.ip_salt, c.write_key_sha256
+       c.consent_mode, c.bot_policy, c.require_write_key, c.ip_salt, c.write_key_sha256,
+       c.user_id_storage
 FROM client_domains d JOIN clients c USING (client_id)
 WHERE d.domain = ANY($1::text[])
+
+-- registry_write_key_lookup --
+-- The client whose write key has this SHA-256 digest (the /v1 endpoints name no site).
+SELECT client_id, active, privacy_level, ip_collection, honour_dnt, consent_mode, bot_policy,
+       require_write_key, ip_salt, write_key_sha256, user_id_storage
+FROM clients WHERE write_key_sha256 = $1
 
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
-                     export_credentials, bot_policy, require_write_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     export_credentials, bot_policy, require_write_key, user_id_storage)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -84,8 +93,8 @@ RETURNING client_id
 UPDATE clients
 SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_mode = $6,
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
-    export_credentials = $11, bot_policy = $12, require_write_key = $13, active = $14,
-    updated_at = now()
+    export_credentials = $11, bot_policy = $12, require_write_key = $13, user_id_storage = $14,
+    active = $15, updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
