@@ -206,6 +206,15 @@ _CALL_EVENT_TYPES: Final[dict[SegmentCall, str | None]] = {
 }
 
 
+class SubjectKind(StrEnum):
+    """What a data-subject request names someone by."""
+
+    #: The pixel's ``visitorId``, a Segment ``anonymousId``.
+    VISITOR = "visitor"
+    #: A Segment ``userId``.
+    USER = "user"
+
+
 # ------------------------------------------------------------------------------ events
 
 #: Columns the enrichment step fills (see ``ingest/enrichment.py``), after the seed's.

@@ -257,7 +257,9 @@ async def open_services(
             registry=registry,
             box=box,
             pipeline=pipeline,
-            subjects=DataSubjectRequests(pool, pipeline),
+            subjects=DataSubjectRequests(
+                pool, pipeline, registry.client_salt if registry is not None else None
+            ),
             billing=Billing(pool, pipeline.backup_bucket),
         )
 

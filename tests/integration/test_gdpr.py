@@ -20,7 +20,8 @@ import pytest
 from evothesis.config import Settings
 from evothesis.errors import ExportsRunning, StorageUnavailable
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.gdpr.requests import receipt_key, visitor_digest
+from evothesis.gdpr.requests import receipt_key
+from evothesis.gdpr.subjects import Subject
 from evothesis.services import PoolSize, open_services
 from tests.support.postgres import register_client, with_registry
 from tests.support.s3 import (
@@ -243,7 +244,7 @@ def check_export_and_delete(
     )
     assert in_buffer == len(scenario.posted[("shop_json", TARGET)]) > removed_from_objects > 0
     assert receipt["kind"] == "delete"
-    assert receipt["visitor_sha256"] == visitor_digest(TARGET)
+    assert receipt["visitor_sha256"] == Subject.of_visitor(TARGET).digest
     assert TARGET not in response.text
     assert receipt["buffer_events_deleted"] == in_buffer
     assert receipt["events_deleted_from_objects"] == removed_from_objects

@@ -55,6 +55,7 @@ PACKAGED_NAMES = [
     "gdpr_client_exists",
     "gdpr_client_batches",
     "gdpr_failed_batches",
+    "gdpr_identity_links",
     "gdpr_buffer_lines",
     "gdpr_buffer_failed_lines",
     "gdpr_delete_buffer",

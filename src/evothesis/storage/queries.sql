@@ -395,22 +395,45 @@ FROM export_batches
 WHERE failed_clients @> ARRAY[$1::text] AND state = 'exported'
 ORDER BY batch_id
 
+-- gdpr_identity_links --
+-- The alias links that touch a subject: its user-id forms ($2) or its visitor ids ($3).
+SELECT previous_id, user_id, anonymous_id FROM identity_links
+WHERE client_id = $1
+  AND (previous_id = ANY($2::text[]) OR user_id = ANY($2::text[])
+       OR anonymous_id = ANY($3::text[]))
+
 -- gdpr_buffer_lines --
--- The visitor's events still in the buffer, as raw export lines.
-SELECT id, line FROM export_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+-- The subject's events still in the buffer (visitor ids $2, user ids $3), as raw export lines.
+SELECT id, line FROM export_event_lines
+WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+ORDER BY id
 
 -- gdpr_buffer_failed_lines --
--- The visitor's failed events still in the buffer, as the backup bucket's lines.
-SELECT id, line FROM failed_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+-- The subject's failed events still in the buffer, as the backup bucket's lines.
+SELECT id, line FROM failed_event_lines
+WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+ORDER BY id
 
 -- gdpr_delete_buffer --
--- The visitor's events and failed events, in one statement: (events, failed events).
+-- The subject's events, failed events and alias links, in one statement: (events, failed
+-- events, links). The links go with the ids they tie ($2 and $3 both: see gdpr.subjects).
 WITH gone AS (
-    DELETE FROM events_log WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+    DELETE FROM events_log
+    WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+    RETURNING 1
 ), gone_failed AS (
-    DELETE FROM failed_events WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+    DELETE FROM failed_events
+    WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+    RETURNING 1
+), gone_links AS (
+    DELETE FROM identity_links
+    WHERE client_id = $1
+      AND (previous_id = ANY($3::text[]) OR user_id = ANY($3::text[])
+           OR previous_id = ANY($2::text[]) OR anonymous_id = ANY($2::text[]))
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM gone_failed) AS failed
+SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM gone_failed) AS failed,
+       (SELECT count(*) FROM gone_links) AS links
 
 -- gdpr_audit_insert --
 INSERT INTO gdpr_audit (request_id, kind, step, client_id, visitor_sha256, receipt)
