@@ -150,4 +150,6 @@ def test_a_domain_belongs_to_at_most_one_client(database_url: str) -> None:
             conn.execute("UPDATE clients SET user_id_storage = 'raw' WHERE client_id = 'one'")
         # A write key selects its client (the Segment API names no site): never two.
         with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute("UPDATE clients SET write_key_sha256 = 'digest-one' WHERE client_id = 'two'")
+            conn.execute(
+                "UPDATE clients SET write_key_sha256 = 'digest-one' WHERE client_id = 'two'"
+            )
