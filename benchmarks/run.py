@@ -87,6 +87,20 @@ def stored_events(base: str) -> int:
     return int(get_json(f"{base}/events/count")["count"])  # type: ignore[call-overload]
 
 
+def settled_events(base: str, timeout: float = 30) -> int:
+    """The stored count once requests still in flight when wrk stopped have landed (two
+    reads 0.5 s apart agree), so they count in the run that sent them, not the next one."""
+    deadline = time.monotonic() + timeout
+    count = stored_events(base)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        again = stored_events(base)
+        if again == count:
+            break
+        count = again
+    return count
+
+
 @dataclass(frozen=True)
 class Scenario:
     """What wrk sends: ``events`` per request to /collect (its batch envelope is stored
@@ -157,13 +171,13 @@ def measure(
 ) -> list[Run]:
     results = []
     for index in range(runs or args.runs):
-        before = stored_events(base) if count else 0
+        before = settled_events(base) if count else 0
         r = wrk(base, scenario, args.duration, args.connections, authorization)
         duration = r["duration_s"]
         requests = int(r["requests"])
         ok = requests - int(r["errors_status"])
         per_request = scenario.stored_per_request
-        stored = stored_events(base) - before if count else 0
+        stored = settled_events(base) - before if count else 0
         run = Run(
             scenario=name,
             requests_per_s=requests / duration,

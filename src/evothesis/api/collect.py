@@ -10,12 +10,10 @@ from __future__ import annotations
 import orjson
 
 from evothesis.api.deps import Runtime
-from evothesis.api.errors import error_body
 from evothesis.api.transport.asgi import Receive, Scope, Send
 from evothesis.api.transport.client_ip import client_ip
 from evothesis.api.transport.exchange import (
-    cors_headers,
-    preflight_headers,
+    page_or_answer,
     read_body,
     request_headers,
     send,
@@ -28,8 +26,6 @@ from evothesis.errors import EvothesisError
 from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.privacy import signal_on
-
-PATH = "/collect"
 
 _EVENT_PROPERTIES: dict[str, object] = {
     "eventType": {"type": "string", "minLength": 1, "maxLength": 100},
@@ -135,38 +131,19 @@ class CollectEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send_to: Send) -> None:
         headers = request_headers(scope)
-        method = scope["method"]
-        if method not in ("POST", "OPTIONS"):
-            body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
-            await send(send_to, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
-            return
+        # The page's owner decides the CORS answer and whether the page may send events for
+        # the siteId's client.
         collector = self._runtime.ingestion.collector
-        origin = headers.get("origin")
-        # The page is resolved once: its owner decides the CORS answer and, for a POST,
-        # whether the page may send events for the siteId's client.
-        page = origin if origin is not None else headers.get("referer")
-        try:
-            page_owner = await collector.page_owner(page)
-        except EvothesisError as exc:
-            await send_error(send_to, exc, [])
-            return
-        cors = cors_headers(origin) if origin is not None and page_owner is not None else []
-        if method == "OPTIONS":
-            if origin is not None and page_owner is None:
-                body = error_body(
-                    "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
-                )
-                await send(send_to, 403, orjson.dumps(body), [])
-            else:
-                await send(send_to, 204, b"", preflight_headers(headers, cors))
+        page = await page_or_answer(scope, headers, send_to, collector.page_owner, send_error)
+        if page is None:
             return
         try:
-            result = await self._collect(scope, receive, headers, page_owner)
+            result = await self._collect(scope, receive, headers, page.owner)
         except EvothesisError as exc:
-            await send_error(send_to, exc, cors)
+            await send_error(send_to, exc, page.cors)
             return
         await send(
-            send_to, 202 if result.spooled else 200, orjson.dumps(success_body(result)), cors
+            send_to, 202 if result.spooled else 200, orjson.dumps(success_body(result)), page.cors
         )
 
     async def _collect(

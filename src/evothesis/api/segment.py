@@ -18,12 +18,11 @@ from typing import Final
 import orjson
 
 from evothesis.api.deps import Runtime
-from evothesis.api.errors import error_body, error_payload
+from evothesis.api.errors import error_payload
 from evothesis.api.transport.asgi import Receive, Scope, Send
 from evothesis.api.transport.client_ip import client_ip
 from evothesis.api.transport.exchange import (
-    cors_headers,
-    preflight_headers,
+    page_or_answer,
     read_body,
     request_headers,
     send,
@@ -51,42 +50,23 @@ class SegmentEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send_to: Send) -> None:
         headers = request_headers(scope)
-        method = scope["method"]
         name = scope["path"][len(PREFIX) :].rstrip("/")
         if name not in CALL_PATHS:
             await _send_error(send_to, NotFound(f"no endpoint {scope['path'][:100]!r}"), [])
             return
-        if method not in ("POST", "OPTIONS"):
-            body = error_body("method_not_allowed", f"{method} is not allowed here")
-            await send(send_to, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
-            return
-        collector = self._runtime.ingestion.collector
-        origin = headers.get("origin")
-        page = origin if origin is not None else headers.get("referer")
-        try:
-            page_owner = await collector.page_owner(page)
-        except EvothesisError as exc:
-            await _send_error(send_to, exc, [])
-            return
         # Browsers (Segment's browser SDK) post cross-origin with an Authorization header,
         # so they ask first; registered pages of any client are answered, and the write
         # key then decides whether the page is the key's client's.
-        cors = cors_headers(origin) if origin is not None and page_owner is not None else []
-        if method == "OPTIONS":
-            if origin is not None and page_owner is None:
-                body = error_body(
-                    "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
-                )
-                await send(send_to, 403, orjson.dumps(body), [])
-            else:
-                await send(send_to, 204, b"", preflight_headers(headers, cors))
+        collector = self._runtime.ingestion.collector
+        page = await page_or_answer(scope, headers, send_to, collector.page_owner, _send_error)
+        if page is None:
             return
         try:
-            result = await self._collect(scope, receive, headers, CALL_PATHS[name], page_owner)
+            result = await self._collect(scope, receive, headers, CALL_PATHS[name], page.owner)
         except EvothesisError as exc:
-            await _send_error(send_to, exc, cors)
+            await _send_error(send_to, exc, page.cors)
             return
-        await send(send_to, 200, orjson.dumps(segment_body(result)), cors)
+        await send(send_to, 200, orjson.dumps(segment_body(result)), page.cors)
 
     async def _collect(
         self,

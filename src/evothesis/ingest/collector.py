@@ -194,15 +194,20 @@ class Collector:
                 duplicates += 1
                 continue
             seen.add(event.event_id)
-            message_context = replace(
-                context,
-                client_ip=message.client_ip or context.client_ip,
-                user_agent=message.user_agent,
+            # The message's own visitor: its address and browser, not the sender's.
+            message_context = RequestContext(
+                message.client_ip or context.client_ip,
+                message.user_agent,
+                context.received_at,
+                context.origin,
+                context.referer,
+                context.write_key,
+                context.dnt,
+                context.gpc,
             )
             envelope = segment_envelope(
-                replace(
-                    message, event=event._replace(payload=store_user_ids(event.payload, client))
-                ),
+                message,
+                event._replace(payload=store_user_ids(event.payload, client)),
                 rejected if not rows and not failed else (),
             )
             outcome = self._ingest(Intake(envelope, message_context, client, page_owner))

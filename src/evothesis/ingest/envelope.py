@@ -260,17 +260,22 @@ def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
     value = payload.get(name)
     if value is None:
         return None
+    return checked_text(value, f"{where}{name}", FIELD_LIMITS[name])
+
+
+def checked_text(value: object, field: str, limit: int) -> str:
+    """``value`` as a string of at most ``limit`` characters, or ``InvalidEvent`` naming
+    ``field`` (also the Segment parser's rule for its ids and names)."""
     if not isinstance(value, str):
         raise InvalidEvent(
-            f"{where}{name} must be a string, not {_json_type(value)}",
-            field=f"{where}{name}",
+            f"{field} must be a string, not {_json_type(value)}",
+            field=field,
             reason=RejectReason.WRONG_TYPE,
         )
-    limit = FIELD_LIMITS[name]
     if len(value) > limit:
         raise InvalidEvent(
-            f"{where}{name} is {len(value)} characters; at most {limit} are accepted",
-            field=f"{where}{name}",
+            f"{field} is {len(value)} characters; at most {limit} are accepted",
+            field=field,
             reason=RejectReason.TOO_LONG,
         )
     return value

@@ -33,6 +33,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from evothesis.domain import (
@@ -47,8 +48,13 @@ from evothesis.domain import (
 from evothesis.enrich.limits import EventLimits, apply_limits
 from evothesis.enrich.referrer import sent_utm
 from evothesis.errors import BatchTooLarge, InvalidEvent
-from evothesis.ingest.envelope import FIELD_LIMITS, decode_json, refuse_nul_characters
-from evothesis.ingest.timestamps import parse_timestamp
+from evothesis.ingest.envelope import (
+    FIELD_LIMITS,
+    checked_text,
+    decode_json,
+    refuse_nul_characters,
+)
+from evothesis.ingest.timestamps import parse_timestamp, within_window
 from evothesis.registry.domains import site_host
 
 __all__ = [
@@ -290,11 +296,14 @@ def _message(
     return SegmentMessage(position, kind, event, client_ip, user_agent, host, _consent(context))
 
 
-def segment_envelope(message: SegmentMessage, rejected: tuple[RejectedEvent, ...] = ()) -> Envelope:
-    """One message as the envelope the ingestion steps take: a single event, with the
-    request's rejected messages when it is the first (they are stored with its request)."""
+def segment_envelope(
+    message: SegmentMessage, event: Event, rejected: tuple[RejectedEvent, ...] = ()
+) -> Envelope:
+    """One message, as ``event`` (its payload as the client's rules store it), in the
+    envelope the ingestion steps take: a single event, with the request's rejected messages
+    when it is the first (they are stored with its request)."""
     return Envelope(
-        events=(message.event,),
+        events=(event,),
         inner_count=0,
         columns=segment_columns,
         consent=message.consent,
@@ -387,23 +396,13 @@ def _event_type(payload: dict[str, Any], kind: SegmentCall, where: str) -> str:
             field=f"{where}event",
             reason=RejectReason.MISSING_FIELD,
         )
-    if not isinstance(event, str):
-        raise InvalidEvent(
-            f"{where}event must be a string", field=f"{where}event", reason=RejectReason.WRONG_TYPE
-        )
-    limit = FIELD_LIMITS["eventType"]
-    if len(event) > limit:
-        raise InvalidEvent(
-            f"{where}event is {len(event)} characters; at most {limit} are accepted",
-            field=f"{where}event",
-            reason=RejectReason.TOO_LONG,
-        )
-    if event == _RESERVED_EVENT:
+    name = checked_text(event, f"{where}event", FIELD_LIMITS["eventType"])
+    if name == _RESERVED_EVENT:
         raise InvalidEvent(
             f"{where}event {_RESERVED_EVENT!r} is reserved for batch envelopes",
             field=f"{where}event",
         )
-    return event
+    return name
 
 
 def _identifier(payload: dict[str, Any], key: str, where: str) -> str | None:
@@ -415,17 +414,7 @@ def _identifier(payload: dict[str, Any], key: str, where: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
         payload[key] = value
-    if not isinstance(value, str):
-        raise InvalidEvent(
-            f"{where}{key} must be a string", field=f"{where}{key}", reason=RejectReason.WRONG_TYPE
-        )
-    if len(value) > _ID_LIMIT:
-        raise InvalidEvent(
-            f"{where}{key} is {len(value)} characters; at most {_ID_LIMIT} are accepted",
-            field=f"{where}{key}",
-            reason=RejectReason.TOO_LONG,
-        )
-    return value
+    return checked_text(value, f"{where}{key}", _ID_LIMIT)
 
 
 def _object(payload: dict[str, Any], key: str, where: str) -> None:
@@ -464,7 +453,7 @@ def _correct_clock(
             # A device that sent before it called (clocks do not run backwards): the
             # skew cannot be told, so the call is placed at its arrival.
             corrected = now
-    parse_timestamp(corrected.isoformat(), field=f"{where}{device_key}", now=now)
+    within_window(corrected, field=f"{where}{device_key}", now=now)
     if device_text is not None:
         payload["originalTimestamp"] = device_text
     if sent_text is not None:
@@ -511,15 +500,20 @@ def _context_ip(context: dict[str, Any], where: str) -> str | None:
     value = context.get("ip")
     if value is None:
         return None
+    address = _address(value.strip()) if isinstance(value, str) else None
+    if address is None:
+        raise InvalidEvent(f"{where}context.ip must be an IP address", field=f"{where}context.ip")
+    return address
+
+
+@lru_cache(maxsize=10_000)
+def _address(text: str) -> str | None:
+    """``text`` when it is an IP address (cached: a visitor's messages repeat it)."""
     try:
-        if not isinstance(value, str):
-            raise ValueError
-        ipaddress.ip_address(value.strip())
+        ipaddress.ip_address(text)
     except ValueError:
-        raise InvalidEvent(
-            f"{where}context.ip must be an IP address", field=f"{where}context.ip"
-        ) from None
-    return value.strip()
+        return None
+    return text
 
 
 def _consent(context: dict[str, Any]) -> bool | None:

@@ -10,18 +10,24 @@ import asyncio
 import base64
 import binascii
 import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
 
-from evothesis.api.errors import error_payload
+from evothesis.api.errors import error_body, error_payload
 from evothesis.api.transport.asgi import Receive, Scope, Send
 from evothesis.api.transport.deadlines import ReadDeadlines
+from evothesis.domain import ClientConfig
 from evothesis.errors import EvothesisError, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
+    "ErrorSender",
+    "Page",
     "cors_headers",
     "gunzip",
+    "page_or_answer",
     "preflight_headers",
     "read_body",
     "receive_all",
@@ -62,6 +68,53 @@ def request_headers(scope: Scope) -> dict[str, str]:
         for name, value in scope["headers"]
         if name in _WANTED_HEADERS
     }
+
+
+#: Answers an error in the endpoint's own shape (/collect's, or the Segment API's).
+ErrorSender = Callable[[Send, EvothesisError, list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The page a request says it comes from (``Origin``, else ``Referer``), resolved once:
+    its owner decides the CORS answer and whether the page may send for a client."""
+
+    owner: ClientConfig | None
+    cors: list[tuple[bytes, bytes]]
+
+
+async def page_or_answer(
+    scope: Scope,
+    headers: dict[str, str],
+    send_to: Send,
+    owner_of: Callable[[str | None], Awaitable[ClientConfig | None]],
+    send_failure: ErrorSender,
+) -> Page | None:
+    """The request's page, or ``None`` once the request has been answered here: a method
+    other than POST and OPTIONS (405), a registry that cannot say who owns the page, or a
+    CORS preflight (204 for registered pages and requests without an Origin, else 403)."""
+    method = scope["method"]
+    if method not in ("POST", "OPTIONS"):
+        body = error_body("method_not_allowed", f"{method} is not allowed on {scope['path']}")
+        await send(send_to, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
+        return None
+    origin = headers.get("origin")
+    try:
+        owner = await owner_of(origin if origin is not None else headers.get("referer"))
+    except EvothesisError as exc:
+        await send_failure(send_to, exc, [])
+        return None
+    cors = cors_headers(origin) if origin is not None and owner is not None else []
+    if method == "OPTIONS":
+        if origin is not None and owner is None:
+            body = error_body(
+                "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
+            )
+            await send(send_to, 403, orjson.dumps(body), [])
+        else:
+            await send(send_to, 204, b"", preflight_headers(headers, cors))
+        return None
+    return Page(owner, cors)
 
 
 def write_key(headers: dict[str, str]) -> str | None:
