@@ -433,6 +433,19 @@ def test_the_cli_exports_and_deletes_a_visitor(
     )
     assert unknown.returncode == 1
     assert unknown.stderr.decode().strip() == "Error: no client 'nobody'"
+    for ids in ([], ["--visitor", "v", "--user", "u"]):
+        ambiguous = subprocess.run(
+            [*cli, "export", "--client", "blog_csv", *ids], env=env, capture_output=True
+        )
+        assert ambiguous.returncode == 2
+        assert "exactly one of --visitor and --user" in ambiguous.stderr.decode()
+    # By user id: this client's events carry none, and its requests say what they searched.
+    by_user = subprocess.run(
+        [*cli, "export", "--client", "blog_csv", "--user", "user-1", "-o", "-"],
+        env=env,
+        capture_output=True,
+    )
+    assert (by_user.returncode, by_user.stdout) == (0, b"")
 
 
 def test_export_runs_refuse_a_pool_too_small_to_hold_the_lock(
