@@ -169,6 +169,7 @@ class BadLine:
     event_id: str | None = None
     visitor_id: str | None = None
     session_id: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +287,7 @@ def _bad_line(number: int, line: bytes, reason: str, decoded: object) -> BadLine
         text("event_id"),
         text("visitor_id"),
         text("session_id"),
+        text("user_id"),
     )
 
 
