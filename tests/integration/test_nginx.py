@@ -32,7 +32,7 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
         assert "max-age=600" in page.headers["cache-control"]
 
         scripts = {}
-        for path in ("/tracking.js", "/pixel/client_test/tracking.js"):
+        for path in ("/tracking.js", "/js/tracking.js", "/pixel/client_test/tracking.js"):
             first, second = client.get(path), client.get(path)
             assert first.status_code == second.status_code == 200, first.text
             assert first.headers["content-encoding"] == "gzip"
@@ -43,15 +43,20 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
             assert first.content == second.content
             scripts[path] = first.text
         assert '"client_id":"client_test"' in scripts["/pixel/client_test/tracking.js"]
+        assert scripts["/js/tracking.js"] == scripts["/tracking.js"]  # seed 001's path
 
         assert client.get("/health").json()["status"] == "healthy"
         assert client.get("/nginx-health").text == "ok\n"
+        # A query string (what a page put in its URL) is not written to the access log.
+        client.get("/health", params={"email": "ann@example.org"})
 
     # The demo page came from disk; each tracker reached the collector once.
     address = collector.url.removeprefix("http://")
     assert nginx.upstreams("GET /", 1) == ["-"]
     assert nginx.upstreams("GET /tracking.js", 2) == [address, "-"]
-    assert nginx.upstreams("GET /health", 1) == [address]
+    assert nginx.upstreams("GET /js/tracking.js", 2) == [address, "-"]
+    assert nginx.upstreams("GET /health", 2) == [address, address]
+    assert not [line for line in nginx.access_log() if "ann@example.org" in line or "?" in line]
 
 
 def test_a_body_over_the_collectors_limit_is_refused_by_nginx_in_its_shape(

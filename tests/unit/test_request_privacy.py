@@ -14,6 +14,7 @@ from evothesis.ingest.privacy import (
     audit_ip_hash,
     protect_envelope,
     protect_payload,
+    protect_rejected,
     request_privacy,
 )
 from evothesis.privacy import ConsentDecision, apply_ip_policy, decide, hash_ip
@@ -108,6 +109,34 @@ def test_protect_payload_redacts_and_strips_identifiers_when_anonymous() -> None
     consented = request_privacy(config, RequestContext("203.0.113.9", None, NOW), True)
     assert protect_payload(payload, consented)["visitorId"] == "vis_1"
     assert payload["eventData"] == {"email": "ann@example.org", "userId": "u1"}  # not mutated
+
+
+@pytest.mark.parametrize("level", ["standard", "gdpr", "hipaa"])
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_a_rejected_event_is_redacted_in_every_field_even_those_valid_events_skip(
+    level: str, anonymous: bool
+) -> None:
+    """The event id and timestamp of a stored event were validated into harmless shapes;
+    a rejected event's may be exactly what failed, so they are scanned like the rest."""
+    rejected = {
+        "eventType": "click",
+        "eventId": "ann@example.org",
+        "timestamp": "078-05-1120",
+        "visitorId": "vis_1",
+        "eventData": {"note": "call (415) 555-2671"},
+    }
+    mode = "anonymous_without_consent" if anonymous else "none"
+    privacy = request_privacy(
+        client(privacy_level=level, consent_mode=mode),
+        RequestContext("203.0.113.9", None, NOW),
+        None,
+    )
+    protected = protect_rejected(rejected, privacy)
+    assert isinstance(protected, dict)
+    assert protected["eventId"] == protected["timestamp"] == "[REDACTED]"
+    assert protected["eventData"] == {"note": "call [REDACTED]"}
+    assert ("visitorId" in protected) is not anonymous
+    assert protect_rejected(["ann@example.org"], privacy) == ["[REDACTED]"]
 
 
 BATCHES = [

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from evothesis import __version__
 from evothesis.api.deps import Runtime
 from evothesis.api.errors import install_error_handlers
+from evothesis.api.transport.access_log import install_private_access_log
 
 
 def _operation_id(route: object) -> str:
@@ -32,4 +33,5 @@ def new_api(
     )
     runtime.attach(app)
     install_error_handlers(app)
+    install_private_access_log()
     return app

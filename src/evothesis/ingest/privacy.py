@@ -117,14 +117,15 @@ def protect_payload(
     return strip_identifiers(redacted) if privacy.anonymize else redacted
 
 
-def protect_rejected(
-    raw: object, privacy: RequestPrivacy, verified: frozenset[str] = COLLECT_VERIFIED
-) -> object:
+def protect_rejected(raw: object, privacy: RequestPrivacy) -> object:
     """A rejected inner event (any JSON value) as it may be stored in ``failed_events``:
-    redacted like a stored event, since it carries the same visitor's data."""
-    if isinstance(raw, dict):
-        return protect_payload(raw, privacy, verified)
-    return redact_value(raw, strict=privacy.strict)
+    redacted like a stored event, since it carries the same visitor's data. Every field is
+    scanned: its event id or timestamp may be what failed validation, so no field is known
+    to be harmless."""
+    redacted = redact_value(raw, strict=privacy.strict)
+    if privacy.anonymize and isinstance(redacted, dict):
+        return strip_identifiers(redacted)
+    return redacted
 
 
 def protect_envelope(envelope: Envelope, privacy: RequestPrivacy) -> list[dict[str, Any]]:

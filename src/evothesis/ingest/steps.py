@@ -313,7 +313,7 @@ def _failed_rows(
     failed = []
     for rejected in envelope.rejected:
         try:
-            protected = protect_rejected(rejected.raw, privacy, envelope.verified)
+            protected = protect_rejected(rejected.raw, privacy)
             payload = orjson.dumps(protected).decode()
         except (NestingTooDeep, orjson.JSONEncodeError):
             protected, payload = None, UNSTORABLE_PAYLOAD

@@ -89,14 +89,17 @@ async def page_or_answer(
     send_to: Send,
     owner_of: Callable[[str | None], Awaitable[ClientConfig | None]],
     send_failure: ErrorSender,
+    *,
+    methods: tuple[str, ...] = ("POST", "OPTIONS"),
 ) -> Page | None:
     """The request's page, or ``None`` once the request has been answered here: a method
-    other than POST and OPTIONS (405), a registry that cannot say who owns the page, or a
-    CORS preflight (204 for registered pages and requests without an Origin, else 403)."""
+    not in ``methods`` (405), a registry that cannot say who owns the page, or a CORS
+    preflight (204 for registered pages and requests without an Origin, else 403)."""
     method = scope["method"]
-    if method not in ("POST", "OPTIONS"):
+    if method not in methods:
         body = error_body("method_not_allowed", f"{method} is not allowed on {scope['path']}")
-        await send(send_to, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
+        allow = ", ".join(methods).encode()
+        await send(send_to, 405, orjson.dumps(body), [(b"allow", allow)])
         return None
     origin = headers.get("origin")
     try:
@@ -240,9 +243,10 @@ async def receive_all(receive: Receive, limit: int) -> bytes:
 
 
 async def send(send_to: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """The answer in one start and one body message (``one_write`` joins them)."""
+    """The answer in one start and one body message (``one_write`` joins them); its body is
+    JSON unless ``headers`` name another type."""
     response_headers = [*headers, (b"content-length", str(len(body)).encode())]
-    if body:
+    if body and not any(name == b"content-type" for name, _ in headers):
         response_headers.append((b"content-type", b"application/json"))
     await send_to({"type": "http.response.start", "status": status, "headers": response_headers})
     await send_to({"type": "http.response.body", "body": body})
