@@ -14,22 +14,20 @@ import orjson
 
 from evothesis.api.deps import Runtime
 from evothesis.api.transport.asgi import Receive, Scope, Send
-from evothesis.api.transport.client_ip import client_ip
 from evothesis.api.transport.exchange import (
     page_or_answer,
     read_body,
+    request_context,
     request_headers,
     send,
     send_error,
-    write_key,
 )
 from evothesis.clock import iso_millis
-from evothesis.domain import ClientConfig, RequestContext
+from evothesis.domain import ClientConfig
 from evothesis.errors import EvothesisError
 from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.ingest.query_event import EVENT_FIELDS, event_from_query
-from evothesis.privacy import signal_on
 
 _ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
 
@@ -216,16 +214,8 @@ class CollectEndpoint:
             check_media_type(headers.get("content-type"))
             assert runtime.deadlines is not None  # started with the ingestion
             body = await read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
-        peer = scope.get("client")
-        context = RequestContext(
-            client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
-            user_agent=headers.get("user-agent"),
-            received_at=runtime.clock.now(),
-            origin=headers.get("origin"),
-            referer=headers.get("referer"),
-            write_key=write_key(headers),
-            dnt=signal_on(headers.get("dnt")),
-            gpc=signal_on(headers.get("sec-gpc")),
+        context = request_context(
+            scope, headers, received_at=runtime.clock.now(), proxies=settings.trusted_proxies
         )
         return await runtime.ingestion.collector.collect(body, context, page_owner)
 

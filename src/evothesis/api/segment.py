@@ -20,21 +20,19 @@ import orjson
 from evothesis.api.deps import Runtime
 from evothesis.api.errors import error_payload
 from evothesis.api.transport.asgi import Receive, Scope, Send
-from evothesis.api.transport.client_ip import client_ip
 from evothesis.api.transport.exchange import (
     page_or_answer,
     read_body,
+    request_context,
     request_headers,
     send,
-    write_key,
 )
 from evothesis.clock import iso_millis
-from evothesis.domain import ClientConfig, RequestContext, SegmentCall
+from evothesis.domain import ClientConfig, SegmentCall
 from evothesis.errors import EvothesisError, NotFound, WriteKeyRequired
 from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.ingest.segment import CALL_PATHS
-from evothesis.privacy import signal_on
 
 __all__ = ["PREFIX", "SEGMENT_OPENAPI", "SegmentEndpoint", "segment_body"]
 
@@ -83,16 +81,8 @@ class SegmentEndpoint:
         body = await read_body(
             receive, headers, settings.max_body_bytes, runtime.deadlines, gzip=True
         )
-        peer = scope.get("client")
-        context = RequestContext(
-            client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
-            user_agent=headers.get("user-agent"),
-            received_at=runtime.clock.now(),
-            origin=headers.get("origin"),
-            referer=headers.get("referer"),
-            write_key=write_key(headers),
-            dnt=signal_on(headers.get("dnt")),
-            gpc=signal_on(headers.get("sec-gpc")),
+        context = request_context(
+            scope, headers, received_at=runtime.clock.now(), proxies=settings.trusted_proxies
         )
         return await runtime.ingestion.collector.collect_segment(body, call, context, page_owner)
 

@@ -10,17 +10,21 @@ import asyncio
 import base64
 import binascii
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import orjson
 
 from evothesis.api.errors import error_body, error_payload
 from evothesis.api.transport.asgi import Receive, Scope, Send
+from evothesis.api.transport.client_ip import client_ip
 from evothesis.api.transport.deadlines import ReadDeadlines
-from evothesis.domain import ClientConfig
+from evothesis.config import IPNetwork
+from evothesis.domain import ClientConfig, RequestContext
 from evothesis.errors import EvothesisError, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from evothesis.privacy import signal_on
 
 __all__ = [
     "ErrorSender",
@@ -31,6 +35,7 @@ __all__ = [
     "preflight_headers",
     "read_body",
     "receive_all",
+    "request_context",
     "request_headers",
     "send",
     "send_error",
@@ -118,6 +123,28 @@ async def page_or_answer(
             await send(send_to, 204, b"", preflight_headers(headers, cors))
         return None
     return Page(owner, cors)
+
+
+def request_context(
+    scope: Scope,
+    headers: dict[str, str],
+    *,
+    received_at: datetime,
+    proxies: Sequence[IPNetwork],
+) -> RequestContext:
+    """What the request itself says of every event it carries: the sender's address
+    (behind trusted ``proxies``), agent, page, write key and privacy signals."""
+    peer = scope.get("client")
+    return RequestContext(
+        client_ip=client_ip(peer[0] if peer else None, headers, proxies),
+        user_agent=headers.get("user-agent"),
+        received_at=received_at,
+        origin=headers.get("origin"),
+        referer=headers.get("referer"),
+        write_key=write_key(headers),
+        dnt=signal_on(headers.get("dnt")),
+        gpc=signal_on(headers.get("sec-gpc")),
+    )
 
 
 def write_key(headers: dict[str, str]) -> str | None:
