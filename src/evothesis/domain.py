@@ -112,9 +112,21 @@ class UserIdStorage(StrEnum):
 class ExportFormat(StrEnum):
     """The file format of a client's processed exports."""
 
+    #: Seed 004's JSON document: ``{"export_metadata": {…}, "events": […]}``.
     JSON = "json"
+    #: JSON Lines, one event per line (what ``json`` wrote before it became the document).
+    JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
+
+
+class SchedulerRole(StrEnum):
+    """Which kind of process runs an export schedule (``/pipeline/status`` says who)."""
+
+    #: ``evothesis serve`` with ``EXPORT_IN_SERVE``.
+    COLLECTOR = "collector"
+    #: ``evothesis worker``.
+    WORKER = "worker"
 
 
 # -------------------------------------------------------------- what happens to events

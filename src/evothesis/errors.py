@@ -8,6 +8,7 @@ HTTP. The tree::
     EvothesisError
     ├── BadRequest                       the sender's request cannot be used
     │   ├── MalformedBody, RequestTimeout, UnsupportedMediaType, InvalidPeriod
+    │   ├── MalformedRequest, HeadersTooLarge
     │   ├── PayloadTooLarge ── BatchTooLarge
     │   └── InvalidEvent ── InvalidSetting
     ├── Refused                          /collect: the sender may not send these events
@@ -21,7 +22,7 @@ HTTP. The tree::
     │   ├── BucketConfigError, BackupUnreadable
     │   └── RawFormatError
     ├── ConfigurationError               this process is not set up to do it
-    │   └── SecretKeyError
+    │   └── SecretKeyError, ConflictingSettings
     └── SnapshotRefused                  a file on local disk that cannot be trusted
 """
 
@@ -64,6 +65,18 @@ class RequestTimeout(BadRequest):
     """The request body did not arrive in time."""
 
     code = "request_timeout"
+
+
+class MalformedRequest(BadRequest):
+    """The request is not valid HTTP/1.1."""
+
+    code = "malformed_request"
+
+
+class HeadersTooLarge(BadRequest):
+    """The request line and headers are too large, or there are too many headers."""
+
+    code = "headers_too_large"
 
 
 class UnsupportedMediaType(BadRequest):
@@ -270,6 +283,12 @@ class SecretKeyError(ConfigurationError):
     """The secret key is missing, malformed, or does not open a stored secret."""
 
     code = "secret_key_error"
+
+
+class ConflictingSettings(ConfigurationError):
+    """Two names of one setting are set to different values."""
+
+    code = "conflicting_settings"
 
 
 # ---------------------------------------------------------------------------- local files

@@ -371,7 +371,7 @@ def test_exporter_killed_mid_batch_is_taken_over_exactly_once(
 
 @pytest.mark.parametrize(
     ("stage", "fmt"),
-    [("stall", "json"), ("partial", "csv"), ("withhold", "parquet"), ("recording", "json")],
+    [("stall", "json"), ("partial", "csv"), ("withhold", "parquet"), ("recording", "jsonl")],
 )
 def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
     stage: str,

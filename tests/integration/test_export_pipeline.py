@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from evothesis.app import create_app
 from evothesis.config import Settings
+from evothesis.domain import SchedulerRole
 from evothesis.export.formats import (
     EXPORT_COLUMNS,
     FILE_EXTENSIONS,
@@ -37,7 +38,12 @@ from evothesis.export.formats import (
 )
 from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.export.scheduler import (
+    SchedulerState,
+    run_scheduler,
+    runner_name,
+    schedule_status,
+)
 from evothesis.storage.queries import query
 from tests.support.loopback import free_port
 from tests.support.postgres import register_client
@@ -50,6 +56,7 @@ from tests.support.s3 import (
     raw_events,
     run_pipeline,
     s3_environment,
+    sql,
     wait_until,
 )
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector, collector_folders, serve_in_thread
@@ -63,6 +70,7 @@ CLIENTS = {
     "client_json": ("json", "http://a.test", ("a.test", "shop.a.test")),
     "client_csv": ("csv", "http://b.test", ("b.test", "blog.b.test")),
     "client_parquet": ("parquet", "http://c.test", ("c.test", "docs.c.test")),
+    "client_jsonl": ("jsonl", "http://d.test", ("d.test", "feed.d.test")),
 }
 #: The development client every test database has.
 DEV_SITES = ("localhost", "127.0.0.1")
@@ -81,7 +89,7 @@ TEXT_COLUMNS = (
 )
 PROCESSED_KEY = re.compile(
     r"^(?P<prefix>.*?)processed-events/(?P<client>[^/]+)/(?P<day>\d{4}/\d\d/\d\d)/"
-    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|csv|parquet)$"
+    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|json|csv|parquet)$"
 )
 
 # Values a tabular format must survive: separators, quotes, line breaks, non-ASCII text.
@@ -366,6 +374,11 @@ def assert_client_files(
         assert instant(metadata["time_range"]["end"]) == max(times)
 
         if fmt == "json":
+            document = orjson.loads(data)
+            assert list(document) == ["export_metadata", "events"]
+            assert document["export_metadata"] == metadata
+            assert all(list(event) == list(EXPORT_COLUMNS) for event in document["events"])
+        elif fmt == "jsonl":
             assert data.endswith(b"\n")
             lines = data[:-1].split(b"\n")
             assert all(list(orjson.loads(line)) == list(EXPORT_COLUMNS) for line in lines)
@@ -815,7 +828,10 @@ def test_pipeline_endpoints(
 
         overall = http.get("/pipeline/status").json()
         assert overall["status"] == "healthy"
-        assert overall["scheduler"] == {"running": False}
+        # No process runs the schedule (this collector does not, and there is no worker).
+        assert overall["scheduler"]["running"] is False
+        assert overall["scheduler"]["runners"] == []
+        assert overall["scheduler"]["last_round"] is None
         assert overall["export"]["exported_events"] == total
         assert overall["config"] == config
 
@@ -882,11 +898,14 @@ def test_retention_purges_exactly_the_exported_events(
 ) -> None:
     collector = start_collector()
     first = post_batch(collector, 30) + post_batch(collector, 12)
+    assert_counts(collector, total=42, buffered=42)
     env = s3_environment(s3, buckets, BUFFER_RETENTION="1s", EXPORT_BATCH_SIZE=25)
     exported = run_pipeline(database_url, lambda p: p.export(), **env)
     export_ended = time.monotonic()
     assert exported.events == len(first)
+    assert_counts(collector, total=42, buffered=42)  # exported, not yet purged
     later = post_batch(collector, 20)
+    assert_counts(collector, total=62, buffered=62)
 
     # Not yet as old as the retention (an hour here): nothing goes.
     hour = {**env, "BUFFER_RETENTION": "1h"}
@@ -895,6 +914,7 @@ def test_retention_purges_exactly_the_exported_events(
     time.sleep(max(0.0, 1.3 - (time.monotonic() - export_ended)))
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == len(first)
     assert set(db_events(database_url)) == set(later)
+    assert_counts(collector, total=62, buffered=20)  # retention lowers the buffer only
     batches = db_batches(database_url)
     assert all(b["purged_at"] is not None for b in batches.values())
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0
@@ -906,6 +926,19 @@ def test_retention_purges_exactly_the_exported_events(
     assert duplicates(ids) == {} and set(ids) == set(first) | set(later)
     status = run_pipeline(database_url, lambda p: p.export_status(), **env)
     assert status["purged_batches"] == len(batches)
+    assert_counts(collector, total=62, buffered=20)
+    # Claimed into a batch that is not exported yet: counted once all the same.
+    post_batch(collector, 3)
+    assert run_pipeline(database_url, lambda p: p.ledger.claim(25), **env).event_count == 3
+    assert_counts(collector, total=65, buffered=23)
+
+
+def assert_counts(collector: RunningCollector, *, total: int, buffered: int) -> None:
+    """/events/count of the development client: all time, and in the buffer."""
+    with collector.client() as client:
+        counts = client.get("/events/count").json()
+    assert (counts["count"], counts["by_client"]) == (total, {"client_test": total})
+    assert counts["buffer"] == {"count": buffered, "by_client": {"client_test": buffered}}
 
 
 def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
@@ -923,11 +956,20 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
         return time.monotonic() - started
 
     async def work(pipeline: ExportPipeline) -> tuple[SchedulerState, list[str]]:
-        state = SchedulerState()
+        state = SchedulerState(runner_name(pipeline.ledger), SchedulerRole.WORKER)
         task = asyncio.create_task(run_scheduler(pipeline, state, interval_s=3600, poll_s=0.1))
         try:
             await wait_until(lambda: state.rounds >= 1, 10)
             assert state.running
+            # What any collector reads: the schedule as this runner records it.
+            recorded = await schedule_status(pipeline.ledger)
+            assert recorded["running"] is True
+            assert recorded["ran_by"] == {"runner": state.runner, "role": "worker"}
+            assert recorded["last_round"]["export"]["events"] == len(initial)
+            [runner] = recorded["runners"]
+            assert (runner["rounds"], runner["interval_seconds"]) == (1, 3600)
+            assert runner["triggers"] == {"schedule": 1}
+            assert recorded["next_due_at"] > recorded["last_round_at"]
             assert state.last_round is not None
             assert state.last_round["trigger"] == "schedule"
             assert state.last_round["export"]["events"] == len(initial)
@@ -946,10 +988,17 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
             assert state.last_round["process"]["events"] == len(few) + len(more)
             assert state.triggers == {"schedule": 1, "threshold": 1}
             assert state.last_error is None
+            [runner] = (await schedule_status(pipeline.ledger))["runners"]
+            assert runner["triggers"] == {"schedule": 1, "threshold": 1}
+            assert runner["rounds"] == 2
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Stopped: no longer running, its last round still shown.
+        stopped = await schedule_status(pipeline.ledger)
+        assert stopped["running"] is False and stopped["runners"] == []
+        assert stopped["last_round"]["trigger"] == "threshold"
         return state, initial + few + more
 
     state, posted = run_pipeline(database_url, work, **env)
@@ -957,6 +1006,30 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
     rows = db_events(database_url)
     assert set(rows) == set(posted)
     assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
+
+
+def test_a_scheduler_that_fell_silent_is_not_running(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """A worker killed without stopping keeps its row; its silence says it is gone."""
+
+    async def work(pipeline: ExportPipeline) -> tuple[dict[str, Any], dict[str, Any]]:
+        await pipeline.ledger.scheduler_started("host:1/abc", SchedulerRole.WORKER, 60)
+        alive = await schedule_status(pipeline.ledger)
+        await asyncio.to_thread(
+            sql,
+            database_url,
+            "UPDATE export_schedulers SET heartbeat_at = now() - interval '31 seconds'",
+        )
+        return alive, await schedule_status(pipeline.ledger)
+
+    alive, silent = run_pipeline(database_url, work, **s3_environment(s3, buckets))
+    assert alive["running"] is True
+    assert [(r["runner"], r["role"], r["rounds"]) for r in alive["runners"]] == [
+        ("host:1/abc", "worker", 0)
+    ]
+    assert alive["next_due_at"] is not None and alive["last_round"] is None
+    assert silent["running"] is False and silent["runners"] == []
 
 
 def _insert_event(conn: psycopg.Connection[Any], label: str) -> str:

@@ -107,7 +107,7 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
     # The enrichment columns came after it (0004), the sender's authentication (0006) and
-    # the Segment API's user (0010).
+    # the Segment API's user (0012).
     seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 2]
     assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source", "user_id")
     assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source", "user_id"]
@@ -163,3 +163,74 @@ def test_the_staging_table_is_private_to_its_connection(database_url: str) -> No
         insert_event(first, str(uuid.uuid4()), table="events_staging")
         with pytest.raises(psycopg.errors.UndefinedTable):
             second.execute("SELECT count(*) FROM events_staging")
+
+
+def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_database: str) -> None:
+    """0009: ``json`` was JSON Lines until the seed's document took the name. Deliveries and
+    clients recorded before keep JSON Lines (``jsonl``): a retried delivery writes the same
+    ``.jsonl`` key and bytes, a client's consumers get what they got."""
+    upgrade(empty_database, "0008")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256, export_format)"
+            " VALUES ('old_json', 'Old', '\\x00', '', 'json'),"
+            " ('old_csv', 'Old', '\\x00', '', 'csv')"
+        )
+        conn.execute(
+            "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+            " event_count, first_created_at, last_created_at)"
+            " VALUES (1, '0', 0, '10', 5, 5, now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO export_deliveries (batch_id, client_id, event_count, format)"
+            " VALUES (1, 'old_json', 3, 'json'), (1, 'old_csv', 2, 'csv')"
+        )
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        clients = conn.execute("SELECT client_id, export_format FROM clients ORDER BY 1")
+        assert clients.fetchall() == [("old_csv", "csv"), ("old_json", "jsonl")]
+        deliveries = conn.execute("SELECT client_id, format FROM export_deliveries ORDER BY 1")
+        assert deliveries.fetchall() == [("old_csv", "csv"), ("old_json", "jsonl")]
+        # Both names are accepted from now on; a client created now gets the document.
+        conn.execute(
+            "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256)"
+            " VALUES ('new', 'N', '\\x00', '')"
+        )
+        assert conn.execute(
+            "SELECT export_format FROM clients WHERE client_id = 'new'"
+        ).fetchone() == ("json",)
+        conn.execute("UPDATE clients SET export_format = 'jsonl' WHERE client_id = 'new'")
+        conn.execute("UPDATE clients SET export_format = 'json' WHERE client_id = 'new'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE clients SET export_format = 'xml' WHERE client_id = 'new'")
+
+
+def test_event_totals_start_from_the_ledger_and_follow_every_new_delivery(
+    empty_database: str,
+) -> None:
+    """0010: the all-time totals of /events/count survive retention: they are the deliveries
+    of exported batches, summed per client when the table is created, then added to as each
+    delivery is created (once: a repeated insert of one delivery adds nothing)."""
+    upgrade(empty_database, "0009")
+    batch = (
+        "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+        " event_count, first_created_at, last_created_at)"
+        " VALUES (%s, '0', 0, '10', 5, 5, now(), now())"
+    )
+    delivery = (
+        "INSERT INTO export_deliveries (batch_id, client_id, event_count, format)"
+        " VALUES (%s, %s, %s, 'csv') ON CONFLICT (batch_id, client_id) DO NOTHING"
+    )
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for batch_id in (1, 2):
+            conn.execute(batch, (batch_id,))
+        for row in ((1, "a", 3), (1, "b", 2), (2, "a", 4)):
+            conn.execute(delivery, row)
+    upgrade(empty_database)
+    totals = "SELECT client_id, exported_events FROM client_event_totals ORDER BY 1"
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute(totals).fetchall() == [("a", 7), ("b", 2)]
+        conn.execute(batch, (3,))
+        for row in ((3, "b", 5), (3, "c", 1), (3, "c", 1), (2, "a", 4)):
+            conn.execute(delivery, row)
+        assert conn.execute(totals).fetchall() == [("a", 7), ("b", 7), ("c", 1)]

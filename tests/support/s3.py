@@ -140,6 +140,9 @@ def decode_file(key: str, data: bytes) -> list[dict[str, Any]]:
     """A processed file back into events, whatever its format (by extension)."""
     if key.endswith(".jsonl"):
         return [orjson.loads(line) for line in data.splitlines()]
+    if key.endswith(".json"):  # the seed's document: metadata and events
+        events: list[dict[str, Any]] = orjson.loads(data)["events"]
+        return events
     if key.endswith(".csv"):
         rows = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
         for row in rows:

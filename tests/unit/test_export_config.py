@@ -85,6 +85,27 @@ def test_s3_settings_carry_endpoint_region_and_per_bucket_keys() -> None:
     }
 
 
+def test_seed_004s_names_reach_the_processed_and_backup_buckets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 004's VM-per-client variables, as an operator exports them: the client's bucket
+    gets the client's keys (not AWS_* or the instance role), metering goes to the backup
+    bucket named by S3_BACKUP_BUCKET (not a folder in the container)."""
+    for name, value in {
+        "CLIENT_S3_BUCKET": "client-analytics-bucket",
+        "CLIENT_S3_ACCESS_KEY": "AKIA-client",
+        "CLIENT_S3_SECRET_KEY": "client-secret",
+        "S3_BACKUP_BUCKET": "evothesis-backup-bucket",
+    }.items():
+        monkeypatch.setenv(name, value)
+    buckets = export_buckets(Settings(_env_file=None))
+    assert buckets.processed.url == "s3://client-analytics-bucket"
+    assert buckets.processed.options["access_key_id"] == "AKIA-client"
+    assert buckets.processed.options["secret_access_key"] == "client-secret"
+    assert buckets.backup.url == "s3://evothesis-backup-bucket"
+    assert "access_key_id" not in buckets.raw.options
+
+
 def test_a_client_destination_replaces_the_default_and_refuses_unknown_keys() -> None:
     default = BucketSpec("s3://operator")
     assert client_bucket(None, None, default=default) is default
@@ -145,7 +166,8 @@ def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert processed_key("acme", 42, CLAIMED, "parquet") == (
         "processed-events/acme/2026/03/09/batch-000000000042.parquet"
     )
-    assert processed_key("acme", 42, CLAIMED, "json").endswith(".jsonl")
+    assert processed_key("acme", 42, CLAIMED, "json").endswith("/batch-000000000042.json")
+    assert processed_key("acme", 42, CLAIMED, "jsonl").endswith("/batch-000000000042.jsonl")
     assert processed_key("acme", 42, CLAIMED, "csv").endswith(".csv")
     assert manifest_key("a/b.csv") == "a/b.csv.manifest.json"
     assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order

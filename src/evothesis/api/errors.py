@@ -18,6 +18,7 @@ from evothesis.errors import (
     ConfigurationError,
     Conflict,
     EvothesisError,
+    HeadersTooLarge,
     InvalidEvent,
     NotFound,
     ObjectStoreError,
@@ -36,6 +37,7 @@ logger = logging.getLogger("evothesis.api")
 #: set up for the request (a missing secret key) is a 503 until an operator fixes it.
 STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (PayloadTooLarge, 413),
+    (HeadersTooLarge, 431),
     (UnsupportedMediaType, 415),
     (RequestTimeout, 408),
     (InvalidEvent, 422),
@@ -63,6 +65,11 @@ def status_for(error: EvothesisError) -> int:
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"status": "error", "error": {"code": code, "message": message, **extra}}
+
+
+def internal_error_body() -> dict[str, object]:
+    """The answer to a failure nobody intended: the details go to the log, not the sender."""
+    return error_body("internal_error", "internal error; it has been logged")
 
 
 def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -111,9 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal_error", "internal error; it has been logged"), status_code=500
-        )
+        return JSONResponse(internal_error_body(), status_code=500)
 
     app.add_exception_handler(EvothesisError, on_evothesis_error)
     app.add_exception_handler(Exception, on_unexpected_error)

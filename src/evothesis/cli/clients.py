@@ -109,7 +109,8 @@ def add_client(
         str | None, typer.Option(help="The client's bucket URL, e.g. s3://acme-events.")
     ] = None,
     export_format: Annotated[
-        ExportFormat, typer.Option(help="File format of processed exports.")
+        ExportFormat,
+        typer.Option(help="File format of processed exports (json: the seed's document)."),
     ] = ExportFormat.JSON,
 ) -> None:
     """Register a client, optionally with its domains, and print its write key once.

@@ -24,8 +24,8 @@ from evothesis.cli.common import (
     print_json,
     run_services,
 )
+from evothesis.domain import SchedulerRole
 from evothesis.export.pipeline import ExportPipeline, Progress
-from evothesis.logs import configure_logging
 from evothesis.services import CLI_POOL, open_services, scheduled_exports
 
 __all__ = ["export_app", "process_app", "worker"]
@@ -115,7 +115,6 @@ def worker() -> None:
     as soon as EXPORT_BATCH_SIZE events wait), processing, and buffer retention. Several
     workers (and collectors with EXPORT_IN_SERVE) can run at once; they share the work."""
     settings = load_settings()
-    configure_logging(settings.log_level)
     interval = settings.export_interval_s
     if interval is None:
         fail("EXPORT_SCHEDULE is off: run `evothesis export run` on demand instead")
@@ -133,7 +132,7 @@ def worker() -> None:
             loop.add_signal_handler(signum, stopped.set)
         async with (
             open_services(settings, database_url=url, pool_size=CLI_POOL) as services,
-            scheduled_exports(services),
+            scheduled_exports(services, SchedulerRole.WORKER),
         ):
             await stopped.wait()
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from evothesis.domain import RejectReason
+from evothesis.domain import RejectReason, SchedulerRole
 from evothesis.errors import StorageUnavailable
 from evothesis.export.formats import BadLine
 from evothesis.storage.pool import Connection
@@ -331,6 +331,39 @@ class ExportLedger:
         ``(batch_id, events deleted)``, or ``None`` when no batch is due."""
         row = await self._fetchrow("export_purge", older_than_s)
         return (row["batch_id"], row["deleted"]) if row else None
+
+    # --------------------------------------------------------------------------- schedulers
+
+    async def scheduler_started(self, runner: str, role: SchedulerRole, interval_s: float) -> None:
+        await self._execute("scheduler_started", runner, role, interval_s)
+
+    async def scheduler_heartbeat(self, runner: str) -> None:
+        await self._execute("scheduler_heartbeat", runner)
+
+    async def scheduler_round_started(self, runner: str, trigger: str) -> None:
+        await self._execute("scheduler_round_started", runner, trigger)
+
+    async def scheduler_round_ended(
+        self, runner: str, report: dict[str, Any] | None, error: str | None, next_in_s: float
+    ) -> None:
+        """``report`` is ``None`` when the round failed as a whole (``error`` says why)."""
+        text = orjson.dumps(report).decode() if report is not None else None
+        await self._execute("scheduler_round_ended", runner, text, error, next_in_s)
+
+    async def scheduler_stopped(self, runner: str) -> None:
+        await self._execute("scheduler_stopped", runner)
+
+    async def schedulers(self, silent_after_s: float) -> list[dict[str, Any]]:
+        """Every scheduler's row (JSON columns decoded), ``running`` when it is not stopped
+        and was heard from within ``silent_after_s``."""
+        rows = await self._fetch("scheduler_states", silent_after_s)
+        states = []
+        for row in rows:
+            state = dict(row)
+            state["triggers"] = orjson.loads(row["triggers"])
+            state["last_round"] = orjson.loads(row["last_round"]) if row["last_round"] else None
+            states.append(state)
+        return states
 
     # ------------------------------------------------------------------------------- status
 

@@ -84,6 +84,8 @@ class PipelineSettings:
     retention_s: float
     lease_s: float
     interval_s: float | None
+    #: ``CLIENT_NAME``: the client a VM-per-client deployment serves, as operators named it.
+    client_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +343,7 @@ class ExportPipeline:
     def config(self) -> dict[str, Any]:
         """The pipeline's configuration as operators may see it (no secrets)."""
         return {
+            "client_name": self.settings.client_name,
             "buckets": self.buckets.describe(),
             "batch_size": self.settings.batch_size,
             "schedule_seconds": self.settings.interval_s,
@@ -349,7 +352,7 @@ class ExportPipeline:
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
-                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<jsonl|csv|parquet>"
+                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<json|jsonl|csv|parquet>"
                 " (+ .manifest.json)"
             ),
             "metering_key_pattern": (

@@ -18,6 +18,7 @@ import orjson
 
 from evothesis.errors import ObjectStoreError, StorageUnavailable
 from evothesis.export.formats import (
+    JSON_FORMATS,
     BadLine,
     ClientEvents,
     encode_events,
@@ -194,7 +195,7 @@ def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> Rendered:
 
 def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> Rendered:
     """``render_files`` for a raw object's decompressed JSON Lines."""
-    tabular = any(delivery.format != "json" for delivery in deliveries)
+    tabular = any(delivery.format not in JSON_FORMATS for delivery in deliveries)
     parsed = parse_raw_lines(lines)
     events = split_by_client(parsed.events, columns=tabular)
     nothing = ClientEvents([], None)

@@ -9,16 +9,24 @@ the client's privacy level decides how much of the answer may be stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext
+from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext, RowColumns
 from evothesis.enrich.geo import GeoLocator, open_geo_database
 from evothesis.enrich.referrer import attribute
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
-__all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "build_enricher"]
+__all__ = [
+    "NOT_ENRICHED",
+    "Enricher",
+    "EventEnrichment",
+    "RequestEnrichment",
+    "build_enricher",
+    "event_columns",
+]
 
 _Text = str | None
 #: A row's columns from its request: browser, browser_version, os, device_type, is_bot,
@@ -26,6 +34,10 @@ _Text = str | None
 RequestColumns = tuple[_Text, _Text, _Text, _Text, bool, _Text, _Text, _Text]
 #: A row's columns from its event: referrer class and the five UTM values.
 EventColumns = tuple[_Text, _Text, _Text, _Text, _Text, _Text]
+
+#: What adds the per-event columns to a row: from a protected payload's columns
+#: (``domain.RowColumns``) and its site's host.
+EventEnrichment = Callable[[RowColumns, str], EventColumns]
 
 #: The request part of a row with enrichment off.
 _BLANK_REQUEST: Final[RequestColumns] = (None, None, None, None, False, None, None, None)
@@ -54,6 +66,9 @@ class Enricher:
     ) -> None:
         self._user_agents = user_agents
         self._geo = geo
+        #: ``referrer_class`` and the UTM values of one protected event: a
+        #: module-level function, which pickles, so a worker process can build rows too.
+        self.event: EventEnrichment = event_columns if self.enabled else _no_event_columns
 
     @property
     def enabled(self) -> bool:
@@ -78,18 +93,15 @@ class Enricher:
             place = place.country_only()
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
-    def event(
-        self,
-        url: object,
-        referrer: object,
-        site_host: str,
-        utm: tuple[str | None, ...] | None,
-    ) -> EventColumns:
-        """``referrer_class`` and the UTM values of one event, from its protected page,
-        referrer and sent UTM values (``domain.RowColumns``)."""
-        if not self.enabled:
-            return NOT_ENRICHED
-        return attribute(_text(url), _text(referrer), site_host, utm)
+
+def event_columns(columns: RowColumns, site_host: str) -> EventColumns:
+    """``referrer_class`` and the UTM values of one event, from the page, referrer and
+    sent UTM values its wire format's reader found in its protected payload."""
+    return attribute(_text(columns.url), _text(columns.referrer), site_host, columns.utm)
+
+
+def _no_event_columns(columns: RowColumns, site_host: str) -> EventColumns:
+    return NOT_ENRICHED
 
 
 def build_enricher(*, enabled: bool, geoip_database: Path | None) -> Enricher:

@@ -49,8 +49,38 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
--- Total and per-client event counts in the buffer.
-SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY client_id
+-- Per client, in one statement's snapshot: the events in the buffer now, and every event
+-- ever stored: those of exported batches (client_event_totals, which the ledger's
+-- deliveries keep) plus the buffered ones no exported batch holds yet (after the newest
+-- batch, or in a batch still pending). Both ranges are read through the (xid, id) index.
+WITH newest AS (
+    SELECT upto_xid, upto_id FROM export_batches ORDER BY batch_id DESC LIMIT 1
+), buffered AS (
+    SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id
+), unclaimed AS (
+    SELECT client_id, count(*) AS events FROM events_log
+    WHERE (xid, id) > (COALESCE((SELECT upto_xid FROM newest), '0'::xid8),
+                       COALESCE((SELECT upto_id FROM newest), 0))
+    GROUP BY client_id
+), claimed_pending AS (
+    SELECT e.client_id, count(*) AS events
+    FROM export_batches b
+    JOIN events_log e ON (e.xid, e.id) > (b.after_xid, b.after_id)
+                     AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
+    WHERE b.state = 'pending'
+    GROUP BY e.client_id
+), clients AS (
+    SELECT client_id FROM buffered UNION SELECT client_id FROM client_event_totals
+)
+SELECT c.client_id,
+       COALESCE(b.events, 0) AS buffered,
+       COALESCE(t.exported_events, 0) + COALESCE(u.events, 0) + COALESCE(p.events, 0) AS total
+FROM clients c
+LEFT JOIN buffered b USING (client_id)
+LEFT JOIN client_event_totals t USING (client_id)
+LEFT JOIN unclaimed u USING (client_id)
+LEFT JOIN claimed_pending p USING (client_id)
+ORDER BY c.client_id
 
 -- recent_events --
 -- Newest events first, for debugging attribution.
@@ -353,6 +383,57 @@ SELECT count(DISTINCT batch_id) AS objects FROM export_deliveries WHERE state = 
 SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_at,
        last_success_at, paused_until > now() AS paused
 FROM export_destination_state ORDER BY client_id
+
+-- scheduler_started --
+-- A process starts running the export schedule ($1 runner, $2 role, $3 interval); rows of
+-- schedulers silent for a week go, except the one that ran the newest round.
+WITH pruned AS (
+    DELETE FROM export_schedulers
+    WHERE heartbeat_at < now() - interval '7 days'
+      AND runner <> COALESCE((SELECT runner FROM export_schedulers
+                              WHERE last_round_at IS NOT NULL
+                              ORDER BY last_round_at DESC LIMIT 1), '')
+)
+INSERT INTO export_schedulers (runner, role, interval_s, next_due_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (runner) DO UPDATE
+SET role = EXCLUDED.role, interval_s = EXCLUDED.interval_s, started_at = now(),
+    heartbeat_at = now(), stopped_at = NULL, next_due_at = now()
+
+-- scheduler_heartbeat --
+UPDATE export_schedulers SET heartbeat_at = now() WHERE runner = $1
+
+-- scheduler_round_started --
+-- $2: what started it (schedule or threshold), counted as it starts.
+UPDATE export_schedulers
+SET round_started_at = now(), heartbeat_at = now(),
+    triggers = jsonb_set(triggers, ARRAY[$2::text],
+                         to_jsonb(COALESCE((triggers ->> $2::text)::int, 0) + 1))
+WHERE runner = $1
+
+-- scheduler_round_ended --
+-- $2: the round's report (NULL when it failed), $3: its error, $4: seconds to the next.
+UPDATE export_schedulers
+SET round_started_at = NULL, heartbeat_at = now(),
+    rounds = rounds + (CASE WHEN $2::jsonb IS NULL THEN 0 ELSE 1 END),
+    last_round_at = CASE WHEN $2::jsonb IS NULL THEN last_round_at ELSE now() END,
+    last_round = COALESCE($2::jsonb, last_round),
+    last_error = $3,
+    next_due_at = now() + make_interval(secs => $4)
+WHERE runner = $1
+
+-- scheduler_stopped --
+UPDATE export_schedulers SET stopped_at = now(), round_started_at = NULL WHERE runner = $1
+
+-- scheduler_states --
+-- Every scheduler's row, with whether it runs now: not stopped, and heard from within $1
+-- seconds (one that died without stopping falls silent).
+SELECT runner, role, interval_s, started_at, heartbeat_at, stopped_at, rounds,
+       triggers::text AS triggers, round_started_at, last_round_at,
+       last_round::text AS last_round, last_error, next_due_at,
+       stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1) AS running
+FROM export_schedulers
+ORDER BY runner
 
 -- export_shared_lock --
 -- Held by an export or processing run for its whole length (session level, so that it

@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from evothesis.api.deps import PipelineDep, SchedulerDep
+from evothesis.api.deps import PipelineDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.tokens import require_operator, require_reader
+from evothesis.export.scheduler import schedule_status
 
 #: Runs need the admin token; everything else here reads pipeline state (operator token).
 router = APIRouter(tags=["export pipeline"])
@@ -99,7 +100,9 @@ async def process_status(pipeline: PipelineDep) -> Response:
     summary="The whole pipeline at a glance",
     dependencies=[Depends(require_reader)],
 )
-async def pipeline_status(pipeline: PipelineDep, scheduler: SchedulerDep) -> Response:
+async def pipeline_status(pipeline: PipelineDep) -> Response:
+    """``scheduler`` is the export schedule as the database records it, whichever processes
+    run it (this collector, other collectors, ``evothesis worker``)."""
     export = await pipeline.export_status()
     process = await pipeline.process_status()
     healthy = (
@@ -112,7 +115,7 @@ async def pipeline_status(pipeline: PipelineDep, scheduler: SchedulerDep) -> Res
             "status": "healthy" if healthy else "degraded",
             "export": export,
             "process": process,
-            "scheduler": scheduler.as_dict() if scheduler else {"running": False},
+            "scheduler": await schedule_status(pipeline.ledger),
             "config": pipeline.config(),
         }
     )
