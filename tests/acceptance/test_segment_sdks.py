@@ -11,7 +11,7 @@ built file beside it.
 
 What each SDK sent is the ``messageId`` it reports per call; what was stored is the
 ``messageId`` in ``raw_event_data``; what was exported, the same in the client's processed
-files after an export and a processing run.
+files (the default format, the JSON document) after an export and a processing run.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ def exported_ids(base_url: str, data_dir: Path, client_id: str) -> list[str]:
         assert api.post("/export/run").status_code == 200
         assert api.post("/process/run").status_code == 200
     ids = []
-    for path in sorted((data_dir / "buckets" / "processed").rglob("*.jsonl")):
-        if f"/{client_id}/" not in str(path):
+    for path in sorted((data_dir / "buckets" / "processed").rglob("*.json")):
+        if f"/{client_id}/" not in str(path) or path.name.endswith(".manifest.json"):
             continue
-        for line in path.read_text().splitlines():
-            ids.append(json.loads(line)["raw_event_data"]["messageId"])
+        for event in json.loads(path.read_text())["events"]:
+            ids.append(event["raw_event_data"]["messageId"])
     return ids
 
 

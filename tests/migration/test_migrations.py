@@ -173,8 +173,8 @@ def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_databa
     with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256, export_format)"
-            " VALUES ('old_json', 'Old', '\\x00', '', 'json'),"
-            " ('old_csv', 'Old', '\\x00', '', 'csv')"
+            " VALUES ('old_json', 'Old', '\\x00', 'key-json', 'json'),"
+            " ('old_csv', 'Old', '\\x00', 'key-csv', 'csv')"
         )
         conn.execute(
             "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
@@ -194,7 +194,7 @@ def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_databa
         # Both names are accepted from now on; a client created now gets the document.
         conn.execute(
             "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256)"
-            " VALUES ('new', 'N', '\\x00', '')"
+            " VALUES ('new', 'N', '\\x00', 'key-new')"
         )
         assert conn.execute(
             "SELECT export_format FROM clients WHERE client_id = 'new'"

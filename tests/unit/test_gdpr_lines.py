@@ -130,7 +130,7 @@ def test_a_delivered_json_file_is_rendered_again_in_its_own_format(fmt: str) -> 
     document stays a document (its metadata counting what is left), JSON Lines stay lines."""
     raw = gzip.compress(b"".join(full_line(n, v) + b"\n" for n, v in enumerate("xyx", 1)))
     delivery = Delivery(7, "shop", 3, fmt, 1, "raw-events/x", datetime(2026, 12, 3, tzinfo=UTC))
-    result = rewrite_object(raw, "shop", "x", delivery)
+    result = rewrite_object(raw, "shop", Subject.of_visitor("x"), delivery)
     assert result.removed == 2 and result.file is not None
     if fmt == "json":
         document = orjson.loads(result.file.data)
