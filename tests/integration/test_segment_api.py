@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from evothesis.ingest.collector import OFF_LOOP_BODY_BYTES
 from tests.support.postgres import (
     StoppablePostgres,
     register_client,
@@ -278,6 +280,64 @@ def test_gzip_bodies_are_read_within_the_decompressed_limit(
     assert (broken.status_code, broken.json()["code"]) == (400, "malformed_json")
     assert brotli.status_code == 415
     assert len(rows(db)) == 1
+
+
+# ------------------------------------------------------------------------- large bodies
+
+
+def test_a_large_batch_is_stored_as_its_messages_would_be_one_by_one(
+    server: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    """A body over OFF_LOOP_BODY_BYTES once decompressed is parsed and accepted in a worker
+    process, as a /collect body is: its messages are stored, rejected and redacted as a
+    small body's are."""
+    noise = "call +1 415 555 0123 or mail ann.lee@example.com about card 4111 1111 1111 1111 "
+
+    def message(n: int, message_id: str) -> dict[str, Any]:
+        page = {"url": f"https://app.example/form?email=ann%40example.com&n={n}"}
+        return track(
+            type="track",
+            messageId=message_id,
+            anonymousId=f"anon-{n}",
+            properties={"note": f"{n}: " + noise * 10, "n": n},
+            context={"page": page, "ip": "203.0.113.5", "campaign": {"source": "news"}},
+        )
+
+    batch = {
+        "batch": [*(message(n, f"big-{n}") for n in range(300)), {"type": "track", "userId": "u-9"}]
+    }
+    body = json.dumps(batch).encode()
+    assert len(body) > 8 * OFF_LOOP_BODY_BYTES
+    gzipped = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    answer = server.post("/v1/batch", content=gzip.compress(body), headers=gzipped).json()
+    assert (answer["stored"], answer["rejected"]) == (300, 1)
+    assert answer["rejected_reasons"][0]["field"] == "batch[300].event"
+    small = json.dumps(message(7, "small-7")).encode()
+    assert len(small) < OFF_LOOP_BODY_BYTES
+    assert server.post("/v1/track", content=small).json()["stored"] == 1
+
+    with db.cursor(row_factory=dict_row) as cursor:
+        stored = {
+            row["raw_event_data"]["messageId"]: row
+            for row in cursor.execute(
+                "SELECT * FROM events_log WHERE raw_event_data->>'messageId' IN "
+                "('big-7', 'small-7')"
+            )
+        }
+    large, inline = stored["big-7"], stored["small-7"]
+    for row in (large, inline):
+        assert "ann.lee@example.com" not in json.dumps(row["raw_event_data"])
+        assert "4111" not in row["raw_event_data"]["properties"]["note"]
+        assert (row["visitor_id"], row["utm_source"]) == ("anon-7", "news")
+    differ = {"id", "event_id", "xid", "timestamp", "created_at", "raw_event_data"}
+    assert {k: v for k, v in inline.items() if k not in differ} == {
+        k: v for k, v in large.items() if k not in differ
+    }
+    sent_apart = {"messageId", "receivedAt", "timestamp"}
+    assert {k: v for k, v in inline["raw_event_data"].items() if k not in sent_apart} == {
+        k: v for k, v in large["raw_event_data"].items() if k not in sent_apart
+    }
+    assert db.execute("SELECT position, user_id FROM failed_events").fetchall() == [(300, "u-9")]
 
 
 # ---------------------------------------------------------------- privacy and user ids
