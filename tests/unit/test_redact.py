@@ -911,6 +911,7 @@ def test_embedded_email_is_always_removed(prefix: str, suffix: str) -> None:
         # analytics-node's message ids: a millisecond clock and a UUID whose digit groups
         # once read as a Luhn-valid card number.
         "node-next-1796219330770-4e839846-7786-4541-8260-5658b90ac519",
+        "node-next-1796223757675-3d747266-0779-400e-ab28-ca0b7d42f1bd",
         "/orders/4e839846-7786-4541-8260-5658b90ac519/items",
         # analytics-next's: an MD5 whose digit runs once read as phone numbers.
         "ajs-next-9c52236299594678f3171482732190eb",
@@ -919,6 +920,10 @@ def test_embedded_email_is_always_removed(prefix: str, suffix: str) -> None:
 )
 def test_an_id_inside_text_is_inert_as_a_uuid_is_alone(text: str) -> None:
     assert redact_text(text) == text
+    # As a payload's value too (a Segment message's messageId), for every privacy level.
+    for strict in (False, True):
+        assert redact_event_data({"messageId": text}, strict=strict) == {"messageId": text}
+        assert redact_value([text], strict=strict) == [text]
 
 
 def test_pii_beside_an_embedded_uuid_is_still_redacted() -> None:

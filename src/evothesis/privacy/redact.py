@@ -674,14 +674,20 @@ def redact_text(text: str, *, strict: bool = False) -> str:
         return text
     if not _may_hold_pii(text, strict):
         return text
+    return _redact_around_ids(text, strict)
+
+
+def _redact_around_ids(text: str, strict: bool) -> str:
+    """Text that may hold PII (free text, or a payload's string value), redacted in place.
+
+    Ids inside text (an SDK's "node-next-<ms>-<uuid>" or "ajs-next-<md5>" message ids, URL
+    path segments): a UUID or a hex digest is inert as a UUID is on its own, and its digits
+    must not read as a card or phone number. The text around it is judged on its own. (An
+    "@" keeps the text whole: an e-mail address may be built around an id.)
+    """
     if "@" not in text:
         parts = _EMBEDDED_ID.split(text)
         if len(parts) > 1:
-            # Ids inside text (an SDK's "node-next-<ms>-<uuid>" or "ajs-next-<md5>" message
-            # ids, URL path segments): a UUID or a hex digest is inert as a UUID is on its
-            # own, and its digits must not read as a card or phone number. The text around
-            # it is judged on its own. (An "@" keeps the text whole: an e-mail address may be
-            # built around an id.)
             return "".join(
                 part if index % 2 else redact_text(part, strict=strict)
                 for index, part in enumerate(parts)
@@ -871,7 +877,7 @@ def _redact_triggered(text: str, strict: bool) -> str:
         return REDACTED  # a form body or cookie string: "user=olga&password=hunter2"
     if len(text) < (3 if strict else 6) or not _may_hold_pii(text, strict):
         return text
-    return _redact_passes(text, strict)
+    return _redact_around_ids(text, strict)
 
 
 #: Key plans per mode (normal, strict): a plain dict, because one lookup per key of every
