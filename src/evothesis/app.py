@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deps import Runtime
 from evothesis.api.factory import new_api
-from evothesis.api.routes import billing, export, gdpr, metrics, ops, site
+from evothesis.api.routes import billing, deliveries, export, gdpr, metrics, ops, site
 from evothesis.api.routes.registry import include_pixel_management
 from evothesis.api.segment import PREFIX as SEGMENT_PREFIX
 from evothesis.api.segment import SEGMENT_OPENAPI, SegmentEndpoint
@@ -102,6 +102,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(metrics.router)
     app.include_router(export.router)
+    app.include_router(deliveries.router)
     app.include_router(gdpr.router)
     app.include_router(billing.router)
     app.include_router(site.router)

@@ -28,8 +28,9 @@ from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from evothesis.domain import ExportFormat
-from evothesis.durations import parse_duration, parse_schedule
+from evothesis.durations import parse_duration, parse_interval
 from evothesis.errors import ConflictingSettings
+from evothesis.schedules import DeliverySchedule, parse_schedule
 
 __all__ = [
     "DEPLOYMENT_VARIABLES",
@@ -119,12 +120,18 @@ def _positive(seconds: float) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
-def _schedule(value: object) -> float | None:
-    return parse_schedule(str(value))
+def _interval(value: object) -> float | None:
+    return parse_interval(str(value))
 
 
-#: ``EXPORT_SCHEDULE``: seconds between scheduled exports, ``None`` for ``off``.
-Schedule = Annotated[float | None, BeforeValidator(_schedule)]
+def _schedule(value: object) -> DeliverySchedule:
+    return value if isinstance(value, DeliverySchedule) else parse_schedule(str(value))
+
+
+#: ``EXPORT_INTERVAL``: seconds between scheduled raw export rounds, ``None`` for ``off``.
+Interval = Annotated[float | None, BeforeValidator(_interval)]
+#: ``EXPORT_SCHEDULE``: when clients without a schedule of their own get their files.
+Schedule = Annotated[DeliverySchedule, NoDecode, BeforeValidator(_schedule)]
 
 
 class Settings(BaseSettings):
@@ -391,10 +398,28 @@ class Settings(BaseSettings):
         alias="EXPORT_BATCH_SIZE",
         description="events per export batch; a backlog this big exports at once",
     )
-    export_interval_s: Schedule = Field(
-        60.0,
+    export_schedule: Schedule = Field(
+        parse_schedule("hourly"),
         alias="EXPORT_SCHEDULE",
-        description="raw export interval: 30s, 1m, hourly, daily or off (default 1m)",
+        description="delivery schedule of clients without one: hourly (minute 0, UTC), "
+        "daily (00:00 UTC), real-time or a cron expression in UTC (default hourly)",
+    )
+    export_interval_s: Interval = Field(
+        60.0,
+        alias="EXPORT_INTERVAL",
+        description="how often the raw export runs: 30s, 1m, 5m, or off (on demand only) "
+        "(default 1m)",
+    )
+    export_notice_after_s: Duration = Field(
+        3600.0,
+        alias="EXPORT_NOTICE_AFTER",
+        description="a delivery failing this long is told to its client's webhook (default 1h)",
+    )
+    export_dead_letter_after_s: Duration = Field(
+        86400.0,
+        alias="EXPORT_DEAD_LETTER_AFTER",
+        description="a delivery failing this long is no longer retried until retried by "
+        "hand (default 24h)",
     )
     export_format: ExportFormat = Field(
         ExportFormat.JSON,
@@ -448,7 +473,15 @@ class Settings(BaseSettings):
 
 
 #: Defaults shown in words where the value itself says little.
-_SHOWN_DEFAULTS: Final = {"EXPORT_SCHEDULE", "BUFFER_RETENTION", "EXPORT_LEASE", "EVOTHESIS_UMASK"}
+_SHOWN_DEFAULTS: Final = {
+    "EXPORT_SCHEDULE",
+    "EXPORT_INTERVAL",
+    "EXPORT_NOTICE_AFTER",
+    "EXPORT_DEAD_LETTER_AFTER",
+    "BUFFER_RETENTION",
+    "EXPORT_LEASE",
+    "EVOTHESIS_UMASK",
+}
 
 
 def _shown_default(alias: str, default: Any) -> str | None:

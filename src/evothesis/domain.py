@@ -120,6 +120,32 @@ class ExportFormat(StrEnum):
     PARQUET = "parquet"
 
 
+class DeliveryTrigger(StrEnum):
+    """Why a client's delivery was cut: its schedule, or one of the triggers that deliver
+    early (``export.deliveries``)."""
+
+    #: The real-time schedule: one delivery per raw batch, as soon as the batch is exported.
+    REAL_TIME = "real_time"
+    #: A tick of the client's hourly, daily or cron schedule.
+    SCHEDULE = "schedule"
+    #: An operator's run (``/process/run``, ``evothesis process run``).
+    MANUAL = "manual"
+    #: The client's threshold of pending events was reached.
+    THRESHOLD = "threshold"
+    #: The client asked for its pending events with its own key.
+    ON_DEMAND = "on_demand"
+
+
+class NoticeKind(StrEnum):
+    """What a client's notification webhook is told about its deliveries."""
+
+    DESTINATION_PAUSED = "destination.paused"
+    DESTINATION_RESUMED = "destination.resumed"
+    DELIVERY_FAILING = "delivery.failing"
+    DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
+    REPLAY_FINISHED = "replay.finished"
+
+
 class SchedulerRole(StrEnum):
     """Which kind of process runs an export schedule (``/pipeline/status`` says who)."""
 

@@ -121,6 +121,12 @@ class InvalidSetting(InvalidEvent):
     code = "invalid_setting"
 
 
+class InvalidRange(BadRequest):
+    """A replay's range is not a range of times or batches."""
+
+    code = "invalid_range"
+
+
 class InvalidPeriod(BadRequest):
     """The billing period is not valid: use from/to as YYYY-MM-DD (from <= to) or YYYY-MM."""
 
@@ -171,6 +177,16 @@ class AdminUnauthorized(EvothesisError):
     """Send the admin token as `Authorization: Bearer <token>`."""
 
     code = "unauthorized"
+
+
+class RateLimited(EvothesisError):
+    """Too many requests; retry after the time given."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(EvothesisError):

@@ -35,8 +35,10 @@ from evothesis.config import Settings
 from evothesis.domain import SchedulerRole
 from evothesis.enrich.limits import EventLimits
 from evothesis.errors import BucketConfigError, RegistryUnavailable, SecretKeyError
+from evothesis.export.notices import NoticeSender, NotifyLookup
 from evothesis.export.pipeline import ExportPipeline, PipelineSettings
 from evothesis.export.process import TargetLookup
+from evothesis.export.replays import Replays
 from evothesis.export.scheduler import SchedulerState, run_scheduler, runner_name
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.ingest.collector import Collector
@@ -46,7 +48,7 @@ from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.secrets import SecretBox, load_secret_box
 from evothesis.registry.snapshot import SnapshotKeeper
-from evothesis.registry.store import RegistryStore
+from evothesis.registry.store import NotifyTarget, RegistryStore
 from evothesis.storage.events import EventStore
 from evothesis.storage.pool import MonitoredPool, create_pool, database_unreachable
 from evothesis.storage.replay import replay_forever
@@ -99,6 +101,10 @@ class Services:
     #: secret key is configured (then no snapshot is kept).
     box: SecretBox | None
     pipeline: ExportPipeline
+    #: Backfill and replay of clients' past deliveries.
+    replays: Replays
+    #: Notices to clients' webhooks.
+    notices: NoticeSender
     subjects: DataSubjectRequests
     billing: Billing
 
@@ -176,6 +182,9 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         retention_s=settings.buffer_retention_s,
         lease_s=settings.export_lease_s,
         interval_s=settings.export_interval_s,
+        default_schedule=settings.export_schedule,
+        notice_after_s=settings.export_notice_after_s,
+        dead_letter_after_s=settings.export_dead_letter_after_s,
         client_name=settings.client_name,
     )
 
@@ -192,6 +201,22 @@ def _export_targets(
 
     async def unavailable(client_id: str) -> tuple[str | None, dict[str, str] | None]:
         raise BucketConfigError(reason)
+
+    return unavailable
+
+
+def _notify_targets(
+    registry: RegistryStore | None, box_error: SecretKeyError | None
+) -> NotifyLookup:
+    """Where each client's notices go; without the secret key (a collector-only
+    production process) webhook secrets cannot be opened, and notices wait for a process
+    that can."""
+    if registry is not None:
+        return registry.notify_target
+    reason = f"cannot open client webhook secrets: {box_error}"
+
+    async def unavailable(client_id: str) -> NotifyTarget | None:
+        raise SecretKeyError(reason)
 
     return unavailable
 
@@ -228,6 +253,7 @@ async def open_services(
             raise
         box_error = exc
     size = pool_size or PoolSize(settings.pool_size, settings.pool_max_size)
+    clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         pool = await _open_pool(
             database_url,
@@ -254,14 +280,19 @@ async def open_services(
             export_buckets(settings),
             pipeline_settings(settings),
             targets=_export_targets(registry, box_error),
+            clock=clock,
         )
+        notices = NoticeSender(pool, _notify_targets(registry, box_error))
+        stack.push_async_callback(notices.close)
         yield Services(
             settings=settings,
-            clock=clock or SystemClock(),
+            clock=clock,
             pool=pool,
             registry=registry,
             box=box,
             pipeline=pipeline,
+            replays=Replays(pool, pipeline),
+            notices=notices,
             subjects=DataSubjectRequests(
                 pool, pipeline, registry.client_salt if registry is not None else None
             ),
@@ -408,7 +439,7 @@ def _snapshot_keeper(services: Services) -> SnapshotKeeper | None:
 @asynccontextmanager
 async def scheduled_exports(services: Services, role: SchedulerRole) -> AsyncIterator[None]:
     """Run the export schedule while the block runs, recorded in the database as run by a
-    ``role`` process; nothing when ``EXPORT_SCHEDULE`` is off (exports then run on
+    ``role`` process; nothing when ``EXPORT_INTERVAL`` is off (exports then run on
     demand only)."""
     interval = services.settings.export_interval_s
     if interval is None:
@@ -416,7 +447,14 @@ async def scheduled_exports(services: Services, role: SchedulerRole) -> AsyncIte
         return
     pipeline = services.pipeline
     state = SchedulerState(runner_name(pipeline.ledger), role)
-    async with _background(run_scheduler(pipeline, state, interval_s=interval), "export-scheduler"):
+    scheduler = run_scheduler(
+        pipeline,
+        state,
+        interval_s=interval,
+        notices=services.notices,
+        replays=services.replays,
+    )
+    async with _background(scheduler, "export-scheduler"):
         yield
 
 

@@ -137,7 +137,7 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "off"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_INTERVAL": "off"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
@@ -188,7 +188,7 @@ def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "1s"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_INTERVAL": "1s"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output

@@ -85,6 +85,10 @@ def test_add_prints_the_record_and_the_write_key_once(
         "export_destination": "s3://acme-events",
         "export_format": "csv",
         "has_export_credentials": False,
+        "export_schedule": None,
+        "export_threshold": None,
+        "notify_url": None,
+        "has_notify_secret": False,
         "active": True,
         "domains": ["*.acme.example", "acme.example"],
     }

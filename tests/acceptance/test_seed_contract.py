@@ -305,6 +305,15 @@ def refused_without_site(output: str) -> None:
     assert answer["error"]["field"] == "siteId"
 
 
+def names_what_it_needs(output: str) -> None:
+    """Seed 000's "endpoint reachable" check, a bare GET: a JSON error naming the field the
+    image pixel needs first, not an HTML page or an empty answer."""
+    answer = one_json(output)
+    assert answer["status"] == "error"
+    assert answer["error"]["code"] == "invalid_event"
+    assert answer["error"]["field"] == "eventType"
+
+
 def healthy(output: str) -> None:
     answer = one_json(output)
     assert answer["status"] == "healthy"
@@ -396,7 +405,10 @@ def export_config(output: str) -> None:
     assert config["buckets"]["processed"]["credentials"] is True  # CLIENT_S3_*
     assert config["buckets"]["backup"]["url"].endswith("/evothesis-backup-bucket")
     assert config["default_format"] == "json"
-    assert config["schedule_seconds"] == 3600  # EXPORT_SCHEDULE=hourly
+    # EXPORT_SCHEDULE=hourly, seed 004's "Default export frequency": when clients without a
+    # schedule of their own get their files; the raw export runs every EXPORT_INTERVAL.
+    assert config["default_schedule"] == "hourly"
+    assert config["interval_seconds"] == 60
 
 
 def process_status(output: str) -> None:
@@ -406,12 +418,12 @@ def process_status(output: str) -> None:
 
 def pipeline_status(output: str) -> None:
     """The worker exports; this collector does not (EXPORT_IN_SERVE=false), and says who
-    does."""
+    does (its rounds every EXPORT_INTERVAL, by default a minute)."""
     scheduler = one_json(output)["scheduler"]
     assert scheduler["running"] is True
     assert scheduler["ran_by"]["role"] == "worker"
     assert scheduler["last_round_at"] and scheduler["next_due_at"]
-    assert [runner["interval_seconds"] for runner in scheduler["runners"]] == [3600]
+    assert [runner["interval_seconds"] for runner in scheduler["runners"]] == [60]
 
 
 def ran(kind: str) -> Callable[[str], None]:
@@ -549,6 +561,7 @@ COLLECTED_EVENTS = 1 + 3 + 1 + 4 + 3 + 1 + 1
 #: Requests that read (after ``COLLECT``).
 REQUESTS = (
     Seed("000 001 002 004", "curl http://localhost:8000/health", healthy),
+    Seed("000", "curl http://localhost:8000/collect", names_what_it_needs),
     Seed("002", "curl http://localhost:8000/health | jq '.database'", is_connected),
     Seed("001", "curl http://vm-hostname:8000/events/count", counted),
     Seed("000 002 004", "curl http://localhost:8000/events/recent", recent_events),
@@ -892,7 +905,7 @@ def test_two_names_of_one_setting_that_disagree_stop_start_up(tmp_path: Path) ->
 
 
 def test_a_misspelt_setting_is_warned_about(tmp_path: Path) -> None:
-    env = clean_env(tmp_path, EXPORT_SCHEDULE="off", EXPORT_FORMATT="csv")
+    env = clean_env(tmp_path, EXPORT_INTERVAL="off", EXPORT_FORMATT="csv")
     result = evothesis("worker", env=env, timeout=60)
     assert "WARNING:evothesis.config:Nothing reads EXPORT_FORMATT" in result.stderr
 

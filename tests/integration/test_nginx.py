@@ -138,6 +138,9 @@ def test_the_internet_reaches_only_what_a_browser_needs(
         assert health == {"status": "healthy"}  # the details are for operators
         config = client.get("/api/v1/config/domain/localhost", headers=outside)
         assert config.json()["client_id"] == "client_test"
+        # A client's own request reaches the collector, which asks for its write key.
+        asked = client.post("/client/deliveries", headers=outside)
+        assert (asked.status_code, asked.json()["error"]["code"]) == (401, "write_key_required")
         for path in PRIVATE:
             refused = client.get(path, headers=outside)
             assert refused.status_code == 403, path

@@ -19,6 +19,8 @@ from evothesis.storage.queries import query
 from tests.support.postgres import PostgresServer, fresh_database
 
 MOMENT = datetime(2025, 7, 11, 12, tzinfo=UTC)
+#: The all-time totals of /events/count, per client.
+TOTALS = "SELECT client_id, exported_events FROM client_event_totals ORDER BY 1"
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
     # The enrichment columns came after it (0004), the sender's authentication (0006) and
-    # the Segment API's user (0012).
+    # the Segment API's user (0013).
     seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 2]
     assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source", "user_id")
     assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source", "user_id"]
@@ -226,11 +228,63 @@ def test_event_totals_start_from_the_ledger_and_follow_every_new_delivery(
             conn.execute(batch, (batch_id,))
         for row in ((1, "a", 3), (1, "b", 2), (2, "a", 4)):
             conn.execute(delivery, row)
-    upgrade(empty_database)
-    totals = "SELECT client_id, exported_events FROM client_event_totals ORDER BY 1"
+    upgrade(empty_database, "0010")
     with psycopg.connect(empty_database, autocommit=True) as conn:
-        assert conn.execute(totals).fetchall() == [("a", 7), ("b", 2)]
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 2)]
         conn.execute(batch, (3,))
         for row in ((3, "b", 5), (3, "c", 1), (3, "c", 1), (2, "a", 4)):
             conn.execute(delivery, row)
-        assert conn.execute(totals).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+
+
+def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_shares(
+    empty_database: str,
+) -> None:
+    """0012: each (batch, client) delivery becomes that client's share of the batch and a
+    real-time delivery of it, numbered per client, its file where it was; the all-time
+    totals are carried over as they were (nothing counted twice) and follow the shares from
+    then on (once: a repeated insert of one share adds nothing)."""
+    upgrade(empty_database, "0011")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for batch_id in (1, 2):
+            conn.execute(
+                "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+                " event_count, first_created_at, last_created_at, state, claimed_at)"
+                " VALUES (%s, '0', 0, '10', 5, 5, now(), now(), 'exported',"
+                " '2026-12-01T10:00:00Z')",
+                (batch_id,),
+            )
+        conn.execute(
+            "INSERT INTO export_deliveries (batch_id, client_id, event_count, format, state,"
+            " delivered_at, object_key, object_bytes) VALUES"
+            " (1, 'a', 3, 'jsonl', 'delivered', now(), 'processed-events/a/k1.jsonl', 30),"
+            " (2, 'a', 4, 'csv', 'pending', NULL, NULL, NULL),"
+            " (1, 'b', 2, 'json', 'pending', NULL, NULL, NULL)"
+        )
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        deliveries = conn.execute(
+            "SELECT client_id, seq, trigger, format, first_batch, last_batch, event_count,"
+            " state, files -> 0 ->> 'key', files -> 0 ->> 'day'"
+            " FROM export_deliveries ORDER BY 1, 2"
+        ).fetchall()
+        assert deliveries == [
+            ("a", 1, "real_time", "jsonl", 1, 1, 3, "delivered", "processed-events/a/k1.jsonl",
+             "2026-12-01"),
+            ("a", 2, "real_time", "csv", 2, 2, 4, "pending", None, None),
+            ("b", 1, "real_time", "json", 1, 1, 2, "pending", None, None),
+        ]  # fmt: skip
+        shares = "SELECT batch_id, client_id, event_count, delivery_seq FROM export_shares"
+        assert sorted(conn.execute(shares).fetchall()) == [
+            (1, "a", 3, 1),
+            (1, "b", 2, 1),
+            (2, "a", 4, 2),
+        ]
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 2)]
+        share = (
+            "INSERT INTO export_shares (batch_id, client_id, event_count) VALUES (%s, %s, %s)"
+            " ON CONFLICT (batch_id, client_id) DO NOTHING"
+        )
+        for row in ((2, "b", 5), (2, "c", 1), (2, "c", 1), (1, "a", 3)):
+            conn.execute(share, row)
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]

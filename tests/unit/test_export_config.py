@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from evothesis.config import Settings
-from evothesis.durations import parse_duration, parse_schedule
+from evothesis.durations import parse_duration, parse_interval
 from evothesis.export.keys import manifest_key, metering_key, processed_key, raw_key
 from evothesis.export.metering import (
     MeteredEvent,
@@ -141,13 +141,17 @@ def test_bad_durations_are_refused(text: str) -> None:
     ("text", "seconds"),
     [("1m", 60.0), ("hourly", 3600.0), ("daily", 86400.0), ("minutely", 60.0), ("off", None)],
 )
-def test_schedules(text: str, seconds: float | None) -> None:
-    assert parse_schedule(text) == seconds
+def test_intervals(text: str, seconds: float | None) -> None:
+    assert parse_interval(text) == seconds
 
 
 def test_a_bad_schedule_is_a_configuration_error_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="EXPORT_SCHEDULE"):
         Settings(_env_file=None, EXPORT_SCHEDULE="whenever")
+    with pytest.raises(ValueError, match="EXPORT_SCHEDULE"):
+        Settings(_env_file=None, EXPORT_SCHEDULE="5m")  # an interval is not a schedule
+    with pytest.raises(ValueError, match="EXPORT_INTERVAL"):
+        Settings(_env_file=None, EXPORT_INTERVAL="daily at noon")
     with pytest.raises(ValueError, match="BUFFER_RETENTION"):
         Settings(_env_file=None, BUFFER_RETENTION="0s")
 

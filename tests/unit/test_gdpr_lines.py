@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from evothesis.errors import RawFormatError
-from evothesis.export.ledger import Delivery
 from evothesis.gdpr.lines import (
     FoundEvent,
     find_in_object,
     merge_events,
-    rewrite_object,
+    remove_from_object,
     split_subject,
 )
 from evothesis.gdpr.subjects import Subject
@@ -81,15 +79,13 @@ def test_a_damaged_line_that_may_be_the_visitors_stops_the_request() -> None:
 
 def test_rewriting_an_object_without_the_visitor_leaves_it_alone() -> None:
     raw = gzip.compress(OBJECT)
-    assert rewrite_object(raw, "shop", Subject.of_visitor("nobody"), None).raw is None
-    result = rewrite_object(raw, "shop", Subject.of_visitor("v-1"), None)
-    assert result.removed == 2
-    assert result.raw is not None and result.file is None
-    assert (
-        gzip.decompress(result.raw) == split_subject(OBJECT, "shop", Subject.of_visitor("v-1")).kept
-    )
+    assert remove_from_object(raw, "shop", Subject.of_visitor("nobody")) == (0, None)
+    removed, kept = remove_from_object(raw, "shop", Subject.of_visitor("v-1"))
+    assert removed == 2
+    assert kept is not None
+    assert gzip.decompress(kept) == split_subject(OBJECT, "shop", Subject.of_visitor("v-1")).kept
     # Same input, same bytes: a repeated rewrite is idempotent.
-    assert rewrite_object(raw, "shop", Subject.of_visitor("v-1"), None).raw == result.raw
+    assert remove_from_object(raw, "shop", Subject.of_visitor("v-1")) == (2, kept)
 
 
 def test_the_export_holds_each_event_once_oldest_first() -> None:
@@ -99,45 +95,3 @@ def test_the_export_holds_each_event_once_oldest_first() -> None:
     merged = merge_events(buffered, found)
     assert merged.splitlines() == [b'{"late":1}', OBJECT_LINES[0], OBJECT_LINES[4]]
     assert merge_events() == b""
-
-
-def full_line(id_: int, visitor: str) -> bytes:
-    """A raw line with every column a client file carries."""
-    return orjson.dumps(
-        {
-            "id": id_,
-            "event_id": f"00000000-0000-4000-8000-{id_:012d}",
-            "event_type": "pageview",
-            "session_id": "s",
-            "visitor_id": visitor,
-            "site_id": "shop.test",
-            "client_id": "shop",
-            "timestamp": f"2026-12-03T10:00:{id_:02d}+00:00",
-            "url": None,
-            "path": None,
-            "referrer": None,
-            "ip_address": None,
-            "user_agent": None,
-            "raw_event_data": {"n": id_},
-            "created_at": f"2026-12-03T10:00:{id_:02d}+00:00",
-        }
-    )
-
-
-@pytest.mark.parametrize("fmt", ["json", "jsonl"])
-def test_a_delivered_json_file_is_rendered_again_in_its_own_format(fmt: str) -> None:
-    """A deletion rewrites the client's file from the object without the visitor: the seed's
-    document stays a document (its metadata counting what is left), JSON Lines stay lines."""
-    raw = gzip.compress(b"".join(full_line(n, v) + b"\n" for n, v in enumerate("xyx", 1)))
-    delivery = Delivery(7, "shop", 3, fmt, 1, "raw-events/x", datetime(2026, 12, 3, tzinfo=UTC))
-    result = rewrite_object(raw, "shop", Subject.of_visitor("x"), delivery)
-    assert result.removed == 2 and result.file is not None
-    if fmt == "json":
-        document = orjson.loads(result.file.data)
-        events = document["events"]
-        assert document["export_metadata"]["event_count"] == 1
-        assert document["export_metadata"]["format"] == "json"
-    else:
-        events = [orjson.loads(line) for line in result.file.data.splitlines()]
-    assert [(e["id"], e["visitor_id"]) for e in events] == [(2, "y")]
-    assert orjson.loads(result.file.manifest)["export_metadata"]["event_count"] == 1

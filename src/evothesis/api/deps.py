@@ -18,7 +18,9 @@ from evothesis.api.transport.request_metrics import RequestMetrics
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock
 from evothesis.config import Settings
+from evothesis.export.notices import NoticeSender
 from evothesis.export.pipeline import ExportPipeline
+from evothesis.export.replays import Replays
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.registry.store import RegistryStore
 from evothesis.services import Ingestion, Services
@@ -27,8 +29,10 @@ __all__ = [
     "BillingDep",
     "ClockDep",
     "IngestionDep",
+    "NoticesDep",
     "PipelineDep",
     "RegistryDep",
+    "ReplaysDep",
     "Runtime",
     "RuntimeDep",
     "ServicesDep",
@@ -113,6 +117,14 @@ def _pipeline(services: ServicesDep) -> ExportPipeline:
     return services.pipeline
 
 
+def _replays(services: ServicesDep) -> Replays:
+    return services.replays
+
+
+def _notices(services: ServicesDep) -> NoticeSender:
+    return services.notices
+
+
 def _subjects(services: ServicesDep) -> DataSubjectRequests:
     return services.subjects
 
@@ -133,5 +145,7 @@ ServicesDep = Annotated[Services, Depends(_services)]
 IngestionDep = Annotated[Ingestion, Depends(_ingestion)]
 PipelineDep = Annotated[ExportPipeline, Depends(_pipeline)]
 SubjectsDep = Annotated[DataSubjectRequests, Depends(_subjects)]
+ReplaysDep = Annotated[Replays, Depends(_replays)]
+NoticesDep = Annotated[NoticeSender, Depends(_notices)]
 BillingDep = Annotated[Billing, Depends(_billing)]
 RegistryDep = Annotated[RegistryStore, Depends(_registry)]

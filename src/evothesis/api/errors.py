@@ -6,6 +6,7 @@ Every error answer looks like ``{"status": "error", "error": {"code", "message"}
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ from evothesis.errors import (
     NotFound,
     ObjectStoreError,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     StorageUnavailable,
     UnauthorizedDomain,
@@ -47,6 +49,7 @@ STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (AdminUnauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (RateLimited, 429),
     (StorageUnavailable, 503),
     (ObjectStoreError, 502),
     (ConfigurationError, 503),
@@ -81,6 +84,8 @@ def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[s
     # Only a passing outage is worth a retry soon; a missing setting is not.
     retry = isinstance(error, StorageUnavailable)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if retry else {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(math.ceil(error.retry_after_s))
     if isinstance(error, AdminUnauthorized):
         headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
     return status, error_body(error.code, error.message, **extra), headers

@@ -412,7 +412,7 @@ def export_metadata(
     export_time: str,
     events: Sequence[RawEvent] | ClientEvents,
     fmt: str,
-    batch_id: int,
+    batch_id: int | None,
     client_id: str,
 ) -> dict[str, Any]:
     """The seed's export metadata, extended with what a consumer needs to read the file.

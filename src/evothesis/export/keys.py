@@ -1,6 +1,6 @@
-"""Object keys are a pure function of the export batch: a retried batch overwrites its own
-objects instead of adding a second copy, which is half of "exactly once" (the ledger in
-PostgreSQL is the other half)."""
+"""Object keys are a pure function of the export batch or of the delivery: a retried batch
+or delivery overwrites its own objects instead of adding a second copy, which is half of
+"exactly once" (the ledger in PostgreSQL is the other half)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def processed_key(client_id: str, batch_id: int, claimed_at: datetime, fmt: str)
         f"{PROCESSED_PREFIX}/{client_id}/{_day(claimed_at)}/"
         f"{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
     )
+
+
+def delivery_name(seq: int) -> str:
+    """Zero-padded so that a client's files list in delivery order."""
+    return f"delivery-{seq:012d}"
+
+
+def delivery_key(client_id: str, seq: int, day: date, fmt: str) -> str:
+    """A delivery's file of one claim day (``export.deliveries``)."""
+    return f"{PROCESSED_PREFIX}/{client_id}/{_day(day)}/{delivery_name(seq)}.{FILE_EXTENSIONS[fmt]}"
 
 
 def manifest_key(data_key: str) -> str:

@@ -1,4 +1,6 @@
-"""The export schedule: a round every interval, or sooner when the backlog reaches a batch.
+"""The export schedule: a round every interval, or sooner when the backlog reaches a batch
+or a client's delivery is due (its schedule ticked, its threshold was reached, it asked);
+between rounds, notices go out to clients' webhooks.
 
 It runs inside ``evothesis serve`` (one per process; exporters coordinate in PostgreSQL) or
 alone as ``evothesis worker``. A failing round is logged and the next one tries again: the
@@ -27,7 +29,9 @@ from typing import Any, Final
 from evothesis.domain import SchedulerRole
 from evothesis.errors import StorageUnavailable
 from evothesis.export.ledger import ExportLedger
+from evothesis.export.notices import NoticeSender
 from evothesis.export.pipeline import ExportPipeline
+from evothesis.export.replays import Replays
 
 logger = logging.getLogger("evothesis.export")
 
@@ -58,7 +62,9 @@ class SchedulerState:
     last_round_at: str | None = None
     last_round: dict[str, Any] | None = None
     last_error: str | None = None
-    triggers: dict[str, int] = field(default_factory=lambda: {"schedule": 0, "threshold": 0})
+    triggers: dict[str, int] = field(
+        default_factory=lambda: {"schedule": 0, "threshold": 0, "delivery": 0}
+    )
 
 
 async def run_scheduler(
@@ -66,12 +72,13 @@ async def run_scheduler(
     state: SchedulerState,
     *,
     interval_s: float,
+    notices: NoticeSender,
+    replays: Replays,
     poll_s: float = POLL_SECONDS,
 ) -> None:
     """Run rounds forever (until cancelled); the first one starts at once, so a backlog
     left by a previous run is exported on start-up."""
     ledger = pipeline.ledger
-    threshold = pipeline.settings.batch_size
     poll_s = min(poll_s, interval_s)
     state.running = True
     await _record(ledger.scheduler_started(state.runner, state.role, interval_s))
@@ -84,15 +91,16 @@ async def run_scheduler(
                 trigger = "schedule"
             else:
                 try:
-                    backlog, _ = await ledger.backlog(threshold)
+                    trigger = await _early(pipeline)
                 except StorageUnavailable as exc:
                     state.last_error = exc.message
-                    backlog = 0
-                if backlog >= threshold:
-                    trigger = "threshold"
             if trigger is not None:
-                await _round(pipeline, state, trigger, interval_s)
+                await _round(pipeline, replays, state, trigger, interval_s)
                 last = time.monotonic()
+            try:
+                await notices.send_due()
+            except StorageUnavailable as exc:
+                state.last_error = exc.message
             await asyncio.sleep(poll_s)
     finally:
         state.running = False
@@ -104,14 +112,31 @@ async def run_scheduler(
                 await _record(ledger.scheduler_stopped(state.runner))
 
 
+async def _early(pipeline: ExportPipeline) -> str | None:
+    """A round before the interval is up: when a batch's worth of events is waiting, or a
+    client's delivery is due."""
+    threshold = pipeline.settings.batch_size
+    backlog, _ = await pipeline.ledger.backlog(threshold)
+    if backlog >= threshold:
+        return "threshold"
+    if await pipeline.deliveries_due():
+        return "delivery"
+    return None
+
+
 async def _round(
-    pipeline: ExportPipeline, state: SchedulerState, trigger: str, interval_s: float
+    pipeline: ExportPipeline,
+    replays: Replays,
+    state: SchedulerState,
+    trigger: str,
+    interval_s: float,
 ) -> None:
     state.triggers[trigger] += 1
     await _record(pipeline.ledger.scheduler_round_started(state.runner, trigger))
     report: dict[str, Any] | None = None
     try:
         result = await pipeline.run_once()
+        result["replays"] = await replays.run_due(deadline_s=pipeline.settings.lease_s / 2)
     except StorageUnavailable as exc:
         state.last_error = exc.message
         logger.warning("Export round skipped: %s", exc.message)
@@ -149,8 +174,9 @@ async def schedule_status(ledger: ExportLedger) -> dict[str, Any]:
     ``running``: some scheduler has not stopped and was heard from within
     ``SILENT_AFTER_SECONDS``; ``runners`` lists those. ``last_round*`` and ``ran_by`` are
     of the newest round of any scheduler, running or not; ``next_due_at`` is the soonest
-    round a running scheduler will start on its interval (sooner if the backlog reaches
-    ``EXPORT_BATCH_SIZE``).
+    round a running scheduler will start on its interval (``EXPORT_INTERVAL``; sooner if
+    the backlog reaches ``EXPORT_BATCH_SIZE`` or a client's delivery is due). Each client's
+    next delivery is in ``/process/status``.
     """
     rows = await ledger.schedulers(SILENT_AFTER_SECONDS)
     running = [row for row in rows if row["running"]]

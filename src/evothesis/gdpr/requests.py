@@ -2,17 +2,18 @@
 (erasure), following the client's alias links (``gdpr.subjects``).
 
 A subject's events live in up to three places: the buffer (until retention purges them),
-the raw objects (every client's events of a batch), and the client's processed files (one
-per batch, in the client's format). Processed files are a pure function of their raw object,
-so deletion rewrites the raw object without the visitor and renders the client's file again
-from it, instead of editing JSON, CSV and Parquet separately.
+the raw objects (every client's events of a batch), and the client's processed files (a
+delivery's files, in its format, and the copies replays wrote). Processed files are a pure
+function of their delivery's raw objects (``export.deliveries``), so deletion rewrites the
+raw objects without the subject and renders the delivery's files again from them, instead
+of editing JSON, CSV and Parquet separately.
 
 Deletion is safe against crashes and against the exporters:
 
 * it holds the export lock exclusively, so no export or processing run reads a buffer row or
   an object while it is being changed, and a run that starts later sees the new state;
-* a processed file is rewritten before its raw object, so a request cut short leaves the
-  visitor in the raw object, where running it again finds them and redoes both;
+* a delivery's files are rewritten before its raw objects, so a request cut short leaves
+  the subject in a raw object, where running it again finds them and redoes both;
 * every step is in the append-only audit log (requested, then completed or failed), and the
   receipt of a completed deletion is also written to the backup bucket.
 """
@@ -40,17 +41,15 @@ from evothesis.errors import (
     RequestIncomplete,
     StorageUnavailable,
 )
-from evothesis.export.keys import manifest_key
+from evothesis.export.deliveries import Share
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import (
     FoundEvent,
-    ObjectRewrite,
     find_in_object,
     merge_events,
     remove_from_object,
-    rewrite_object,
 )
-from evothesis.gdpr.store import ClientBatch, ClientObjects, SubjectStore
+from evothesis.gdpr.store import ClientBatch, ClientObjects, ClientReplay, SubjectStore
 from evothesis.gdpr.subjects import LinkLookup, Subject, resolve_subject
 from evothesis.objects.cpu import run_in_worker
 
@@ -255,11 +254,20 @@ class DataSubjectRequests:
         subject: Subject,
         progress: Progress | None,
     ) -> list[dict[str, Any]]:
-        """Each raw object of the client without the subject; the client's delivered file of
-        it first (see the module docstring), a pending one is written later from the new raw
-        object by processing; and each failed-events file without the subject's."""
+        """Each raw object of the client without the subject; the files of a delivered
+        delivery (and replays' copies of them) first, rendered from its new objects (see
+        the module docstring), one delivery at a time so that only its new objects are
+        held; a delivery not yet written renders from the new objects later by itself.
+        Then each failed-events file without the subject's."""
         raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
         tally = _Tally(objects.count, progress)
+
+        async def strip(batch: ClientBatch) -> tuple[ClientBatch, int, bytes | None]:
+            removed, kept = await run_in_worker(
+                remove_from_object, await raw.get(batch.raw_key), client_id, subject
+            )
+            tally.step()
+            return batch, removed, kept
 
         async def rewrite_failed(key: str) -> list[dict[str, Any]]:
             removed, kept = await run_in_worker(
@@ -273,42 +281,64 @@ class DataSubjectRequests:
                 {"bucket": "backup", "url": backup.spec.url, "key": key, "events_removed": removed}
             ]
 
-        async def rewrite_events(batch: ClientBatch) -> list[dict[str, Any]]:
-            delivery = batch.delivery if batch.delivered else None
-            result: ObjectRewrite = await run_in_worker(
-                rewrite_object, await raw.get(batch.raw_key), client_id, subject, delivery
-            )
-            written = []
-            if result.raw is not None:
-                if result.file is not None and batch.object_key:
-                    bucket = await self._pipeline.processor.bucket_for(client_id)
-                    await bucket.put(batch.object_key, result.file.data)
-                    await bucket.put(manifest_key(batch.object_key), result.file.manifest)
-                    written.append(
-                        {
-                            "bucket": "processed",
-                            "url": bucket.spec.url,
-                            "key": batch.object_key,
-                            "events_removed": result.removed,
-                            "events_left": result.file.events,
-                        }
-                    )
-                await raw.put(batch.raw_key, result.raw)
-                written.insert(
-                    0,
-                    {
-                        "bucket": "raw",
-                        "url": raw.spec.url,
-                        "key": batch.raw_key,
-                        "events_removed": result.removed,
-                    },
-                )
-            tally.step()
-            return written
+        delivered: dict[int, list[ClientBatch]] = {}
+        alone: list[ClientBatch] = []
+        for batch in objects.batches:
+            if batch.delivered and batch.delivery_seq is not None:
+                delivered.setdefault(batch.delivery_seq, []).append(batch)
+            else:
+                alone.append(batch)
+        written: list[dict[str, Any]] = []
+        for seq, batches in delivered.items():
+            stripped = [item for item in await _bounded(strip, batches) if item[2] is not None]
+            if not stripped:
+                continue
+            new = {batch.batch_id: kept for batch, _, kept in stripped if kept is not None}
+            written += await self._render_again(client_id, seq, new, objects.replays)
+            for batch, removed, kept in stripped:
+                assert kept is not None
+                await raw.put(batch.raw_key, kept)
+                written.append(_raw_entry(raw.spec.url, batch.raw_key, removed))
+        for batch, removed, kept in await _bounded(strip, alone):
+            if kept is not None:
+                await raw.put(batch.raw_key, kept)
+                written.append(_raw_entry(raw.spec.url, batch.raw_key, removed))
+        for entries in await _bounded(rewrite_failed, objects.failed_files):
+            written += entries
+        return written
 
-        written = await _bounded(rewrite_events, objects.batches)
-        written += await _bounded(rewrite_failed, objects.failed_files)
-        return [entry for entries in written for entry in entries]
+    async def _render_again(
+        self, client_id: str, seq: int, new: dict[int, bytes], replays: list[ClientReplay]
+    ) -> list[dict[str, Any]]:
+        """The files of the client's delivery ``seq``, and of every replay's copy of it,
+        rendered from the new raw objects (``new``, by batch) and the unchanged others."""
+        pipeline = self._pipeline
+        processor = pipeline.processor
+        (delivery,) = await pipeline.ledger.deliveries(client_id, [seq])
+
+        async def source(share: Share) -> bytes:
+            return new.get(share.batch_id) or await processor.read_raw(share)
+
+        targets = [(delivery.format, None)] + [
+            (replay.format, replay.destination) for replay in replays if replay.wrote(seq)
+        ]
+        written = []
+        for fmt, destination in targets:
+            (rendered,) = await processor.render([delivery], fmt=fmt, source=source)
+            if rendered.error is not None:
+                raise ObjectStoreError(rendered.error)
+            bucket = await processor.bucket_for(client_id, destination)
+            for file in await processor.write_files(bucket, delivery, fmt, rendered.files):
+                written.append(
+                    {
+                        "bucket": "processed",
+                        "url": bucket.spec.url,
+                        "key": file.key,
+                        "delivery": seq,
+                        "events_left": file.events,
+                    }
+                )
+        return written
 
     # ---------------------------------------------------------------------------- audit log
 
@@ -400,6 +430,10 @@ class _Tally:
         self._done += 1
         if self._progress:
             self._progress(self._done, self._total)
+
+
+def _raw_entry(url: str, key: str, removed: int) -> dict[str, Any]:
+    return {"bucket": "raw", "url": url, "key": key, "events_removed": removed}
 
 
 async def _bounded(work: Callable[[T], Awaitable[R]], items: list[T]) -> list[R]:

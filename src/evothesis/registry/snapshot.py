@@ -304,14 +304,16 @@ class SnapshotKeeper:
         self._prune(self._wall())
         answers, removed, reset = dict(self._answers), dict(self._removed), self._reset
         self._due, self._reset = None, False
+        # Counted from the moment the answers were taken: a change heard while the file is
+        # being written waits min_interval from here, not from whenever the thread's
+        # result reaches a busy event loop.
+        self._last_write = self._monotonic()
         try:
             self._on_file = await asyncio.to_thread(self._merge_and_write, answers, removed, reset)
         except OSError as exc:
             logger.warning("Cannot write the registry snapshot %s: %s", self.path, exc)
             self._reset = self._reset or reset
             self._due = self._monotonic() + self._refresh_interval
-            return
-        self._last_write = self._monotonic()
 
     def _merge_and_write(
         self, answers: dict[str, SnapshotAnswer], removed: dict[str, float], reset: bool

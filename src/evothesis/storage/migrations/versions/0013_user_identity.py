@@ -2,8 +2,8 @@
 the per-client choice of how a user id is stored, write keys that select their client, and
 the alias links data-subject requests follow.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-03
 
 * ``events_log.user_id`` and ``failed_events.user_id``: the message's ``userId`` as the
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
