@@ -495,6 +495,9 @@ def test_a_user_is_exported_and_deleted_under_every_id_alias_links_tie_to_them(
         assert receipt["buffer_events_deleted"] == 6
         assert receipt["events_deleted_from_objects"] == 5
         assert receipt["identity_links_deleted"] == 2
+        # The delivery that held the user's events is rendered again without them.
+        processed = [o for o in receipt["objects_rewritten"] if o["bucket"] == "processed"]
+        assert [(o["delivery"], o["events_left"]) for o in processed] == [(1, 2)]
         both = admin.post(
             "/api/v1/gdpr/export",
             json={"client_id": "client_app", "user_id": "u", "visitor_id": "v"},

@@ -13,7 +13,8 @@ Create Date: 2026-12-03
 * ``clients.user_id_storage``: ``kept``, ``hashed`` or ``dropped``; NULL follows the
   privacy level (standard keeps, gdpr hashes, hipaa drops).
 * A unique index on ``clients.write_key_sha256``: a /v1 request names no site, its write
-  key alone selects the client.
+  key alone selects the client. It replaces 0012's plain index on the same column (the
+  on-demand delivery endpoint's lookup uses it just as well).
 * ``identity_links``: every stored ``alias`` message (previous id → user id, and the
   anonymous visitor that sent it), filled by a trigger in the transaction that stores the
   alias event, so the disk spool's replay records links exactly as a flush does. Unlike the
@@ -77,6 +78,7 @@ def upgrade() -> None:
         "ALTER TABLE clients ADD COLUMN user_id_storage text "
         "CHECK (user_id_storage IN ('kept', 'hashed', 'dropped'))"
     )
+    op.execute("DROP INDEX clients_write_key_idx")
     op.execute("CREATE UNIQUE INDEX clients_write_key_sha256_key ON clients (write_key_sha256)")
     op.execute(
         """
@@ -130,6 +132,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION record_identity_link()")
     op.execute("DROP TABLE identity_links")
     op.execute("DROP INDEX clients_write_key_sha256_key")
+    op.execute("CREATE INDEX clients_write_key_idx ON clients (write_key_sha256)")
     op.execute("ALTER TABLE clients DROP COLUMN user_id_storage")
     op.execute("DROP VIEW failed_event_lines")
     op.execute(_failed_view(""))
