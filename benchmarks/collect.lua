@@ -1,7 +1,11 @@
--- wrk script: POST /collect with a batch envelope of EVENTS inner events (0 = single event).
+-- wrk script: POST /collect with a batch envelope of EVENTS inner events (0 = single event),
+-- or with API=segment, POST /v1/batch with EVENTS Segment track messages, authenticated with
+-- AUTHORIZATION (the client's write key as HTTP Basic, as the SDKs send it).
 -- Each request gets fresh event ids so nothing is deduplicated away.
 local events = tonumber(os.getenv("EVENTS") or "0")
 local site = os.getenv("SITE") or "localhost"
+local api = os.getenv("API") or "collect"
+local authorization = os.getenv("AUTHORIZATION")
 -- A browser's user agent and a public client address (loopback is a trusted proxy, so the
 -- collector believes X-Forwarded-For), so that enrichment does the work it does for real
 -- visitors: a user-agent parse and a geo lookup (cached) on every request.
@@ -37,7 +41,27 @@ local function inner(i)
     '"eventData":{"element":"button%d","x":%d,"y":%d}}', uuid(), i % 60, i, i, i * 7, i * 3)
 end
 
+-- A server forwarding what a browser did, as Segment's SDKs send it: the page, the visitor's
+-- user agent and address in each message's context.
+local function message(i)
+  return string.format(
+    '{"type":"track","messageId":"%s","anonymousId":"anon_bench","userId":"user_bench",' ..
+    '"event":"Clicked","timestamp":"2025-07-11T12:00:%02d.%03dZ",' ..
+    '"properties":{"element":"button%d","x":%d,"y":%d},' ..
+    '"context":{"page":{"url":"https://%s/page","path":"/page"},"userAgent":"%s","ip":"%s"}}',
+    uuid(), i % 60, i, i, i * 7, i * 3, site, user_agent, client_ip)
+end
+
+local function segment_request()
+  local parts = {}
+  for i = 1, events do parts[i] = message(i) end
+  return wrk.format("POST", "/v1/batch",
+    {["Content-Type"] = "application/json", ["Authorization"] = authorization},
+    '{"batch":[' .. table.concat(parts, ",") .. ']}')
+end
+
 function request()
+  if api == "segment" then return segment_request() end
   local body
   if events == 0 then
     body = string.format(

@@ -8,7 +8,9 @@
 Starts ``evothesis serve`` on the embedded default in a temporary data folder (INFO logging
 on, as a user would run it, but without the export scheduler: this measures ingestion), a
 bare-ASGI baseline, then for
-each scenario runs wrk ``--runs`` times and reports the median. After every run the rows
+each scenario (a single event and a batch of 20 to /collect, and a /v1/batch of 20 Segment
+messages, authenticated with ``client_test``'s write key as SDKs send it) runs wrk
+``--runs`` times and reports the median. After every run the rows
 in ``events_log`` are counted through the database and compared with what wrk saw
 acknowledged: a benchmark that loses events is a failure, not a number.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -98,8 +101,45 @@ def stored_events(base: str) -> int:
     return int(get_json(f"{base}/events/count")["count"])  # type: ignore[call-overload]
 
 
-def wrk(base: str, events: int, duration: int, connections: int) -> dict[str, float]:
-    env = {**os.environ, "EVENTS": str(events)}
+def settled_events(base: str, timeout: float = 30) -> int:
+    """The stored count once requests still in flight when wrk stopped have landed (two
+    reads 0.5 s apart agree), so they count in the run that sent them, not the next one."""
+    deadline = time.monotonic() + timeout
+    count = stored_events(base)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        again = stored_events(base)
+        if again == count:
+            break
+        count = again
+    return count
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What wrk sends: ``events`` per request to /collect (its batch envelope is stored
+    too) or, with ``segment``, to /v1/batch (20 Segment messages store 20 rows)."""
+
+    name: str
+    events: int
+    segment: bool = False
+
+    @property
+    def stored_per_request(self) -> int:
+        if self.segment:
+            return self.events
+        return self.events + 1 if self.events else 1
+
+
+SCENARIOS = (Scenario("single", 0), Scenario("batch20", 20), Scenario("v1batch20", 20, True))
+
+
+def wrk(
+    base: str, scenario: Scenario, duration: int, connections: int, authorization: str = ""
+) -> dict[str, float]:
+    env = {**os.environ, "EVENTS": str(scenario.events)}
+    if scenario.segment:
+        env.update(API="segment", AUTHORIZATION=authorization)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(HERE / "collect.lua"), base],
         env=env,
@@ -135,17 +175,23 @@ def process_tree(pid: int) -> list[int]:
 
 
 def measure(
-    name: str, base: str, events: int, args: argparse.Namespace, count: bool, runs: int = 0
+    name: str,
+    base: str,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    count: bool,
+    runs: int = 0,
+    authorization: str = "",
 ) -> list[Run]:
     results = []
     for index in range(runs or args.runs):
-        before = stored_events(base) if count else 0
-        r = wrk(base, events, args.duration, args.connections)
+        before = settled_events(base) if count else 0
+        r = wrk(base, scenario, args.duration, args.connections, authorization)
         duration = r["duration_s"]
         requests = int(r["requests"])
         ok = requests - int(r["errors_status"])
-        per_request = events + 1 if events else 1
-        stored = stored_events(base) - before if count else 0
+        per_request = scenario.stored_per_request
+        stored = settled_events(base) - before if count else 0
         run = Run(
             scenario=name,
             requests_per_s=requests / duration,
@@ -238,7 +284,7 @@ def main() -> None:
         except RuntimeError as exc:
             raise SystemExit(f"baseline {exc}") from None
         print("baseline (bare ASGI, 204):", flush=True)
-        results += measure("baseline", f"http://127.0.0.1:{port}", 0, args, count=False)
+        results += measure("baseline", f"http://127.0.0.1:{port}", SCENARIOS[0], args, count=False)
     finally:
         stop(baseline)
 
@@ -266,6 +312,11 @@ def main() -> None:
     try:
         for _, _, base in collectors:
             wait_http(f"{base}/health")
+        keys = {
+            suffix: basic_auth(write_key(variant_env))
+            for suffix, variant_env, _ in variants
+            if not (args.compare and suffix == f"@{args.compare}")
+        }
         with ExitStack() as proxies:
             targets = [
                 (suffix, proxies.enter_context(nginx_in_front(base, work / f"nginx{n}")))
@@ -277,11 +328,23 @@ def main() -> None:
             # (other tenants, thermal) hits both sides of a comparison alike; the order
             # flips every round, because the database a run has just filled is still
             # checkpointing and vacuuming while the next variant is measured.
+            # An earlier revision (--compare) may not speak the Segment API: /v1 runs on this
+            # tree's collectors only.
             for index in range(args.runs):
-                for name, events in (("single", 0), ("batch20", 20)):
+                for scenario in SCENARIOS:
                     for suffix, base in targets if index % 2 == 0 else targets[::-1]:
-                        print(f"collector{suffix}, {name}, round {index + 1}:", flush=True)
-                        results += measure(name + suffix, base, events, args, count=True, runs=1)
+                        if scenario.segment and suffix not in keys:
+                            continue
+                        print(f"collector{suffix}, {scenario.name}, round {index + 1}:", flush=True)
+                        results += measure(
+                            scenario.name + suffix,
+                            base,
+                            scenario,
+                            args,
+                            count=True,
+                            runs=1,
+                            authorization=keys.get(suffix, ""),
+                        )
         head = collectors[-1][1]
         rss = peak_rss_mib(process_tree(head.pid))
     finally:
@@ -372,6 +435,24 @@ def start_collector(
     return process, f"http://127.0.0.1:{port}"
 
 
+def write_key(env: dict[str, str]) -> str:
+    """A fresh write key of the embedded default's ``client_test`` (the CLI works on the
+    data folder's database while serve runs), for the /v1 scenario."""
+    out = subprocess.run(
+        [sys.executable, "-m", "evothesis", "clients", "rotate-write-key", "client_test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return out.split()[0]
+
+
+def basic_auth(key: str) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
 def checkout(ref: str, work: Path) -> Path:
     """A detached worktree of ``ref``; its ``src`` goes first on PYTHONPATH."""
     tree = work / "ref-tree"
@@ -408,7 +489,7 @@ def report(
 ) -> None:
     # Requests still in flight when wrk stops are stored but not counted by wrk, so up to
     # one request per connection may be stored beyond what wrk saw acknowledged.
-    slack = args.connections * 21
+    slack = args.connections * max(s.stored_per_request for s in SCENARIOS)
     lost = [
         r
         for r in results
@@ -444,10 +525,17 @@ def report(
             print(f"{name}: this tree vs {ref}: {ratio_text(results, summary, name, scenario)}")
     if len(args.workers) > 1:
         first, last = args.workers[0], args.workers[-1]
-        for name in ("single", "batch20"):
+        for name in (s.name for s in SCENARIOS):
             ours, theirs = f"{name}/w{last}", f"{name}/w{first}"
             print(
                 f"{name}: {last} vs {first} worker(s): {ratio_text(results, summary, ours, theirs)}"
+            )
+    for suffix in dict.fromkeys(r.scenario.partition("batch20")[2] for r in results):
+        ours, theirs = f"v1batch20{suffix}", f"batch20{suffix}"
+        if ours in summary and theirs in summary:
+            print(
+                f"/v1/batch of 20 vs /collect batch of 20{suffix and f' ({suffix})'}: "
+                f"{ratio_text(results, summary, ours, theirs)}"
             )
     for d in drains:
         print(

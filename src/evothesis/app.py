@@ -21,6 +21,8 @@ from evothesis.api.deps import Runtime
 from evothesis.api.factory import new_api
 from evothesis.api.routes import billing, deliveries, export, gdpr, metrics, ops, site
 from evothesis.api.routes.registry import include_pixel_management
+from evothesis.api.segment import PREFIX as SEGMENT_PREFIX
+from evothesis.api.segment import SEGMENT_OPENAPI, SegmentEndpoint
 from evothesis.api.transport.asgi import ASGIApp, Receive, Scope, Send
 from evothesis.api.transport.deadlines import ReadDeadlines
 from evothesis.clock import Clock, SystemClock
@@ -32,13 +34,14 @@ from evothesis.services import open_ingestion, open_services, scheduled_exports
 
 
 class Evothesis:
-    """The ASGI application: /collect goes straight to its endpoint, the rest to FastAPI;
-    every request is counted for /metrics."""
+    """The ASGI application: /collect and the Segment API's /v1/* go straight to their
+    endpoints, the rest to FastAPI; every request is counted for /metrics."""
 
     def __init__(self, api: FastAPI, runtime: Runtime) -> None:
         self.api = api
         self.runtime = runtime
         self._collect = CollectEndpoint(runtime)
+        self._segment = SegmentEndpoint(runtime)
         self._app: ASGIApp = runtime.http_metrics.wrap(self._route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,6 +50,8 @@ class Evothesis:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/collect":
             await self._collect(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith(SEGMENT_PREFIX):
+            await self._segment(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -126,13 +131,20 @@ def app_from_environment() -> Evothesis:
 
 
 def _document_collect(app: FastAPI) -> None:
-    """Add the bare /collect endpoint to the generated OpenAPI schema."""
+    """Add the bare /collect and /v1/* endpoints to the generated OpenAPI schema."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema["paths"] = {"/collect": COLLECT_OPENAPI, **schema.get("paths", {})}
+            schema["paths"] = {
+                "/collect": COLLECT_OPENAPI,
+                **SEGMENT_OPENAPI["paths"],
+                **schema.get("paths", {}),
+            }
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(SEGMENT_OPENAPI["schemas"])
+            components.setdefault("securitySchemes", {}).update(SEGMENT_OPENAPI["securitySchemes"])
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -286,10 +286,16 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------------- intake
     max_body_bytes: int = Field(
-        1024 * 1024, ge=1024, alias="MAX_BODY_BYTES", description="largest accepted body"
+        1024 * 1024,
+        ge=1024,
+        alias="MAX_BODY_BYTES",
+        description="largest accepted body (a gzip body of /v1/*: once decompressed)",
     )
     max_batch_events: int = Field(
-        500, ge=1, alias="MAX_BATCH_EVENTS", description="most events in one batch"
+        500,
+        ge=1,
+        alias="MAX_BATCH_EVENTS",
+        description="most events (or /v1 messages) in one batch",
     )
     body_timeout_s: float = Field(
         15.0, gt=0, alias="BODY_READ_TIMEOUT", description="seconds a body may take to arrive"

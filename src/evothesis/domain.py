@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 Choice = TypeVar("Choice", bound=StrEnum)
 
@@ -76,6 +77,36 @@ class EventSource(StrEnum):
     SERVER_KEY = "server_key"
     #: Neither: accepted because the client does not require its write key.
     UNVERIFIED = "unverified"
+
+
+class UserIdStorage(StrEnum):
+    """What a Segment message's ``userId`` (and an alias's ``previousId``) is stored as.
+
+    A client that sets none gets its privacy level's default (``for_level``)."""
+
+    #: As sent (unless the id is itself PII by the redaction rules: then as ``hashed``).
+    KEPT = "kept"
+    #: HMAC-SHA256 under the client's salt: the same user links up, the id is not stored.
+    HASHED = "hashed"
+    #: Not stored at all.
+    DROPPED = "dropped"
+
+    @classmethod
+    def for_level(cls, level: PrivacyLevel, chosen: UserIdStorage | None) -> UserIdStorage:
+        """What a client at ``level`` that chose ``chosen`` (``None``: nothing) stores.
+
+        standard keeps (the client's own identifier of its own customers); gdpr hashes
+        (pseudonymisation, GDPR Art. 4(5) and 25: the same person's events still link up,
+        and the bucket holds no direct identifier unless the client chooses ``kept``);
+        hipaa always drops, whatever was chosen: a hash derived from an identifier is
+        not a permitted re-identification code under HIPAA's Safe Harbor (45 CFR
+        164.514(c)), so no form of it may be kept.
+        """
+        if level is PrivacyLevel.HIPAA:
+            return cls.DROPPED
+        if chosen is not None:
+            return chosen
+        return cls.HASHED if level is PrivacyLevel.GDPR else cls.KEPT
 
 
 class ExportFormat(StrEnum):
@@ -207,8 +238,44 @@ class RejectReason(StrEnum):
     TOO_DEEP = "too_deep"
     NOT_A_HOST = "not_a_host"
     OUT_OF_RANGE = "out_of_range"
+    #: A Segment message whose page belongs to another client than its write key's, or to
+    #: none.
+    FOREIGN_SITE = "foreign_site"
     #: A stored event no export format could render (found while processing, not intake).
     UNRENDERABLE = "unrenderable"
+
+
+class SegmentCall(StrEnum):
+    """The calls of the Segment tracking spec (a message's ``type``)."""
+
+    TRACK = "track"
+    PAGE = "page"
+    SCREEN = "screen"
+    IDENTIFY = "identify"
+    GROUP = "group"
+    ALIAS = "alias"
+
+    @property
+    def event_type(self) -> str | None:
+        """The stored ``event_type`` of this call: a page is the pixel's ``pageview`` and a
+        screen its app counterpart; a track is its own event name (``None`` here)."""
+        return _CALL_EVENT_TYPES.get(self, self.value)
+
+
+_CALL_EVENT_TYPES: Final[dict[SegmentCall, str | None]] = {
+    SegmentCall.TRACK: None,
+    SegmentCall.PAGE: "pageview",
+    SegmentCall.SCREEN: "screenview",
+}
+
+
+class SubjectKind(StrEnum):
+    """What a data-subject request names someone by."""
+
+    #: The pixel's ``visitorId``, a Segment ``anonymousId``.
+    VISITOR = "visitor"
+    #: A Segment ``userId``.
+    USER = "user"
 
 
 # ------------------------------------------------------------------------------ events
@@ -249,6 +316,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "created_at",
     *ENRICHED_COLUMNS,
     "source",
+    "user_id",
 )
 
 
@@ -287,6 +355,9 @@ class EventRow(NamedTuple):
     #: How the sender was authenticated (``EventSource``); rows spooled before the column
     #: existed load without it.
     source: str | None = None
+    #: A Segment message's ``userId`` as its client stores it (``UserIdStorage``); ``None``
+    #: for /collect events, and in rows spooled before the column existed.
+    user_id: str | None = None
 
 
 class Event(NamedTuple):
@@ -341,19 +412,53 @@ class FailedEvent(NamedTuple):
     #: visitor). Last and defaulted: failed events spooled before they existed still load.
     visitor_id: str | None = None
     session_id: str | None = None
+    #: The user it is about, as its client stores user ids (Segment messages only).
+    user_id: str | None = None
+
+
+class RowColumns(NamedTuple):
+    """What a stored row's columns take from one protected payload, in the wire format's
+    own keys: read back from the payload as it is stored, so that columns and
+    ``raw_event_data`` never disagree."""
+
+    event_type: str | None
+    session_id: str | None
+    visitor_id: str | None
+    url: str | None
+    path: str | None
+    referrer: str | None
+    user_id: str | None
+    #: The sender's UTM values (``enrich.referrer.UTM_KEYS`` order), or ``None``.
+    utm: tuple[str | None, ...] | None
+
+
+#: Reads ``RowColumns`` from a protected payload: one per wire format (/collect, Segment).
+ColumnReader = Callable[[dict[str, Any]], RowColumns]
+
+#: Payload fields of a /collect event the parser has already validated into PII-free shapes:
+#: a canonical UUID and an ISO-8601 timestamp. (Not ``siteId``: a full URL with a query
+#: string is accepted there, and only its host is checked.)
+COLLECT_VERIFIED: Final = frozenset({"eventId", "timestamp"})
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """Everything one POST /collect carried: the outer event and any batched inner ones.
+    """Everything one request carried: the outer event and any batched inner ones.
 
     ``events`` holds the envelope first, then the valid inner events, which is also the
     order they are stored in; the seed counts the envelope as an event. ``inner_count`` is
-    the number of valid inner events.
+    the number of valid inner events. (A Segment message is an envelope of its own, with
+    no inner events.)
     """
 
     events: tuple[Event, ...]
     inner_count: int
+    #: How the wire format's payloads become columns.
+    columns: ColumnReader
+    #: What the request says of the visitor's consent (only ``True`` is consent).
+    consent: object = None
+    #: Top-level payload keys the parser has already made PII-free: not redacted again.
+    verified: frozenset[str] = COLLECT_VERIFIED
     #: What inner events inherit from the envelope, and each inner event as the sender
     #: wrote it: every inner payload is ``{**inherited, **own, "eventId": its id}``, which
     #: lets the shared part be processed once per request instead of once per event.
@@ -431,12 +536,22 @@ class ClientConfig:
     require_write_key: bool = False
     ip_salt: bytes = b""
     write_key_sha256: str | None = None
+    #: What the client chose for user ids (``None``: its privacy level's default; see
+    #: ``stores_user_ids_as``).
+    user_id_storage: UserIdStorage | None = None
 
     def __post_init__(self) -> None:
         # Values read from a database row or a JSON answer arrive as text; members from here
         # on, so every rule can compare by identity. An unknown value is a ValueError.
         for name, kind in _CLIENT_SETTING_KINDS:
             object.__setattr__(self, name, kind(getattr(self, name)))
+        if self.user_id_storage is not None:
+            object.__setattr__(self, "user_id_storage", UserIdStorage(self.user_id_storage))
+
+    @property
+    def stores_user_ids_as(self) -> UserIdStorage:
+        """What a user id is stored as, the privacy level and the client's choice together."""
+        return UserIdStorage.for_level(self.privacy_level, self.user_id_storage)
 
     @property
     def honours_dnt(self) -> bool:

@@ -293,7 +293,9 @@ async def open_services(
             pipeline=pipeline,
             replays=Replays(pool, pipeline),
             notices=notices,
-            subjects=DataSubjectRequests(pool, pipeline),
+            subjects=DataSubjectRequests(
+                pool, pipeline, registry.client_salt if registry is not None else None
+            ),
             billing=Billing(pool, pipeline.backup_bucket),
         )
 

@@ -81,6 +81,7 @@ def test_add_prints_the_record_and_the_write_key_once(
         "consent_mode": "required",
         "bot_policy": "drop",
         "require_write_key": False,
+        "user_id_storage": None,
         "export_destination": "s3://acme-events",
         "export_format": "csv",
         "has_export_credentials": False,

@@ -20,7 +20,8 @@ import pytest
 from evothesis.config import Settings
 from evothesis.errors import ExportsRunning, StorageUnavailable
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.gdpr.requests import receipt_key, visitor_digest
+from evothesis.gdpr.requests import receipt_key
+from evothesis.gdpr.subjects import Subject
 from evothesis.services import PoolSize, open_services
 from tests.support.postgres import register_client, with_registry
 from tests.support.s3 import (
@@ -243,7 +244,7 @@ def check_export_and_delete(
     )
     assert in_buffer == len(scenario.posted[("shop_json", TARGET)]) > removed_from_objects > 0
     assert receipt["kind"] == "delete"
-    assert receipt["visitor_sha256"] == visitor_digest(TARGET)
+    assert receipt["visitor_sha256"] == Subject.of_visitor(TARGET).digest
     assert TARGET not in response.text
     assert receipt["buffer_events_deleted"] == in_buffer
     assert receipt["events_deleted_from_objects"] == removed_from_objects
@@ -432,6 +433,19 @@ def test_the_cli_exports_and_deletes_a_visitor(
     )
     assert unknown.returncode == 1
     assert unknown.stderr.decode().strip() == "Error: no client 'nobody'"
+    for ids in ([], ["--visitor", "v", "--user", "u"]):
+        ambiguous = subprocess.run(
+            [*cli, "export", "--client", "blog_csv", *ids], env=env, capture_output=True
+        )
+        assert ambiguous.returncode == 2
+        assert "exactly one of --visitor and --user" in ambiguous.stderr.decode()
+    # By user id: this client's events carry none, and its requests say what they searched.
+    by_user = subprocess.run(
+        [*cli, "export", "--client", "blog_csv", "--user", "user-1", "-o", "-"],
+        env=env,
+        capture_output=True,
+    )
+    assert (by_user.returncode, by_user.stdout) == (0, b"")
 
 
 def test_export_runs_refuse_a_pool_too_small_to_hold_the_lock(

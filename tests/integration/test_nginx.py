@@ -100,7 +100,7 @@ def test_the_rate_limit_is_per_client_address(
     assert [response.status_code for response in post_from("127.0.0.22", 2)] == [200, 200]
 
 
-#: What a browser needs, and nothing else, answers an address on the internet.
+#: What a browser or an SDK needs, and nothing else, answers an address on the internet.
 PUBLIC = ("/collect", "/tracking.js", "/pixel/client_test/tracking.js", "/health")
 #: Operators' paths: private networks only (and their tokens there).
 PRIVATE = (
@@ -128,6 +128,11 @@ def test_the_internet_reaches_only_what_a_browser_needs(
     event = {"eventType": "pageview", "siteId": "localhost"}
     with httpx.Client(base_url=nginx.url, timeout=10) as client:
         assert client.post("/collect", json=event, headers=outside).status_code == 200
+        # The Segment API reaches the collector, which asks for the write key.
+        segment = client.post("/v1/batch", json={"batch": []}, headers=outside)
+        assert (segment.status_code, segment.json()["code"]) == (400, "invalid_event")
+        unauthenticated = client.post("/v1/track", json={"userId": "u", "event": "e"})
+        assert unauthenticated.status_code == 401
         for path in PUBLIC[1:]:
             assert client.get(path, headers=outside).status_code == 200, path
         health = client.get("/health", headers=outside).json()

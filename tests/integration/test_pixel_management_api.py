@@ -177,6 +177,7 @@ def test_create_client_with_domains_returns_the_record_and_a_one_time_write_key(
         "consent_mode": "required",
         "bot_policy": "drop",
         "require_write_key": False,
+        "user_id_storage": None,
         "export_destination": "s3://acme-events",
         "export_format": "parquet",
         "has_export_credentials": False,
@@ -469,15 +470,22 @@ def test_internal_lookup_needs_the_service_token_and_returns_the_secrets(
     admin.post("/api/v1/clients/acme/domains", json={"domain": "*.acme.example"})
     path = "/api/v1/internal/domain/www.acme.example"
 
+    digest = hashlib.sha256(created["write_key"].encode()).hexdigest()
+    by_key = f"/api/v1/internal/write-key/{digest}"
+
     for token in (None, "wrong", ADMIN_TOKEN):
         with service.client(token) as client:
             refused = client.get(path)
+            assert client.get(by_key).status_code == 401
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
         assert "PIXEL_MANAGEMENT_TOKEN" in refused.json()["error"]["message"]
     with service.client(SERVICE_TOKEN) as collector:
         found = collector.get(path)
         unknown = collector.get("/api/v1/internal/domain/nobody.example")
+        # The Segment API's lookup: by the write key's digest, never the key.
+        assert collector.get(by_key).json() == found.json()
+        assert collector.get(f"/api/v1/internal/write-key/{'0' * 64}").status_code == 404
 
     assert found.status_code == 200
     assert found.json() == {
@@ -490,6 +498,7 @@ def test_internal_lookup_needs_the_service_token_and_returns_the_secrets(
         "require_write_key": False,
         "ip_salt": SALT_HEX,
         "write_key_sha256": hashlib.sha256(created["write_key"].encode()).hexdigest(),
+        "user_id_storage": None,
     }
     assert unknown.status_code == 404
 

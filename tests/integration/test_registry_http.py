@@ -199,3 +199,20 @@ def test_a_collector_restarted_while_pixel_management_is_down_serves_the_sites_i
     assert post(second, "eu.shop.acme.example").json()["client_id"] == "client_acme"
     rows = db.execute("SELECT ip_address FROM events_log WHERE client_id = 'client_eu'")
     assert hmac.new(SALT, RAW_IP.encode(), hashlib.sha256).hexdigest() in {r[0] for r in rows}
+
+
+def test_a_write_key_selects_its_client_over_http_and_the_salt_hashes_user_ids(
+    registry: Registry,
+    remote_collector: RunningCollector,
+    database_url: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    key = register_client(database_url, "client_app", privacy_level="gdpr", ip_salt=SALT)
+    message = {"userId": "user-7", "event": "Signed Up"}
+    with remote_collector.client(origin=None) as api:
+        accepted = api.post("/v1/track", json=message, auth=(key, ""))
+        refused = api.post("/v1/track", json=message, auth=("wk_nobody", ""))
+    assert accepted.status_code == 200 and accepted.json()["client_id"] == "client_app"
+    assert (refused.status_code, refused.json()["code"]) == (401, "invalid_write_key")
+    [(user_id,)] = db.execute("SELECT user_id FROM events_log").fetchall()
+    assert user_id == hmac.new(SALT, b"user-7", hashlib.sha256).hexdigest()

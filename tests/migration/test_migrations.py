@@ -108,10 +108,11 @@ def test_copy_columns_are_exactly_the_columns_ingestion_writes(database_url: str
             )
         ]
     # xid is filled in by the database (the inserting transaction): the export order.
-    # The enrichment columns came after it (0004), and the sender's authentication (0006).
-    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 1]
-    assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source")
-    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source"]
+    # The enrichment columns came after it (0004), the sender's authentication (0006) and
+    # the Segment API's user (0013).
+    seed = EVENT_COLUMNS[: -len(ENRICHED_COLUMNS) - 2]
+    assert EVENT_COLUMNS[len(seed) :] == (*ENRICHED_COLUMNS, "source", "user_id")
+    assert columns == ["id", *seed, "xid", *ENRICHED_COLUMNS, "source", "user_id"]
 
 
 def test_ids_and_created_at_are_filled_in_by_the_database(database_url: str) -> None:
@@ -174,8 +175,8 @@ def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_databa
     with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256, export_format)"
-            " VALUES ('old_json', 'Old', '\\x00', '', 'json'),"
-            " ('old_csv', 'Old', '\\x00', '', 'csv')"
+            " VALUES ('old_json', 'Old', '\\x00', 'key-json', 'json'),"
+            " ('old_csv', 'Old', '\\x00', 'key-csv', 'csv')"
         )
         conn.execute(
             "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
@@ -195,7 +196,7 @@ def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_databa
         # Both names are accepted from now on; a client created now gets the document.
         conn.execute(
             "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256)"
-            " VALUES ('new', 'N', '\\x00', '')"
+            " VALUES ('new', 'N', '\\x00', 'key-new')"
         )
         assert conn.execute(
             "SELECT export_format FROM clients WHERE client_id = 'new'"

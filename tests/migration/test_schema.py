@@ -34,6 +34,7 @@ EXPECTED_COLUMNS = {
     **{name: ("text", "YES") for name in ENRICHED_COLUMNS if name != "is_bot"},
     "is_bot": ("boolean", "NO"),
     "source": ("text", "YES"),
+    "user_id": ("text", "YES"),
 }
 
 
@@ -135,8 +136,8 @@ def test_a_domain_belongs_to_at_most_one_client(database_url: str) -> None:
         for client in ("one", "two"):
             conn.execute(
                 "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256) "
-                "VALUES (%s, %s, '\\x00', 'x')",
-                (client, client),
+                "VALUES (%s, %s, '\\x00', %s)",
+                (client, client, f"digest-{client}"),
             )
         conn.execute("INSERT INTO client_domains (domain, client_id) VALUES ('a.example', 'one')")
         with pytest.raises(psycopg.errors.UniqueViolation):
@@ -145,3 +146,10 @@ def test_a_domain_belongs_to_at_most_one_client(database_url: str) -> None:
             )
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE clients SET privacy_level = 'lax' WHERE client_id = 'one'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE clients SET user_id_storage = 'raw' WHERE client_id = 'one'")
+        # A write key selects its client (the Segment API names no site): never two.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "UPDATE clients SET write_key_sha256 = 'digest-one' WHERE client_id = 'two'"
+            )

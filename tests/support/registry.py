@@ -26,6 +26,10 @@ class ScriptedSource:
             raise RegistryUnavailable("registry is down")
         return self.answers.get(host)
 
+    async def lookup_write_key(self, digest: str) -> ClientConfig | None:
+        """Write keys are scripted under ``"key:" + digest``."""
+        return await self.lookup(f"key:{digest}")
+
 
 class Clock:
     """Seconds that move only when the test says so."""

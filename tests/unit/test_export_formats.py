@@ -57,11 +57,14 @@ RAW_KEYS = (
     "created_at",
     *ENRICHED_COLUMNS,
     "source",
+    "user_id",
 )
 #: The keys of raw objects written before enrichment existed.
-SEED_RAW_KEYS = RAW_KEYS[: -len(ENRICHED_COLUMNS) - 1]
+SEED_RAW_KEYS = RAW_KEYS[: -len(ENRICHED_COLUMNS) - 2]
 #: The keys of raw objects written before the sender's authentication was recorded.
-ENRICHED_RAW_KEYS = RAW_KEYS[:-1]
+ENRICHED_RAW_KEYS = RAW_KEYS[:-2]
+#: The keys of raw objects written before user ids were recorded.
+SOURCED_RAW_KEYS = RAW_KEYS[:-1]
 METADATA_KEY = b"evothesis.export_metadata"
 OPTIONAL_TEXT = (
     "session_id",
@@ -73,6 +76,7 @@ OPTIONAL_TEXT = (
     "user_agent",
     *(name for name in ENRICHED_COLUMNS if name != "is_bot"),
     "source",
+    "user_id",
 )
 
 
@@ -116,6 +120,7 @@ def make_event(number: int, **changes: Any) -> dict[str, Any]:
         "utm_term": None,
         "utm_content": None,
         "source": "browser",
+        "user_id": None,
     }
     unknown = set(changes) - set(event)
     assert not unknown, unknown
@@ -349,7 +354,7 @@ def test_bad_lines_on_the_first_line_and_after_many_and_between_good_ones() -> N
 def test_a_client_file_has_every_stored_column_with_the_json_text_last() -> None:
     stored = tuple(name for name in EVENT_COLUMNS if name != "raw_event_data")
     assert ("id", *stored, "raw_event_data") == EXPORT_COLUMNS
-    assert EXPORT_COLUMNS[-len(ENRICHED_COLUMNS) - 2 : -2] == ENRICHED_COLUMNS
+    assert EXPORT_COLUMNS[-len(ENRICHED_COLUMNS) - 3 : -3] == ENRICHED_COLUMNS
 
 
 def test_raw_objects_from_before_the_source_was_recorded_read_without_one() -> None:
@@ -358,6 +363,14 @@ def test_raw_objects_from_before_the_source_was_recorded_read_without_one() -> N
     [parsed] = well_formed(body)
     assert parsed.source is None
     assert parsed.browser == "Firefox"
+
+
+def test_raw_objects_from_before_user_ids_were_recorded_read_without_one() -> None:
+    event = make_event(1)
+    body = orjson.dumps({key: event[key] for key in SOURCED_RAW_KEYS}) + b"\n"
+    [parsed] = well_formed(body)
+    assert parsed.user_id is None
+    assert parsed.source == "browser"
 
 
 def test_raw_format_error_is_an_object_store_error_that_pickles() -> None:
@@ -502,7 +515,7 @@ def test_csv_quotes_only_what_rfc_4180_requires() -> None:
         "5,00000000-0000-4000-8000-000000000005,pageview,,v-5,site-1,client-a,"
         '2026-11-25T10:00:00+00:00,"https://x.test/?a=1,2",/plain path/ü,"say ""hi""",'
         '203.0.113.0,"two\r\nlines",2026-11-25T10:00:01+00:00,'
-        'Firefox,125.0,Linux,desktop,false,DE,,,search,"news, letter",email,,,,browser,'
+        'Firefox,125.0,Linux,desktop,false,DE,,,search,"news, letter",email,,,,browser,,'
         '"{""k"":""v""}"\r\n'
     )
     assert data == expected.encode("utf-8")

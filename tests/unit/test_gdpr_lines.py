@@ -13,8 +13,9 @@ from evothesis.gdpr.lines import (
     find_in_object,
     merge_events,
     remove_from_object,
-    split_visitor,
+    split_subject,
 )
+from evothesis.gdpr.subjects import Subject
 
 
 def line(id_: int, client: str, visitor: str | None, **extra: object) -> bytes:
@@ -39,14 +40,14 @@ OBJECT = b"".join(item + b"\n" for item in OBJECT_LINES)
 
 
 def test_only_the_clients_visitor_is_taken_and_the_rest_is_kept_byte_for_byte() -> None:
-    split = split_visitor(OBJECT, "shop", "v-1")
+    split = split_subject(OBJECT, "shop", Subject.of_visitor("v-1"))
     assert split.matched == [OBJECT_LINES[0], OBJECT_LINES[4]]
     assert split.kept == b"".join(item + b"\n" for item in OBJECT_LINES[1:4])
 
 
 def test_an_object_without_the_visitor_comes_back_as_it_was() -> None:
     for visitor in ("v-2", "v-"):
-        split = split_visitor(OBJECT, "shop", visitor)
+        split = split_subject(OBJECT, "shop", Subject.of_visitor(visitor))
         assert split.matched == []
         assert split.kept is OBJECT
 
@@ -57,13 +58,13 @@ def test_an_object_without_the_visitor_comes_back_as_it_was() -> None:
 )
 def test_ids_json_may_spell_differently_are_still_found(visitor: str) -> None:
     data = line(1, "shop", visitor) + b"\n" + line(2, "shop", "other") + b"\n"
-    split = split_visitor(data, "shop", visitor)
+    split = split_subject(data, "shop", Subject.of_visitor(visitor))
     assert split.matched == [line(1, "shop", visitor)]
     assert split.kept == line(2, "shop", "other") + b"\n"
 
 
 def test_a_missing_final_newline_is_tolerated() -> None:
-    split = split_visitor(OBJECT.rstrip(b"\n"), "shop", "v-10")
+    split = split_subject(OBJECT.rstrip(b"\n"), "shop", Subject.of_visitor("v-10"))
     assert split.matched == [OBJECT_LINES[1]]
     assert split.kept.count(b"\n") == 4
 
@@ -71,24 +72,24 @@ def test_a_missing_final_newline_is_tolerated() -> None:
 def test_a_damaged_line_that_may_be_the_visitors_stops_the_request() -> None:
     damaged = OBJECT + b'{"client_id" : "shop", "visitor_id" : "v-1", \n'
     with pytest.raises(RawFormatError, match="raw line 6"):
-        split_visitor(damaged, "shop", "v-1")
+        split_subject(damaged, "shop", Subject.of_visitor("v-1"))
     # A damaged line that cannot be the visitor's is none of this request's business.
-    assert split_visitor(OBJECT + b"{broken\n", "shop", "v-1").matched
+    assert split_subject(OBJECT + b"{broken\n", "shop", Subject.of_visitor("v-1")).matched
 
 
 def test_rewriting_an_object_without_the_visitor_leaves_it_alone() -> None:
     raw = gzip.compress(OBJECT)
-    assert remove_from_object(raw, "shop", "nobody") == (0, None)
-    removed, kept = remove_from_object(raw, "shop", "v-1")
+    assert remove_from_object(raw, "shop", Subject.of_visitor("nobody")) == (0, None)
+    removed, kept = remove_from_object(raw, "shop", Subject.of_visitor("v-1"))
     assert removed == 2
     assert kept is not None
-    assert gzip.decompress(kept) == split_visitor(OBJECT, "shop", "v-1").kept
+    assert gzip.decompress(kept) == split_subject(OBJECT, "shop", Subject.of_visitor("v-1")).kept
     # Same input, same bytes: a repeated rewrite is idempotent.
-    assert remove_from_object(raw, "shop", "v-1") == (2, kept)
+    assert remove_from_object(raw, "shop", Subject.of_visitor("v-1")) == (2, kept)
 
 
 def test_the_export_holds_each_event_once_oldest_first() -> None:
-    found = find_in_object(gzip.compress(OBJECT), "shop", "v-1")
+    found = find_in_object(gzip.compress(OBJECT), "shop", Subject.of_visitor("v-1"))
     assert [event.id for event in found] == [1, 5]
     buffered = [FoundEvent("t005", 5, OBJECT_LINES[4]), FoundEvent("t000", 9, b'{"late":1}')]
     merged = merge_events(buffered, found)

@@ -903,3 +903,30 @@ def test_text_and_url_redaction_is_idempotent(text: str, strict: bool) -> None:
 def test_embedded_email_is_always_removed(prefix: str, suffix: str) -> None:
     text = f"{prefix} jane.roe@example.com {suffix}"
     assert "jane.roe@example.com" not in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # analytics-node's message ids: a millisecond clock and a UUID whose digit groups
+        # once read as a Luhn-valid card number.
+        "node-next-1796219330770-4e839846-7786-4541-8260-5658b90ac519",
+        "node-next-1796223757675-3d747266-0779-400e-ab28-ca0b7d42f1bd",
+        "/orders/4e839846-7786-4541-8260-5658b90ac519/items",
+        # analytics-next's: an MD5 whose digit runs once read as phone numbers.
+        "ajs-next-9c52236299594678f3171482732190eb",
+        "ajs-next-aa9697a0d6a960575315836808edf33b",
+    ],
+)
+def test_an_id_inside_text_is_inert_as_a_uuid_is_alone(text: str) -> None:
+    assert redact_text(text) == text
+    # As a payload's value too (a Segment message's messageId), for every privacy level.
+    for strict in (False, True):
+        assert redact_event_data({"messageId": text}, strict=strict) == {"messageId": text}
+        assert redact_value([text], strict=strict) == [text]
+
+
+def test_pii_beside_an_embedded_uuid_is_still_redacted() -> None:
+    uuid_text = "4e839846-7786-4541-8260-5658b90ac519"
+    assert redact_text(f"call 415-555-2671 ref {uuid_text}") == f"call {REDACTED} ref {uuid_text}"
+    assert redact_text(f"{uuid_text}@example.com") == REDACTED

@@ -15,7 +15,8 @@ import pytest
 
 from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable
-from evothesis.registry.cache import CachedDirectory
+from evothesis.registry.cache import WRITE_KEY_ENTRY, CachedDirectory
+from evothesis.registry.secrets import hash_write_key
 from tests.support.registry import Clock, ScriptedSource
 
 T = TypeVar("T")
@@ -218,3 +219,23 @@ def test_seeding_does_not_replace_what_this_process_was_told() -> None:
 
     run(work)
     assert source.lookups == ["acme.com"]  # still the fresh answer, from the cache
+
+
+def test_write_keys_are_cached_by_digest_apart_from_hosts_and_served_stale() -> None:
+    digest = hash_write_key("wk_acme")
+    source, clock = ScriptedSource({f"key:{digest}": ACME}), Clock()
+    directory = make(source, clock)
+
+    async def work() -> None:
+        assert await directory.resolve_write_key("wk_acme") is ACME
+        assert await directory.resolve_write_key("wk_acme") is ACME
+        assert await directory.resolve_write_key("wk_other") is None
+        assert await directory.resolve_write_key("") is None  # never asked
+        assert source.lookups == [f"key:{digest}", f"key:{hash_write_key('wk_other')}"]
+        # The key itself is kept nowhere: the entry is its digest, under a name no host has.
+        assert await directory.resolve(WRITE_KEY_ENTRY.format(digest)) is None
+        source.down = True
+        clock.now += 61
+        assert await directory.resolve_write_key("wk_acme") is ACME  # stale, still served
+
+    run(work)

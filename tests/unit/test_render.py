@@ -17,6 +17,7 @@ from evothesis.domain import DeliveryTrigger
 from evothesis.export.deliveries import Delivery, Share
 from evothesis.export.render import Want, render_day, split_object
 from evothesis.gdpr.lines import remove_from_object
+from evothesis.gdpr.subjects import Subject
 
 CLAIMED = datetime(2026, 12, 3, 10, tzinfo=UTC)
 
@@ -112,7 +113,7 @@ def test_a_deletion_renders_a_json_delivery_again_in_its_own_format(fmt: str) ->
     """A data-subject deletion rewrites the raw object without the visitor and renders the
     delivery from it: the seed's document stays a document (its metadata counting what is
     left), JSON Lines stay lines."""
-    removed, kept = remove_from_object(raw_object(1, "xyx"), "shop", "x")
+    removed, kept = remove_from_object(raw_object(1, "xyx"), "shop", Subject.of_visitor("x"))
     assert removed == 2 and kept is not None
     (file,) = split_object(kept, [Want(delivery(fmt, 1), fmt, whole=True)]).parts
     assert not isinstance(file, bytes)

@@ -17,7 +17,14 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
 
-from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+    UserIdStorage,
+)
 from evothesis.registry.store import ClientSpec
 
 __all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]
@@ -90,6 +97,12 @@ SETTINGS: Final[dict[str, tuple[str, str]]] = {
         "Refuse events that carry neither a page of the client (Origin/Referer) nor its "
         "write key; events are stored with how they were authenticated either way.",
     ),
+    "user_id_storage": (
+        "User ids",
+        "What a Segment message's userId is stored as: kept, hashed (HMAC with the client's "
+        "salt) or dropped; empty: the privacy level's (standard: kept, gdpr: hashed, hipaa: "
+        "always dropped).",
+    ),
     "export_destination": (
         "Export destination",
         "The client's own bucket: s3://bucket/prefix, gs://..., az://... or "
@@ -159,7 +172,8 @@ def _setting(name: str, default: Any = None, **constraints: Any) -> Any:
 _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
 #: Changes that may be ``null``: clearing the export destination or its credentials, the
-#: schedule (back to EXPORT_SCHEDULE), the threshold, the webhook.
+#: schedule (back to EXPORT_SCHEDULE), the threshold, the webhook, the user-id storage (back
+#: to the privacy level's).
 _NULLABLE_CHANGES: Final = frozenset(
     {
         "export_destination",
@@ -168,6 +182,7 @@ _NULLABLE_CHANGES: Final = frozenset(
         "export_threshold",
         "notify_url",
         "notify_secret",
+        "user_id_storage",
     }
 )
 
@@ -185,6 +200,7 @@ class ClientCreate(BaseModel):
     consent_mode: ConsentMode = _setting("consent_mode", ConsentMode.NONE)
     bot_policy: BotPolicy = _setting("bot_policy", BotPolicy.KEEP)
     require_write_key: bool = _setting("require_write_key", False)
+    user_id_storage: UserIdStorage | None = _setting("user_id_storage")
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat = _setting("export_format", ExportFormat.JSON)
     export_credentials: Credentials | None = _setting("export_credentials")
@@ -202,7 +218,8 @@ class ClientCreate(BaseModel):
 class ClientChanges(BaseModel):
     """``PATCH /api/v1/clients/{id}``: only the fields sent change.
 
-    ``null`` clears the optional export settings; for every other field it is refused,
+    ``null`` clears the optional export settings and the user-id choice (back to the
+    privacy level's default); for every other field it is refused,
     since "no name" or "no privacy level" means nothing (and a null salt would silently
     rotate it, breaking continuity of hashed IPs).
     """
@@ -216,6 +233,7 @@ class ClientChanges(BaseModel):
     consent_mode: ConsentMode | None = _setting("consent_mode")
     bot_policy: BotPolicy | None = _setting("bot_policy")
     require_write_key: bool | None = _setting("require_write_key")
+    user_id_storage: UserIdStorage | None = _setting("user_id_storage")
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat | None = _setting("export_format")
     export_credentials: Credentials | None = _setting("export_credentials")

@@ -10,31 +10,25 @@ same event as a POST, answered with a transparent 1x1 GIF when it is stored or s
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-
 import orjson
 
 from evothesis.api.deps import Runtime
-from evothesis.api.errors import error_body, error_payload
 from evothesis.api.transport.asgi import Receive, Scope, Send
-from evothesis.api.transport.client_ip import client_ip
-from evothesis.api.transport.deadlines import ReadDeadlines
-from evothesis.clock import iso_millis
-from evothesis.domain import ClientConfig, RequestContext
-from evothesis.errors import (
-    EvothesisError,
-    MalformedBody,
-    PayloadTooLarge,
-    UnsupportedMediaType,
+from evothesis.api.transport.exchange import (
+    page_or_answer,
+    read_body,
+    request_context,
+    request_headers,
+    send,
+    send_error,
 )
+from evothesis.clock import iso_millis
+from evothesis.domain import ClientConfig
+from evothesis.errors import EvothesisError
 from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
 from evothesis.ingest.query_event import EVENT_FIELDS, event_from_query
-from evothesis.privacy import signal_on
 
-PATH = "/collect"
 _ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
 
 #: The pixel's answer: a transparent 1x1 GIF (43 bytes), never cached, so each view counts.
@@ -46,25 +40,6 @@ _PIXEL_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"cache-control", b"no-store, max-age=0"),
 ]
-
-#: Request headers the endpoint reads; the rest are never decoded.
-_WANTED_HEADERS = frozenset(
-    {
-        b"content-type",
-        b"content-length",
-        b"content-encoding",
-        b"origin",
-        b"referer",
-        b"user-agent",
-        b"x-write-key",
-        b"authorization",
-        b"dnt",
-        b"sec-gpc",
-        b"x-forwarded-for",
-        b"x-real-ip",
-        b"access-control-request-headers",
-    }
-)
 
 _EVENT_PROPERTIES: dict[str, object] = {
     "eventType": {"type": "string", "minLength": 1, "maxLength": 100},
@@ -203,48 +178,26 @@ class CollectEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in _WANTED_HEADERS
-        }
-        method = scope["method"]
-        if method not in _ALLOWED_METHODS:
-            body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
-            allow = ", ".join(_ALLOWED_METHODS).encode()
-            await _send(send, 405, orjson.dumps(body), [(b"allow", allow)])
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send_to: Send) -> None:
+        headers = request_headers(scope)
+        # The page's owner decides the CORS answer and whether the page may send events for
+        # the siteId's client.
         collector = self._runtime.ingestion.collector
-        origin = headers.get("origin")
-        # The page is resolved once: its owner decides the CORS answer and, for a POST,
-        # whether the page may send events for the siteId's client.
-        page = origin if origin is not None else headers.get("referer")
-        try:
-            page_owner = await collector.page_owner(page)
-        except EvothesisError as exc:
-            await _send_error(send, exc, [])
-            return
-        cors = _cors_headers(origin) if origin is not None and page_owner is not None else []
-        if method == "OPTIONS":
-            if origin is not None and page_owner is None:
-                body = error_body(
-                    "unauthorized_origin", f"origin {origin[:100]!r} is not a registered site"
-                )
-                await _send(send, 403, orjson.dumps(body), [])
-            else:
-                await _send(send, 204, b"", _preflight_headers(headers, cors))
+        page = await page_or_answer(
+            scope, headers, send_to, collector.page_owner, send_error, methods=_ALLOWED_METHODS
+        )
+        if page is None:
             return
         try:
-            result = await self._collect(scope, receive, headers, page_owner)
+            result = await self._collect(scope, receive, headers, page.owner)
         except EvothesisError as exc:
-            await _send_error(send, exc, cors)
+            await send_error(send_to, exc, page.cors)
             return
         status = 202 if result.spooled else 200
-        if method == "GET":
-            await _send(send, status, PIXEL_GIF, [*cors, *_PIXEL_HEADERS])
+        if scope["method"] == "GET":
+            await send(send_to, status, PIXEL_GIF, [*page.cors, *_PIXEL_HEADERS])
         else:
-            await _send(send, status, orjson.dumps(success_body(result)), cors)
+            await send(send_to, status, orjson.dumps(success_body(result)), page.cors)
 
     async def _collect(
         self,
@@ -260,43 +213,11 @@ class CollectEndpoint:
         else:
             check_media_type(headers.get("content-type"))
             assert runtime.deadlines is not None  # started with the ingestion
-            body = await _read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
-        peer = scope.get("client")
-        context = RequestContext(
-            client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
-            user_agent=headers.get("user-agent"),
-            received_at=runtime.clock.now(),
-            origin=headers.get("origin"),
-            referer=headers.get("referer"),
-            write_key=write_key(headers),
-            dnt=signal_on(headers.get("dnt")),
-            gpc=signal_on(headers.get("sec-gpc")),
+            body = await read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
+        context = request_context(
+            scope, headers, received_at=runtime.clock.now(), proxies=settings.trusted_proxies
         )
         return await runtime.ingestion.collector.collect(body, context, page_owner)
-
-
-def write_key(headers: dict[str, str]) -> str | None:
-    """The write key a request carries: ``X-Write-Key``, or the user name of HTTP Basic
-    authentication (how Segment-style SDKs send it). An Authorization header that is Basic
-    but unreadable is a key that cannot match, not an absent one: the request is refused
-    rather than treated as carrying no key."""
-    key = headers.get("x-write-key")
-    if key is not None:
-        return key
-    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
-    return decoded.partition(":")[0]
-
-
-async def _send_error(send: Send, error: EvothesisError, cors: list[tuple[bytes, bytes]]) -> None:
-    status, payload, extra = error_payload(error)
-    headers = [*cors, *((k.encode(), v.encode()) for k, v in extra.items())]
-    await _send(send, status, orjson.dumps(payload), headers)
 
 
 def success_body(result: CollectResult) -> dict[str, object]:
@@ -335,75 +256,3 @@ def success_body(result: CollectResult) -> dict[str, object]:
     if result.event_id is not None:
         body["event_id"] = result.event_id
     return body
-
-
-def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
-    """Registered sites post cross-origin; echo their origin so the browser may read answers.
-    Origins of no client get no CORS headers at all, so their pages cannot read answers."""
-    return [
-        (b"access-control-allow-origin", origin.encode("latin-1")),
-        (b"access-control-expose-headers", b"Retry-After"),
-        (b"vary", b"Origin"),
-    ]
-
-
-def _preflight_headers(
-    headers: dict[str, str], cors: list[tuple[bytes, bytes]]
-) -> list[tuple[bytes, bytes]]:
-    requested = headers.get("access-control-request-headers", "Content-Type")
-    return [
-        *cors,
-        (b"access-control-allow-methods", b"POST, OPTIONS"),
-        (b"access-control-allow-headers", requested.encode("latin-1")),
-        (b"access-control-max-age", b"86400"),
-    ]
-
-
-async def _read_body(
-    receive: Receive, headers: dict[str, str], limit: int, deadlines: ReadDeadlines
-) -> bytes:
-    """Read at most ``limit`` bytes before the read deadline (a stalled sender must not
-    hold a connection and a task forever), refusing early on a large Content-Length."""
-    if headers.get("content-encoding", "identity").lower() != "identity":
-        raise UnsupportedMediaType("compressed request bodies are not accepted")
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedBody(f"invalid Content-Length header: {declared[:40]!r}")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body is {declared} bytes; at most {limit} accepted")
-    reader = deadlines.begin()
-    try:
-        return await _receive_all(receive, limit)
-    except asyncio.CancelledError:
-        timeout = deadlines.timed_out(reader)
-        if timeout is None:
-            raise
-        raise timeout from None
-    finally:
-        deadlines.end(reader)
-
-
-async def _receive_all(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MalformedBody("client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """Send a whole answer; its body is JSON unless ``headers`` name another type."""
-    response_headers = [*headers, (b"content-length", str(len(body)).encode())]
-    if body and not any(name == b"content-type" for name, _ in headers):
-        response_headers.append((b"content-type", b"application/json"))
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})

@@ -25,7 +25,14 @@ from evothesis.cli.common import (
     run_services,
 )
 from evothesis.config import environment_help
-from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    IpCollection,
+    PrivacyLevel,
+    UserIdStorage,
+)
 from evothesis.registry.secrets import new_notify_secret
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 from evothesis.services import Services
@@ -102,6 +109,13 @@ def add_client(
             "write key (stored events say how they were authenticated either way).",
         ),
     ] = False,
+    user_ids: Annotated[
+        UserIdStorage | None,
+        typer.Option(
+            help="What a Segment message's userId is stored as (default: the privacy "
+            "level's: standard kept, gdpr hashed; hipaa always drops them)."
+        ),
+    ] = None,
     domains: Annotated[
         list[str] | None,
         typer.Option(
@@ -133,6 +147,7 @@ def add_client(
         consent_mode=consent,
         bot_policy=bots,
         require_write_key=require_write_key,
+        user_id_storage=user_ids,
         export_destination=export_destination,
         export_format=export_format,
         export_schedule=export_schedule,

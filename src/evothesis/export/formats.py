@@ -39,8 +39,8 @@ class RawEvent(msgspec.Struct, kw_only=True, gc=False):
 
     The core fields have no default, so a line without one of them is refused. The enriched
     fields (``domain.ENRICHED_COLUMNS``, in that order) default to "not enriched", which is
-    how raw objects written before enrichment existed read; so does ``source``, for raw
-    objects written before it was recorded. ``raw_event_data`` holds the
+    how raw objects written before enrichment existed read; so do ``source`` and
+    ``user_id``, for raw objects written before they were recorded. ``raw_event_data`` holds the
     event's JSON text, compact: no client format needs it as Python values, and not
     building them is most of the saving. ``gc=False``: structs of strings cannot form
     cycles, so the collector never visits them.
@@ -77,6 +77,9 @@ class RawEvent(msgspec.Struct, kw_only=True, gc=False):
     #: How the sender was authenticated (``domain.EventSource``); none in raw objects
     #: written before it was recorded.
     source: str | None = None
+    #: A Segment message's user, as its client stores user ids; none for /collect events
+    #: and in raw objects written before it was recorded.
+    user_id: str | None = None
     raw_event_data: msgspec.Raw
 
 
@@ -113,6 +116,7 @@ PARQUET_SCHEMA: Final[pa.Schema] = pa.schema(
             for name in ENRICHED_COLUMNS
         ),
         pa.field("source", pa.string()),
+        pa.field("user_id", pa.string()),
         pa.field("raw_event_data", pa.string(), nullable=False),
     ]
 )
@@ -141,11 +145,12 @@ _OPTIONAL_TEXT: Final = (
     "user_agent",
     *(name for name in ENRICHED_COLUMNS if name != "is_bot"),
     "source",
+    "user_id",
 )
 _TIME_COLUMNS: Final = ("timestamp", "created_at")
 #: What raw objects written before enrichment existed lack: read as "not enriched".
 _ENRICHED_DEFAULTS: Final = {name: False if name == "is_bot" else None for name in ENRICHED_COLUMNS}
-_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS) - {"source"}
+_RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS) - {"source", "user_id"}
 
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
@@ -166,6 +171,7 @@ class BadLine:
     event_id: str | None = None
     visitor_id: str | None = None
     session_id: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +267,7 @@ def _check_line(decoded: object) -> str | None:
     if "is_bot" not in decoded:
         decoded.update(_ENRICHED_DEFAULTS)
     decoded.setdefault("source", None)
+    decoded.setdefault("user_id", None)
     return _check_event(decoded)
 
 
@@ -282,6 +289,7 @@ def _bad_line(number: int, line: bytes, reason: str, decoded: object) -> BadLine
         text("event_id"),
         text("visitor_id"),
         text("session_id"),
+        text("user_id"),
     )
 
 

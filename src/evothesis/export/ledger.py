@@ -197,6 +197,7 @@ class ExportLedger:
                 received_at,
                 line.visitor_id,
                 line.session_id,
+                line.user_id,
             )
             for line in lines
         ]

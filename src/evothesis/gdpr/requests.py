@@ -1,10 +1,11 @@
-"""Data-subject requests by visitor id: export (portability) and deletion (erasure).
+"""Data-subject requests by visitor id or user id: export (portability) and deletion
+(erasure), following the client's alias links (``gdpr.subjects``).
 
-A visitor's events live in up to three places: the buffer (until retention purges them),
+A subject's events live in up to three places: the buffer (until retention purges them),
 the raw objects (every client's events of a batch), and the client's processed files (a
 delivery's files, in its format, and the copies replays wrote). Processed files are a pure
 function of their delivery's raw objects (``export.deliveries``), so deletion rewrites the
-raw objects without the visitor and renders the delivery's files again from them, instead
+raw objects without the subject and renders the delivery's files again from them, instead
 of editing JSON, CSV and Parquet separately.
 
 Deletion is safe against crashes and against the exporters:
@@ -12,7 +13,7 @@ Deletion is safe against crashes and against the exporters:
 * it holds the export lock exclusively, so no export or processing run reads a buffer row or
   an object while it is being changed, and a run that starts later sees the new state;
 * a delivery's files are rewritten before its raw objects, so a request cut short leaves
-  the visitor in a raw object, where running it again finds them and redoes both;
+  the subject in a raw object, where running it again finds them and redoes both;
 * every step is in the append-only audit log (requested, then completed or failed), and the
   receipt of a completed deletion is also written to the backup bucket.
 """
@@ -20,7 +21,6 @@ Deletion is safe against crashes and against the exporters:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
+from evothesis.domain import SubjectKind
 from evothesis.errors import (
+    ConfigurationError,
     ExportsRunning,
     NotFound,
     ObjectStoreError,
@@ -48,6 +50,7 @@ from evothesis.gdpr.lines import (
     remove_from_object,
 )
 from evothesis.gdpr.store import ClientBatch, ClientObjects, ClientReplay, SubjectStore
+from evothesis.gdpr.subjects import LinkLookup, Subject, resolve_subject
 from evothesis.objects.cpu import run_in_worker
 
 logger = logging.getLogger("evothesis.gdpr")
@@ -65,10 +68,8 @@ Progress = Callable[[int, int], None]
 _INCOMPLETE = (ObjectStoreError, StorageUnavailable)
 
 
-def visitor_digest(visitor_id: str) -> str:
-    """How the audit log and receipts name a visitor: enough to answer "was this visitor
-    deleted?" for someone who knows the id, without keeping the id itself."""
-    return hashlib.sha256(visitor_id.encode()).hexdigest()
+#: A client's salt (for the hashed forms of its user ids), ``None`` when it has none.
+SaltLookup = Callable[[str], Awaitable[bytes | None]]
 
 
 def receipt_key(client_id: str, request_id: uuid.UUID) -> str:
@@ -76,8 +77,8 @@ def receipt_key(client_id: str, request_id: uuid.UUID) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class VisitorExport:
-    """The visitor's events as one JSON Lines file, and what was searched to find them."""
+class SubjectExport:
+    """The subject's events as one JSON Lines file, and what was searched to find them."""
 
     request_id: uuid.UUID
     #: The events' lines, oldest first, then the failed events' lines (their own shape:
@@ -90,11 +91,21 @@ class VisitorExport:
 
 
 class DataSubjectRequests:
-    """Export and deletion of one visitor's events within one client."""
+    """Export and deletion of one person's events within one client, named by a visitor id
+    or a user id.
 
-    def __init__(self, pool: asyncpg.Pool, pipeline: ExportPipeline) -> None:
+    ``salts`` opens a client's salt, so that user ids stored as their keyed hash are found
+    too; ``None`` in a process without the registry's secrets (a collector whose registry
+    is another service), where requests by user id are refused (503) rather than answered
+    without the hashed ids, and requests by visitor id follow the links they can.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, pipeline: ExportPipeline, salts: SaltLookup | None = None
+    ) -> None:
         self._store = SubjectStore(pool)
         self._pipeline = pipeline
+        self._salts = salts
 
     async def audit_log(self, client_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
         return await self._store.audit_log(client_id, limit)
@@ -102,14 +113,21 @@ class DataSubjectRequests:
     # -------------------------------------------------------------------------------- export
 
     async def export(
-        self, client_id: str, visitor_id: str, *, progress: Progress | None = None
-    ) -> VisitorExport:
-        """Every event and failed event of the visitor, from the buffer, the raw objects and
-        the backup bucket's failed-events files, each once, oldest first, in the lines the
-        exports write them as."""
-        request_id = await self._begin("export", client_id, visitor_id)
+        self,
+        client_id: str,
+        visitor_id: str | None = None,
+        *,
+        user_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> SubjectExport:
+        """Every event and failed event of the subject (a visitor or a user, and every id
+        alias links tie to them), from the buffer, the raw objects and the backup bucket's
+        failed-events files, each once, oldest first, in the lines the exports write them
+        as."""
+        subject = await self._subject(client_id, visitor_id, user_id)
+        request_id = await self._begin("export", client_id, subject)
         try:
-            snapshot = await self._store.snapshot(client_id, visitor_id)
+            snapshot = await self._store.snapshot(client_id, subject)
             objects = snapshot.objects
             raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
             tally = _Tally(objects.count, progress)
@@ -117,7 +135,7 @@ class DataSubjectRequests:
             async def search_raw(batch: ClientBatch) -> list[FoundEvent]:
                 data = await raw.get(batch.raw_key)
                 found: list[FoundEvent] = await run_in_worker(
-                    find_in_object, data, client_id, visitor_id
+                    find_in_object, data, client_id, subject
                 )
                 tally.step()
                 return found
@@ -125,7 +143,7 @@ class DataSubjectRequests:
             async def search_failed(key: str) -> list[FoundEvent]:
                 data = await backup.get(key)
                 found: list[FoundEvent] = await run_in_worker(
-                    partial(find_in_object, arrived="received_at"), data, client_id, visitor_id
+                    partial(find_in_object, arrived="received_at"), data, client_id, subject
                 )
                 tally.step()
                 return found
@@ -135,7 +153,7 @@ class DataSubjectRequests:
                 snapshot.failed, *await _bounded(search_failed, objects.failed_files)
             )
         except _INCOMPLETE as exc:
-            await self._failed("export", request_id, client_id, visitor_id, exc)
+            await self._failed("export", request_id, client_id, subject, exc)
             raise RequestIncomplete(f"the export could not finish: {exc}") from exc
         events, failed = data.count(b"\n"), failed_data.count(b"\n")
         await self._audit(
@@ -143,15 +161,16 @@ class DataSubjectRequests:
             "completed",
             request_id,
             client_id,
-            visitor_id,
+            subject,
             {
                 "events": events,
                 "buffered_events": len(snapshot.events),
                 "failed_events": failed,
                 "objects_searched": objects.count,
+                **_ids_searched(subject),
             },
         )
-        return VisitorExport(
+        return SubjectExport(
             request_id, data + failed_data, events, len(snapshot.events), objects.count, failed
         )
 
@@ -160,32 +179,41 @@ class DataSubjectRequests:
     async def delete(
         self,
         client_id: str,
-        visitor_id: str,
+        visitor_id: str | None = None,
         *,
+        user_id: str | None = None,
         wait_s: float = 30.0,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Remove the visitor's events and failed events from the buffer and from every
-        exported object of the client (raw objects, the client's files, the backup bucket's
-        failed-events files); the receipt says what was rewritten. Other visitors' events are
-        untouched: their lines are kept byte for byte, and their rows are rendered by the
-        same code from the same lines."""
-        request_id = await self._begin("delete", client_id, visitor_id)
+        """Remove the subject's events and failed events (a visitor's or a user's, and every
+        id alias links tie to them) from the buffer and from every exported object of the
+        client (raw objects, the client's files, the backup bucket's failed-events files),
+        and the alias links between those ids; the receipt says what was rewritten. Other
+        people's events are untouched: their lines are kept byte for byte, and their rows
+        are rendered by the same code from the same lines."""
+        subject = await self._subject(client_id, visitor_id, user_id)
+        request_id = await self._begin("delete", client_id, subject)
         requested_at = datetime.now(UTC)
         try:
             async with self._store.exclusive(wait_s):
-                buffered, buffered_failed = await self._store.delete_buffered(client_id, visitor_id)
+                # The links again, inside the lock: an alias stored since is followed too.
+                subject = await self._subject(client_id, visitor_id, user_id)
+                buffered, buffered_failed, links = await self._store.delete_buffered(
+                    client_id, subject
+                )
                 objects = await self._store.client_objects(client_id)
-                rewritten = await self._rewrite(objects, client_id, visitor_id, progress)
+                rewritten = await self._rewrite(objects, client_id, subject, progress)
             receipt = {
                 "request_id": str(request_id),
                 "kind": "delete",
                 "client_id": client_id,
-                "visitor_sha256": visitor_digest(visitor_id),
+                f"{subject.kind}_sha256": subject.digest,
+                **_ids_searched(subject),
                 "requested_at": requested_at.isoformat(),
                 "completed_at": datetime.now(UTC).isoformat(),
                 "buffer_events_deleted": buffered,
                 "buffer_failed_events_deleted": buffered_failed,
+                "identity_links_deleted": links,
                 "objects_searched": objects.count,
                 "events_deleted_from_objects": sum(
                     o["events_removed"] for o in rewritten if o["bucket"] == "raw"
@@ -200,18 +228,19 @@ class DataSubjectRequests:
                 orjson.dumps(receipt, option=orjson.OPT_INDENT_2),
             )
         except ExportsRunning as exc:
-            await self._failed("delete", request_id, client_id, visitor_id, exc)
+            await self._failed("delete", request_id, client_id, subject, exc)
             raise
         except _INCOMPLETE as exc:
-            await self._failed("delete", request_id, client_id, visitor_id, exc)
+            await self._failed("delete", request_id, client_id, subject, exc)
             raise RequestIncomplete(
                 f"the deletion could not finish ({exc}); what was done stays done, "
                 "run the same request again to complete it"
             ) from exc
-        await self._audit("delete", "completed", request_id, client_id, visitor_id, receipt)
+        await self._audit("delete", "completed", request_id, client_id, subject, receipt)
         logger.info(
-            "Deleted visitor sha256:%s of client %s: %d buffered events, %d objects rewritten",
-            receipt["visitor_sha256"][:12],
+            "Deleted %s sha256:%s of client %s: %d buffered events, %d objects rewritten",
+            subject.kind,
+            subject.digest[:12],
             client_id,
             buffered,
             len(rewritten),
@@ -222,27 +251,27 @@ class DataSubjectRequests:
         self,
         objects: ClientObjects,
         client_id: str,
-        visitor_id: str,
+        subject: Subject,
         progress: Progress | None,
     ) -> list[dict[str, Any]]:
-        """Each raw object of the client without the visitor; the files of a delivered
+        """Each raw object of the client without the subject; the files of a delivered
         delivery (and replays' copies of them) first, rendered from its new objects (see
         the module docstring), one delivery at a time so that only its new objects are
         held; a delivery not yet written renders from the new objects later by itself.
-        Then each failed-events file without the visitor's."""
+        Then each failed-events file without the subject's."""
         raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
         tally = _Tally(objects.count, progress)
 
         async def strip(batch: ClientBatch) -> tuple[ClientBatch, int, bytes | None]:
             removed, kept = await run_in_worker(
-                remove_from_object, await raw.get(batch.raw_key), client_id, visitor_id
+                remove_from_object, await raw.get(batch.raw_key), client_id, subject
             )
             tally.step()
             return batch, removed, kept
 
         async def rewrite_failed(key: str) -> list[dict[str, Any]]:
             removed, kept = await run_in_worker(
-                remove_from_object, await backup.get(key), client_id, visitor_id
+                remove_from_object, await backup.get(key), client_id, subject
             )
             tally.step()
             if kept is None:
@@ -313,13 +342,31 @@ class DataSubjectRequests:
 
     # ---------------------------------------------------------------------------- audit log
 
-    async def _begin(self, kind: str, client_id: str, visitor_id: str) -> uuid.UUID:
-        if not visitor_id:
-            raise NotFound("a visitor id is required")
+    async def _subject(
+        self, client_id: str, visitor_id: str | None, user_id: str | None
+    ) -> Subject:
+        """Whom the request is about, with every id the client's alias links tie to them."""
+        if (visitor_id is None) == (user_id is None) or not (visitor_id or user_id):
+            raise NotFound("a visitor id or a user id is required (one of them)")
         if not await self._store.client_exists(client_id):
             raise NotFound(f"no client {client_id!r}")
+        if user_id is not None and self._salts is None:
+            raise ConfigurationError(
+                "requests by user id need the registry's secrets (its salts hash user ids): "
+                "run them where the registry is, e.g. with `evothesis gdpr`"
+            )
+        salt = await self._salts(client_id) if self._salts is not None else None
+        if user_id is not None:
+            return await resolve_subject(SubjectKind.USER, user_id, salt, self._links(client_id))
+        assert visitor_id is not None
+        return await resolve_subject(SubjectKind.VISITOR, visitor_id, salt, self._links(client_id))
+
+    def _links(self, client_id: str) -> LinkLookup:
+        return partial(self._store.links, client_id)
+
+    async def _begin(self, kind: str, client_id: str, subject: Subject) -> uuid.UUID:
         request_id = uuid.uuid4()
-        await self._audit(kind, "requested", request_id, client_id, visitor_id, {})
+        await self._audit(kind, "requested", request_id, client_id, subject, {})
         return request_id
 
     async def _failed(
@@ -327,13 +374,13 @@ class DataSubjectRequests:
         kind: str,
         request_id: uuid.UUID,
         client_id: str,
-        visitor_id: str,
+        subject: Subject,
         exc: BaseException,
     ) -> None:
         """Record the failure when the database still answers; the error is raised anyway."""
         try:
             await self._audit(
-                kind, "failed", request_id, client_id, visitor_id, {"error": str(exc)[:2000]}
+                kind, "failed", request_id, client_id, subject, {"error": str(exc)[:2000]}
             )
         except StorageUnavailable:
             logger.warning("Could not record the failure of request %s: %s", request_id, exc)
@@ -344,7 +391,7 @@ class DataSubjectRequests:
         step: str,
         request_id: uuid.UUID,
         client_id: str,
-        visitor_id: str,
+        subject: Subject,
         receipt: dict[str, Any],
     ) -> None:
         await self._store.audit(
@@ -352,9 +399,19 @@ class DataSubjectRequests:
             kind=kind,
             step=step,
             client_id=client_id,
-            visitor_sha256=visitor_digest(visitor_id),
+            visitor_sha256=subject.digest,
             receipt=receipt,
         )
+
+
+def _ids_searched(subject: Subject) -> dict[str, object]:
+    """What the request named, and how many ids it covered (the requested one, its stored
+    forms, and those alias links tie to it); never the ids themselves."""
+    return {
+        "subject": subject.kind,
+        "visitor_ids": len(subject.visitor_ids),
+        "user_ids": len(subject.user_ids),
+    }
 
 
 T = TypeVar("T")

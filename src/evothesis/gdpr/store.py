@@ -1,5 +1,6 @@
-"""What data-subject requests read and write in PostgreSQL: the visitor's buffered events,
-the exported batches that hold the client's events, the exclusive export lock, the audit log.
+"""What data-subject requests read and write in PostgreSQL: the alias links between ids, the
+subject's buffered events, the exported batches that hold the client's events, the exclusive
+export lock, the audit log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 from evothesis.errors import ExportsRunning, LockBusy
 from evothesis.export.keys import failed_events_key
 from evothesis.gdpr.lines import FoundEvent, found_events
+from evothesis.gdpr.subjects import IdentityLink, Subject
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import session_lock, with_connection
@@ -79,10 +81,10 @@ class ClientObjects:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What a visitor's export reads from PostgreSQL, at one moment."""
+    """What a subject's export reads from PostgreSQL, at one moment."""
 
     objects: ClientObjects
-    #: The visitor's events and failed events still in the buffer, as exported lines.
+    #: The subject's events and failed events still in the buffer, as exported lines.
     events: list[FoundEvent]
     failed: list[FoundEvent]
 
@@ -98,8 +100,19 @@ class SubjectStore:
         files a visitor may ask about)."""
         return bool(await self._run(lambda c: c.fetchval(query("gdpr_client_exists"), client_id)))
 
-    async def snapshot(self, client_id: str, visitor_id: str) -> Snapshot:
-        """The client's exported batches and the visitor's buffered events and failed
+    async def links(
+        self, client_id: str, user_forms: frozenset[str], visitor_ids: frozenset[str]
+    ) -> list[IdentityLink]:
+        """The client's alias links that touch these user-id forms or visitor ids."""
+        rows = await self._run(
+            lambda c: c.fetch(
+                query("gdpr_identity_links"), client_id, sorted(user_forms), sorted(visitor_ids)
+            )
+        )
+        return [IdentityLink(r["previous_id"], r["user_id"], r["anonymous_id"]) for r in rows]
+
+    async def snapshot(self, client_id: str, subject: Subject) -> Snapshot:
+        """The client's exported batches and the subject's buffered events and failed
         events, as of one moment.
 
         One repeatable-read snapshot: an event or a failed event leaves the buffer (purge)
@@ -107,12 +120,11 @@ class SubjectStore:
         """
 
         async def read(connection: Connection) -> Snapshot:
+            ids = (client_id, sorted(subject.visitor_ids), sorted(subject.user_ids))
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 objects = await _client_objects(connection, client_id)
-                events = await connection.fetch(query("gdpr_buffer_lines"), client_id, visitor_id)
-                failed = await connection.fetch(
-                    query("gdpr_buffer_failed_lines"), client_id, visitor_id
-                )
+                events = await connection.fetch(query("gdpr_buffer_lines"), *ids)
+                failed = await connection.fetch(query("gdpr_buffer_failed_lines"), *ids)
             return Snapshot(
                 objects,
                 found_events([row["line"].encode() for row in events]),
@@ -126,13 +138,18 @@ class SubjectStore:
         objects: ClientObjects = await self._run(lambda c: _client_objects(c, client_id))
         return objects
 
-    async def delete_buffered(self, client_id: str, visitor_id: str) -> tuple[int, int]:
-        """Remove the visitor's events and failed events from the buffer; how many of each
-        there were."""
+    async def delete_buffered(self, client_id: str, subject: Subject) -> tuple[int, int, int]:
+        """Remove the subject's events, failed events and alias links from the buffer; how
+        many of each there were."""
         row = await self._run(
-            lambda c: c.fetchrow(query("gdpr_delete_buffer"), client_id, visitor_id)
+            lambda c: c.fetchrow(
+                query("gdpr_delete_buffer"),
+                client_id,
+                sorted(subject.visitor_ids),
+                sorted(subject.user_ids),
+            )
         )
-        return int(row["events"]), int(row["failed"])
+        return int(row["events"]), int(row["failed"]), int(row["links"])
 
     @contextlib.asynccontextmanager
     async def exclusive(self, wait_s: float) -> AsyncIterator[None]:

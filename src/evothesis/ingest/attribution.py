@@ -1,4 +1,5 @@
-"""Which client does a site belong to? The seam the pixel-management registry plugs into."""
+"""Which client does a site (or a write key) belong to? The seam the pixel-management
+registry plugs into."""
 
 from __future__ import annotations
 
@@ -12,3 +13,7 @@ class SiteDirectory(Protocol):
     ``None`` when nobody owns it; ``registry.cache.CachedDirectory`` is the real one."""
 
     async def resolve(self, site_id: str) -> ClientConfig | None: ...
+
+    async def resolve_write_key(self, key: str) -> ClientConfig | None:
+        """The client a write key belongs to (the Segment API's attribution), or ``None``."""
+        ...

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext
+from evothesis.domain import ClientConfig, PrivacyLevel, RequestContext, RowColumns
 from evothesis.enrich.geo import GeoLocator, open_geo_database
-from evothesis.enrich.referrer import attribute, sent_utm
+from evothesis.enrich.referrer import attribute
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
 __all__ = [
@@ -35,8 +35,9 @@ RequestColumns = tuple[_Text, _Text, _Text, _Text, bool, _Text, _Text, _Text]
 #: A row's columns from its event: referrer class and the five UTM values.
 EventColumns = tuple[_Text, _Text, _Text, _Text, _Text, _Text]
 
-#: What adds the per-event columns to a row: from a protected payload and its site's host.
-EventEnrichment = Callable[[dict[str, Any], str], EventColumns]
+#: What adds the per-event columns to a row: from a protected payload's columns
+#: (``domain.RowColumns``) and its site's host.
+EventEnrichment = Callable[[RowColumns, str], EventColumns]
 
 #: The request part of a row with enrichment off.
 _BLANK_REQUEST: Final[RequestColumns] = (None, None, None, None, False, None, None, None)
@@ -65,7 +66,7 @@ class Enricher:
     ) -> None:
         self._user_agents = user_agents
         self._geo = geo
-        #: ``referrer_class`` and the UTM values of one protected event payload: a
+        #: ``referrer_class`` and the UTM values of one protected event: a
         #: module-level function, which pickles, so a worker process can build rows too.
         self.event: EventEnrichment = event_columns if self.enabled else _no_event_columns
 
@@ -93,17 +94,13 @@ class Enricher:
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
 
-def event_columns(payload: dict[str, Any], site_host: str) -> EventColumns:
-    """``referrer_class`` and the UTM values of one protected event payload."""
-    return attribute(
-        _text(payload.get("url")),
-        _text(payload.get("referrer")),
-        site_host,
-        sent_utm(payload.get("attribution")),
-    )
+def event_columns(columns: RowColumns, site_host: str) -> EventColumns:
+    """``referrer_class`` and the UTM values of one event, from the page, referrer and
+    sent UTM values its wire format's reader found in its protected payload."""
+    return attribute(_text(columns.url), _text(columns.referrer), site_host, columns.utm)
 
 
-def _no_event_columns(payload: dict[str, Any], site_host: str) -> EventColumns:
+def _no_event_columns(columns: RowColumns, site_host: str) -> EventColumns:
     return NOT_ENRICHED
 
 

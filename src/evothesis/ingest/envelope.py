@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from evothesis.domain import Envelope, Event, RejectedEvent, RejectReason, uuid7
+from evothesis.domain import Envelope, Event, RejectedEvent, RejectReason, RowColumns, uuid7
 from evothesis.enrich.limits import EventLimits, apply_limits
+from evothesis.enrich.referrer import sent_utm
 from evothesis.errors import (
     BatchTooLarge,
     InvalidEvent,
@@ -82,14 +83,19 @@ def parse_envelope(
     has_nul = b"\\u0000" in body
     inner = document.get("events")
     if has_nul:
-        _refuse_nul_characters([*document, *(v for k, v in document.items() if k != "events")])
+        refuse_nul_characters([*document, *(v for k, v in document.items() if k != "events")])
     if limits is not None:
         document = apply_limits(document, limits, _CORE_FIELDS)
     outer = _build_event(document, inherited=None, now=now, where="")
     if outer.event_type != "batch":
         if "events" in document:
             raise InvalidEvent("'events' is only allowed when eventType is 'batch'", field="events")
-        return Envelope(events=(outer,), inner_count=0)
+        return Envelope(
+            events=(outer,),
+            inner_count=0,
+            columns=collect_columns,
+            consent=document.get("consent"),
+        )
 
     if not isinstance(inner, list):
         raise InvalidEvent("a batch needs 'events': a list of event objects", field="events")
@@ -122,9 +128,26 @@ def parse_envelope(
     return Envelope(
         events=tuple(events),
         inner_count=len(own),
+        columns=collect_columns,
+        consent=document.get("consent"),
         inherited=inherited,
         own=tuple(own),
         rejected=tuple(rejected),
+    )
+
+
+def collect_columns(payload: dict[str, Any]) -> RowColumns:
+    """A /collect event's columns: its own keys (user ids are the Segment API's)."""
+    get = payload.get
+    return RowColumns(
+        get("eventType"),
+        get("sessionId"),
+        get("visitorId"),
+        get("url"),
+        get("path"),
+        get("referrer"),
+        None,
+        sent_utm(get("attribution")),
     )
 
 
@@ -144,7 +167,7 @@ def _inner_event(
             reason=RejectReason.NOT_AN_OBJECT,
         )
     if has_nul:
-        _refuse_nul_characters([*item.keys(), *item.values()], where=where[:-1])
+        refuse_nul_characters([*item.keys(), *item.values()], where=where[:-1])
     if limits is not None:
         item = apply_limits(item, limits, _CORE_FIELDS, where)
     event = _build_event(item, inherited=inherited, now=now, where=where)
@@ -237,24 +260,30 @@ def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
     value = payload.get(name)
     if value is None:
         return None
+    return checked_text(value, f"{where}{name}", FIELD_LIMITS[name])
+
+
+def checked_text(value: object, field: str, limit: int) -> str:
+    """``value`` as a string of at most ``limit`` characters, or ``InvalidEvent`` naming
+    ``field`` (also the Segment parser's rule for its ids and names)."""
     if not isinstance(value, str):
         raise InvalidEvent(
-            f"{where}{name} must be a string, not {_json_type(value)}",
-            field=f"{where}{name}",
+            f"{field} must be a string, not {_json_type(value)}",
+            field=field,
             reason=RejectReason.WRONG_TYPE,
         )
-    limit = FIELD_LIMITS[name]
     if len(value) > limit:
         raise InvalidEvent(
-            f"{where}{name} is {len(value)} characters; at most {limit} are accepted",
-            field=f"{where}{name}",
+            f"{field} is {len(value)} characters; at most {limit} are accepted",
+            field=field,
             reason=RejectReason.TOO_LONG,
         )
     return value
 
 
-def _refuse_nul_characters(pending: list[object], where: str | None = None) -> None:
-    """PostgreSQL's JSONB cannot hold U+0000; one such event would fail a whole flush.
+def refuse_nul_characters(pending: list[object], where: str | None = None) -> None:
+    """PostgreSQL's JSONB cannot hold U+0000; one such event would fail a whole flush
+    (the Segment parser refuses them the same way).
 
     Walks iteratively because orjson accepts nesting deeper than Python's recursion limit.
     """

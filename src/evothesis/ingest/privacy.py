@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from evothesis.domain import (
+    COLLECT_VERIFIED,
     ClientConfig,
     ConsentMode,
     Envelope,
@@ -104,15 +105,14 @@ def protect_user_agent(user_agent: str | None, strict: bool) -> str | None:
     return redact_text(user_agent, strict=strict)
 
 
-#: Payload fields the parser has already validated into PII-free shapes: a canonical UUID
-#: and an ISO-8601 timestamp. (Not ``siteId``: a full URL with a query string is accepted
-#: there, and only its host is checked.)
-VERIFIED_FIELDS = frozenset({"eventId", "timestamp"})
-
-
-def protect_payload(payload: dict[str, Any], privacy: RequestPrivacy) -> dict[str, Any]:
-    """The event as it may be stored: PII redacted, identifiers gone when anonymous."""
-    redacted = redact_event_data(payload, strict=privacy.strict, verified=VERIFIED_FIELDS)
+def protect_payload(
+    payload: dict[str, Any],
+    privacy: RequestPrivacy,
+    verified: frozenset[str] = COLLECT_VERIFIED,
+) -> dict[str, Any]:
+    """The event as it may be stored: PII redacted (except the top-level ``verified`` keys,
+    which the parser has already made PII-free), identifiers gone when anonymous."""
+    redacted = redact_event_data(payload, strict=privacy.strict, verified=verified)
     assert isinstance(redacted, dict)
     return strip_identifiers(redacted) if privacy.anonymize else redacted
 
@@ -136,12 +136,13 @@ def protect_envelope(envelope: Envelope, privacy: RequestPrivacy) -> list[dict[s
     result as protecting each merged payload, for a fraction of the work on batches.
     JSONB keeps no key order, so only the order of keys may differ.
     """
-    protected = [protect_payload(envelope.events[0].payload, privacy)]
+    verified = envelope.verified
+    protected = [protect_payload(envelope.events[0].payload, privacy, verified)]
     if not envelope.inner_count:
         return protected
-    shared = protect_payload(envelope.inherited, privacy)
+    shared = protect_payload(envelope.inherited, privacy, verified)
     for event, own in zip(envelope.events[1:], envelope.own, strict=True):
-        payload = {**shared, **protect_payload(own, privacy)}
+        payload = {**shared, **protect_payload(own, privacy, verified)}
         payload["eventId"] = event.event_id  # canonical, as the parser stored it
         protected.append(payload)
     return protected

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Final, NamedTuple
 
@@ -59,6 +59,7 @@ __all__ = [
     "Intake",
     "Step",
     "accept",
+    "accept_all",
     "authorize",
     "build_rows",
     "decide_privacy",
@@ -177,9 +178,7 @@ def authorize(intake: Intake) -> Intake:
 def decide_privacy(intake: Intake) -> Intake | Dropped:
     """The client's privacy rules against the visitor's DNT/GPC signals and consent."""
     envelope = intake.envelope
-    privacy = request_privacy(
-        intake.client, intake.context, envelope.events[0].payload.get("consent")
-    )
+    privacy = request_privacy(intake.client, intake.context, envelope.consent)
     reason = privacy.decision.drop_reason
     if reason is not None:
         return Dropped(reason, len(envelope.events))
@@ -237,6 +236,12 @@ def accept(event_columns: EventEnrichment, intake: Intake) -> Accepted:
     return build_rows(event_columns, protect(intake))
 
 
+def accept_all(event_columns: EventEnrichment, intakes: Sequence[Intake]) -> list[Accepted]:
+    """``accept`` for each of a request's envelopes (a Segment request has one per
+    message), in one call: one trip to a worker process for all of them."""
+    return [accept(event_columns, intake) for intake in intakes]
+
+
 def build_rows(event_columns: EventEnrichment, intake: Intake) -> Accepted:
     """The protected, enriched ``events_log`` rows, the batch's rejected inner events as
     ``failed_events`` rows, and a hipaa client's audit record.
@@ -258,6 +263,7 @@ def build_rows(event_columns: EventEnrichment, intake: Intake) -> Accepted:
     client_id = client.client_id
     ip, user_agent, received_at = privacy.stored_ip, privacy.user_agent, context.received_at
     per_request = intake.enrichment.columns
+    read = envelope.columns
     seen: set[str] = set()
     for event, payload in zip(envelope.events, intake.payloads, strict=True):
         if event.event_id in seen:
@@ -267,27 +273,28 @@ def build_rows(event_columns: EventEnrichment, intake: Intake) -> Accepted:
             raw = orjson.dumps(payload).decode()
         except orjson.JSONEncodeError as exc:
             raise InvalidEvent(f"event cannot be stored: {exc}") from None
-        get = payload.get
+        columns = read(payload)
         # Positional on purpose: this runs once per event on the hot path.
         rows.append(
             EventRow(
                 event.event_id,
-                get("eventType", event.event_type),
-                get("sessionId"),
-                get("visitorId"),
+                event.event_type if columns.event_type is None else columns.event_type,
+                columns.session_id,
+                columns.visitor_id,
                 event.site_id,
                 client_id,
                 event.timestamp,
-                get("url"),
-                get("path"),
-                get("referrer"),
+                columns.url,
+                columns.path,
+                columns.referrer,
                 ip,
                 user_agent,
                 raw,
                 received_at,
                 *per_request,
-                *event_columns(payload, site_host(event.site_id) or event.site_id),
+                *event_columns(columns, site_host(event.site_id) or event.site_id),
                 source,
+                columns.user_id,
             )
         )
     audit = (
@@ -308,15 +315,17 @@ def _failed_rows(
 ) -> list[FailedEvent]:
     """The batch's rejected inner events as ``failed_events`` rows, redacted like events.
 
-    Each keeps the visitor and session it belongs to, as the stored events have them (its
-    own, protected, or the envelope's ``outer`` payload's), so that a data-subject request
-    finds it; an anonymous visitor's have none. A payload rejected for a NUL character keeps
-    it out of JSONB (which cannot hold it) by replacing its escape with U+FFFD; one nested
-    too deep to redact is not stored at all.
+    Each keeps the visitor, session and user it belongs to, as the stored events have them
+    (its own, protected, or for a /collect batch's inner event what it inherits from the
+    envelope's ``outer`` payload; a Segment message inherits nothing), so that a
+    data-subject request finds it; an anonymous visitor's have none. A payload rejected
+    for a NUL character keeps it out of JSONB (which cannot hold it) by replacing its
+    escape with U+FFFD; one nested too deep to redact is not stored at all.
     """
     if not envelope.rejected:
         return []
     first = envelope.events[0]
+    inherited = outer if envelope.inherited else {}
     failed = []
     for rejected in envelope.rejected:
         try:
@@ -325,6 +334,7 @@ def _failed_rows(
         except (NestingTooDeep, orjson.JSONEncodeError):
             protected, payload = None, UNSTORABLE_PAYLOAD
         own = protected if isinstance(protected, dict) else {}
+        whose = envelope.columns({**inherited, **own})
         failed.append(
             FailedEvent(
                 first.event_id,
@@ -336,16 +346,15 @@ def _failed_rows(
                 rejected.message,
                 payload.replace("\\u0000", "\\ufffd"),
                 context.received_at,
-                _text(own, outer, "visitorId"),
-                _text(own, outer, "sessionId"),
+                _text(whose.visitor_id),
+                _text(whose.session_id),
+                _text(whose.user_id),
             )
         )
     return failed
 
 
-def _text(own: dict[str, Any], outer: dict[str, Any], key: str) -> str | None:
-    """The event's own protected value of ``key``, else the envelope's it would inherit."""
-    value = own.get(key, outer.get(key))
+def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 

@@ -46,6 +46,11 @@ def parse_timestamp(value: object, *, field: str = "timestamp", now: datetime) -
         moment = moment.astimezone(UTC)
     except OverflowError:
         moment = EARLIEST - LATEST_AHEAD  # beyond what a datetime holds: out of the window
+    return within_window(moment, field=field, now=now)
+
+
+def within_window(moment: datetime, *, field: str, now: datetime) -> datetime:
+    """``moment`` (aware, UTC), or ``InvalidEvent`` when it is outside the window."""
     if not EARLIEST <= moment <= now + LATEST_AHEAD:
         raise InvalidEvent(
             f"{field} is outside the accepted window: from 2000-01-01 to one day after the "

@@ -14,6 +14,7 @@ from evothesis.privacy.consent import (
     signal_on,
     strip_identifiers,
 )
+from evothesis.privacy.identity import pseudonymise
 from evothesis.privacy.ip import anonymize_ip, apply_ip_policy, hash_ip, normalize_ip, protect_ip
 from evothesis.privacy.redact import (
     REDACTED,
@@ -35,6 +36,7 @@ __all__ = [
     "is_sensitive_key",
     "normalize_ip",
     "protect_ip",
+    "pseudonymise",
     "redact_event_data",
     "redact_text",
     "redact_url",

@@ -29,6 +29,7 @@ IDENTIFIER_KEYS: Final = frozenset(
         "userid",
         "uid",
         "anonymousid",
+        "previousid",
         "distinctid",
         "deviceid",
         "fingerprint",

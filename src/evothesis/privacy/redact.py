@@ -279,6 +279,16 @@ _INERT: Final = re.compile(
     r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
 )
 
+#: An id inside longer text, as a whole token (no letter or digit around it): a canonical
+#: UUID, or a lower-case hex digest of 16 or more digits and letters with both in it (an
+#: MD5 or SHA, an SDK's message id); no one writes a phone or card number that way.
+_EMBEDDED_ID: Final = re.compile(
+    r"(?<![0-9A-Za-z])("
+    r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"|(?=[0-9a-f]*[a-f])(?=[a-f]*[0-9])[0-9a-f]{16,}"
+    r")(?![0-9A-Za-z])"
+)
+
 # ASCII [0-9], never \d: \d matches other scripts' digits, which Luhn cannot weigh.
 # Card groups are written apart with spaces (one or two), or a dash or dot that spaces may
 # surround ("4111 - 1111"). Dots join version numbers and IPv4 addresses into runs too,
@@ -664,6 +674,24 @@ def redact_text(text: str, *, strict: bool = False) -> str:
         return text
     if not _may_hold_pii(text, strict):
         return text
+    return _redact_around_ids(text, strict)
+
+
+def _redact_around_ids(text: str, strict: bool) -> str:
+    """Text that may hold PII (free text, or a payload's string value), redacted in place.
+
+    Ids inside text (an SDK's "node-next-<ms>-<uuid>" or "ajs-next-<md5>" message ids, URL
+    path segments): a UUID or a hex digest is inert as a UUID is on its own, and its digits
+    must not read as a card or phone number. The text around it is judged on its own. (An
+    "@" keeps the text whole: an e-mail address may be built around an id.)
+    """
+    if "@" not in text:
+        parts = _EMBEDDED_ID.split(text)
+        if len(parts) > 1:
+            return "".join(
+                part if index % 2 else redact_text(part, strict=strict)
+                for index, part in enumerate(parts)
+            )
     return _redact_passes(text, strict)
 
 
@@ -849,7 +877,7 @@ def _redact_triggered(text: str, strict: bool) -> str:
         return REDACTED  # a form body or cookie string: "user=olga&password=hunter2"
     if len(text) < (3 if strict else 6) or not _may_hold_pii(text, strict):
         return text
-    return _redact_passes(text, strict)
+    return _redact_around_ids(text, strict)
 
 
 #: Key plans per mode (normal, strict): a plain dict, because one lookup per key of every

@@ -1,7 +1,8 @@
 """The collector's view of the registry: cached so authorization costs no round trip.
 
-Every request names a site (and usually an Origin); the answer for a host changes only
-when an operator edits the registry, so it is cached:
+Every request names a site (and usually an Origin), or for the Segment API a write key; the
+answer for a host or a key changes only when an operator edits the registry, so it is
+cached (a write key under its SHA-256 digest, never the key itself):
 
 * answers for ``ttl`` seconds, unknown hosts (404s) for the shorter ``negative_ttl``, so
   a newly registered site starts collecting within seconds;
@@ -20,15 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from evothesis.domain import ClientConfig
 from evothesis.errors import RegistryUnavailable
 from evothesis.registry.domains import site_host
+from evothesis.registry.secrets import hash_write_key
 
-__all__ = ["AnswerListener", "CacheStatus", "CachedDirectory", "RegistrySource"]
+__all__ = [
+    "WRITE_KEY_ENTRY",
+    "AnswerListener",
+    "CacheStatus",
+    "CachedDirectory",
+    "RegistrySource",
+]
 
 logger = logging.getLogger("evothesis.registry")
 
@@ -36,12 +44,20 @@ logger = logging.getLogger("evothesis.registry")
 #: of bad requests must not grow memory without bound).
 MAX_ENTRIES: Final = 100_000
 
+#: How a write key's answer is remembered (in the cache and the snapshot): by its digest,
+#: under a name no host can have (hosts hold no spaces).
+WRITE_KEY_ENTRY: Final = "write key sha256 {}"
+
 
 class RegistrySource(Protocol):
     """Where answers come from: the database in-process, or pixel management over HTTP."""
 
     async def lookup(self, host: str) -> ClientConfig | None:
         """The active client owning ``host``; raises ``RegistryUnavailable`` on outages."""
+        ...
+
+    async def lookup_write_key(self, digest: str) -> ClientConfig | None:
+        """The active client whose write key has the SHA-256 ``digest``; likewise."""
         ...
 
 
@@ -145,12 +161,36 @@ class CachedDirectory:
         if entry is not None and entry.expires > self._now():
             self.hits += 1
             return entry.client
+        return await self._miss(host, entry, self._source.lookup, host)
+
+    async def resolve_write_key(self, key: str) -> ClientConfig | None:
+        """The client a write key belongs to; ``None`` when it is nobody's (or empty)."""
+        if not key:
+            return None
+        digest = hash_write_key(key)
+        name = WRITE_KEY_ENTRY.format(digest)
+        entry = self._entries.get(name)
+        if entry is not None and entry.expires > self._now():
+            self.hits += 1
+            return entry.client
+        return await self._miss(name, entry, self._source.lookup_write_key, digest)
+
+    async def _miss(
+        self,
+        name: str,
+        entry: _Entry | None,
+        lookup: Callable[[str], Awaitable[ClientConfig | None]],
+        argument: str,
+    ) -> ClientConfig | None:
+        """Ask the registry (``lookup(argument)``), one lookup in flight per entry name."""
         self.misses += 1
-        task = self._inflight.get(host)
+        task = self._inflight.get(name)
         if task is None:
-            task = asyncio.create_task(self._fill(host, entry), name=f"registry-lookup:{host}")
-            self._inflight[host] = task
-            task.add_done_callback(lambda _: self._inflight.pop(host, None))
+            task = asyncio.create_task(
+                self._fill(name, entry, lookup(argument)), name=f"registry-lookup:{name}"
+            )
+            self._inflight[name] = task
+            task.add_done_callback(lambda _: self._inflight.pop(name, None))
         # Shielded: one caller giving up (client disconnect) must not cancel the lookup
         # the other waiters share.
         return await asyncio.shield(task)
@@ -184,11 +224,17 @@ class CachedDirectory:
             last_error=self.last_error,
         )
 
-    async def _fill(self, host: str, previous: _Entry | None) -> ClientConfig | None:
+    async def _fill(
+        self,
+        host: str,
+        previous: _Entry | None,
+        lookup: Awaitable[ClientConfig | None],
+    ) -> ClientConfig | None:
         generation = self._generation
         self.lookups += 1
+        described = _described(host)
         try:
-            client = await self._source.lookup(host)
+            client = await lookup
         except RegistryUnavailable as exc:
             self.reachable = False
             self.last_error = exc.message
@@ -196,13 +242,15 @@ class CachedDirectory:
             if previous is None or previous.stale_until <= now:
                 # The detail (an internal URL, a token problem) is for operators: logs and
                 # /health. Senders learn only that they should retry.
-                logger.warning("Registry unreachable for %s: %s", host, exc.message)
+                logger.warning("Registry unreachable for %s: %s", described, exc.message)
                 raise RegistryUnavailable(
                     "client attribution is temporarily unavailable; retry later"
                 ) from None
             self.stale_answers += 1
             logger.warning(
-                "Registry unreachable (%s); serving the cached answer for %s", exc.message, host
+                "Registry unreachable (%s); serving the cached answer for %s",
+                exc.message,
+                described,
             )
             retry_at = now + self._retry_interval
             self._store(host, _Entry(previous.client, retry_at, previous.stale_until))
@@ -216,7 +264,7 @@ class CachedDirectory:
             if self._listener is not None:
                 self._listener.answered(host, client)
         if client is not None:
-            logger.info("Domain %s authorized for client %s", host, client.client_id)
+            logger.info("%s authorized for client %s", described, client.client_id)
         return client
 
     def _store(self, host: str, entry: _Entry) -> None:
@@ -224,3 +272,11 @@ class CachedDirectory:
         self._entries[host] = entry
         while len(self._entries) > self._max_entries:
             del self._entries[next(iter(self._entries))]
+
+
+def _described(name: str) -> str:
+    """How logs name a cache entry: the domain, or the start of a write key's digest."""
+    prefix = WRITE_KEY_ENTRY.format("")
+    if name.startswith(prefix):
+        return f"Write key sha256:{name[len(prefix) : len(prefix) + 12]}"
+    return f"Domain {name}"

@@ -7,11 +7,19 @@ from urllib.parse import quote
 
 import httpx
 
-from evothesis.domain import BotPolicy, ClientConfig, ConsentMode, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ClientConfig,
+    ConsentMode,
+    IpCollection,
+    PrivacyLevel,
+    UserIdStorage,
+)
 from evothesis.errors import RegistryUnavailable
 
 __all__ = [
     "INTERNAL_DOMAIN_PATH",
+    "INTERNAL_WRITE_KEY_PATH",
     "HttpRegistrySource",
     "client_config_from_json",
     "client_config_json",
@@ -19,6 +27,8 @@ __all__ = [
 
 #: The service-token endpoint that returns a domain's client with its secrets.
 INTERNAL_DOMAIN_PATH = "/api/v1/internal/domain/"
+#: The service-token endpoint that returns the client of a write key's SHA-256 digest.
+INTERNAL_WRITE_KEY_PATH = "/api/v1/internal/write-key/"
 
 
 def client_config_json(config: ClientConfig) -> dict[str, object]:
@@ -34,6 +44,7 @@ def client_config_json(config: ClientConfig) -> dict[str, object]:
         "require_write_key": config.require_write_key,
         "ip_salt": config.ip_salt.hex(),
         "write_key_sha256": config.write_key_sha256,
+        "user_id_storage": config.user_id_storage,
     }
 
 
@@ -50,13 +61,19 @@ def client_config_from_json(data: dict[str, Any]) -> ClientConfig:
             require_write_key=bool(data.get("require_write_key", False)),
             ip_salt=bytes.fromhex(data["ip_salt"]),
             write_key_sha256=data.get("write_key_sha256"),
+            user_id_storage=(
+                None
+                if data.get("user_id_storage") is None
+                else UserIdStorage(data["user_id_storage"])
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryUnavailable(f"pixel management sent an unexpected answer: {exc!r}") from None
 
 
 class HttpRegistrySource:
-    """``RegistrySource`` over ``GET {base}/api/v1/internal/domain/{host}``."""
+    """``RegistrySource`` over ``GET {base}/api/v1/internal/domain/{host}`` and
+    ``…/internal/write-key/{sha256}``."""
 
     def __init__(self, base_url: str, *, token: str | None, timeout: float) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -69,8 +86,14 @@ class HttpRegistrySource:
         )
 
     async def lookup(self, host: str) -> ClientConfig | None:
+        return await self._get(INTERNAL_DOMAIN_PATH + quote(host, safe=""))
+
+    async def lookup_write_key(self, digest: str) -> ClientConfig | None:
+        return await self._get(INTERNAL_WRITE_KEY_PATH + quote(digest, safe=""))
+
+    async def _get(self, path: str) -> ClientConfig | None:
         try:
-            response = await self._client.get(INTERNAL_DOMAIN_PATH + quote(host, safe=""))
+            response = await self._client.get(path)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(
                 f"pixel management at {self.base_url} unreachable: {type(exc).__name__}"

@@ -25,6 +25,7 @@ from evothesis.domain import (
     ExportFormat,
     IpCollection,
     PrivacyLevel,
+    UserIdStorage,
 )
 from evothesis.errors import (
     Conflict,
@@ -102,6 +103,8 @@ class ClientSpec:
     consent_mode: ConsentMode = ConsentMode.NONE
     bot_policy: BotPolicy = BotPolicy.KEEP
     require_write_key: bool = False
+    #: ``None``: the privacy level's default (``UserIdStorage.for_level``).
+    user_id_storage: UserIdStorage | None = None
     export_destination: str | None = None
     export_format: ExportFormat = ExportFormat.JSON
     export_credentials: Mapping[str, str] | None = None
@@ -161,6 +164,7 @@ class ClientRecord:
     consent_mode: ConsentMode
     bot_policy: BotPolicy
     require_write_key: bool
+    user_id_storage: UserIdStorage | None
     export_destination: str | None
     export_format: ExportFormat
     has_export_credentials: bool
@@ -220,6 +224,19 @@ class RegistryStore:
             if row is not None:
                 return self._config(row) if row["active"] else None
         return None
+
+    async def lookup_write_key(self, digest: str) -> ClientConfig | None:
+        """The active client whose write key has the SHA-256 ``digest``, or ``None``."""
+        row = await self._fetchrow("registry_write_key_lookup", digest)
+        if row is None or not row["active"]:
+            return None
+        return self._config(row)
+
+    async def client_salt(self, client_id: str) -> bytes | None:
+        """The client's salt, active or not (its stored user ids were hashed with it), or
+        ``None`` for a client that is not registered (any more)."""
+        row = await self._fetchrow("client_get", client_id)
+        return None if row is None else self._spec(row).ip_salt
 
     async def config_for_client(self, client_id: str) -> ClientConfig | None:
         """The active client's config (for its tracker), or ``None``."""
@@ -373,6 +390,7 @@ class RegistryStore:
             spec.export_threshold,
             spec.notify_url,
             None if spec.notify_secret is None else self._box.seal(spec.notify_secret.encode()),
+            spec.user_id_storage,
         )
 
     def _spec(self, row: asyncpg.Record) -> ClientSpec:
@@ -479,4 +497,7 @@ def _privacy_settings(row: asyncpg.Record) -> dict[str, Any]:
         "consent_mode": ConsentMode(row["consent_mode"]),
         "bot_policy": BotPolicy(row["bot_policy"]),
         "require_write_key": row["require_write_key"],
+        "user_id_storage": (
+            None if row["user_id_storage"] is None else UserIdStorage(row["user_id_storage"])
+        ),
     }

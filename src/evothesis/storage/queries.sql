@@ -7,7 +7,7 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging
               url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
               browser, browser_version, os, device_type, is_bot, country, region, city,
               referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-              source
+              source, user_id
        FROM events_log WITH NO DATA
 
 -- move_staged_events --
@@ -19,13 +19,14 @@ WITH inserted AS (
                             raw_event_data, created_at, browser, browser_version, os,
                             device_type, is_bot, country, region, city, referrer_class,
                             utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-                            source)
+                            source, user_id)
     SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
            url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
            -- the staging table has no column defaults (CREATE TABLE AS)
            browser, browser_version, os, device_type, COALESCE(is_bot, false), country,
            region, city,
-           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
+           referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source,
+           user_id
     FROM events_staging
     ON CONFLICT (client_id, event_id) DO NOTHING
     RETURNING client_id, site_id
@@ -43,8 +44,8 @@ ON CONFLICT (request_id) DO NOTHING
 -- An inner event that failed validation, once per (request, position): retries and spool
 -- replays of the same request repeat it.
 INSERT INTO failed_events (request_id, position, client_id, site_id, reason, field, message,
-                           payload, received_at, visitor_id, session_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           payload, received_at, visitor_id, session_id, user_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
@@ -87,7 +88,8 @@ ORDER BY c.client_id
 SELECT id, event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
        url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
        browser, browser_version, os, device_type, is_bot, country, region, city,
-       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source
+       referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source,
+       user_id
 FROM events_log
 WHERE ($2::text IS NULL OR client_id = $2::text)
   AND ($3::text IS NULL OR site_id = $3::text)
@@ -111,16 +113,23 @@ SELECT 1
 -- Registered patterns among a host's candidates (exact first, then wildcards), with the
 -- owning client's settings; the caller picks the most specific pattern.
 SELECT d.domain, c.client_id, c.active, c.privacy_level, c.ip_collection, c.honour_dnt,
-       c.consent_mode, c.bot_policy, c.require_write_key, c.ip_salt, c.write_key_sha256
+       c.consent_mode, c.bot_policy, c.require_write_key, c.ip_salt, c.write_key_sha256,
+       c.user_id_storage
 FROM client_domains d JOIN clients c USING (client_id)
 WHERE d.domain = ANY($1::text[])
+
+-- registry_write_key_lookup --
+-- The client whose write key has this SHA-256 digest (the /v1 endpoints name no site).
+SELECT client_id, active, privacy_level, ip_collection, honour_dnt, consent_mode, bot_policy,
+       require_write_key, ip_salt, write_key_sha256, user_id_storage
+FROM clients WHERE write_key_sha256 = $1
 
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
                      export_credentials, bot_policy, require_write_key, export_schedule,
-                     export_threshold, notify_url, notify_secret)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                     export_threshold, notify_url, notify_secret, user_id_storage)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -131,7 +140,7 @@ SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
     export_credentials = $11, bot_policy = $12, require_write_key = $13,
     export_schedule = $14, export_threshold = $15, notify_url = $16, notify_secret = $17,
-    active = $18, updated_at = now()
+    user_id_storage = $18, active = $19, updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
@@ -722,27 +731,50 @@ FROM export_batches
 WHERE failed_clients @> ARRAY[$1::text] AND state = 'exported'
 ORDER BY batch_id
 
+-- gdpr_identity_links --
+-- The alias links that touch a subject: its user-id forms ($2) or its visitor ids ($3).
+SELECT previous_id, user_id, anonymous_id FROM identity_links
+WHERE client_id = $1
+  AND (previous_id = ANY($2::text[]) OR user_id = ANY($2::text[])
+       OR anonymous_id = ANY($3::text[]))
+
 -- gdpr_client_replays --
 -- The client's replays: where each wrote (or is writing) which deliveries again.
 SELECT replay_id, format, destination, seqs, done FROM export_replays WHERE client_id = $1
 ORDER BY replay_id
 
 -- gdpr_buffer_lines --
--- The visitor's events still in the buffer, as raw export lines.
-SELECT id, line FROM export_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+-- The subject's events still in the buffer (visitor ids $2, user ids $3), as raw export lines.
+SELECT id, line FROM export_event_lines
+WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+ORDER BY id
 
 -- gdpr_buffer_failed_lines --
--- The visitor's failed events still in the buffer, as the backup bucket's lines.
-SELECT id, line FROM failed_event_lines WHERE client_id = $1 AND visitor_id = $2 ORDER BY id
+-- The subject's failed events still in the buffer, as the backup bucket's lines.
+SELECT id, line FROM failed_event_lines
+WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+ORDER BY id
 
 -- gdpr_delete_buffer --
--- The visitor's events and failed events, in one statement: (events, failed events).
+-- The subject's events, failed events and alias links, in one statement: (events, failed
+-- events, links). The links go with the ids they tie ($2 and $3 both: see gdpr.subjects).
 WITH gone AS (
-    DELETE FROM events_log WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+    DELETE FROM events_log
+    WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+    RETURNING 1
 ), gone_failed AS (
-    DELETE FROM failed_events WHERE client_id = $1 AND visitor_id = $2 RETURNING 1
+    DELETE FROM failed_events
+    WHERE client_id = $1 AND (visitor_id = ANY($2::text[]) OR user_id = ANY($3::text[]))
+    RETURNING 1
+), gone_links AS (
+    DELETE FROM identity_links
+    WHERE client_id = $1
+      AND (previous_id = ANY($3::text[]) OR user_id = ANY($3::text[])
+           OR previous_id = ANY($2::text[]) OR anonymous_id = ANY($2::text[]))
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM gone_failed) AS failed
+SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM gone_failed) AS failed,
+       (SELECT count(*) FROM gone_links) AS links
 
 -- gdpr_audit_insert --
 INSERT INTO gdpr_audit (request_id, kind, step, client_id, visitor_sha256, receipt)

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from evothesis.api.collect import write_key
 from evothesis.api.deps import NoticesDep, PipelineDep, ReplaysDep
 from evothesis.api.responses import JSONResponse
 from evothesis.api.routes.export import RUN_DEADLINE_SECONDS, ClientQuery, run_outcome
 from evothesis.api.tokens import require_operator, require_reader
+from evothesis.api.transport.exchange import write_key
 from evothesis.domain import ExportFormat
 from evothesis.errors import InvalidWriteKey, RateLimited, WriteKeyRequired
 from evothesis.export.replays import ReplayRange

@@ -91,6 +91,17 @@ async def internal_domain(domain: str, registry: RegistryDep) -> Response:
     return JSONResponse(client_config_json(config))
 
 
+@internal_router.get("/write-key/{digest}", summary="A write key's client with its secrets")
+async def internal_write_key(digest: str, registry: RegistryDep) -> Response:
+    """For collectors of the Segment API: the client whose write key has this SHA-256
+    digest (the key itself never travels), with the settings and secrets to accept its
+    events."""
+    config = await registry.lookup_write_key(digest)
+    if config is None:
+        raise NotFound("no active client has that write key")
+    return JSONResponse(client_config_json(config))
+
+
 # -------------------------------------------------------------------------------- admin
 
 admin_router = APIRouter(
