@@ -288,3 +288,62 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
         for row in ((2, "b", 5), (2, "c", 1), (2, "c", 1), (1, "a", 3)):
             conn.execute(share, row)
         assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+
+
+#: The query that needs each index events_log keeps (0014), by name in queries.sql, and
+#: the arguments that make it plannable.
+INDEX_USERS: dict[str, tuple[str, tuple[object, ...]]] = {
+    "events_log_pkey": ("recent_events", (10, None, None, None)),
+    "events_log_client_event_id_key": ("gdpr_delete_buffer", ("client_test", ["v"], ["u"])),
+    "events_log_export_order_idx": ("export_backlog", ("0", 0, 1000)),
+}
+
+
+def test_the_buffer_keeps_only_the_indexes_a_query_uses_and_loses_none_of_its_rows(
+    empty_database: str,
+) -> None:
+    """0014 drops (created_at, id) and (client_id, timestamp) while events keep arriving:
+    no row is lost or refused, and each index left is the one its query is planned with."""
+    upgrade(empty_database, "0013")
+    stored: list[str] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_inserting() -> None:
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            while not stop.is_set():
+                event_id = str(uuid.uuid4())
+                try:
+                    insert_event(conn, event_id)
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+                stored.append(event_id)
+
+    writer = threading.Thread(target=keep_inserting, name="writer")
+    writer.start()
+    try:
+        upgrade(empty_database)
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    assert not failures and len(stored) > 0
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        indexes = {
+            name for (name,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'events_log'"
+            )
+        }  # fmt: skip
+        assert indexes == set(INDEX_USERS)
+        rows = conn.execute("SELECT event_id::text FROM events_log").fetchall()
+        assert sorted(r[0] for r in rows) == sorted(stored)
+        # A planner that may not scan the table shows which index serves each query.
+        conn.execute("SET enable_seqscan = off")
+        for index, (name, args) in INDEX_USERS.items():
+            sql = query(name)
+            for n in range(len(args), 0, -1):
+                sql = sql.replace(f"${n}", f"%(p{n})s")
+            plan = conn.execute(
+                f"EXPLAIN {sql}", {f"p{n + 1}": value for n, value in enumerate(args)}
+            ).fetchall()
+            assert index in "\n".join(line for (line,) in plan), (name, plan)
