@@ -170,13 +170,15 @@ def event_limits(settings: Settings) -> EventLimits:
     )
 
 
-def pipeline_settings(settings: Settings) -> PipelineSettings:
+def pipeline_settings(settings: Settings, database_url: str) -> PipelineSettings:
     return PipelineSettings(
         batch_size=settings.export_batch_size,
         default_format=settings.export_format,
         retention_s=settings.buffer_retention_s,
         lease_s=settings.export_lease_s,
         interval_s=settings.export_interval_s,
+        table_retention_s=settings.table_retention_s,
+        iceberg_catalog=settings.iceberg_catalog or database_url,
     )
 
 
@@ -247,7 +249,7 @@ async def open_services(
         pipeline = ExportPipeline(
             pool,
             export_buckets(settings),
-            pipeline_settings(settings),
+            pipeline_settings(settings, database_url),
             targets=_export_targets(registry, box_error),
         )
         yield Services(

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    FileLayout,
+    IpCollection,
+    PrivacyLevel,
+)
 from evothesis.registry.store import ClientSpec
 
 __all__ = ["ClientChanges", "ClientCreate", "DomainAdd"]
@@ -35,6 +42,15 @@ def _salt_from_hex(value: object) -> object:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+RetentionDays = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=3650,
+        description="Days a delta/iceberg table keeps removed files (time travel, deleted "
+        "visitors) before vacuum; the operator's TABLE_RETENTION when unset.",
+    ),
+]
 Destination = Annotated[str, Field(min_length=1, max_length=2000)]
 Credentials = Annotated[
     dict[str, str], Field(description="Write-only; shown back only as has_export_credentials.")
@@ -55,8 +71,11 @@ Salt = Annotated[
 #: store.
 _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
-#: Changes that may be ``null``: clearing the export destination or its credentials.
-_NULLABLE_CHANGES: Final = frozenset({"export_destination", "export_credentials"})
+#: Changes that may be ``null``: clearing the export destination, its credentials or the
+#: client's own table retention.
+_NULLABLE_CHANGES: Final = frozenset(
+    {"export_destination", "export_credentials", "table_retention_days"}
+)
 
 
 class ClientCreate(BaseModel):
@@ -78,6 +97,8 @@ class ClientCreate(BaseModel):
     )
     export_destination: Destination | None = None
     export_format: ExportFormat = ExportFormat.JSON
+    export_layout: FileLayout = FileLayout.DATED
+    table_retention_days: RetentionDays | None = None
     export_credentials: Credentials | None = None
     ip_salt: Salt | None = None
     domains: list[str] = Field(default_factory=list, max_length=1000)
@@ -105,6 +126,8 @@ class ClientChanges(BaseModel):
     require_write_key: bool | None = None
     export_destination: Destination | None = None
     export_format: ExportFormat | None = None
+    export_layout: FileLayout | None = None
+    table_retention_days: RetentionDays | None = None
     export_credentials: Credentials | None = None
     ip_salt: Salt | None = None
     active: bool | None = None

@@ -22,7 +22,14 @@ from evothesis.cli.common import (
     run_services,
 )
 from evothesis.config import environment_help
-from evothesis.domain import BotPolicy, ConsentMode, ExportFormat, IpCollection, PrivacyLevel
+from evothesis.domain import (
+    BotPolicy,
+    ConsentMode,
+    ExportFormat,
+    FileLayout,
+    IpCollection,
+    PrivacyLevel,
+)
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 
 __all__ = ["clients_app", "domains_app"]
@@ -95,8 +102,21 @@ def add_client(
         str | None, typer.Option(help="The client's bucket URL, e.g. s3://acme-events.")
     ] = None,
     export_format: Annotated[
-        ExportFormat, typer.Option(help="File format of processed exports.")
+        ExportFormat,
+        typer.Option(help="Format of processed exports: files, or a delta/iceberg table."),
     ] = ExportFormat.JSON,
+    export_layout: Annotated[
+        FileLayout,
+        typer.Option(help="Folders of the files: dated (YYYY/MM/DD) or hive (export_date=)."),
+    ] = FileLayout.DATED,
+    table_retention_days: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=3650,
+            help="Days a table keeps removed files before vacuum (default TABLE_RETENTION).",
+        ),
+    ] = None,
 ) -> None:
     """Register a client, optionally with its domains, and print its write key once.
 
@@ -112,6 +132,8 @@ def add_client(
         require_write_key=require_write_key,
         export_destination=export_destination,
         export_format=export_format,
+        export_layout=export_layout,
+        table_retention_days=table_retention_days,
     )
     record, write_key = run_on_registry(
         lambda store: store.create_client(client_id, spec, domains or ())

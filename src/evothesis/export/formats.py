@@ -30,6 +30,9 @@ from evothesis.domain import ENRICHED_COLUMNS
 
 EXPORT_FORMATS: Final = ("json", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
+#: Formats delivered as rows appended to a table in the client's bucket (``export.tables``)
+#: rather than as one file per delivery; their rows are ``PARQUET_SCHEMA``'s.
+TABLE_FORMATS: Final = ("delta", "iceberg")
 
 
 class RawEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -395,7 +398,8 @@ def export_metadata(
     and fraction lengths differ, so string order would be wrong. Both ends are null when
     there are no events, keeping the document's shape fixed.
     """
-    _check_format(fmt)
+    if fmt not in TABLE_FORMATS:
+        _check_format(fmt)
     if isinstance(events, ClientEvents):
         events = events.events
     return {
@@ -523,12 +527,9 @@ def _values(events: Sequence[RawEvent], name: str) -> list[Any]:
     return list(map(attrgetter(name), events))
 
 
-def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> bytes:
-    """The columns with their times parsed to UTC instants.
-
-    A null in a required column needs no check here: the Parquet writer refuses it with an
-    ``ArrowInvalid`` (a ValueError) that names the column.
-    """
+def typed_columns(columns: pa.Table, metadata: Mapping[str, Any] | None = None) -> pa.Table:
+    """``COLUMN_SCHEMA`` columns as ``PARQUET_SCHEMA`` rows: the times parsed to UTC
+    instants (what Parquet files and the tables hold), ``metadata`` on the schema."""
     arrays = [
         column.cast(_TIMESTAMP) if field.type == _TIMESTAMP else column
         for field, column in zip(PARQUET_SCHEMA, columns.columns, strict=True)
@@ -536,8 +537,16 @@ def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> by
     schema = PARQUET_SCHEMA
     if metadata is not None:
         schema = schema.with_metadata({PARQUET_METADATA_KEY: orjson.dumps(dict(metadata))})
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> bytes:
+    """The columns with their times parsed to UTC instants.
+
+    A null in a required column needs no check here: the Parquet writer refuses it with an
+    ``ArrowInvalid`` (a ValueError) that names the column.
+    """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(typed_columns(columns, metadata), sink, compression="zstd")
     data: bytes = sink.getvalue().to_pybytes()
     return data

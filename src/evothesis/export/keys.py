@@ -41,11 +41,21 @@ def failed_events_key(batch_id: int, claimed_at: datetime) -> str:
     return f"{FAILED_EVENTS_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl.gz"
 
 
-def processed_key(client_id: str, batch_id: int, claimed_at: datetime, fmt: str) -> str:
-    return (
-        f"{PROCESSED_PREFIX}/{client_id}/{_day(claimed_at)}/"
-        f"{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
-    )
+def processed_key(
+    client_id: str, batch_id: int, claimed_at: datetime, fmt: str, layout: str = "dated"
+) -> str:
+    """A delivery's file. ``layout`` (``domain.FileLayout``) is fixed when the delivery is
+    created, so a client that changes it moves no file already delivered: ``dated`` is the
+    seeds' ``YYYY/MM/DD/``, ``hive`` is ``export_date=YYYY-MM-DD/`` (the claim day, which
+    engines read as a partition column; a file may hold late events of earlier days)."""
+    folder = f"export_date={claimed_at:%Y-%m-%d}" if layout == "hive" else _day(claimed_at)
+    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
+
+
+def table_key(client_id: str, fmt: str) -> str:
+    """Where a client's table of events lives in its destination (one per table format, so
+    a client that switches format starts a new table beside the old one)."""
+    return f"{PROCESSED_PREFIX}/{client_id}/{fmt}/events"
 
 
 def manifest_key(data_key: str) -> str:

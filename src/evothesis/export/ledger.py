@@ -71,6 +71,8 @@ class Delivery:
     attempts: int
     raw_key: str
     claimed_at: datetime
+    #: Where the file goes (``domain.FileLayout``), fixed with the format.
+    layout: str = "dated"
 
 
 class ExportLedger:
@@ -277,6 +279,7 @@ class ExportLedger:
                 r["attempts"],
                 r["raw_key"],
                 r["claimed_at"],
+                r["layout"],
             )
             for r in rows
         ]
@@ -317,6 +320,14 @@ class ExportLedger:
                     )
 
         await self._run(failed)
+
+    async def table_retention_days(self, client_id: str) -> int | None:
+        """The client's own retention of its tables' removed files (``None``: the
+        operator's default)."""
+        days: int | None = await self._run(
+            lambda c: c.fetchval(query("export_table_retention"), client_id)
+        )
+        return days
 
     async def destination_failures(self, client_id: str) -> int:
         """Consecutive failures of a client's destination so far (0 when healthy)."""

@@ -11,7 +11,7 @@ import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ from evothesis.errors import ObjectStoreError
 from evothesis.export.ledger import ExportLedger
 from evothesis.export.process import DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
+from evothesis.export.tables.clients import ClientTables
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import ExportBuckets
 from evothesis.objects.cpu import WORKERS
@@ -84,6 +85,9 @@ class PipelineSettings:
     retention_s: float
     lease_s: float
     interval_s: float | None
+    #: Default retention of tables' removed files, and the Iceberg catalog's URL.
+    table_retention_s: float
+    iceberg_catalog: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +142,14 @@ class ExportPipeline:
             default_format=settings.default_format,
         )
         self.processor = Processor(
-            self.ledger, self.raw_bucket, default_destination=buckets.processed, targets=targets
+            self.ledger,
+            self.raw_bucket,
+            default_destination=buckets.processed,
+            targets=targets,
+            tables=ClientTables(
+                iceberg_catalog=settings.iceberg_catalog,
+                retention=timedelta(seconds=settings.table_retention_s),
+            ),
         )
 
     async def export(
@@ -349,9 +360,13 @@ class ExportPipeline:
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
-                "processed-events/<client_id>/YYYY/MM/DD/batch-<batch>.<jsonl|csv|parquet>"
-                " (+ .manifest.json)"
+                "processed-events/<client_id>/<YYYY/MM/DD|export_date=YYYY-MM-DD>/"
+                "batch-<batch>.<jsonl|csv|parquet> (+ .manifest.json)"
             ),
+            "table_key_pattern": (
+                "processed-events/<client_id>/<delta|iceberg>/events/event_date=YYYY-MM-DD/"
+            ),
+            "table_retention_seconds": self.settings.table_retention_s,
             "metering_key_pattern": (
                 "metering/YYYY/MM/DD/batch-<batch>.jsonl (one per event day of the batch)"
             ),

@@ -3,7 +3,9 @@ client's destination, in the client's format, with its export metadata.
 
 A delivery is one (raw batch, client) pair. A client whose destination fails is paused with
 its error recorded; its deliveries wait, and other clients' go on. Keys depend only on the
-client, the batch and the format fixed when the delivery was created, so a retry overwrites.
+client, the batch, the format and the layout fixed when the delivery was created, so a retry
+overwrites. A table format (delta, iceberg) appends the delivery's rows to the client's
+table instead, under the delivery's identity, which the table recognises on a retry.
 """
 
 from __future__ import annotations
@@ -13,20 +15,26 @@ import gzip
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import orjson
 
 from evothesis.errors import ObjectStoreError, StorageUnavailable
 from evothesis.export.formats import (
+    TABLE_FORMATS,
     BadLine,
     ClientEvents,
     encode_events,
+    event_columns,
     export_metadata,
     parse_raw_lines,
     split_by_client,
+    typed_columns,
 )
 from evothesis.export.keys import batch_name, manifest_key, processed_key
 from evothesis.export.ledger import Delivery, ExportLedger
+from evothesis.export.tables.clients import ClientTables
+from evothesis.export.tables.schema import rows_from_ipc, rows_to_ipc, table_rows
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
 from evothesis.objects.cpu import run_in_worker
@@ -61,11 +69,13 @@ class Processor:
         *,
         default_destination: BucketSpec,
         targets: TargetLookup,
+        tables: ClientTables,
     ) -> None:
         self._ledger = ledger
         self._raw = raw
         self._default = default_destination
         self._targets = targets
+        self.tables = tables
         self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
 
     async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
@@ -136,12 +146,28 @@ class Processor:
         paused) here, a success by the caller together with the others of the object."""
         try:
             bucket = await self.bucket_for(delivery.client_id)
-            key = processed_key(
-                delivery.client_id, delivery.batch_id, delivery.claimed_at, delivery.format
-            )
-            # Data first: a manifest is present only next to a complete file.
-            await bucket.put(key, file.data)
-            await bucket.put(manifest_key(key), file.manifest)
+            if delivery.format in TABLE_FORMATS:
+                table = self.tables.table(delivery.format, bucket.spec, delivery.client_id)
+                days = await self._ledger.table_retention_days(delivery.client_id)
+                await self.tables.append(
+                    table,
+                    rows_from_ipc(file.data),
+                    delivery_identity(delivery),
+                    {"evothesis.batch_id": str(delivery.batch_id)},
+                    retention=None if days is None else timedelta(days=days),
+                )
+                key = table.location
+            else:
+                key = processed_key(
+                    delivery.client_id,
+                    delivery.batch_id,
+                    delivery.claimed_at,
+                    delivery.format,
+                    delivery.layout,
+                )
+                # Data first: a manifest is present only next to a complete file.
+                await bucket.put(key, file.data)
+                await bucket.put(manifest_key(key), file.manifest)
         except ObjectStoreError as exc:
             failures = await self._ledger.destination_failures(delivery.client_id) + 1
             pause = retry_delay(failures)
@@ -171,7 +197,8 @@ class Processor:
 
 @dataclass(frozen=True, slots=True)
 class RenderedFile:
-    """One delivery's file body and sidecar manifest, as they are uploaded."""
+    """One delivery's file body and sidecar manifest, as they are uploaded (for a table
+    format, ``data`` is the rows to append as Arrow IPC)."""
 
     data: bytes
     manifest: bytes
@@ -205,18 +232,28 @@ def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> Rendered:
     return Rendered(files, parsed.bad)
 
 
+def delivery_identity(delivery: Delivery) -> str:
+    """The delivery's export id: its manifest's ``export_id`` and, for a table, the identity
+    its commit carries."""
+    return f"exp_{batch_name(delivery.batch_id)}_{delivery.client_id}"
+
+
 def _encode(delivery: Delivery, events: ClientEvents) -> tuple[bytes, bytes]:
     """The client's file and its sidecar manifest; the export time is the batch's claim time
     so that a retried delivery writes identical bytes."""
     metadata = export_metadata(
-        export_id=f"exp_{batch_name(delivery.batch_id)}_{delivery.client_id}",
+        export_id=delivery_identity(delivery),
         export_time=delivery.claimed_at.isoformat(),
         events=events,
         fmt=delivery.format,
         batch_id=delivery.batch_id,
         client_id=delivery.client_id,
     )
-    data = encode_events(events, delivery.format, metadata=metadata)
+    if delivery.format in TABLE_FORMATS:
+        columns = events.columns if events.columns is not None else event_columns(events.events)
+        data = rows_to_ipc(table_rows(typed_columns(columns)))
+    else:
+        data = encode_events(events, delivery.format, metadata=metadata)
     return data, orjson.dumps({"export_metadata": metadata}, option=orjson.OPT_INDENT_2)
 
 

@@ -44,6 +44,7 @@ class ClientBatch:
             row["attempts"],
             row["raw_key"],
             row["claimed_at"],
+            row["layout"],
         )
         return cls(
             row["batch_id"],

@@ -22,6 +22,7 @@ from evothesis.domain import (
     ClientConfig,
     ConsentMode,
     ExportFormat,
+    FileLayout,
     IpCollection,
     PrivacyLevel,
 )
@@ -96,6 +97,10 @@ class ClientSpec:
     require_write_key: bool = False
     export_destination: str | None = None
     export_format: ExportFormat = ExportFormat.JSON
+    export_layout: FileLayout = FileLayout.DATED
+    #: Days a table keeps removed files (time travel, deleted visitors) before vacuum;
+    #: ``None``: the operator's ``TABLE_RETENTION``.
+    table_retention_days: int | None = None
     export_credentials: Mapping[str, str] | None = None
     ip_salt: bytes | None = None
     active: bool = True
@@ -115,6 +120,8 @@ class ClientRecord:
     require_write_key: bool
     export_destination: str | None
     export_format: ExportFormat
+    export_layout: FileLayout
+    table_retention_days: int | None
     has_export_credentials: bool
     active: bool
     domains: tuple[str, ...]
@@ -304,6 +311,8 @@ class RegistryStore:
             credentials,
             spec.bot_policy,
             spec.require_write_key,
+            spec.export_layout,
+            spec.table_retention_days,
         )
 
     def _spec(self, row: asyncpg.Record) -> ClientSpec:
@@ -313,6 +322,8 @@ class RegistryStore:
             **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=ExportFormat(row["export_format"]),
+            export_layout=FileLayout(row["export_layout"]),
+            table_retention_days=row["table_retention_days"],
             export_credentials=(
                 None if credentials is None else orjson.loads(self._box.open(credentials))
             ),
@@ -342,6 +353,8 @@ class RegistryStore:
             **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=ExportFormat(row["export_format"]),
+            export_layout=FileLayout(row["export_layout"]),
+            table_retention_days=row["table_retention_days"],
             has_export_credentials=row["export_credentials"] is not None,
             active=row["active"],
             domains=tuple(row["domains"]),

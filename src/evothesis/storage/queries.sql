@@ -74,8 +74,9 @@ WHERE d.domain = ANY($1::text[])
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
-                     export_credentials, bot_policy, require_write_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     export_credentials, bot_policy, require_write_key, export_layout,
+                     table_retention_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -84,8 +85,8 @@ RETURNING client_id
 UPDATE clients
 SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_mode = $6,
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
-    export_credentials = $11, bot_policy = $12, require_write_key = $13, active = $14,
-    updated_at = now()
+    export_credentials = $11, bot_policy = $12, require_write_key = $13, export_layout = $14,
+    table_retention_days = $15, active = $16, updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
@@ -201,10 +202,11 @@ WHERE batch_id = $1 AND state = 'pending'
 RETURNING batch_id
 
 -- export_add_deliveries --
--- One processed file per client of the batch, in the format the client has now, so that a
--- retried delivery keeps its key even if the client changes format later.
-INSERT INTO export_deliveries (batch_id, client_id, event_count, format)
-SELECT $1, d.client_id, d.events, COALESCE(c.export_format, $4)
+-- One processed file per client of the batch, in the format and layout the client has now,
+-- so that a retried delivery keeps its key even if the client changes them later.
+INSERT INTO export_deliveries (batch_id, client_id, event_count, format, layout)
+SELECT $1, d.client_id, d.events, COALESCE(c.export_format, $4),
+       COALESCE(c.export_layout, 'dated')
 FROM unnest($2::text[], $3::int[]) AS d (client_id, events)
 LEFT JOIN clients c ON c.client_id = d.client_id
 ON CONFLICT (batch_id, client_id) DO NOTHING
@@ -236,7 +238,7 @@ FROM picked, export_batches b
 WHERE d.batch_id = picked.batch_id AND d.client_id = picked.client_id
   AND b.batch_id = d.batch_id
 RETURNING d.batch_id, d.client_id, d.event_count, d.format, d.attempts, b.raw_key,
-          b.claimed_at
+          b.claimed_at, d.layout
 
 -- export_mark_delivered --
 -- Several deliveries at once (one raw object's clients), with their clients' destinations
@@ -255,6 +257,10 @@ INSERT INTO export_destination_state (client_id, last_success_at)
 SELECT DISTINCT client_id, now() FROM done
 ON CONFLICT (client_id) DO UPDATE
 SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
+
+-- export_table_retention --
+-- The client's own retention of its tables' removed files, in days (null: the default).
+SELECT table_retention_days FROM clients WHERE client_id = $1
 
 -- export_delivery_failed --
 -- Only while the lease is still ours, as for batches.
@@ -373,7 +379,7 @@ SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)
 -- Every exported raw object holding events of the client ($1), with the client's processed
 -- file of that batch: a batch without a delivery for the client holds none of its events.
 SELECT b.batch_id, b.claimed_at, b.raw_key, d.event_count, d.format, d.attempts, d.state,
-       d.object_key
+       d.object_key, d.layout
 FROM export_deliveries d
 JOIN export_batches b ON b.batch_id = d.batch_id
 WHERE d.client_id = $1 AND b.state = 'exported'

@@ -1,0 +1,122 @@
+"""What every client table offers, whatever its format, and the maintenance rule they share.
+
+Tables are driven synchronously (delta-rs and pyiceberg are blocking libraries); the export
+runs each call in a thread (``asyncio.to_thread``), so one client's slow bucket holds only
+its own deliveries. Calls on one table are serialised by the table's lock: two batches of
+the same client in flight in one process would only conflict with each other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final, Protocol, TypeVar
+
+import pyarrow as pa
+
+from evothesis.errors import TableError
+
+#: Files of one ``event_date`` partition that trigger its compaction into one file: a
+#: client delivered hourly compacts each day once, a client delivered every minute every
+#: 24 minutes, a daily client about once a month (its files are big already).
+COMPACT_FILES: Final = 24
+#: How often a table is checkpointed and vacuumed (per exporting process): removed files
+#: older than the client's retention go, and the log is summarised for fast loading.
+MAINTENANCE_INTERVAL_S: Final = 24 * 3600.0
+#: Commits lost to a concurrent writer before an append gives up (it is retried later).
+COMMIT_ATTEMPTS: Final = 8
+#: The key every commit of ours carries the delivery identity under (Delta commit info,
+#: Iceberg snapshot summary); also the export metadata's keys, prefixed the same way.
+IDENTITY_KEY: Final = "evothesis.delivery"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an append did: ``appended`` is false when the table already held the delivery
+    (a retry, a replay, or another exporter that got there first)."""
+
+    identity: str
+    appended: bool
+    rows: int
+    #: The table's version (Delta) or current snapshot id (Iceberg) after the call.
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Maintained:
+    """What one maintenance pass did."""
+
+    partitions_compacted: int
+    files_removed: int
+
+
+class EventTable(Protocol):
+    """One client's table of events, in one format."""
+
+    #: ``domain.ExportFormat`` value: ``delta`` or ``iceberg``.
+    format: str
+    #: Where the table is, as its readers name it (URI, or catalog identifier for Iceberg).
+    location: str
+
+    def append(self, rows: pa.Table, identity: str, metadata: Mapping[str, str]) -> Appended:
+        """Append ``rows`` (``schema.table_rows``) under ``identity`` exactly once."""
+
+    def contains(self, identity: str) -> bool:
+        """Whether a commit with ``identity`` is in the table's history."""
+
+    def delete_visitor(self, visitor_id: str, metadata: Mapping[str, str]) -> int:
+        """Delete every row of the visitor from the current version; how many there were."""
+
+    def partition_files(self) -> dict[str, int]:
+        """Data files per ``event_date`` partition of the current version."""
+
+    def compact(self, partitions: list[str]) -> None:
+        """Rewrite each partition's files as one (rows and their order kept)."""
+
+    def checkpoint(self) -> None:
+        """Summarise the log so readers load the table without replaying every commit."""
+
+    def vacuum(self, retention: timedelta) -> int:
+        """Remove data files no version younger than ``retention`` needs; how many."""
+
+
+class Maintenance:
+    """When a table's maintenance is due, per table, in this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def after_append(self, table: EventTable, retention: timedelta) -> Maintained:
+        """Compact partitions that gathered ``COMPACT_FILES`` files; once per
+        ``MAINTENANCE_INTERVAL_S`` also checkpoint and vacuum."""
+        crowded = sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
+        if crowded:
+            table.compact(crowded)
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(table.location)
+            due = last is None or now - last >= MAINTENANCE_INTERVAL_S
+            if due:
+                self._last[table.location] = now
+        removed = 0
+        if due:
+            table.checkpoint()
+            removed = table.vacuum(retention)
+        return Maintained(len(crowded), removed)
+
+
+def retrying(what: str, attempt: Callable[[], T | None]) -> T:
+    """``attempt`` until it returns a value: ``None`` means it lost a commit race and must
+    look at the table again (which may now hold what it was about to write)."""
+    for _ in range(COMMIT_ATTEMPTS):
+        result = attempt()
+        if result is not None:
+            return result
+    raise TableError(f"{what}: lost {COMMIT_ATTEMPTS} commit races in a row; retried later")

@@ -1,0 +1,90 @@
+"""Clients' tables: the delta and iceberg formats, the file layout a client chooses
+(``dated`` or Hive-style ``hive``), the retention of a table's removed files, and the SQL
+catalog pyiceberg keeps Iceberg tables in when the catalog is our own database.
+
+Revision ID: 0013
+Revises: 0007
+Create Date: 2026-12-02
+
+A delivery keeps the layout it was created with, as it keeps its format, so a client that
+changes either moves no file already delivered.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0013"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+_FORMATS = "('json', 'csv', 'parquet', 'delta', 'iceberg')"
+_OLD_FORMATS = "('json', 'csv', 'parquet')"
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE clients DROP CONSTRAINT clients_export_format_check")
+    op.execute(
+        f"ALTER TABLE clients ADD CONSTRAINT clients_export_format_check"
+        f" CHECK (export_format IN {_FORMATS})"
+    )
+    op.execute(
+        "ALTER TABLE clients"
+        " ADD COLUMN export_layout text NOT NULL DEFAULT 'dated'"
+        "  CHECK (export_layout IN ('dated', 'hive')),"
+        " ADD COLUMN table_retention_days integer"
+        "  CHECK (table_retention_days BETWEEN 0 AND 3650)"
+    )
+    op.execute("ALTER TABLE export_deliveries DROP CONSTRAINT export_deliveries_format_check")
+    op.execute(
+        f"ALTER TABLE export_deliveries ADD CONSTRAINT export_deliveries_format_check"
+        f" CHECK (format IN {_FORMATS})"
+    )
+    op.execute(
+        "ALTER TABLE export_deliveries ADD COLUMN layout text NOT NULL DEFAULT 'dated'"
+        " CHECK (layout IN ('dated', 'hive'))"
+    )
+    # pyiceberg's SQL catalog (its "v1" schema): the catalog's state is ours to migrate,
+    # so it is created here rather than by the library at run time.
+    op.execute(
+        """
+        CREATE TABLE iceberg_tables (
+            catalog_name               varchar(255) NOT NULL,
+            table_namespace            varchar(255) NOT NULL,
+            table_name                 varchar(255) NOT NULL,
+            metadata_location          varchar(1000),
+            previous_metadata_location varchar(1000),
+            iceberg_type               varchar(5),
+            PRIMARY KEY (catalog_name, table_namespace, table_name)
+        )
+        """
+    )
+    op.execute(
+        """
+        CREATE TABLE iceberg_namespace_properties (
+            catalog_name   varchar(255) NOT NULL,
+            namespace      varchar(255) NOT NULL,
+            property_key   varchar(255) NOT NULL,
+            property_value varchar(1000) NOT NULL,
+            PRIMARY KEY (catalog_name, namespace, property_key)
+        )
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE iceberg_namespace_properties")
+    op.execute("DROP TABLE iceberg_tables")
+    op.execute("ALTER TABLE export_deliveries DROP COLUMN layout")
+    op.execute("ALTER TABLE export_deliveries DROP CONSTRAINT export_deliveries_format_check")
+    op.execute(
+        f"ALTER TABLE export_deliveries ADD CONSTRAINT export_deliveries_format_check"
+        f" CHECK (format IN {_OLD_FORMATS})"
+    )
+    op.execute("ALTER TABLE clients DROP COLUMN table_retention_days, DROP COLUMN export_layout")
+    op.execute("ALTER TABLE clients DROP CONSTRAINT clients_export_format_check")
+    op.execute(
+        f"ALTER TABLE clients ADD CONSTRAINT clients_export_format_check"
+        f" CHECK (export_format IN {_OLD_FORMATS})"
+    )
