@@ -321,13 +321,33 @@ class ExportLedger:
 
         await self._run(failed)
 
-    async def table_retention_days(self, client_id: str) -> int | None:
-        """The client's own retention of its tables' removed files (``None``: the
-        operator's default)."""
-        days: int | None = await self._run(
-            lambda c: c.fetchval(query("export_table_retention"), client_id)
-        )
-        return days
+    async def table_state(self, client_id: str, fmt: str) -> tuple[int | None, datetime | None]:
+        """The client's own retention of its tables' removed files in days (``None``: the
+        operator's default), and when its table in ``fmt`` was last maintained."""
+        row = await self._fetchrow("export_table_state", client_id, fmt)
+        assert row is not None  # scalar subqueries: always one row
+        return row["retention_days"], row["maintained_at"]
+
+    async def maintain_table(
+        self, client_id: str, fmt: str, work: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """``work()`` while holding the lock of the client's table in ``fmt``, which one
+        exporter holds at a time; ``None`` (and nothing done) when another holds it. A lock
+        of the database session, on a connection of its own for as long as ``work`` runs,
+        so it goes with an exporter that dies."""
+
+        async def locked(connection: Connection) -> T | None:
+            if not await connection.fetchval(query("export_table_try_lock"), client_id, fmt):
+                return None
+            try:
+                return await work()
+            finally:
+                await connection.execute(query("export_table_unlock"), client_id, fmt)
+
+        return await self._run(locked)
+
+    async def table_maintained(self, client_id: str, fmt: str) -> None:
+        await self._execute("export_table_maintained", client_id, fmt)
 
     async def destination_failures(self, client_id: str) -> int:
         """Consecutive failures of a client's destination so far (0 when healthy)."""

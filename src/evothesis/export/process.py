@@ -15,7 +15,7 @@ import gzip
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -34,7 +34,8 @@ from evothesis.export.formats import (
 from evothesis.export.keys import batch_name, manifest_key, processed_key
 from evothesis.export.ledger import Delivery, ExportLedger
 from evothesis.export.tables.clients import ClientTables
-from evothesis.export.tables.schema import rows_from_ipc, rows_to_ipc, table_rows
+from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S
+from evothesis.export.tables.schema import rows_to_ipc, table_rows
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
 from evothesis.objects.cpu import run_in_worker
@@ -147,16 +148,7 @@ class Processor:
         try:
             bucket = await self.bucket_for(delivery.client_id)
             if delivery.format in TABLE_FORMATS:
-                table = self.tables.table(delivery.format, bucket.spec, delivery.client_id)
-                days = await self._ledger.table_retention_days(delivery.client_id)
-                await self.tables.append(
-                    table,
-                    rows_from_ipc(file.data),
-                    delivery_identity(delivery),
-                    {"evothesis.batch_id": str(delivery.batch_id)},
-                    retention=None if days is None else timedelta(days=days),
-                )
-                key = table.location
+                key = await self._append(delivery, bucket, file)
             else:
                 key = processed_key(
                     delivery.client_id,
@@ -183,6 +175,30 @@ class Processor:
         return DeliveryResult(
             delivery.batch_id, delivery.client_id, file.events, key, len(file.data)
         )
+
+    async def _append(self, delivery: Delivery, bucket: Bucket, file: RenderedFile) -> str:
+        """Append a table delivery's rows under its identity, then maintain the table if
+        no other exporter is; the table's location."""
+        client_id, fmt = delivery.client_id, delivery.format
+        ref = self.tables.ref(fmt, bucket.spec, client_id)
+        await self.tables.append(
+            ref,
+            file.data,
+            delivery_identity(delivery),
+            {"evothesis.batch_id": str(delivery.batch_id)},
+        )
+        days, maintained_at = await self._ledger.table_state(client_id, fmt)
+        full = (
+            maintained_at is None
+            or (datetime.now(UTC) - maintained_at).total_seconds() >= MAINTENANCE_INTERVAL_S
+        )
+        retention = None if days is None else timedelta(days=days)
+        done = await self._ledger.maintain_table(
+            client_id, fmt, lambda: self.tables.maintain(ref, retention=retention, full=full)
+        )
+        if full and done is not None:
+            await self._ledger.table_maintained(client_id, fmt)
+        return ref.location
 
     async def bucket_for(self, client_id: str) -> Bucket:
         """The client's destination as it is configured now (opened once, then reused)."""

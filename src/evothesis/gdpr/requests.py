@@ -2,16 +2,21 @@
 
 A visitor's events live in up to three places: the buffer (until retention purges them),
 the raw objects (every client's events of a batch), and the client's processed files (one
-per batch, in the client's format). Processed files are a pure function of their raw object,
-so deletion rewrites the raw object without the visitor and renders the client's file again
-from it, instead of editing JSON, CSV and Parquet separately.
+per batch, in the client's format) or table. Processed files are a pure function of their
+raw object, so deletion rewrites the raw object without the visitor and renders the client's
+file again from it, instead of editing JSON, CSV and Parquet separately. A table (delta,
+iceberg) is changed through the table: one delete of the visitor's rows, a new version
+without them (earlier versions keep them until vacuum removes their files, after the
+client's table retention).
 
 Deletion is safe against crashes and against the exporters:
 
 * it holds the export lock exclusively, so no export or processing run reads a buffer row or
   an object while it is being changed, and a run that starts later sees the new state;
-* a processed file is rewritten before its raw object, so a request cut short leaves the
-  visitor in the raw object, where running it again finds them and redoes both;
+* a processed file is rewritten (and a table's rows deleted) before its raw object, so a
+  request cut short leaves the visitor in the raw object, where running it again finds them
+  and redoes both; a table is asked to delete whenever the client has a delivery in its
+  format, delivered or not (a delivery appended just before a crash is still pending);
 * every step is in the append-only audit log (requested, then completed or failed), and the
   receipt of a completed deletion is also written to the backup bucket.
 """
@@ -38,6 +43,7 @@ from evothesis.errors import (
     RequestIncomplete,
     StorageUnavailable,
 )
+from evothesis.export.formats import TABLE_FORMATS
 from evothesis.export.keys import manifest_key
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import (
@@ -177,6 +183,7 @@ class DataSubjectRequests:
             async with self._store.exclusive(wait_s):
                 buffered, buffered_failed = await self._store.delete_buffered(client_id, visitor_id)
                 objects = await self._store.client_objects(client_id)
+                tables = await self._delete_from_tables(objects, client_id, visitor_id, request_id)
                 rewritten = await self._rewrite(objects, client_id, visitor_id, progress)
             receipt = {
                 "request_id": str(request_id),
@@ -194,7 +201,9 @@ class DataSubjectRequests:
                 "failed_events_deleted_from_objects": sum(
                     o["events_removed"] for o in rewritten if o["bucket"] == "backup"
                 ),
+                "events_deleted_from_tables": sum(t["events_removed"] for t in tables),
                 "objects_rewritten": rewritten,
+                "tables": tables,
             }
             await self._pipeline.backup_bucket.put(
                 receipt_key(client_id, request_id),
@@ -218,6 +227,29 @@ class DataSubjectRequests:
             len(rewritten),
         )
         return receipt
+
+    async def _delete_from_tables(
+        self, objects: ClientObjects, client_id: str, visitor_id: str, request_id: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """Delete the visitor's rows from each table the client's deliveries went to."""
+        formats = sorted({b.delivery.format for b in objects.batches} & set(TABLE_FORMATS))
+        processor = self._pipeline.processor
+        deleted = []
+        for fmt in formats:
+            bucket = await processor.bucket_for(client_id)
+            ref = processor.tables.ref(fmt, bucket.spec, client_id)
+            removed = await processor.tables.delete_visitor(
+                ref, visitor_id, {"evothesis.gdpr_request": str(request_id)}
+            )
+            deleted.append(
+                {
+                    "format": fmt,
+                    "url": bucket.spec.url,
+                    "table": ref.location,
+                    "events_removed": removed,
+                }
+            )
+        return deleted
 
     async def _rewrite(
         self,
@@ -245,7 +277,8 @@ class DataSubjectRequests:
             ]
 
         async def rewrite_events(batch: ClientBatch) -> list[dict[str, Any]]:
-            delivery = batch.delivery if batch.delivered else None
+            has_file = batch.delivered and batch.delivery.format not in TABLE_FORMATS
+            delivery = batch.delivery if has_file else None
             result: ObjectRewrite = await run_in_worker(
                 rewrite_object, await raw.get(batch.raw_key), client_id, visitor_id, delivery
             )

@@ -258,9 +258,24 @@ SELECT DISTINCT client_id, now() FROM done
 ON CONFLICT (client_id) DO UPDATE
 SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
 
--- export_table_retention --
--- The client's own retention of its tables' removed files, in days (null: the default).
-SELECT table_retention_days FROM clients WHERE client_id = $1
+-- export_table_state --
+-- The client's own retention of its tables' removed files, in days (null: the default), and
+-- when its table in format $2 was last checkpointed and vacuumed (null: never).
+SELECT (SELECT table_retention_days FROM clients WHERE client_id = $1) AS retention_days,
+       (SELECT maintained_at FROM export_table_maintenance
+        WHERE client_id = $1 AND format = $2) AS maintained_at
+
+-- export_table_try_lock --
+-- One maintainer per table at a time (compactions of the same files must not both commit).
+SELECT pg_try_advisory_lock(hashtext('evothesis-table:' || $1::text), hashtext($2::text))
+
+-- export_table_unlock --
+SELECT pg_advisory_unlock(hashtext('evothesis-table:' || $1::text), hashtext($2::text))
+
+-- export_table_maintained --
+INSERT INTO export_table_maintenance (client_id, format, maintained_at)
+VALUES ($1, $2, now())
+ON CONFLICT (client_id, format) DO UPDATE SET maintained_at = now()
 
 -- export_delivery_failed --
 -- Only while the lease is still ours, as for batches.

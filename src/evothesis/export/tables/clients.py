@@ -1,82 +1,139 @@
-"""Each client's table, opened once per destination and format, and the async face the
-export and data-subject requests use (every table call runs in a thread)."""
+"""Each client's table, as the export and data-subject requests use it: every call runs in a
+table worker process, where each table is opened once and kept (its log or metadata is then
+brought up to date instead of read again)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
-import pyarrow as pa
-
-from evothesis.errors import ObjectStoreError
+from evothesis.errors import ObjectStoreError, TableError
 from evothesis.export.keys import table_key
-from evothesis.export.tables.core import Appended, EventTable, Maintenance
-from evothesis.export.tables.delta import DeltaEventTable
-from evothesis.export.tables.iceberg import IcebergEventTable
+from evothesis.export.tables.core import Appended, EventTable, Maintained, maintain
+from evothesis.export.tables.delta import DeltaEventTable, storage
+from evothesis.export.tables.iceberg import TABLE_NAME, IcebergEventTable
+from evothesis.export.tables.schema import rows_from_ipc
 from evothesis.objects.buckets import BucketSpec
+from evothesis.objects.cpu import run_in_table_worker
 
 logger = logging.getLogger("evothesis.export")
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """Which table: a client's, in a format, in a destination (picklable, for workers)."""
+
+    fmt: str
+    spec: BucketSpec
+    client_id: str
+    iceberg_catalog: str
+
+    @property
+    def location(self) -> str:
+        """How readers name the table: its URI (Delta), its catalog identifier (Iceberg)."""
+        if self.fmt == "iceberg":
+            return f"{self.client_id}.{TABLE_NAME}"
+        return storage(self.spec, table_key(self.client_id, self.fmt))[0]
+
 
 class ClientTables:
-    """Opens ``delta`` tables in the client's destination and ``iceberg`` tables in it,
-    registered in ``iceberg_catalog`` (a PostgreSQL or REST catalog URL)."""
+    """Tables in clients' destinations; Iceberg ones registered in ``iceberg_catalog`` (a
+    PostgreSQL or REST catalog URL)."""
 
     def __init__(self, *, iceberg_catalog: str, retention: timedelta) -> None:
         self._iceberg_catalog = iceberg_catalog
         self.retention = retention
-        self._maintenance = Maintenance()
-        self._open: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], EventTable] = {}
 
-    def table(self, fmt: str, spec: BucketSpec, client_id: str) -> EventTable:
-        cache_key = (fmt, client_id, spec.url, tuple(sorted(spec.options.items())))
-        table = self._open.get(cache_key)
-        if table is None:
-            key = table_key(client_id, fmt)
-            if fmt == "delta":
-                table = DeltaEventTable(spec, key)
-            elif fmt == "iceberg":
-                table = IcebergEventTable(self._iceberg_catalog, spec, key, client_id)
-            else:
-                raise ValueError(f"{fmt!r} is not a table format")
-            self._open[cache_key] = table
-        return table
+    def ref(self, fmt: str, spec: BucketSpec, client_id: str) -> TableRef:
+        if fmt not in ("delta", "iceberg"):
+            raise ValueError(f"{fmt!r} is not a table format")
+        return TableRef(fmt, spec, client_id, self._iceberg_catalog)
 
     async def append(
-        self,
-        table: EventTable,
-        rows: pa.Table,
-        identity: str,
-        metadata: Mapping[str, str],
-        *,
-        retention: timedelta | None = None,
+        self, ref: TableRef, rows_ipc: bytes, identity: str, metadata: Mapping[str, str]
     ) -> Appended:
-        """Append exactly once, then maintain the table (vacuum keeps removed files for
-        ``retention``, by default the operator's). A failed maintenance pass does not undo
-        a delivery: it is logged and tried again after the next append."""
-        appended = await asyncio.to_thread(table.append, rows, identity, metadata)
-        try:
-            done = await asyncio.to_thread(
-                self._maintenance.after_append,
-                table,
-                self.retention if retention is None else retention,
-            )
-        except ObjectStoreError as exc:
-            logger.warning("Maintenance of %s failed: %s", table.location, exc)
-        else:
-            if done.partitions_compacted or done.files_removed:
-                logger.info(
-                    "Maintained %s: %d partition(s) compacted, %d file(s) vacuumed",
-                    table.location,
-                    done.partitions_compacted,
-                    done.files_removed,
-                )
+        """Append the rows (Arrow IPC) exactly once under ``identity``."""
+        appended: Appended = await run_in_table_worker(
+            append_rows, ref, rows_ipc, identity, dict(metadata)
+        )
         return appended
 
+    async def maintain(
+        self, ref: TableRef, *, retention: timedelta | None, full: bool
+    ) -> Maintained | None:
+        """One maintenance pass (``core.maintain``; vacuum keeps removed files for
+        ``retention``, by default the operator's); ``None`` when it failed, which is logged:
+        a delivery stands either way, and the next one tries again."""
+        try:
+            done: Maintained = await run_in_table_worker(
+                maintain_table, ref, self.retention if retention is None else retention, full
+            )
+        except ObjectStoreError as exc:
+            logger.warning("Maintenance of %s failed: %s", ref.location, exc)
+            return None
+        if done.partitions_compacted or done.files_removed:
+            logger.info(
+                "Maintained %s: %d partition(s) compacted, %d file(s) vacuumed",
+                ref.location,
+                done.partitions_compacted,
+                done.files_removed,
+            )
+        return done
+
     async def delete_visitor(
-        self, table: EventTable, visitor_id: str, metadata: Mapping[str, str]
+        self, ref: TableRef, visitor_id: str, metadata: Mapping[str, str]
     ) -> int:
-        deleted: int = await asyncio.to_thread(table.delete_visitor, visitor_id, metadata)
+        deleted: int = await run_in_table_worker(delete_rows, ref, visitor_id, dict(metadata))
         return deleted
+
+
+# ------------------------------------------------------------------- in the worker processes
+
+_open: dict[tuple[str, ...], EventTable] = {}
+
+
+def open_table(ref: TableRef) -> EventTable:
+    """The table, opened once per worker process."""
+    options = (f"{k}={v}" for k, v in sorted(ref.spec.options.items()))
+    cache_key = (ref.fmt, ref.client_id, ref.iceberg_catalog, ref.spec.url, *options)
+    table = _open.get(cache_key)
+    if table is None:
+        key = table_key(ref.client_id, ref.fmt)
+        if ref.fmt == "delta":
+            table = DeltaEventTable(ref.spec, key)
+        else:
+            table = IcebergEventTable(ref.iceberg_catalog, ref.spec, key, ref.client_id)
+        _open[cache_key] = table
+    return table
+
+
+def append_rows(
+    ref: TableRef, rows_ipc: bytes, identity: str, metadata: dict[str, str]
+) -> Appended:
+    return _guarded(ref, lambda t: t.append(rows_from_ipc(rows_ipc), identity, metadata))
+
+
+def maintain_table(ref: TableRef, retention: timedelta, full: bool) -> Maintained:
+    return _guarded(ref, lambda t: maintain(t, retention, full=full))
+
+
+def delete_rows(ref: TableRef, visitor_id: str, metadata: dict[str, str]) -> int:
+    return _guarded(ref, lambda t: t.delete_visitor(visitor_id, metadata))
+
+
+def _guarded(ref: TableRef, work: Callable[[EventTable], T]) -> T:
+    """``work`` on the table; what the libraries raise beyond our own errors becomes a
+    ``TableError``, which is all that may cross back to the parent (their exception
+    classes cannot be unpickled there)."""
+    try:
+        return work(open_table(ref))
+    except TableError:
+        raise
+    except Exception as exc:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:500]
+        raise TableError(f"{ref.location}: {type(exc).__name__}: {text}") from None

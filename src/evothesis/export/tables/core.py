@@ -1,15 +1,13 @@
 """What every client table offers, whatever its format, and the maintenance rule they share.
 
-Tables are driven synchronously (delta-rs and pyiceberg are blocking libraries); the export
-runs each call in a thread (``asyncio.to_thread``), so one client's slow bucket holds only
-its own deliveries. Calls on one table are serialised by the table's lock: two batches of
-the same client in flight in one process would only conflict with each other.
+Tables are driven synchronously (delta-rs and pyiceberg are blocking libraries), in the
+export's table worker processes (``objects.cpu.run_in_table_worker``), so one client's slow
+bucket holds only its own deliveries. Calls on one table object are serialised by its lock;
+workers writing the same table at once are kept apart by the table's own optimistic commits.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +24,9 @@ COMPACT_FILES: Final = 24
 #: How often a table is checkpointed and vacuumed (per exporting process): removed files
 #: older than the client's retention go, and the log is summarised for fast loading.
 MAINTENANCE_INTERVAL_S: Final = 24 * 3600.0
+#: The least a vacuum keeps, whatever the client's retention: a file younger than this may be
+#: an append still on its way to its commit, which a vacuum must not take from under it.
+MIN_VACUUM_RETENTION: Final = timedelta(hours=1)
 #: Commits lost to a concurrent writer before an append gives up (it is retried later).
 COMMIT_ATTEMPTS: Final = 8
 #: The key every commit of ours carries the delivery identity under (Delta commit info,
@@ -85,31 +86,22 @@ class EventTable(Protocol):
         """Remove data files no version younger than ``retention`` needs; how many."""
 
 
-class Maintenance:
-    """When a table's maintenance is due, per table, in this process."""
+def maintain(table: EventTable, retention: timedelta, *, full: bool) -> Maintained:
+    """Compact partitions that gathered ``COMPACT_FILES`` files; when ``full`` (once per
+    ``MAINTENANCE_INTERVAL_S`` per table, as the export ledger keeps it) also checkpoint and
+    vacuum, keeping removed files for ``retention`` (at least ``MIN_VACUUM_RETENTION``).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def after_append(self, table: EventTable, retention: timedelta) -> Maintained:
-        """Compact partitions that gathered ``COMPACT_FILES`` files; once per
-        ``MAINTENANCE_INTERVAL_S`` also checkpoint and vacuum."""
-        crowded = sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
-        if crowded:
-            table.compact(crowded)
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(table.location)
-            due = last is None or now - last >= MAINTENANCE_INTERVAL_S
-            if due:
-                self._last[table.location] = now
-        removed = 0
-        if due:
-            table.checkpoint()
-            removed = table.vacuum(retention)
-        return Maintained(len(crowded), removed)
+    One maintainer at a time per table (the caller holds the table's lock in the ledger):
+    delta-rs lets two concurrent compactions of the same files both commit, which would
+    duplicate their rows."""
+    crowded = sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
+    if crowded:
+        table.compact(crowded)
+    removed = 0
+    if full:
+        table.checkpoint()
+        removed = table.vacuum(max(retention, MIN_VACUUM_RETENTION))
+    return Maintained(len(crowded), removed)
 
 
 def retrying(what: str, attempt: Callable[[], T | None]) -> T:

@@ -189,16 +189,19 @@ class DeltaEventTable:
 
     def _load(self) -> DeltaTable | None:
         """The table at its latest version (``None`` before its first commit); the state
-        read before is brought up to date rather than read again."""
-        try:
-            if self._table is None:
-                self._table = DeltaTable(self.location, storage_options=self._options)
-            else:
+        read before is brought up to date rather than read again, unless that fails (a
+        log that went back, as after a crash mid-commit elsewhere)."""
+        if self._table is not None:
+            try:
                 self._table.update_incremental()
+                return self._table
+            except (DeltaError, OSError):
+                self._table = None  # the log is not what we read before: read it afresh
+        try:
+            self._table = DeltaTable(self.location, storage_options=self._options)
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
-            self._table = None
             raise _error("read", self.location, exc) from exc
         return self._table
 

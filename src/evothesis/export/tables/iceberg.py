@@ -17,7 +17,6 @@ and that is older than the retention (files of crashed writes included).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,6 @@ import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
-    NamespaceAlreadyExistsError,
     NoSuchTableError,
     TableAlreadyExistsError,
 )
@@ -225,8 +223,13 @@ class IcebergEventTable:
                 return catalog.load_table(identifier)
             except NoSuchTableError:
                 pass
-            with contextlib.suppress(NamespaceAlreadyExistsError):
-                catalog.create_namespace(self._namespace)
+            try:
+                catalog.create_namespace_if_not_exists(self._namespace)
+            except Exception:
+                # Another writer created it between the check and the insert: the SQL
+                # catalog reports that as its driver's unique violation.
+                if not catalog.namespace_exists(self._namespace):
+                    raise
             try:
                 return catalog.create_table(
                     identifier,

@@ -1,6 +1,7 @@
 """Clients' tables: the delta and iceberg formats, the file layout a client chooses
-(``dated`` or Hive-style ``hive``), the retention of a table's removed files, and the SQL
-catalog pyiceberg keeps Iceberg tables in when the catalog is our own database.
+(``dated`` or Hive-style ``hive``), the retention of a table's removed files, when each
+table was last maintained, and the SQL catalog pyiceberg keeps Iceberg tables in when the
+catalog is our own database.
 
 Revision ID: 0013
 Revises: 0007
@@ -45,6 +46,17 @@ def upgrade() -> None:
         "ALTER TABLE export_deliveries ADD COLUMN layout text NOT NULL DEFAULT 'dated'"
         " CHECK (layout IN ('dated', 'hive'))"
     )
+    # When each client table was last checkpointed and vacuumed (once a day at most).
+    op.execute(
+        """
+        CREATE TABLE export_table_maintenance (
+            client_id     text NOT NULL,
+            format        text NOT NULL,
+            maintained_at timestamptz NOT NULL,
+            PRIMARY KEY (client_id, format)
+        )
+        """
+    )
     # pyiceberg's SQL catalog (its "v1" schema): the catalog's state is ours to migrate,
     # so it is created here rather than by the library at run time.
     op.execute(
@@ -76,6 +88,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TABLE iceberg_namespace_properties")
     op.execute("DROP TABLE iceberg_tables")
+    op.execute("DROP TABLE export_table_maintenance")
     op.execute("ALTER TABLE export_deliveries DROP COLUMN layout")
     op.execute("ALTER TABLE export_deliveries DROP CONSTRAINT export_deliveries_format_check")
     op.execute(
