@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
 from evothesis.errors import ObjectStoreError, TableError
 from evothesis.export.keys import table_key
-from evothesis.export.tables.core import Appended, EventTable, Maintained, maintain
+from evothesis.export.tables.core import Appended, EventTable, Maintained, crowded, maintain
 from evothesis.export.tables.delta import DeltaEventTable, storage
 from evothesis.export.tables.iceberg import TABLE_NAME, IcebergEventTable
 from evothesis.export.tables.schema import rows_from_ipc
@@ -57,7 +57,8 @@ class ClientTables:
     async def append(
         self, ref: TableRef, rows_ipc: bytes, identity: str, metadata: Mapping[str, str]
     ) -> Appended:
-        """Append the rows (Arrow IPC) exactly once under ``identity``."""
+        """Append the rows (Arrow IPC) exactly once under ``identity``; ``crowded`` says
+        whether the table now needs compacting."""
         appended: Appended = await run_in_table_worker(
             append_rows, ref, rows_ipc, identity, dict(metadata)
         )
@@ -115,7 +116,14 @@ def open_table(ref: TableRef) -> EventTable:
 def append_rows(
     ref: TableRef, rows_ipc: bytes, identity: str, metadata: dict[str, str]
 ) -> Appended:
-    return _guarded(ref, lambda t: t.append(rows_from_ipc(rows_ipc), identity, metadata))
+    """The append, and whether the table now needs compacting (so that the exporter calls
+    maintenance only when there is some to do)."""
+
+    def append(table: EventTable) -> Appended:
+        appended = table.append(rows_from_ipc(rows_ipc), identity, metadata)
+        return replace(appended, crowded=bool(crowded(table)))
+
+    return _guarded(ref, append)
 
 
 def maintain_table(ref: TableRef, retention: timedelta, full: bool) -> Maintained:

@@ -46,6 +46,8 @@ class Appended:
     rows: int
     #: The table's version (Delta) or current snapshot id (Iceberg) after the call.
     version: int
+    #: Whether a partition now needs compacting (set by the export's worker, which looks).
+    crowded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,11 @@ class EventTable(Protocol):
         """Remove data files no version younger than ``retention`` needs; how many."""
 
 
+def crowded(table: EventTable) -> list[str]:
+    """The partitions that gathered ``COMPACT_FILES`` files."""
+    return sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
+
+
 def maintain(table: EventTable, retention: timedelta, *, full: bool) -> Maintained:
     """Compact partitions that gathered ``COMPACT_FILES`` files; when ``full`` (once per
     ``MAINTENANCE_INTERVAL_S`` per table, as the export ledger keeps it) also checkpoint and
@@ -94,14 +101,14 @@ def maintain(table: EventTable, retention: timedelta, *, full: bool) -> Maintain
     One maintainer at a time per table (the caller holds the table's lock in the ledger):
     delta-rs lets two concurrent compactions of the same files both commit, which would
     duplicate their rows."""
-    crowded = sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
-    if crowded:
-        table.compact(crowded)
+    days = crowded(table)
+    if days:
+        table.compact(days)
     removed = 0
     if full:
         table.checkpoint()
         removed = table.vacuum(max(retention, MIN_VACUUM_RETENTION))
-    return Maintained(len(crowded), removed)
+    return Maintained(len(days), removed)
 
 
 def retrying(what: str, attempt: Callable[[], T | None]) -> T:

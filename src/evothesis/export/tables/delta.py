@@ -34,9 +34,12 @@ from evothesis.objects.buckets import BucketSpec
 #: version only says "appended" (Delta's streaming writers count up instead).
 _TXN_VERSION: Final = 1
 #: Table properties set when a table is created. Removed files stay as long as the
-#: client's retention says (vacuum is given it explicitly); the log keeps 30 days.
+#: client's retention says (vacuum is given it explicitly); the log keeps 30 days. A
+#: checkpoint every 10 commits bounds what loading the table and looking up a delivery's
+#: transaction read: every commit since the last checkpoint, one request each (at delta-rs'
+#: default of 100, an append to a busy table took up to a hundred requests).
 _TABLE_CONFIGURATION: Final[dict[str, str | None]] = {
-    "delta.checkpointInterval": "100",
+    "delta.checkpointInterval": "10",
     "delta.logRetentionDuration": "interval 30 days",
 }
 
