@@ -112,8 +112,12 @@ class DeltaEventTable:
                 storage_options=self._options,
             )
         except (DeltaError, OSError) as exc:
-            if "already exists" not in str(exc):
+            # A creator in another process may win the first commit, which the loser hears
+            # of as a conflict ("protocol changed") rather than as "already exists".
+            table = self._load()
+            if table is None:
                 raise _error("create", self.location, exc) from exc
+            return table
         table = self._load()
         if table is None:
             raise TableError(f"the Delta table {self.location} vanished after its creation")
