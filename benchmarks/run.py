@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.run [--runs 3] [--duration 10] [--connections 50]
                                        [--workers 1 [2 ...]] [--nginx]
                                        [--compare REF | --compare-env N=V]
+                                       [--backlog ROWS]
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder (INFO logging
 on, as a user would run it, but without the export scheduler: this measures ingestion), a
@@ -18,6 +19,11 @@ by run, so a change is judged by a ratio measured on the same machine seconds ap
 ``--compare-env NAME=VALUE`` does the same with this tree run a second time with one more
 environment variable, e.g. ``--compare-env ENRICHMENT=off`` for the cost of enrichment.
 
+``--backlog ROWS`` also measures this tree with ROWS unexported events already in its
+buffer (filled in SQL before the load, not measured), interleaved with the empty one, so the
+ratio says what a lagging export costs ingestion; afterwards the export (raw and processed,
+to local folders, as serve runs it) drains both buffers, and their rates are compared.
+
 ``--workers 1 2`` measures one collector per worker count (``serve --workers N``), likewise
 interleaved, and reports the scaling ratio of the last count over the first per round.
 ``--nginx`` puts a real nginx (Debian's, the project's template rendered for loopback, as
@@ -27,6 +33,7 @@ the tests run it) in front of each collector, and wrk goes through it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -42,6 +49,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import asyncpg
+
+from benchmarks.export import FILL
+from evothesis.embedded import start_embedded_postgres
+from evothesis.storage.migrate import upgrade
 from tests.support.loopback import free_port, wait_listening
 from tests.support.nginx import loopback_values, start_nginx
 
@@ -49,6 +61,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
+#: The variant whose buffer holds ``--backlog`` unexported events.
+BACKLOG = "@backlog"
 
 
 @dataclass
@@ -185,6 +199,13 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="also measure this tree with one more environment variable (e.g. ENRICHMENT=off)",
     )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        metavar="ROWS",
+        help="also measure this tree with ROWS unexported events in its buffer, then drain\n"
+        "both buffers through the export",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evothesis-bench-"))
@@ -234,6 +255,10 @@ def main() -> None:
         name, _, value = args.compare_env.partition("=")
         ref_env = {**env, name: value, "EVOTHESIS_DATA_DIR": str(work / "ref")}
         variants.insert(0, (f"@{args.compare_env}", ref_env, args.workers[0]))
+    if args.backlog:
+        backlog_env = {**env, "EVOTHESIS_DATA_DIR": str(work / "backlog")}
+        variants.insert(0, (BACKLOG, backlog_env, args.workers[0]))
+        fill_backlog(work / "backlog", args.backlog)
     collectors = [
         (suffix, *start_collector(suffix, variant_env, workers, work))
         for suffix, variant_env, workers in variants
@@ -262,7 +287,66 @@ def main() -> None:
     finally:
         for _, process, _ in collectors:
             stop(process)
-    report(results, rss, args, work)
+    # The backlog's buffer, then this tree's (the first worker count's): what the load left.
+    drains = [
+        drain(suffix, Path(variant_env["EVOTHESIS_DATA_DIR"]), env)
+        for suffix, variant_env, _ in variants
+        if args.backlog and suffix in (BACKLOG, "", f"/w{args.workers[0]}")
+    ]
+    report(results, rss, args, work, drains)
+
+
+@dataclass
+class Drain:
+    variant: str
+    events: int
+    seconds: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+
+def fill_backlog(data_dir: Path, rows: int) -> None:
+    """The backlog variant's database, migrated and holding ``rows`` unexported events
+    before its collector starts (which then uses the server this starts)."""
+    url = start_embedded_postgres(data_dir)
+    upgrade(url)
+    print(f"filling a buffer with {rows:,} events (set-up, not measured)...", flush=True)
+
+    async def fill() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(FILL, rows, 20, timeout=None)
+            await connection.execute("VACUUM ANALYZE events_log", timeout=None)
+        finally:
+            await connection.close()
+
+    asyncio.run(fill())
+
+
+def drain(variant: str, data_dir: Path, env: dict[str, str]) -> Drain:
+    """A stopped collector's buffer exported as an operator would (``evothesis export run``
+    then ``process run``, the embedded default's local folders). The seconds are the runs'
+    own (their reports'), without the commands' start-up; every event exported is
+    processed, or the benchmark fails."""
+    print(f"draining the buffer of collector{variant}...", flush=True)
+    reports = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "evothesis", step, "run"],
+                env={**env, "EVOTHESIS_DATA_DIR": str(data_dir)},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for step in ("export", "process")
+    ]
+    exported, processed = reports
+    if exported["events"] != processed["events"]:
+        raise SystemExit(f"collector{variant}: exported {exported}, processed {processed}")
+    return Drain(variant, exported["events"], exported["seconds"] + processed["seconds"])
 
 
 @contextmanager
@@ -319,7 +403,9 @@ def ratio_text(
     )
 
 
-def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path) -> None:
+def report(
+    results: list[Run], rss: float, args: argparse.Namespace, work: Path, drains: list[Drain]
+) -> None:
     # Requests still in flight when wrk stops are stored but not counted by wrk, so up to
     # one request per connection may be stored beyond what wrk saw acknowledged.
     slack = args.connections * 21
@@ -363,6 +449,16 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
             print(
                 f"{name}: {last} vs {first} worker(s): {ratio_text(results, summary, ours, theirs)}"
             )
+    for d in drains:
+        print(
+            f"export drained collector{d.variant}'s buffer: {d.events:,} events in "
+            f"{d.seconds:.1f} s, {d.events_per_s:,.0f} events/s"
+        )
+    if drains:
+        print(
+            f"drain rate, backlog vs after the load alone: "
+            f"{drains[0].events_per_s / drains[1].events_per_s:.2f}x"
+        )
     print(f"collector peak RSS: {rss:.1f} MiB")
     print(
         "every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}"
@@ -376,6 +472,7 @@ def report(results: list[Run], rss: float, args: argparse.Namespace, work: Path)
                 "runs": [asdict(r) for r in results],
                 "summary": summary,
                 "peak_rss_mib": rss,
+                "drains": [{**asdict(d), "events_per_s": d.events_per_s} for d in drains],
                 "args": vars(args),
             },
             indent=2,

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from evothesis.config import Settings
+from evothesis.config import setting_names
 from tests.support.postgres import (
     TEMPLATE,
     TEST_SECRET_KEY,
@@ -26,9 +26,9 @@ from tests.support.postgres import (
 from tests.support.servers import RunningCollector, run_collector
 
 # The suite must not pick up the operator's configuration.
-_SETTING_NAMES = {field.alias or name for name, field in Settings.model_fields.items()}
+_SETTING_NAMES = setting_names()
 for _name in list(os.environ):
-    if _name in _SETTING_NAMES or _name.startswith("EVOTHESIS_"):
+    if _name.upper() in _SETTING_NAMES or _name.startswith("EVOTHESIS_"):
         del os.environ[_name]
 
 # Subprocesses inherit the test key, so nothing writes a key file into the working tree.

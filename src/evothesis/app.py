@@ -18,12 +18,13 @@ from fastapi import FastAPI
 from evothesis.api.collect import COLLECT_OPENAPI, CollectEndpoint
 from evothesis.api.deps import Runtime
 from evothesis.api.factory import new_api
-from evothesis.api.routes import billing, export, gdpr, metrics, ops, site
+from evothesis.api.routes import billing, deliveries, export, gdpr, metrics, ops, site
 from evothesis.api.routes.registry import include_pixel_management
 from evothesis.api.transport.asgi import ASGIApp, Receive, Scope, Send
 from evothesis.api.transport.deadlines import ReadDeadlines
 from evothesis.clock import Clock, SystemClock
-from evothesis.config import Settings
+from evothesis.config import Settings, read_settings
+from evothesis.domain import SchedulerRole
 from evothesis.heap import settle_after_startup
 from evothesis.logs import configure_logging
 from evothesis.services import open_ingestion, open_services, scheduled_exports
@@ -79,13 +80,14 @@ def create_app(
                 )
             )
             ingestion = await stack.enter_async_context(open_ingestion(services))
-            scheduler = None
             if settings.export_in_serve:
-                scheduler = await stack.enter_async_context(scheduled_exports(services))
+                await stack.enter_async_context(
+                    scheduled_exports(services, SchedulerRole.COLLECTOR)
+                )
             deadlines = await stack.enter_async_context(
                 ReadDeadlines.running(settings.body_timeout_s)
             )
-            runtime.start(services, ingestion=ingestion, scheduler=scheduler, deadlines=deadlines)
+            runtime.start(services, ingestion=ingestion, deadlines=deadlines)
             stack.callback(runtime.stop)
             if long_running:
                 settle_after_startup()
@@ -95,6 +97,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(metrics.router)
     app.include_router(export.router)
+    app.include_router(deliveries.router)
     app.include_router(gdpr.router)
     app.include_router(billing.router)
     app.include_router(site.router)
@@ -108,8 +111,11 @@ def create_app(
 
 def app_from_environment() -> Evothesis:
     """Factory for worker processes: settings and ``DATABASE_URL`` come from the environment
-    (the parent process has already started any embedded database and run migrations)."""
-    settings = Settings()
+    (the parent process has already started any embedded database and run migrations).
+    The parent also checked the same environment: it refused names of one setting that
+    disagree (refused here too, should a worker be started otherwise) and warned once about
+    unread names, which the workers do not repeat."""
+    settings, _ = read_settings()
     if not settings.database_url:
         raise RuntimeError("worker processes need DATABASE_URL; start them with evothesis serve")
     os.umask(settings.umask)  # as serve set it: what this process creates stays owner-only

@@ -4,22 +4,90 @@ Plain data: settings are validated here (a bad value stops start-up with the var
 named) and turned into working objects in one place only, ``services.py``. Nothing reads
 the environment at import time, so tests can vary settings freely. Every field's
 description is its line in the ``--help`` environment table (``environment_help``).
+
+Users copy settings from the seed documents, which name some of them differently (seed 004
+calls the backup bucket ``S3_BACKUP_BUCKET`` and the processed bucket's credentials
+``CLIENT_S3_ACCESS_KEY``/``CLIENT_S3_SECRET_KEY``). Every such name is read too
+(``OTHER_NAMES``); two names of one setting that disagree stop start-up rather than one of
+them being silently ignored, and a variable that looks like a setting but that nothing reads
+(a misspelt name) is warned about (``check_environment``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from evothesis.domain import ExportFormat
-from evothesis.durations import parse_duration, parse_schedule
+from evothesis.durations import parse_duration, parse_interval
+from evothesis.errors import ConflictingSettings
+from evothesis.schedules import DeliverySchedule, parse_schedule
 
-__all__ = ["Environment", "Settings", "environment_help"]
+__all__ = [
+    "DEPLOYMENT_VARIABLES",
+    "KNOWN_PREFIXES",
+    "OTHER_NAMES",
+    "Environment",
+    "EnvironmentCheck",
+    "Settings",
+    "check_environment",
+    "environment_help",
+    "read_settings",
+    "setting_names",
+]
+
+#: Setting (its primary variable) -> the other names the seed documents give it.
+OTHER_NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "PROCESSED_S3_BUCKET": ("CLIENT_S3_BUCKET",),
+        "PROCESSED_S3_ACCESS_KEY": ("CLIENT_S3_ACCESS_KEY",),
+        "PROCESSED_S3_SECRET_KEY": ("CLIENT_S3_SECRET_KEY",),
+        "BACKUP_S3_BUCKET": ("S3_BACKUP_BUCKET",),
+    }
+)
+
+#: Beginnings of the names Evothesis reads: a variable that starts like one but is none is
+#: most likely a misspelt setting.
+KNOWN_PREFIXES: Final = (
+    "EVOTHESIS_",
+    "DATABASE_",
+    "PIXEL_MANAGEMENT_",
+    "REGISTRY_",
+    "RAW_S3_",
+    "PROCESSED_S3_",
+    "CLIENT_S3_",
+    "BACKUP_S3_",
+    "S3_",
+    "EXPORT_",
+    "BUFFER_",
+    "WRITE_BUFFER_",
+    "SPOOL_",
+    "EVENT_",
+    "EVENTS_",
+    "BILLING_",
+    "GEOIP_",
+    "TABLE_",
+    "ICEBERG_",
+)
+
+#: Names with a known prefix that the deployment files read, not Evothesis
+#: (docker-compose.yml: the image tag and the stack's network).
+DEPLOYMENT_VARIABLES: Final = frozenset({"EVOTHESIS_VERSION", "EVOTHESIS_SUBNET"})
+
+
+def _names(primary: str) -> AliasChoices:
+    """A setting's variable and the seed's other names for it, the primary one first."""
+    return AliasChoices(primary, *OTHER_NAMES.get(primary, ()))
+
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Environment = Literal["development", "test", "production"]
@@ -54,12 +122,18 @@ def _positive(seconds: float) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
-def _schedule(value: object) -> float | None:
-    return parse_schedule(str(value))
+def _interval(value: object) -> float | None:
+    return parse_interval(str(value))
 
 
-#: ``EXPORT_SCHEDULE``: seconds between scheduled exports, ``None`` for ``off``.
-Schedule = Annotated[float | None, BeforeValidator(_schedule)]
+def _schedule(value: object) -> DeliverySchedule:
+    return value if isinstance(value, DeliverySchedule) else parse_schedule(str(value))
+
+
+#: ``EXPORT_INTERVAL``: seconds between scheduled raw export rounds, ``None`` for ``off``.
+Interval = Annotated[float | None, BeforeValidator(_interval)]
+#: ``EXPORT_SCHEDULE``: when clients without a schedule of their own get their files.
+Schedule = Annotated[DeliverySchedule, NoDecode, BeforeValidator(_schedule)]
 
 
 class Settings(BaseSettings):
@@ -172,6 +246,32 @@ class Settings(BaseSettings):
         description="IPs/CIDRs whose X-Forwarded-For and X-Real-IP are believed",
     )
 
+    # ---------------------------------------------------------------------- HTTP edge
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        alias="HEADER_READ_TIMEOUT",
+        description="seconds a connection may take to send a request line and headers, from "
+        "connecting or from a following request's first byte; then 408, or closed if "
+        "nothing came",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        alias="MAX_HEADER_BYTES",
+        description="largest request line plus headers; larger is a 431",
+    )
+    max_headers: int = Field(
+        100, ge=1, alias="MAX_HEADERS", description="most header fields a request may have"
+    )
+    max_idle_connections: int = Field(
+        1000,
+        ge=1,
+        alias="MAX_IDLE_CONNECTIONS",
+        description="connections per process not in a request (new, kept alive, sending "
+        "headers); past it the longest idle one is closed",
+    )
+
     # ------------------------------------------------------------------------- intake
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, alias="MAX_BODY_BYTES", description="largest accepted body"
@@ -244,15 +344,14 @@ class Settings(BaseSettings):
     processed_bucket: str | None = Field(
         None,
         alias="PROCESSED_S3_BUCKET",
+        validation_alias=_names("PROCESSED_S3_BUCKET"),
         description="processed exports of clients without a bucket of their own; unset = "
         "EVOTHESIS_DATA_DIR/buckets/processed",
-    )
-    client_bucket: str | None = Field(
-        None, alias="CLIENT_S3_BUCKET", description="the seed's name for PROCESSED_S3_BUCKET"
     )
     backup_bucket: str | None = Field(
         None,
         alias="BACKUP_S3_BUCKET",
+        validation_alias=_names("BACKUP_S3_BUCKET"),
         description="metering records for billing; unset = EVOTHESIS_DATA_DIR/buckets/backup",
     )
     s3_endpoint: str | None = Field(
@@ -269,10 +368,16 @@ class Settings(BaseSettings):
         None, alias="RAW_S3_SECRET_KEY", description="secret key of the raw bucket"
     )
     processed_access_key: str | None = Field(
-        None, alias="PROCESSED_S3_ACCESS_KEY", description="access key of the processed bucket"
+        None,
+        alias="PROCESSED_S3_ACCESS_KEY",
+        validation_alias=_names("PROCESSED_S3_ACCESS_KEY"),
+        description="access key of the processed bucket",
     )
     processed_secret_key: str | None = Field(
-        None, alias="PROCESSED_S3_SECRET_KEY", description="secret key of the processed bucket"
+        None,
+        alias="PROCESSED_S3_SECRET_KEY",
+        validation_alias=_names("PROCESSED_S3_SECRET_KEY"),
+        description="secret key of the processed bucket",
     )
     backup_access_key: str | None = Field(
         None, alias="BACKUP_S3_ACCESS_KEY", description="access key of the backup bucket"
@@ -289,16 +394,34 @@ class Settings(BaseSettings):
         alias="EXPORT_BATCH_SIZE",
         description="events per export batch; a backlog this big exports at once",
     )
-    export_interval_s: Schedule = Field(
-        60.0,
+    export_schedule: Schedule = Field(
+        parse_schedule("hourly"),
         alias="EXPORT_SCHEDULE",
-        description="raw export interval: 30s, 1m, hourly, daily or off (default 1m)",
+        description="delivery schedule of clients without one: hourly (minute 0, UTC), "
+        "daily (00:00 UTC), real-time or a cron expression in UTC (default hourly)",
+    )
+    export_interval_s: Interval = Field(
+        60.0,
+        alias="EXPORT_INTERVAL",
+        description="how often the raw export runs: 30s, 1m, 5m, or off (on demand only) "
+        "(default 1m)",
+    )
+    export_notice_after_s: Duration = Field(
+        3600.0,
+        alias="EXPORT_NOTICE_AFTER",
+        description="a delivery failing this long is told to its client's webhook (default 1h)",
+    )
+    export_dead_letter_after_s: Duration = Field(
+        86400.0,
+        alias="EXPORT_DEAD_LETTER_AFTER",
+        description="a delivery failing this long is no longer retried until retried by "
+        "hand (default 24h)",
     )
     export_format: ExportFormat = Field(
         ExportFormat.JSON,
         alias="EXPORT_FORMAT",
-        description="processed format when a client has none: json | csv | parquet | "
-        "delta | iceberg",
+        description="processed format when a client has none: json | jsonl | csv | parquet "
+        "| delta | iceberg",
     )
     table_retention_s: Duration = Field(
         7 * 86400.0,
@@ -337,6 +460,12 @@ class Settings(BaseSettings):
     recent_max_limit: int = Field(
         1000, ge=1, alias="EVENTS_RECENT_MAX_LIMIT", description="most rows /events/recent shows"
     )
+    client_name: str | None = Field(
+        None,
+        alias="CLIENT_NAME",
+        description="the client this deployment serves (seed 004's VM-per-client template); "
+        "shown in /export/config, attributes nothing",
+    )
 
     @property
     def is_development(self) -> bool:
@@ -353,7 +482,15 @@ class Settings(BaseSettings):
 
 
 #: Defaults shown in words where the value itself says little.
-_SHOWN_DEFAULTS: Final = {"EXPORT_SCHEDULE", "BUFFER_RETENTION", "EXPORT_LEASE", "EVOTHESIS_UMASK"}
+_SHOWN_DEFAULTS: Final = {
+    "EXPORT_SCHEDULE",
+    "EXPORT_INTERVAL",
+    "EXPORT_NOTICE_AFTER",
+    "EXPORT_DEAD_LETTER_AFTER",
+    "BUFFER_RETENTION",
+    "EXPORT_LEASE",
+    "EVOTHESIS_UMASK",
+}
 
 
 def _shown_default(alias: str, default: Any) -> str | None:
@@ -376,8 +513,78 @@ def environment_help() -> str:
         alias = str(field.alias)
         shown = _shown_default(alias, field.get_default(call_default_factory=True))
         meaning = field.description or ""
+        if alias in OTHER_NAMES:
+            meaning += f" (also read as {', '.join(OTHER_NAMES[alias])})"
         lines.append((alias, meaning + (f" (default {shown})" if shown is not None else "")))
     width = max(len(name) for name, _ in lines)
     return "Environment variables:\n\n" + "\n\n".join(
         f"  {name.ljust(width)}  {meaning}" for name, meaning in lines
     )
+
+
+def setting_names() -> frozenset[str]:
+    """Every variable Evothesis reads: each setting's name and the seed's other names."""
+    primary = {str(field.alias) for field in Settings.model_fields.values()}
+    return frozenset(primary.union(*OTHER_NAMES.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentCheck:
+    """What is wrong with an environment before its values are even parsed."""
+
+    #: Pairs of names of one setting that are both set, to different values: the one
+    #: Evothesis would read first, then the other.
+    conflicts: tuple[tuple[str, str], ...]
+    #: Variables with a known prefix that nothing reads, sorted.
+    unread: tuple[str, ...]
+
+    def conflict_message(self) -> str | None:
+        """One line naming every pair (never their values, which may be secrets)."""
+        if not self.conflicts:
+            return None
+        pairs = "; ".join(f"{first} and {second}" for first, second in self.conflicts)
+        return (
+            f"{pairs}: two names of one setting are set to different values; "
+            "set one of them, or both to the same value"
+        )
+
+    def unread_message(self) -> str | None:
+        if not self.unread:
+            return None
+        return (
+            f"Nothing reads {', '.join(self.unread)}: a misspelt setting? "
+            "(`evothesis --help` lists every variable Evothesis reads)"
+        )
+
+
+def check_environment(environ: Mapping[str, str]) -> EnvironmentCheck:
+    """The conflicts and unread names of ``environ``; a pure function of it.
+
+    Names are compared as pydantic-settings reads them, without regard to case; an empty
+    value is a value (``X=`` and ``Y=z`` disagree).
+    """
+    by_name = {name.upper(): (name, value) for name, value in environ.items()}
+    conflicts: list[tuple[str, str]] = []
+    for primary, others in OTHER_NAMES.items():
+        present = [by_name[name] for name in (primary, *others) if name in by_name]
+        for name, value in present[1:]:
+            if value != present[0][1]:
+                conflicts.append((present[0][0], name))
+    known = setting_names() | DEPLOYMENT_VARIABLES
+    unread = sorted(
+        name
+        for upper, (name, _) in by_name.items()
+        if upper.startswith(KNOWN_PREFIXES) and upper not in known
+    )
+    return EnvironmentCheck(tuple(conflicts), tuple(unread))
+
+
+def read_settings() -> tuple[Settings, EnvironmentCheck]:
+    """``Settings`` from the process environment, refused with ``ConflictingSettings`` when
+    two names of one setting disagree; the check comes back too, for the caller to warn
+    about unread names once its logging is set up."""
+    check = check_environment(os.environ)
+    message = check.conflict_message()
+    if message is not None:
+        raise ConflictingSettings(message)
+    return Settings(), check

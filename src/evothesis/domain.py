@@ -82,7 +82,10 @@ class ExportFormat(StrEnum):
     """The format of a client's processed exports: one file per delivery (json, csv,
     parquet) or rows appended to a table in the client's bucket (delta, iceberg)."""
 
+    #: Seed 004's JSON document: ``{"export_metadata": {…}, "events": […]}``.
     JSON = "json"
+    #: JSON Lines, one event per line (what ``json`` wrote before it became the document).
+    JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
     DELTA = "delta"
@@ -98,6 +101,41 @@ class FileLayout(StrEnum):
     #: ``event_date=YYYY-MM-DD/`` of the delivery's claim day, which BigQuery, Athena,
     #: DuckDB and Spark read as a partition column without configuration.
     HIVE = "hive"
+
+
+class DeliveryTrigger(StrEnum):
+    """Why a client's delivery was cut: its schedule, or one of the triggers that deliver
+    early (``export.deliveries``)."""
+
+    #: The real-time schedule: one delivery per raw batch, as soon as the batch is exported.
+    REAL_TIME = "real_time"
+    #: A tick of the client's hourly, daily or cron schedule.
+    SCHEDULE = "schedule"
+    #: An operator's run (``/process/run``, ``evothesis process run``).
+    MANUAL = "manual"
+    #: The client's threshold of pending events was reached.
+    THRESHOLD = "threshold"
+    #: The client asked for its pending events with its own key.
+    ON_DEMAND = "on_demand"
+
+
+class NoticeKind(StrEnum):
+    """What a client's notification webhook is told about its deliveries."""
+
+    DESTINATION_PAUSED = "destination.paused"
+    DESTINATION_RESUMED = "destination.resumed"
+    DELIVERY_FAILING = "delivery.failing"
+    DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
+    REPLAY_FINISHED = "replay.finished"
+
+
+class SchedulerRole(StrEnum):
+    """Which kind of process runs an export schedule (``/pipeline/status`` says who)."""
+
+    #: ``evothesis serve`` with ``EXPORT_IN_SERVE``.
+    COLLECTOR = "collector"
+    #: ``evothesis worker``.
+    WORKER = "worker"
 
 
 # -------------------------------------------------------------- what happens to events

@@ -1,4 +1,4 @@
-"""Durations and schedules as operators write them (``90s``, ``5m``, ``hourly``, ``off``).
+"""Durations and intervals as operators write them (``90s``, ``5m``, ``hourly``, ``off``).
 
 Pure parsing, shared by the settings (which validate them at start-up) and anything else
 that reads a duration from a person.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["SCHEDULE_WORDS", "parse_duration", "parse_schedule"]
+__all__ = ["INTERVAL_WORDS", "parse_duration", "parse_interval"]
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-#: The seed's schedule words, as intervals.
-SCHEDULE_WORDS: Final = {"minutely": 60.0, "hourly": 3600.0, "daily": 86400.0}
+#: Words for intervals.
+INTERVAL_WORDS: Final = {"minutely": 60.0, "hourly": 3600.0, "daily": 86400.0}
 
 
 def parse_duration(text: str | float) -> float:
@@ -27,14 +27,14 @@ def parse_duration(text: str | float) -> float:
     return float(match[1]) * _UNITS[(match[2] or "s").lower()]
 
 
-def parse_schedule(text: str) -> float | None:
-    """Seconds between scheduled exports, or ``None`` for ``off`` (on demand only)."""
+def parse_interval(text: str) -> float | None:
+    """Seconds between scheduled runs, or ``None`` for ``off`` (on demand only)."""
     word = text.strip().lower()
     if word in {"off", "none", "manual"}:
         return None
-    if word in SCHEDULE_WORDS:
-        return SCHEDULE_WORDS[word]
+    if word in INTERVAL_WORDS:
+        return INTERVAL_WORDS[word]
     seconds = parse_duration(word)
     if seconds <= 0:
-        raise ValueError(f"an export schedule must be positive: {text!r}")
+        raise ValueError(f"an interval must be positive: {text!r}")
     return seconds

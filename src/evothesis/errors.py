@@ -8,6 +8,7 @@ HTTP. The tree::
     EvothesisError
     ├── BadRequest                       the sender's request cannot be used
     │   ├── MalformedBody, RequestTimeout, UnsupportedMediaType, InvalidPeriod
+    │   ├── MalformedRequest, HeadersTooLarge
     │   ├── PayloadTooLarge ── BatchTooLarge
     │   └── InvalidEvent ── InvalidSetting
     ├── Refused                          /collect: the sender may not send these events
@@ -21,7 +22,7 @@ HTTP. The tree::
     │   ├── BucketConfigError, BackupUnreadable
     │   └── RawFormatError
     ├── ConfigurationError               this process is not set up to do it
-    │   └── SecretKeyError
+    │   └── SecretKeyError, ConflictingSettings
     └── SnapshotRefused                  a file on local disk that cannot be trusted
 """
 
@@ -66,6 +67,18 @@ class RequestTimeout(BadRequest):
     code = "request_timeout"
 
 
+class MalformedRequest(BadRequest):
+    """The request is not valid HTTP/1.1."""
+
+    code = "malformed_request"
+
+
+class HeadersTooLarge(BadRequest):
+    """The request line and headers are too large, or there are too many headers."""
+
+    code = "headers_too_large"
+
+
 class UnsupportedMediaType(BadRequest):
     """Send the body as application/json or text/plain."""
 
@@ -106,6 +119,12 @@ class InvalidSetting(InvalidEvent):
     """A client or domain setting is not valid."""
 
     code = "invalid_setting"
+
+
+class InvalidRange(BadRequest):
+    """A replay's range is not a range of times or batches."""
+
+    code = "invalid_range"
 
 
 class InvalidPeriod(BadRequest):
@@ -158,6 +177,16 @@ class AdminUnauthorized(EvothesisError):
     """Send the admin token as `Authorization: Bearer <token>`."""
 
     code = "unauthorized"
+
+
+class RateLimited(EvothesisError):
+    """Too many requests; retry after the time given."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(EvothesisError):
@@ -282,6 +311,12 @@ class SecretKeyError(ConfigurationError):
     """The secret key is missing, malformed, or does not open a stored secret."""
 
     code = "secret_key_error"
+
+
+class ConflictingSettings(ConfigurationError):
+    """Two names of one setting are set to different values."""
+
+    code = "conflicting_settings"
 
 
 # ---------------------------------------------------------------------------- local files

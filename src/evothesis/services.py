@@ -29,16 +29,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-import asyncpg
-
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock, SystemClock
 from evothesis.config import Settings
+from evothesis.domain import SchedulerRole
 from evothesis.enrich.limits import EventLimits
 from evothesis.errors import BucketConfigError, RegistryUnavailable, SecretKeyError
+from evothesis.export.notices import NoticeSender, NotifyLookup
 from evothesis.export.pipeline import ExportPipeline, PipelineSettings
 from evothesis.export.process import TargetLookup
-from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.export.replays import Replays
+from evothesis.export.scheduler import SchedulerState, run_scheduler, runner_name
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.ingest.collector import Collector
 from evothesis.ingest.enrichment import Enricher, build_enricher
@@ -47,9 +48,9 @@ from evothesis.registry.cache import CachedDirectory, RegistrySource
 from evothesis.registry.http import HttpRegistrySource
 from evothesis.registry.secrets import SecretBox, load_secret_box
 from evothesis.registry.snapshot import SnapshotKeeper
-from evothesis.registry.store import RegistryStore
+from evothesis.registry.store import NotifyTarget, RegistryStore
 from evothesis.storage.events import EventStore
-from evothesis.storage.pool import create_pool, database_unreachable
+from evothesis.storage.pool import MonitoredPool, create_pool, database_unreachable
 from evothesis.storage.replay import replay_forever
 from evothesis.storage.sessions import describe_error
 from evothesis.storage.spool import Spool
@@ -90,7 +91,7 @@ class Services:
 
     settings: Settings
     clock: Clock
-    pool: asyncpg.Pool
+    pool: MonitoredPool
     #: The registry tables of this database: the CLI's and the admin API's, the export's
     #: source of client destinations, and the collector's lookups unless pixel management
     #: is another service (``PIXEL_MANAGEMENT_URL``). ``None`` only in a process that has
@@ -100,6 +101,10 @@ class Services:
     #: secret key is configured (then no snapshot is kept).
     box: SecretBox | None
     pipeline: ExportPipeline
+    #: Backfill and replay of clients' past deliveries.
+    replays: Replays
+    #: Notices to clients' webhooks.
+    notices: NoticeSender
     subjects: DataSubjectRequests
     billing: Billing
 
@@ -147,7 +152,7 @@ def export_buckets(settings: Settings) -> ExportBuckets:
     return ExportBuckets(
         raw=spec(settings.raw_bucket, "raw", settings.raw_access_key, settings.raw_secret_key),
         processed=spec(
-            settings.processed_bucket or settings.client_bucket,
+            settings.processed_bucket,
             "processed",
             settings.processed_access_key,
             settings.processed_secret_key,
@@ -179,6 +184,10 @@ def pipeline_settings(settings: Settings, database_url: str) -> PipelineSettings
         interval_s=settings.export_interval_s,
         table_retention_s=settings.table_retention_s,
         iceberg_catalog=settings.iceberg_catalog or database_url,
+        default_schedule=settings.export_schedule,
+        notice_after_s=settings.export_notice_after_s,
+        dead_letter_after_s=settings.export_dead_letter_after_s,
+        client_name=settings.client_name,
     )
 
 
@@ -194,6 +203,22 @@ def _export_targets(
 
     async def unavailable(client_id: str) -> tuple[str | None, dict[str, str] | None]:
         raise BucketConfigError(reason)
+
+    return unavailable
+
+
+def _notify_targets(
+    registry: RegistryStore | None, box_error: SecretKeyError | None
+) -> NotifyLookup:
+    """Where each client's notices go; without the secret key (a collector-only
+    production process) webhook secrets cannot be opened, and notices wait for a process
+    that can."""
+    if registry is not None:
+        return registry.notify_target
+    reason = f"cannot open client webhook secrets: {box_error}"
+
+    async def unavailable(client_id: str) -> NotifyTarget | None:
+        raise SecretKeyError(reason)
 
     return unavailable
 
@@ -230,8 +255,14 @@ async def open_services(
             raise
         box_error = exc
     size = pool_size or PoolSize(settings.pool_size, settings.pool_max_size)
+    clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
-        pool = await _open_pool(database_url, size, tolerate_outage=tolerate_outage)
+        pool = await _open_pool(
+            database_url,
+            size,
+            tolerate_outage=tolerate_outage,
+            log_saturation=pool_size is None,
+        )
         stack.push_async_callback(pool.close)
         registry = RegistryStore(pool, box) if box is not None else None
         if (
@@ -251,26 +282,41 @@ async def open_services(
             export_buckets(settings),
             pipeline_settings(settings, database_url),
             targets=_export_targets(registry, box_error),
+            clock=clock,
         )
+        notices = NoticeSender(pool, _notify_targets(registry, box_error))
+        stack.push_async_callback(notices.close)
         yield Services(
             settings=settings,
-            clock=clock or SystemClock(),
+            clock=clock,
             pool=pool,
             registry=registry,
             box=box,
             pipeline=pipeline,
+            replays=Replays(pool, pipeline),
+            notices=notices,
             subjects=DataSubjectRequests(pool, pipeline),
             billing=Billing(pool, pipeline.backup_bucket),
         )
 
 
-async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool) -> asyncpg.Pool:
+async def _open_pool(
+    database_url: str, size: PoolSize, *, tolerate_outage: bool, log_saturation: bool
+) -> MonitoredPool:
     """The pool, with its ``min_size`` connections open. When no PostgreSQL answers and an
     outage is tolerated, a pool that opens connections only when asked instead (asyncpg
     cannot raise a pool's floor afterwards: such a pool keeps no idle connections until the
-    process restarts, and pays a connection set-up after an idle spell)."""
+    process restarts, and pays a connection set-up after an idle spell).
+
+    Its size is logged once: the seeds' operators look for pool lines in the log. Waits
+    are logged (``log_saturation``) where the settings size the pool."""
     try:
-        return await create_pool(database_url, min_size=size.min_size, max_size=size.max_size)
+        pool = await create_pool(
+            database_url,
+            min_size=size.min_size,
+            max_size=size.max_size,
+            log_saturation=log_saturation,
+        )
     except Exception as exc:
         if not (tolerate_outage and database_unreachable(exc)):
             raise
@@ -279,7 +325,17 @@ async def _open_pool(database_url: str, size: PoolSize, *, tolerate_outage: bool
             "and known sites attributed from the registry snapshot until it returns",
             describe_error(exc),
         )
-    return await create_pool(database_url, min_size=0, max_size=size.max_size)
+        pool = await create_pool(
+            database_url, min_size=0, max_size=size.max_size, log_saturation=log_saturation
+        )
+    logger.info(
+        "Connection pool open: %d connection(s), keeps %d, at most %d (DATABASE_POOL_SIZE, "
+        "+ DATABASE_MAX_OVERFLOW); saturation is logged, /metrics has evothesis_db_pool_*",
+        pool.get_size(),
+        pool.get_min_size(),
+        pool.get_max_size(),
+    )
+    return pool
 
 
 @asynccontextmanager
@@ -381,18 +437,25 @@ def _snapshot_keeper(services: Services) -> SnapshotKeeper | None:
 
 
 @asynccontextmanager
-async def scheduled_exports(services: Services) -> AsyncIterator[SchedulerState | None]:
-    """Run the export schedule while the block runs; ``None`` when ``EXPORT_SCHEDULE`` is
-    off (exports then run on demand only)."""
+async def scheduled_exports(services: Services, role: SchedulerRole) -> AsyncIterator[None]:
+    """Run the export schedule while the block runs, recorded in the database as run by a
+    ``role`` process; nothing when ``EXPORT_INTERVAL`` is off (exports then run on
+    demand only)."""
     interval = services.settings.export_interval_s
     if interval is None:
-        yield None
+        yield
         return
-    state = SchedulerState()
-    async with _background(
-        run_scheduler(services.pipeline, state, interval_s=interval), "export-scheduler"
-    ):
-        yield state
+    pipeline = services.pipeline
+    state = SchedulerState(runner_name(pipeline.ledger), role)
+    scheduler = run_scheduler(
+        pipeline,
+        state,
+        interval_s=interval,
+        notices=services.notices,
+        replays=services.replays,
+    )
+    async with _background(scheduler, "export-scheduler"):
+        yield
 
 
 @asynccontextmanager

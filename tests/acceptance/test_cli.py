@@ -89,9 +89,8 @@ def test_migrate_brings_an_external_database_to_head_and_is_repeatable(
         assert "Database schema is up to date." in result.stdout
 
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (head_revision(),)
-        ]
+        versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert versions == [(head_revision(),)]
         assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
     assert not (tmp_path / "data").exists()
 
@@ -140,6 +139,15 @@ def test_serve_with_database_url_stores_there_and_starts_no_embedded_server(
     assert not (data_dir / "postgres").exists()
 
 
+def command_line(process: psutil.Process) -> str:
+    """A process's command line; empty for one that has exited meanwhile (a short-lived
+    helper the server started)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def test_serve_workers_share_the_port_each_with_its_own_pool(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -156,7 +164,7 @@ def test_serve_workers_share_the_port_each_with_its_own_pool(
         workers = [
             child
             for child in psutil.Process(process.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())
+            if "spawn_main" in command_line(child)
         ]
         assert len(workers) == 2, [child.cmdline() for child in workers]
 

@@ -115,11 +115,18 @@ def test_embedded_default_end_to_end_and_data_survives_restart(tmp_path: Path) -
 
 
 def exported_lines(folder: Path, pattern: str) -> list[dict[str, object]]:
+    """The events (or records) of the files matching ``pattern``: JSON Lines, gzip or not,
+    or the events of the seed's JSON documents (their manifests skipped)."""
     lines: list[dict[str, object]] = []
     for path in sorted(folder.rglob(pattern)):
+        if path.name.endswith(".manifest.json"):
+            continue
         data = path.read_bytes()
         if path.suffix == ".gz":
             data = gzip.decompress(data)
+        if path.suffix == ".json":
+            lines.extend(json.loads(data)["events"])
+            continue
         lines.extend(json.loads(line) for line in data.splitlines())
     return lines
 
@@ -130,7 +137,7 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "off"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_INTERVAL": "off"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
@@ -159,9 +166,7 @@ def test_export_and_process_from_the_cli_while_serve_runs(tmp_path: Path) -> Non
         assert stop_process(process) == 0
     buckets = data_dir / "buckets"
     raw = exported_lines(buckets / "raw", "*.jsonl.gz")
-    processed = exported_lines(
-        buckets / "processed" / "processed-events" / "client_test", "*.jsonl"
-    )
+    processed = exported_lines(buckets / "processed" / "processed-events" / "client_test", "*.json")
     assert len(raw) == 5 and len({event["event_id"] for event in raw}) == 5
     assert sorted(e["event_id"] for e in processed) == sorted(e["event_id"] for e in raw)
     metering = exported_lines(buckets / "backup", "*.jsonl")
@@ -183,7 +188,7 @@ def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**clean_env(data_dir, secret_key=False), "EXPORT_SCHEDULE": "1s"}
+    env = {**clean_env(data_dir, secret_key=False), "EXPORT_INTERVAL": "1s"}
     with (tmp_path / "serve.log").open("ab") as output:
         process = subprocess.Popen(
             [EVOTHESIS, "serve", "--port", str(port)], env=env, stdout=output, stderr=output
@@ -193,9 +198,9 @@ def test_serve_exports_on_its_schedule(tmp_path: Path) -> None:
         assert request(f"{base}/collect", SEED_BATCH)[0] == 200
         folder = data_dir / "buckets" / "processed" / "processed-events" / "client_test"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(exported_lines(folder, "*.jsonl")) < 4:
+        while time.monotonic() < deadline and len(exported_lines(folder, "*.json")) < 4:
             time.sleep(0.2)
-        assert len(exported_lines(folder, "*.jsonl")) == 4
+        assert len(exported_lines(folder, "*.json")) == 4
     finally:
         assert stop_process(process) == 0
     assert (

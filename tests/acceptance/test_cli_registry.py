@@ -4,7 +4,6 @@ subprocesses against a real PostgreSQL, checking output, exit codes and error li
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.support.cli import evothesis
+from tests.support.cli import evothesis, shell_env
 from tests.support.loopback import free_port
 from tests.support.postgres import TEST_SECRET_KEY
 from tests.support.servers import killed_on_exit, start_process, stop_process
@@ -29,14 +28,12 @@ ADMIN_TOKEN = "cli-admin-token"
 def env(tmp_path: Path, database_url: str) -> dict[str, str]:
     """The environment of an operator's shell: the test database, the suite's secret key
     (test databases hold the development client sealed with it), nothing else."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "ENVIRONMENT": "test",
-        "EVOTHESIS_DATA_DIR": str(tmp_path / "data"),
-        "EVOTHESIS_SECRET_KEY": TEST_SECRET_KEY,
-        "DATABASE_URL": database_url,
-    }
+    return shell_env(
+        ENVIRONMENT="test",
+        EVOTHESIS_DATA_DIR=str(tmp_path / "data"),
+        EVOTHESIS_SECRET_KEY=TEST_SECRET_KEY,
+        DATABASE_URL=database_url,
+    )
 
 
 def succeeded(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -84,11 +81,16 @@ def test_add_prints_the_record_and_the_write_key_once(
         "honour_dnt": False,
         "consent_mode": "required",
         "bot_policy": "drop",
+        "require_write_key": False,
         "export_destination": "s3://acme-events",
         "export_format": "csv",
         "export_layout": "hive",
         "table_retention_days": 30,
         "has_export_credentials": False,
+        "export_schedule": None,
+        "export_threshold": None,
+        "notify_url": None,
+        "has_notify_secret": False,
         "active": True,
         "domains": ["*.acme.example", "acme.example"],
     }
@@ -252,8 +254,7 @@ def test_a_wrong_secret_key_is_named(env: dict[str, str]) -> None:
 def test_help_explains_the_command_and_the_environment(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    result = evothesis(*command, "--help", env=env)
+    result = evothesis(*command, "--help", env=shell_env())
     assert result.returncode == 0
     for variable in ("DATABASE_URL", "EVOTHESIS_SECRET_KEY", "EVOTHESIS_ADMIN_TOKEN"):
         assert variable in result.stdout
@@ -261,8 +262,7 @@ def test_help_explains_the_command_and_the_environment(
 
 
 def test_secret_key_prints_a_fresh_fernet_key() -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    keys = [succeeded("secret-key", env=env).stdout for _ in range(2)]
+    keys = [succeeded("secret-key", env=shell_env()).stdout for _ in range(2)]
     for key in keys:
         assert key.endswith("\n") and key.count("\n") == 1
         sealed = Fernet(key.strip().encode()).encrypt(b"salt")

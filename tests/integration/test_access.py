@@ -19,8 +19,11 @@ READERS = (
     "/process/status",
     "/pipeline/status",
     "/metrics",
+    "/export/replays",
+    "/process/dead-letters",
+    "/process/notices",
 )
-RUNS = ("/export/run", "/process/run")
+RUNS = ("/export/run", "/process/run", "/process/retry")
 ADMIN = "admin-token-for-access-tests"
 OPERATOR = "operator-token-for-access-tests"
 StartCollector = Callable[..., RunningCollector]

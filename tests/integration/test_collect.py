@@ -362,7 +362,10 @@ def test_seed_log_lines(api: httpx.Client, caplog: pytest.LogCaptureFixture) -> 
     assert "Bulk inserted 4 events for client client_test from site localhost" in messages
 
 
-def test_get_on_collect_is_405_with_json(api: httpx.Client) -> None:
-    response = api.get("/collect")
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD"])
+def test_other_methods_on_collect_are_405_with_json(api: httpx.Client, method: str) -> None:
+    response = api.request(method, "/collect")
     assert response.status_code == 405
-    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, POST, OPTIONS"
+    if method != "HEAD":
+        assert response.json()["error"]["code"] == "method_not_allowed"

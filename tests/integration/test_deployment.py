@@ -11,59 +11,23 @@ other values are the production ones.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
+from evothesis.config import setting_names
+from tests.support.compose import (
+    APPLICATION_SERVICES,
+    compose_config,
+    computed,
+    passed_through,
+    resolved,
+    service_environment,
+)
 from tests.support.nginx import ROOT, check_config, placeholders, render
 
 UPSTREAM = re.compile(r"server ([A-Za-z0-9.-]+):(\d+)")
-
-
-def compose_command() -> list[str]:
-    """Compose v2 (``docker compose``) when installed, else Debian's docker-compose."""
-    docker = shutil.which("docker")
-    if (
-        docker
-        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
-    ):
-        return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    if legacy is None:
-        pytest.fail("neither `docker compose` nor docker-compose (scripts/install installs it)")
-    return [legacy]
-
-
-def compose_config(env_file: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **environment}
-    return subprocess.run(
-        [*compose_command(), "--env-file", env_file, "config"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def resolved(env_file: str, **environment: str) -> dict[str, Any]:
-    result = compose_config(env_file, **environment)
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = yaml.safe_load(result.stdout)
-    return config
-
-
-def service_environment(config: dict[str, Any], service: str) -> dict[str, str]:
-    environment = config["services"][service]["environment"]
-    if isinstance(environment, list):  # Compose v1 may print NAME=value items
-        environment = dict(item.split("=", 1) for item in environment)
-    return {name: str(value) for name, value in environment.items()}
 
 
 def test_the_development_stack_resolves() -> None:
@@ -75,7 +39,8 @@ def test_the_development_stack_resolves() -> None:
     for name in ("postgres", "pixel-management", "worker", "nginx"):
         assert services[name]["healthcheck"]["test"], name  # fastapi: the image's
     collector = service_environment(config, "fastapi")
-    assert collector["DATABASE_URL"].startswith("postgresql://evothesis:")
+    assert collector["DATABASE_URL"].startswith("postgresql://postgres:")
+    assert collector["DATABASE_URL"].endswith("@postgres:5432/evothesis")
     assert collector["PIXEL_MANAGEMENT_URL"] == "http://pixel-management:8001"
     assert collector["TRUSTED_PROXIES"] == "172.28.0.0/24"
     command = services["fastapi"]["command"]
@@ -115,3 +80,53 @@ def test_the_nginx_configuration_compose_renders_loads(env_file: str, tmp_path: 
     result = check_config(tmp_path, render(values))
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+#: Passed through although Evothesis does not read them itself: obstore does.
+CLOUD_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+}
+
+
+def test_the_application_services_get_every_setting_from_the_env_file() -> None:
+    """No env_file of a fixed name: every variable Evothesis reads is passed from the file
+    given to --env-file, or set by compose itself from it."""
+    assert set(computed()) == {"DATABASE_URL", "TRUSTED_PROXIES", "EVOTHESIS_DATA_DIR"}
+    assert passed_through() == (setting_names() - set(computed())) | CLOUD_CREDENTIALS
+    raw = (ROOT / "docker-compose.yml").read_text()
+    assert "env_file" not in raw and "ENV_FILE" not in raw
+
+
+@pytest.mark.parametrize("env_file", [".env.development", ".env.production"])
+def test_a_setting_the_file_leaves_commented_is_not_set_in_the_containers(
+    env_file: str,
+) -> None:
+    config = resolved(env_file, POSTGRES_PASSWORD="from-the-operator")
+    for service in APPLICATION_SERVICES:
+        environment = service_environment(config, service)
+        assert "REGISTRY_CACHE_TTL" not in environment, service  # commented: the default
+        assert "PROCESSED_S3_BUCKET" not in environment, service  # CLIENT_S3_BUCKET is set
+        assert environment["CLIENT_S3_BUCKET"], service
+        assert environment["EVOTHESIS_DATA_DIR"] == "/var/lib/evothesis", service
+
+
+def test_the_postgres_role_and_database_are_the_ones_psql_uses() -> None:
+    """`docker compose exec postgres psql -U postgres -c "..."` (the seeds' operator
+    commands) runs in the postgres container: the role exists, and psql opens Evothesis's
+    database with the psqlrc that lets the seeds' queries run as written."""
+    config = resolved(".env.development")
+    postgres = service_environment(config, "postgres")
+    assert postgres["POSTGRES_USER"] == "postgres" == postgres["PGUSER"]
+    assert postgres["PGDATABASE"] == postgres["POSTGRES_DB"] == "evothesis"
+    assert postgres["PSQLRC"] == "/etc/postgresql/psqlrc"
+    mounts = [str(volume) for volume in config["services"]["postgres"]["volumes"]]
+    assert any("deploy/postgres/psqlrc" in m and "/etc/postgresql/psqlrc" in m for m in mounts)

@@ -2,11 +2,13 @@
 client's processed output, whatever happens to the exporters and to S3.
 
 - ``evothesis export run`` / ``evothesis process run`` SIGKILLed at each stage of a batch
-  (claimed with the upload stalled before anything reached S3, mid-body, after S3 stored the
-  object but before the process heard back, and while recording the work as done), then
-  run again once their lease has run out;
+  or a delivery (claimed with the upload stalled before anything reached S3, mid-body,
+  after S3 stored the object but before the process heard back, and while recording the
+  work as done), then run again once their lease has run out: real-time deliveries of one
+  batch, and scheduled ones of several (which must come back with the same keys and bytes);
 - S3 unreachable (connections reset), then back;
-- two exporters, then two processors, at once on a backlog of 100,000 events;
+- two exporters, then two processors, at once on a backlog of 100,000 events, in real time
+  and with both cutting the same clients' scheduled deliveries at the same moment;
 - inserts racing a running exporter, with transactions held open for random times so that
   later ids commit before earlier ones (and some roll back).
 
@@ -43,6 +45,7 @@ from tests.support.s3 import (
     S3,
     Buckets,
     assert_exactly_once,
+    insert_events,
     run_pipeline,
     s3_environment,
     sql,
@@ -61,25 +64,6 @@ RACE_SECONDS = 3.0
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def insert_events(database_url: str, count: int, clients: tuple[str, ...] = CLIENTS) -> None:
-    """``count`` events spread round-robin over ``clients``, in one statement."""
-    sql(
-        database_url,
-        """
-        INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id,
-                                client_id, "timestamp", url, path, referrer, user_agent,
-                                raw_event_data)
-        SELECT gen_random_uuid(), 'pageview', 'session-' || mod(g, 97), 'visitor-' || mod(g, 89),
-               c.client_id || '.example', c.client_id, now() - make_interval(secs => g),
-               'https://' || c.client_id || '.example/page/' || g, '/page/' || g,
-               NULL, 'fault-test', jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g))
-        FROM generate_series(1, %(count)s) AS g,
-             LATERAL (SELECT (%(clients)s::text[])[1 + mod(g, %(k)s)] AS client_id) AS c
-        """,
-        {"count": count, "clients": list(clients), "k": len(clients)},
-    )
 
 
 def pipeline_settings(s3: S3, buckets: Buckets, tmp_path: Path, **extra: Any) -> dict[str, str]:
@@ -216,15 +200,31 @@ def leased_batches(database_url: str, pid: int) -> list[int]:
     return [row[0] for row in rows]
 
 
-def leased_deliveries(database_url: str, pid: int) -> list[tuple[int, str]]:
-    """Pending deliveries leased to process ``pid``, as ``leased_batches``."""
+def leased_deliveries(database_url: str, pid: int) -> list[tuple[str, int]]:
+    """Pending deliveries (client, number) leased to process ``pid``, as ``leased_batches``."""
     rows = sql(
         database_url,
-        "SELECT batch_id, client_id FROM export_deliveries WHERE state = 'pending'"
-        " AND lease_owner LIKE %s ORDER BY batch_id, client_id",
+        "SELECT client_id, seq FROM export_deliveries WHERE state = 'pending'"
+        " AND lease_owner LIKE %s ORDER BY client_id, seq",
         (f"%:{pid}",),
     )
     return [(row[0], row[1]) for row in rows]
+
+
+def delivery_of(key: str, database_url: str) -> tuple[str, int]:
+    """The delivery (client, number) a processed file belongs to, by its name: a real-time
+    delivery's by its batch, any other's by its number."""
+    client = key.split("/")[1]
+    match = re.search(r"(batch|delivery)-(\d+)", key)
+    assert match, key
+    if match[1] == "delivery":
+        return client, int(match[2])
+    rows = sql(
+        database_url,
+        "SELECT delivery_seq FROM export_shares WHERE client_id = %s AND batch_id = %s",
+        (client, int(match[2])),
+    )
+    return client, rows[0][0]
 
 
 def wait_for_leases_to_expire(database_url: str) -> None:
@@ -267,7 +267,7 @@ def wait_while_running(
 def frozen_at(stage: str, proxy: FaultProxy, database_url: str, table: str) -> Iterator[None]:
     """Freeze the next process at ``stage``: one of the proxy's faults on S3 writes, or
     ``recording``, where a SHARE lock held on ``table`` lets the process read but blocks the
-    write that records its work as done once the objects are in S3 (a batch's deliveries,
+    write that records its work as done once the objects are in S3 (a batch's shares,
     written in the transaction that marks the batch exported; the destinations' state,
     written by the statement that marks deliveries delivered): it dies before that commits."""
     if stage != "recording":
@@ -331,14 +331,14 @@ def test_exporter_killed_mid_batch_is_taken_over_exactly_once(
     half of the body sent (``partial``), after S3 stored the objects but before the exporter
     heard back (``withhold``), or while ``recording`` the batch as exported: the ledger still
     says pending, and the batch is exported (once) after its lease has run out."""
-    insert_events(database_url, 3000)
+    insert_events(database_url, 3000, CLIENTS)
     cli = cli_factory(through_proxy(s3, buckets, tmp_path, proxy))
-    with frozen_at(stage, proxy, database_url, "export_deliveries"):
+    with frozen_at(stage, proxy, database_url, "export_shares"):
         exporter = cli.start("export", "run")
         uploaded = stage in ("withhold", "recording")
 
         def frozen() -> list[int] | None:
-            if not frozen_marker(stage, proxy, database_url, "export_deliveries"):
+            if not frozen_marker(stage, proxy, database_url, "export_shares"):
                 return None
             if uploaded and not s3.keys(buckets.raw, "raw-events/"):
                 return None
@@ -370,12 +370,22 @@ def test_exporter_killed_mid_batch_is_taken_over_exactly_once(
 
 
 @pytest.mark.parametrize(
-    ("stage", "fmt"),
-    [("stall", "json"), ("partial", "csv"), ("withhold", "parquet"), ("recording", "json")],
+    ("stage", "fmt", "schedule"),
+    [
+        ("stall", "json", "real-time"),
+        ("partial", "csv", "real-time"),
+        ("withhold", "parquet", "real-time"),
+        ("recording", "jsonl", "real-time"),
+        ("stall", "csv", "hourly"),
+        ("partial", "parquet", "hourly"),
+        ("withhold", "json", "hourly"),
+        ("recording", "jsonl", "hourly"),
+    ],
 )
 def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
     stage: str,
     fmt: str,
+    schedule: str,
     s3: S3,
     buckets: Buckets,
     proxy: FaultProxy,
@@ -385,18 +395,23 @@ def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
 ) -> None:
     """The same stages for the writes of ``process run`` (its reads of raw objects go
     through untouched); ``withhold`` and ``recording`` leave a client's file in S3 while
-    its delivery is still pending."""
-    insert_events(database_url, 3000)
-    settings = through_proxy(s3, buckets, tmp_path, proxy, EXPORT_FORMAT=fmt)
+    its delivery is still pending. Real time: a delivery per batch and client; hourly: one
+    delivery per client holding its three batches, one file. The delivery taken over writes
+    the same keys with the same bytes."""
+    insert_events(database_url, 3000, CLIENTS)
+    settings = through_proxy(
+        s3, buckets, tmp_path, proxy, EXPORT_FORMAT=fmt, EXPORT_SCHEDULE=schedule
+    )
     (exported,) = run_in_process(database_url, settings, "export")
     assert exported.events == 3000 and not exported.failed_batches
     cli = cli_factory(settings)
+    deliveries = 9 if schedule == "real-time" else 3
 
     with frozen_at(stage, proxy, database_url, "export_destination_state"):
         processor = cli.start("process", "run")
         uploaded = stage in ("withhold", "recording")
 
-        def frozen() -> list[tuple[int, str]] | None:
+        def frozen() -> list[tuple[str, int]] | None:
             if not frozen_marker(stage, proxy, database_url, "export_destination_state"):
                 return None
             if uploaded and not s3.keys(buckets.processed, "processed-events/"):
@@ -408,13 +423,13 @@ def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
             database_url, "SELECT count(*) FROM export_deliveries WHERE state = 'delivered'"
         )
         assert delivered == [(0,)], "no delivery can have been recorded with every write frozen"
-        stored = s3.keys(buckets.processed)
+        stored = {key: s3.get(buckets.processed, key) for key in s3.keys(buckets.processed)}
         leased = leased_deliveries(database_url, processor.pid)
         if stage == "stall":
-            assert stored == [], "a stalled upload reached S3"
+            assert stored == {}, "a stalled upload reached S3"
         if uploaded:
-            written = {(batch_of(key), key.split("/")[1]) for key in stored}
-            assert written and written <= set(leased), (stored, leased)
+            written = {delivery_of(key, database_url) for key in stored}
+            assert written and written <= set(leased), (stored.keys(), leased)
 
         cli.kill(processor)
         assert processor.returncode == -9
@@ -423,15 +438,23 @@ def test_processor_killed_mid_delivery_is_taken_over_exactly_once(
 
     report = cli.run("process", "run")
     assert report["failed"] == []
-    assert report["files"] == 9  # 3 batches x 3 clients, each once
+    # Each delivery is one file. On a slow machine a lease (2 s here) may run out while the
+    # work is held up and the delivery be written again (same keys, same bytes): the
+    # report may count more, never fewer.
+    assert report["deliveries"] == report["files"] >= deliveries
+    files = sql(database_url, "SELECT jsonb_array_length(files) FROM export_deliveries")
+    assert files == [(1,)] * deliveries
 
-    attempts = {
-        (batch, client): n
-        for batch, client, n in sql(
-            database_url, "SELECT batch_id, client_id, attempts FROM export_deliveries"
+    attempts = dict(
+        ((client, seq), n)
+        for client, seq, n in sql(
+            database_url, "SELECT client_id, seq, attempts FROM export_deliveries"
         )
-    }
+    )
+    assert len(attempts) == deliveries
     assert all(attempts[delivery] >= 2 for delivery in leased), attempts
+    for key, data in stored.items():
+        assert s3.get(buckets.processed, key) == data, f"{key} changed when taken over"
     assert_exactly_once(s3, buckets, database_url)
 
 
@@ -446,7 +469,7 @@ def test_s3_unreachable_then_back_loses_nothing(
     tmp_path: Path,
     cli_factory: Callable[[dict[str, str]], Cli],
 ) -> None:
-    insert_events(database_url, 3000)
+    insert_events(database_url, 3000, CLIENTS)
     cli = cli_factory(through_proxy(s3, buckets, tmp_path, proxy))
 
     # Raw export while every connection to S3 is reset.
@@ -483,7 +506,7 @@ def test_s3_unreachable_then_back_loses_nothing(
         database_url,
         "SELECT count(*), count(last_error) FROM export_deliveries WHERE state = 'pending'",
     )
-    assert errors == [(9, 9)], errors
+    assert errors == [(3, 3)], errors  # one delivery per client, of its three batches
     assert s3.keys(buckets.processed) == []
 
     # Back again; skip the deliveries' backoff and any client pause likewise.
@@ -494,7 +517,7 @@ def test_s3_unreachable_then_back_loses_nothing(
     )
     sql(database_url, "UPDATE export_destination_state SET paused_until = NULL")
     report = cli.run("process", "run")
-    assert report["failed"] == [] and report["files"] == 9
+    assert report["failed"] == [] and report["files"] == 3
     assert_exactly_once(s3, buckets, database_url)
 
 
@@ -533,16 +556,23 @@ def start_together(
     return processes
 
 
+@pytest.mark.parametrize("schedule", ["real-time", "hourly"])
 def test_two_exporters_share_a_large_backlog_exactly_once(
+    schedule: str,
     s3: S3,
     buckets: Buckets,
     database_url: str,
     tmp_path: Path,
     cli_factory: Callable[[dict[str, str]], Cli],
 ) -> None:
+    """Two exporters, then two processors at once. In real time they share 100 deliveries
+    (20 batches x 5 clients); hourly, both cut deliveries of the same clients at the same
+    moment, and each client's events still go into exactly one delivery."""
     clients = tuple(f"client-{n}" for n in range(5))
     insert_events(database_url, 100_000, clients)
-    cli = cli_factory(pipeline_settings(s3, buckets, tmp_path, EXPORT_BATCH_SIZE=5000))
+    cli = cli_factory(
+        pipeline_settings(s3, buckets, tmp_path, EXPORT_BATCH_SIZE=5000, EXPORT_SCHEDULE=schedule)
+    )
 
     exporters = start_together(
         cli,
@@ -575,9 +605,16 @@ def test_two_exporters_share_a_large_backlog_exactly_once(
     codes = [cli.finish(process) for process in processors]
     assert codes == [0, 0], [cli.log(process) for process in processors]
     reports = [cli.summary(process) for process in processors]
-    # Each holds at most PARALLEL_OBJECTS of the 20 batches at once, so both got some.
-    assert all(report["files"] > 0 for report in reports), reports
-    assert sum(report["files"] for report in reports) >= 20 * len(clients), reports
+    deliveries = 20 * len(clients) if schedule == "real-time" else len(clients)
+    # Each share was cut into a delivery by one of them, once.
+    assert sum(report["cut"] for report in reports) == deliveries, reports
+    assert sql(database_url, "SELECT count(*) FROM export_deliveries") == [(deliveries,)]
+    if schedule == "real-time":
+        # Each holds at most PARALLEL_OBJECTS of the 20 batches at once, so both got some.
+        assert all(report["files"] > 0 for report in reports), reports
+    # A delivery taken over after its lease ran out is written twice (same keys, same
+    # bytes): the reports may add up to more, never to less.
+    assert sum(report["files"] for report in reports) >= deliveries, reports
 
     assert_exactly_once(s3, buckets, database_url)
 

@@ -69,7 +69,7 @@ def test_an_unrenderable_row_is_set_aside_and_every_other_event_is_delivered_onc
         assert processed.status_code == 200, processed.text  # never a 500
         assert processed.json()["process"]["failed"] == []
         status = http.get("/process/status").json()
-        assert (status["unprocessed_objects"], status["failing_files"]) == (0, 0)
+        assert (status["unprocessed_objects"], status["failing_deliveries"]) == (0, 0)
         assert http.get("/pipeline/status").json()["status"] == "healthy"
 
     # Every other event exactly once, in each client's own format; the bad row nowhere.
@@ -124,7 +124,7 @@ def test_a_damaged_raw_object_fails_its_own_deliveries_with_a_recorded_error_onl
         assert "could not process the raw object" in response.json()["error"]["message"]
         status = http.get("/process/status").json()
         [client] = status["clients"]
-        assert (client["failing_files"], client["paused"]) == (1, False)
+        assert (client["failing_deliveries"], client["paused"]) == (1, False)
         assert "could not process the raw object" in client["delivery_error"]
         assert http.get("/pipeline/status").json()["status"] == "degraded"
     delivered = [e["event_id"] for e in processed_events(s3, buckets.processed, "client_test")]

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from evothesis.app import create_app
 from evothesis.config import Settings
+from evothesis.domain import SchedulerRole
 from evothesis.export.formats import (
     EXPORT_COLUMNS,
     FILE_EXTENSIONS,
@@ -37,7 +38,13 @@ from evothesis.export.formats import (
 )
 from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.export.scheduler import SchedulerState, run_scheduler
+from evothesis.export.scheduler import (
+    SchedulerState,
+    run_scheduler,
+    runner_name,
+    schedule_status,
+)
+from evothesis.services import Services
 from evothesis.storage.queries import query
 from tests.support.loopback import free_port
 from tests.support.postgres import register_client
@@ -49,7 +56,9 @@ from tests.support.s3 import (
     duplicates,
     raw_events,
     run_pipeline,
+    run_services,
     s3_environment,
+    sql,
     wait_until,
 )
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector, collector_folders, serve_in_thread
@@ -63,6 +72,7 @@ CLIENTS = {
     "client_json": ("json", "http://a.test", ("a.test", "shop.a.test")),
     "client_csv": ("csv", "http://b.test", ("b.test", "blog.b.test")),
     "client_parquet": ("parquet", "http://c.test", ("c.test", "docs.c.test")),
+    "client_jsonl": ("jsonl", "http://d.test", ("d.test", "feed.d.test")),
 }
 #: The development client every test database has.
 DEV_SITES = ("localhost", "127.0.0.1")
@@ -81,7 +91,7 @@ TEXT_COLUMNS = (
 )
 PROCESSED_KEY = re.compile(
     r"^(?P<prefix>.*?)processed-events/(?P<client>[^/]+)/(?P<day>\d{4}/\d\d/\d\d)/"
-    r"batch-(?P<batch>\d{12})\.(?P<ext>jsonl|csv|parquet)$"
+    r"(?P<name>batch|delivery)-(?P<number>\d{12})\.(?P<ext>jsonl|json|csv|parquet)$"
 )
 
 # Values a tabular format must survive: separators, quotes, line breaks, non-ASCII text.
@@ -331,21 +341,36 @@ def assert_client_files(
     *,
     prefix: str = "",
 ) -> list[dict[str, Any]]:
-    """A client's processed files: well named, with manifests, holding exactly its rows."""
+    """A client's processed files: well named (a real-time delivery after its batch, any
+    other after its number, in the claim day of its batches), with manifests, holding
+    exactly its rows in commit order."""
     batches = db_batches(database_url)
+    deliveries = delivered(database_url, client_id)
     keys = s3.keys(bucket, f"{prefix}processed-events/{client_id}/")
     data_keys = [key for key in keys if not key.endswith(".manifest.json")]
     assert data_keys, f"no files for {client_id} in {bucket}/{prefix}"
     assert set(keys) - set(data_keys) == {f"{key}.manifest.json" for key in data_keys}
     found: list[dict[str, Any]] = []
+    recorded: dict[str, int] = {}
     for key in data_keys:
         match = PROCESSED_KEY.match(key)
         assert match, key
-        batch_id = int(match["batch"])
         assert match["prefix"] == prefix
         assert match["client"] == client_id
         assert match["ext"] == FILE_EXTENSIONS[fmt]
-        assert match["day"] == batches[batch_id]["claimed_at"].strftime("%Y/%m/%d")
+        number = int(match["number"])
+        seq, trigger, shares, files = next(
+            d
+            for d in deliveries
+            if (d[1] == "real_time" and d[2] == [number])
+            or (d[1] != "real_time" and d[0] == number)
+        )
+        assert (match["name"] == "batch") == (trigger == "real_time"), key
+        in_file = [
+            b for b in shares if batches[b]["claimed_at"].strftime("%Y/%m/%d") == match["day"]
+        ]
+        assert in_file, key
+        recorded.update({prefix + f["key"]: f["bytes"] for f in files})
         data = s3.get(bucket, key)
         events = decode_file(key, data)
         assert events, key
@@ -358,7 +383,11 @@ def assert_client_files(
         metadata = orjson.loads(s3.get(bucket, f"{key}.manifest.json"))["export_metadata"]
         assert metadata["event_count"] == len(events)
         assert metadata["client_id"] == client_id
-        assert metadata["batch_id"] == batch_id
+        assert metadata["delivery"] == seq
+        assert metadata["trigger"] == trigger
+        assert metadata["batch_ids"] == in_file
+        assert metadata["batch_id"] == (in_file[0] if len(in_file) == 1 else None)
+        assert metadata["day"].replace("-", "/") == match["day"]
         assert metadata["format"] == fmt
         assert metadata["columns"] == list(EXPORT_COLUMNS)
         times = [instant(event["timestamp"]) for event in events]
@@ -366,6 +395,11 @@ def assert_client_files(
         assert instant(metadata["time_range"]["end"]) == max(times)
 
         if fmt == "json":
+            document = orjson.loads(data)
+            assert list(document) == ["export_metadata", "events"]
+            assert document["export_metadata"] == metadata
+            assert all(list(event) == list(EXPORT_COLUMNS) for event in document["events"])
+        elif fmt == "jsonl":
             assert data.endswith(b"\n")
             lines = data[:-1].split(b"\n")
             assert all(list(orjson.loads(line)) == list(EXPORT_COLUMNS) for line in lines)
@@ -378,19 +412,25 @@ def assert_client_files(
             assert orjson.loads(schema.metadata[PARQUET_METADATA_KEY]) == metadata
         found.extend(events)
     # The ledger records each file where it is, with its size.
-    with psycopg.connect(database_url) as conn:
-        recorded = conn.execute(
-            "SELECT object_key, object_bytes FROM export_deliveries"
-            " WHERE client_id = %s AND state = 'delivered'",
-            (client_id,),
-        ).fetchall()
-    assert {prefix + key: size for key, size in recorded} == {
-        key: len(s3.get(bucket, key)) for key in data_keys
-    }
+    assert recorded == {key: len(s3.get(bucket, key)) for key in data_keys}
     ids = [event["event_id"] for event in found]
     assert duplicates(ids) == {}
     assert sorted(ids) == sorted(i for i, row in rows.items() if row["client_id"] == client_id)
     return found
+
+
+def delivered(database_url: str, client_id: str) -> list[tuple[int, str, list[int], list[Any]]]:
+    """The client's delivered deliveries: number, trigger, batches, files."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT d.seq, d.trigger, array_agg(s.batch_id ORDER BY s.batch_id), d.files"
+            " FROM export_deliveries d JOIN export_shares s"
+            " ON s.client_id = d.client_id AND s.delivery_seq = d.seq"
+            " WHERE d.client_id = %s AND d.state = 'delivered'"
+            " GROUP BY d.seq, d.trigger, d.files ORDER BY d.seq",
+            (client_id,),
+        ).fetchall()
+    return [(seq, trigger, list(shares), files) for seq, trigger, shares, files in rows]
 
 
 def metering_totals(s3: S3, bucket: str) -> tuple[Counter[Meter], Counter[Meter]]:
@@ -527,16 +567,23 @@ def test_client_with_its_own_destination(
         export_destination=f"s3://{destination}/some/prefix",
         export_credentials=client_credentials(s3),
     )
-    register_client(database_url, "client_json", "a.test", export_format="json")
+    register_client(
+        database_url, "client_json", "a.test", export_format="json", export_schedule="real-time"
+    )
     collector = start_collector()
     post_traffic(collector, "http://own.test", ("own.test",), seed=11, requests=4)
     post_traffic(collector, "http://a.test", ("a.test",), seed=12, requests=3)
     rows = db_events(database_url)
 
+    async def export_and_cut(pipeline: ExportPipeline) -> Any:
+        exported = await pipeline.export()
+        await pipeline.cut_due()  # the real-time client's deliveries
+        return exported
+
     env = s3_environment(s3, buckets)
-    exported = run_pipeline(database_url, lambda p: p.export(), **env)
-    # A format change after the export applies to later batches: files already due keep
-    # the format (and so the key) they were created with.
+    exported = run_pipeline(database_url, export_and_cut, **env)
+    # A format change applies to deliveries cut after it: a delivery already cut keeps the
+    # format (and so the keys) it was cut with.
     execute(
         database_url,
         "UPDATE clients SET export_format = 'parquet' WHERE client_id = %s",
@@ -601,11 +648,15 @@ def test_failing_destination_pauses_only_its_client(
     assert broken["consecutive_failures"] >= 1
     assert missing in broken["last_error"]
     assert broken["pending_events"] == per_client["client_broken"]
-    assert broken["delivered_files"] == 0
+    assert (broken["pending_deliveries"], broken["delivered_deliveries"]) == (1, 0)
     healthy = next(c for c in status["clients"] if c["client_id"] == "client_json")
-    assert (healthy["paused"], healthy["pending_files"]) == (False, 0)
+    assert (healthy["paused"], healthy["pending_deliveries"]) == (False, 0)
     assert healthy["delivered_events"] == per_client["client_json"]
-    assert status["unprocessed_objects"] == broken["pending_files"]
+    # The raw objects the waiting delivery will read.
+    shares = sql(
+        database_url, "SELECT batch_id FROM export_shares WHERE client_id = %s", ("client_broken",)
+    )
+    assert status["unprocessed_objects"] == len(shares) >= 1
     assert pipeline["status"] == "degraded"
     assert pipeline["process"]["paused_clients"] == ["client_broken"]
 
@@ -625,7 +676,7 @@ def test_failing_destination_pauses_only_its_client(
     broken = next(c for c in status["clients"] if c["client_id"] == "client_broken")
     assert broken["paused"] is True
     assert broken["pending_events"] == per_client["client_broken"]
-    assert broken["delivered_files"] == 0
+    assert (broken["pending_deliveries"], broken["delivered_deliveries"]) == (2, 0)
 
     # Stand-in for waiting out the pause: the bucket appears, the backoff is cut short.
     s3.client.create_bucket(Bucket=missing)
@@ -634,7 +685,7 @@ def test_failing_destination_pauses_only_its_client(
     assert recovered.failed == []
     assert recovered.events == per_client["client_broken"]
     # Only the paused client's files were written; the others' were not delivered again.
-    assert recovered.files == broken["pending_files"]
+    assert recovered.deliveries == recovered.files == broken["pending_deliveries"]
     assert_client_files(
         s3, missing, "client_broken", "parquet", rows, database_url, prefix="exports/"
     )
@@ -645,7 +696,7 @@ def test_failing_destination_pauses_only_its_client(
     assert status["paused_clients"] == []
     assert status["unprocessed_objects"] == 0
     broken = next(c for c in status["clients"] if c["client_id"] == "client_broken")
-    assert (broken["paused"], broken["consecutive_failures"], broken["pending_files"]) == (
+    assert (broken["paused"], broken["consecutive_failures"], broken["pending_deliveries"]) == (
         False,
         0,
         0,
@@ -792,7 +843,7 @@ def test_pipeline_endpoints(
         assert status["exported_batches"] == body["export"]["batches"]
         assert status["failed_batches"] == [] and status["pending_rows"] == 0
         assert status["last_run"]["raw_key"].startswith("raw-events/")
-        assert status["schedule_seconds"] == 60.0
+        assert status["interval_seconds"] == 60.0
 
         config = http.get("/export/config").json()
         assert config["buckets"]["raw"]["url"] == f"s3://{buckets.raw}"
@@ -808,14 +859,17 @@ def test_pipeline_endpoints(
 
         processing = http.get("/process/status").json()
         assert processing["unprocessed_objects"] == 0
-        assert processing["pending_files"] == 0
+        assert processing["pending_deliveries"] == 0
         assert processing["paused_clients"] == []
         delivered = {c["client_id"]: c["delivered_events"] for c in processing["clients"]}
         assert delivered == {"client_test": len(ids), "client_own": len(own)}
 
         overall = http.get("/pipeline/status").json()
         assert overall["status"] == "healthy"
-        assert overall["scheduler"] == {"running": False}
+        # No process runs the schedule (this collector does not, and there is no worker).
+        assert overall["scheduler"]["running"] is False
+        assert overall["scheduler"]["runners"] == []
+        assert overall["scheduler"]["last_round"] is None
         assert overall["export"]["exported_events"] == total
         assert overall["config"] == config
 
@@ -882,11 +936,14 @@ def test_retention_purges_exactly_the_exported_events(
 ) -> None:
     collector = start_collector()
     first = post_batch(collector, 30) + post_batch(collector, 12)
+    assert_counts(collector, total=42, buffered=42)
     env = s3_environment(s3, buckets, BUFFER_RETENTION="1s", EXPORT_BATCH_SIZE=25)
     exported = run_pipeline(database_url, lambda p: p.export(), **env)
     export_ended = time.monotonic()
     assert exported.events == len(first)
+    assert_counts(collector, total=42, buffered=42)  # exported, not yet purged
     later = post_batch(collector, 20)
+    assert_counts(collector, total=62, buffered=62)
 
     # Not yet as old as the retention (an hour here): nothing goes.
     hour = {**env, "BUFFER_RETENTION": "1h"}
@@ -895,6 +952,7 @@ def test_retention_purges_exactly_the_exported_events(
     time.sleep(max(0.0, 1.3 - (time.monotonic() - export_ended)))
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == len(first)
     assert set(db_events(database_url)) == set(later)
+    assert_counts(collector, total=62, buffered=20)  # retention lowers the buffer only
     batches = db_batches(database_url)
     assert all(b["purged_at"] is not None for b in batches.values())
     assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0
@@ -906,6 +964,19 @@ def test_retention_purges_exactly_the_exported_events(
     assert duplicates(ids) == {} and set(ids) == set(first) | set(later)
     status = run_pipeline(database_url, lambda p: p.export_status(), **env)
     assert status["purged_batches"] == len(batches)
+    assert_counts(collector, total=62, buffered=20)
+    # Claimed into a batch that is not exported yet: counted once all the same.
+    post_batch(collector, 3)
+    assert run_pipeline(database_url, lambda p: p.ledger.claim(25), **env).event_count == 3
+    assert_counts(collector, total=65, buffered=23)
+
+
+def assert_counts(collector: RunningCollector, *, total: int, buffered: int) -> None:
+    """/events/count of the development client: all time, and in the buffer."""
+    with collector.client() as client:
+        counts = client.get("/events/count").json()
+    assert (counts["count"], counts["by_client"]) == (total, {"client_test": total})
+    assert counts["buffer"] == {"count": buffered, "by_client": {"client_test": buffered}}
 
 
 def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
@@ -922,12 +993,30 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
             await asyncio.sleep(0.02)
         return time.monotonic() - started
 
-    async def work(pipeline: ExportPipeline) -> tuple[SchedulerState, list[str]]:
-        state = SchedulerState()
-        task = asyncio.create_task(run_scheduler(pipeline, state, interval_s=3600, poll_s=0.1))
+    async def work(services: Services) -> tuple[SchedulerState, list[str]]:
+        pipeline = services.pipeline
+        state = SchedulerState(runner_name(pipeline.ledger), SchedulerRole.WORKER)
+        scheduler = run_scheduler(
+            pipeline,
+            state,
+            interval_s=3600,
+            notices=services.notices,
+            replays=services.replays,
+            poll_s=0.1,
+        )
+        task = asyncio.create_task(scheduler)
         try:
             await wait_until(lambda: state.rounds >= 1, 10)
             assert state.running
+            # What any collector reads: the schedule as this runner records it.
+            recorded = await schedule_status(pipeline.ledger)
+            assert recorded["running"] is True
+            assert recorded["ran_by"] == {"runner": state.runner, "role": "worker"}
+            assert recorded["last_round"]["export"]["events"] == len(initial)
+            [runner] = recorded["runners"]
+            assert (runner["rounds"], runner["interval_seconds"]) == (1, 3600)
+            assert runner["triggers"] == {"schedule": 1}
+            assert recorded["next_due_at"] > recorded["last_round_at"]
             assert state.last_round is not None
             assert state.last_round["trigger"] == "schedule"
             assert state.last_round["export"]["events"] == len(initial)
@@ -935,7 +1024,7 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
             few = await asyncio.to_thread(post_batch, collector, 49)
             await asyncio.sleep(0.6)
             assert state.rounds == 1
-            assert state.triggers == {"schedule": 1, "threshold": 0}
+            assert state.triggers == {"schedule": 1, "threshold": 0, "delivery": 0}
             more = await asyncio.to_thread(post_batch, collector, 11)
             # The round starts within a few polls (the trigger is counted as it starts) and
             # finishes soon after, an hour before the schedule would have run it.
@@ -944,19 +1033,50 @@ def test_scheduler_exports_early_when_the_backlog_reaches_a_batch(
             assert state.last_round["trigger"] == "threshold"
             assert state.last_round["export"]["events"] == len(few) + len(more)
             assert state.last_round["process"]["events"] == len(few) + len(more)
-            assert state.triggers == {"schedule": 1, "threshold": 1}
+            assert state.triggers == {"schedule": 1, "threshold": 1, "delivery": 0}
             assert state.last_error is None
+            [runner] = (await schedule_status(pipeline.ledger))["runners"]
+            assert runner["triggers"] == {"schedule": 1, "threshold": 1}
+            assert runner["rounds"] == 2
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Stopped: no longer running, its last round still shown.
+        stopped = await schedule_status(pipeline.ledger)
+        assert stopped["running"] is False and stopped["runners"] == []
+        assert stopped["last_round"]["trigger"] == "threshold"
         return state, initial + few + more
 
-    state, posted = run_pipeline(database_url, work, **env)
+    state, posted = run_services(database_url, work, **env)
     assert state.running is False
     rows = db_events(database_url)
     assert set(rows) == set(posted)
     assert_exported_once_for_the_dev_client(s3, buckets, database_url, rows)
+
+
+def test_a_scheduler_that_fell_silent_is_not_running(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """A worker killed without stopping keeps its row; its silence says it is gone."""
+
+    async def work(pipeline: ExportPipeline) -> tuple[dict[str, Any], dict[str, Any]]:
+        await pipeline.ledger.scheduler_started("host:1/abc", SchedulerRole.WORKER, 60)
+        alive = await schedule_status(pipeline.ledger)
+        await asyncio.to_thread(
+            sql,
+            database_url,
+            "UPDATE export_schedulers SET heartbeat_at = now() - interval '31 seconds'",
+        )
+        return alive, await schedule_status(pipeline.ledger)
+
+    alive, silent = run_pipeline(database_url, work, **s3_environment(s3, buckets))
+    assert alive["running"] is True
+    assert [(r["runner"], r["role"], r["rounds"]) for r in alive["runners"]] == [
+        ("host:1/abc", "worker", 0)
+    ]
+    assert alive["next_due_at"] is not None and alive["last_round"] is None
+    assert silent["running"] is False and silent["runners"] == []
 
 
 def _insert_event(conn: psycopg.Connection[Any], label: str) -> str:
@@ -1009,9 +1129,10 @@ def test_a_late_commit_is_not_skipped(database_url: str, s3: S3, buckets: Bucket
 def test_deliveries_are_leased_a_whole_batch_at_a_time(
     database_url: str, s3: S3, buckets: Buckets
 ) -> None:
-    """A lease holds every due delivery of the oldest batch, so each raw object is read once
-    for all its clients; a second exporter gets the next batch, a paused client waits."""
-    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=3)
+    """A lease holds every due real-time delivery of the oldest batch, so each raw object is
+    read once for all its clients; a second exporter gets the next batch, a paused client
+    waits."""
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=3, EXPORT_SCHEDULE="real-time")
     clients = ("client_a", "client_b", "client_c")
     with psycopg.connect(database_url, autocommit=True) as conn:
         for client_id in clients * 3:
@@ -1029,11 +1150,15 @@ def test_deliveries_are_leased_a_whole_batch_at_a_time(
     async def lease(pipeline: ExportPipeline) -> list[list[tuple[int, str]]]:
         exported = await pipeline.export()
         assert exported.batches == 3, exported
+        assert await pipeline.cut_due() == 9
         leases = []
         for owner in ("one exporter", "another exporter", "a third", "a fourth"):
             pipeline.ledger.owner = owner
-            leases.append(await pipeline.ledger.lease_deliveries())
-        return [sorted((d.batch_id, d.client_id) for d in leased) for leased in leases]
+            leases.append(await pipeline.ledger.lease_deliveries(group_events=1000))
+        return [
+            sorted((share.batch_id, d.client_id) for d in leased for share in d.shares)
+            for leased in leases
+        ]
 
     *leases, rest = run_pipeline(database_url, lease, **env)
     batches = sorted(db_batches(database_url))
@@ -1047,16 +1172,25 @@ def test_a_batch_being_leased_elsewhere_is_skipped_not_waited_for(
     """While another exporter's lease of the oldest batch is still being written (its rows
     locked), a lease takes the next batch instead of finding nothing and stopping."""
     env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=2)
+
+    async def export_and_cut(pipeline: ExportPipeline) -> int:
+        exported = await pipeline.export()
+        await pipeline.cut_due()  # client_test delivers in real time: one per batch
+        return exported.batches
+
     with psycopg.connect(database_url, autocommit=True) as conn:
         for label in ("a", "b", "c", "d"):
             _insert_event(conn, label)
-    assert run_pipeline(database_url, lambda p: p.export(), **env).batches == 2
+    assert run_pipeline(database_url, export_and_cut, **env) == 2
     oldest, newest = sorted(db_batches(database_url))
     with psycopg.connect(database_url) as other:
-        other.execute("SELECT 1 FROM export_deliveries WHERE batch_id = %s FOR UPDATE", (oldest,))
+        other.execute(
+            "SELECT 1 FROM export_deliveries WHERE first_batch = %s FOR UPDATE", (oldest,)
+        )
 
         async def lease(pipeline: ExportPipeline) -> list[int]:
-            return [delivery.batch_id for delivery in await pipeline.ledger.lease_deliveries()]
+            leased = await pipeline.ledger.lease_deliveries(group_events=1000)
+            return [share.batch_id for delivery in leased for share in delivery.shares]
 
         assert run_pipeline(database_url, lease, **env) == [newest]
         other.rollback()

@@ -106,7 +106,7 @@ def build_scenario(
             }
         register_client(database_url, client_id, site, export_format=fmt, **extra)
     env = s3_environment(
-        s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN, EXPORT_SCHEDULE="off", BUFFER_RETENTION="7d"
+        s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN, EXPORT_INTERVAL="off", BUFFER_RETENTION="7d"
     )
     collector = start_collector(**env)
     posted: dict[tuple[str, str], set[str]] = {}
@@ -487,7 +487,7 @@ def test_failed_events_are_exported_and_deleted_with_their_visitor(
     for client_id, (fmt, _, site) in CLIENTS.items():
         register_client(database_url, client_id, site, export_format=fmt)
     env = s3_environment(
-        s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN, EXPORT_SCHEDULE="off", BUFFER_RETENTION="7d"
+        s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN, EXPORT_INTERVAL="off", BUFFER_RETENTION="7d"
     )
     collector = start_collector(**env)
     # Round 0 is exported (its failures go to the backup bucket), round 1 stays buffered.

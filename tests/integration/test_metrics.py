@@ -44,10 +44,19 @@ def test_metrics_is_a_valid_exposition(collector: RunningCollector) -> None:
         "evothesis_spool_max_bytes",
         "evothesis_spool_full",
         "evothesis_spool_replayed_events_total",
+        # The connection pool (the seeds' "monitor connection pool").
+        "evothesis_db_pool_connections",
+        "evothesis_db_pool_max_connections",
+        "evothesis_db_pool_connections_in_use",
+        "evothesis_db_pool_waiting",
+        "evothesis_db_pool_waits_total",
+        "evothesis_db_pool_wait_seconds_total",
     ):
         assert name in families, name
         assert families[name].help, name
     assert value(families, "evothesis_spool_enabled") == 1
+    assert value(families, "evothesis_db_pool_max_connections") == collector.settings.pool_max_size
+    assert value(families, "evothesis_db_pool_connections") >= 1
     assert value(families, "evothesis_spool_full") == 0
 
 

@@ -32,7 +32,7 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
         assert "max-age=600" in page.headers["cache-control"]
 
         scripts = {}
-        for path in ("/tracking.js", "/pixel/client_test/tracking.js"):
+        for path in ("/tracking.js", "/js/tracking.js", "/pixel/client_test/tracking.js"):
             first, second = client.get(path), client.get(path)
             assert first.status_code == second.status_code == 200, first.text
             assert first.headers["content-encoding"] == "gzip"
@@ -43,6 +43,7 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
             assert first.content == second.content
             scripts[path] = first.text
         assert '"client_id":"client_test"' in scripts["/pixel/client_test/tracking.js"]
+        assert scripts["/js/tracking.js"] == scripts["/tracking.js"]  # seed 001's path
 
         assert client.get("/health").json()["status"] == "healthy"
         assert client.get("/nginx-health").text == "ok\n"
@@ -53,6 +54,7 @@ def test_demo_site_from_disk_and_trackers_compressed_and_cached(
     address = collector.url.removeprefix("http://")
     assert nginx.upstreams("GET /", 1) == ["-"]
     assert nginx.upstreams("GET /tracking.js", 2) == [address, "-"]
+    assert nginx.upstreams("GET /js/tracking.js", 2) == [address, "-"]
     assert nginx.upstreams("GET /health", 2) == [address, address]
     assert not [line for line in nginx.access_log() if "ann@example.org" in line or "?" in line]
 
@@ -131,6 +133,9 @@ def test_the_internet_reaches_only_what_a_browser_needs(
         assert health == {"status": "healthy"}  # the details are for operators
         config = client.get("/api/v1/config/domain/localhost", headers=outside)
         assert config.json()["client_id"] == "client_test"
+        # A client's own request reaches the collector, which asks for its write key.
+        asked = client.post("/client/deliveries", headers=outside)
+        assert (asked.status_code, asked.json()["error"]["code"]) == (401, "write_key_required")
         for path in PRIVATE:
             refused = client.get(path, headers=outside)
             assert refused.status_code == 403, path

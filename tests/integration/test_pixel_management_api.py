@@ -183,6 +183,10 @@ def test_create_client_with_domains_returns_the_record_and_a_one_time_write_key(
         "export_layout": "hive",
         "table_retention_days": None,
         "has_export_credentials": False,
+        "export_schedule": None,
+        "export_threshold": None,
+        "notify_url": None,
+        "has_notify_secret": False,
         "active": True,
         "domains": ["*.acme.example", "acme.example"],
     }

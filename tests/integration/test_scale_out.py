@@ -153,7 +153,7 @@ def test_load_through_nginx_on_two_collectors_and_two_workers_is_exported_exactl
     workers = [
         processes.worker(
             f"worker-{n}",
-            EXPORT_SCHEDULE="1s",
+            EXPORT_INTERVAL="1s",
             EXPORT_BATCH_SIZE=500,
             EVOTHESIS_DATA_DIR=tmp_path / f"worker-{n}",
             **s3_environment(s3, buckets, **common),

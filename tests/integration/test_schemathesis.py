@@ -36,6 +36,9 @@ FUZZ_CLIENT = "client_fuzz"
 #: /collect refuses senders without an Origin (or write key); a fuzzer that only ever
 #: meets the guards tests nothing behind them.
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Origin": LOCAL_ORIGIN}
+#: A client's write key, once the module's collector has registered it: a client's own
+#: endpoints answer only 401 without it.
+FUZZ_WRITE_KEY: list[str] = []
 #: Generated requests per operation: enough to reach every parameter's edges.
 MAX_EXAMPLES = 40
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"})
@@ -65,6 +68,8 @@ def collector_and_schema(
     the schema it serves at /openapi.json."""
     with fresh_database(postgres, template=TEMPLATE) as database_url:
         register_client(database_url, FUZZ_CLIENT, "fuzz.example")
+        # Not FUZZ_CLIENT, whose key the generated admin calls rotate.
+        FUZZ_WRITE_KEY.append(register_client(database_url, "client_asks", "asks.example"))
         collector = run_collector(
             database_url, EVOTHESIS_ADMIN_TOKEN=ADMIN_TOKEN, PIXEL_MANAGEMENT_TOKEN=ADMIN_TOKEN
         )
@@ -114,6 +119,8 @@ def _strategies(
         strategies.append(
             operation.as_strategy(generation_mode=positive, path_parameters={"domain": "localhost"})
         )
+    if (method, path) == ("POST", "/client/deliveries"):
+        strategies.append(operation.as_strategy(generation_mode=positive).map(_with_write_key))
     if (method, path) == ("POST", "/collect"):
         strategies.append(operation.as_strategy(generation_mode=positive).map(_from_local_site))
     if (method, path) == ("POST", "/api/v1/clients"):
@@ -128,6 +135,11 @@ def _from_local_site(case: Case) -> Case:
     """Attribute the event (and any inner events) to the development site."""
     if isinstance(case.body, dict):
         case.body["siteId"] = "localhost"
+    return case
+
+
+def _with_write_key(case: Case) -> Case:
+    case.headers["X-Write-Key"] = FUZZ_WRITE_KEY[-1]
     return case
 
 

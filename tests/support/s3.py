@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
+from evothesis.clock import Clock
 from evothesis.config import Settings
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.services import CLI_POOL, open_services
+from evothesis.services import CLI_POOL, Services, open_services
 from tests.support.sync import run_coroutine
 
 REGION = "us-east-1"
@@ -115,11 +116,20 @@ def client_credentials(s3: S3) -> dict[str, str]:
 
 def run_pipeline(database_url: str, work: Callable[[ExportPipeline], Any], **env: Any) -> Any:
     """Run ``work(pipeline)`` (a coroutine function) with a pipeline built from ``env``."""
+    return run_services(database_url, lambda services: work(services.pipeline), **env)
+
+
+def run_services(
+    database_url: str, work: Callable[[Services], Any], *, clock: Clock | None = None, **env: Any
+) -> Any:
+    """Run ``work(services)`` (a coroutine function) with services built from ``env``."""
     settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
 
     async def run() -> Any:
-        async with open_services(settings, database_url=database_url, pool_size=CLI_POOL) as s:
-            return await work(s.pipeline)
+        async with open_services(
+            settings, database_url=database_url, pool_size=CLI_POOL, clock=clock
+        ) as services:
+            return await work(services)
 
     return run_coroutine(run)
 
@@ -140,6 +150,9 @@ def decode_file(key: str, data: bytes) -> list[dict[str, Any]]:
     """A processed file back into events, whatever its format (by extension)."""
     if key.endswith(".jsonl"):
         return [orjson.loads(line) for line in data.splitlines()]
+    if key.endswith(".json"):  # the seed's document: metadata and events
+        events: list[dict[str, Any]] = orjson.loads(data)["events"]
+        return events
     if key.endswith(".csv"):
         rows = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
         for row in rows:
@@ -183,6 +196,25 @@ def sql(database_url: str, statement: str, params: Any = None) -> list[tuple[Any
     with psycopg.connect(database_url, autocommit=True) as conn:
         cursor = conn.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
+
+
+def insert_events(database_url: str, count: int, clients: tuple[str, ...]) -> None:
+    """``count`` events spread round-robin over ``clients``, in one statement."""
+    sql(
+        database_url,
+        """
+        INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id,
+                                client_id, "timestamp", url, path, referrer, user_agent,
+                                raw_event_data)
+        SELECT gen_random_uuid(), 'pageview', 'session-' || mod(g, 97), 'visitor-' || mod(g, 89),
+               c.client_id || '.example', c.client_id, now() - make_interval(secs => g),
+               'https://' || c.client_id || '.example/page/' || g, '/page/' || g,
+               NULL, 'fault-test', jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g))
+        FROM generate_series(1, %(count)s) AS g,
+             LATERAL (SELECT (%(clients)s::text[])[1 + mod(g, %(k)s)] AS client_id) AS c
+        """,
+        {"count": count, "clients": list(clients), "k": len(clients)},
+    )
 
 
 def stored_events(database_url: str) -> dict[str, str]:

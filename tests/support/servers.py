@@ -76,9 +76,15 @@ def collector_folders(settings: dict[str, Any]) -> tuple[Path, ...]:
     return tuple(made)
 
 
-def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    """A real uvicorn server for ``app`` on 127.0.0.1 in a thread, once it has started."""
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
+def serve_in_thread(
+    app: Any, port: int, settings: Settings | None = None
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """A real uvicorn server for ``app`` on 127.0.0.1 in a thread, once it has started;
+    the HTTP edge's limits come from ``settings`` (the defaults when not given)."""
+    config = uvicorn_config(
+        app, host="127.0.0.1", port=port, settings=settings or Settings(_env_file=None)
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -158,5 +164,7 @@ def run_collector(database_url: str, port: int | None = None, **overrides: Any) 
     overrides.setdefault("ENVIRONMENT", "test")
     settings = Settings(_env_file=None, **overrides)
     port = port or free_port()
-    server, thread = serve_in_thread(create_app(settings, database_url=database_url), port)
+    server, thread = serve_in_thread(
+        create_app(settings, database_url=database_url), port, settings
+    )
     return RunningCollector(f"http://127.0.0.1:{port}", settings, server, thread, scratch)

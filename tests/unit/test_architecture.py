@@ -21,7 +21,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "src"
 
 #: Lowest first. Top-level modules count as packages of their own.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"evothesis", "domain", "durations", "clock", "heap", "logs"}),
+    frozenset({"evothesis", "domain", "durations", "schedules", "clock", "heap", "logs"}),
     frozenset({"errors"}),
     frozenset({"privacy", "enrich"}),
     frozenset({"storage", "objects"}),

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from evothesis.config import Settings, environment_help
-from evothesis.errors import SecretKeyError
+from evothesis.config import (
+    KNOWN_PREFIXES,
+    Settings,
+    check_environment,
+    environment_help,
+    read_settings,
+    setting_names,
+)
+from evothesis.errors import ConflictingSettings, SecretKeyError
 from evothesis.registry.secrets import generate_key
 from evothesis.services import secret_box
 
@@ -210,3 +217,145 @@ def test_a_umask_that_is_not_octal_is_refused(value: str) -> None:
 
 def test_by_default_files_are_the_owners_alone() -> None:
     assert settings().umask == 0o077
+
+
+# --------------------------------------------------------------------------- the seeds' names
+
+
+@pytest.mark.parametrize(
+    ("name", "attribute"),
+    [
+        ("CLIENT_S3_BUCKET", "processed_bucket"),
+        ("CLIENT_S3_ACCESS_KEY", "processed_access_key"),
+        ("CLIENT_S3_SECRET_KEY", "processed_secret_key"),
+        ("S3_BACKUP_BUCKET", "backup_bucket"),
+    ],
+)
+def test_the_seeds_other_names_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, name: str, attribute: str
+) -> None:
+    monkeypatch.setenv(name, "from-the-seed")
+    assert getattr(settings(), attribute) == "from-the-seed"
+    assert name in setting_names()
+
+
+def test_client_name_is_read() -> None:
+    assert settings(CLIENT_NAME="client-company").client_name == "client-company"
+
+
+def test_every_seed_configuration_name_is_read() -> None:
+    """The names the five seed documents use for Evothesis settings (POSTGRES_* are the
+    compose file's, for the postgres service)."""
+    seed_names = {
+        "DATABASE_URL",
+        "PIXEL_MANAGEMENT_URL",
+        "RAW_S3_BUCKET",
+        "PROCESSED_S3_BUCKET",
+        "CLIENT_S3_BUCKET",
+        "BACKUP_S3_BUCKET",
+        "S3_BACKUP_BUCKET",
+        "RAW_S3_ACCESS_KEY",
+        "PROCESSED_S3_ACCESS_KEY",
+        "CLIENT_S3_ACCESS_KEY",
+        "CLIENT_S3_SECRET_KEY",
+        "EXPORT_BATCH_SIZE",
+        "EXPORT_SCHEDULE",
+        "EXPORT_FORMAT",
+        "DATABASE_POOL_SIZE",
+        "DATABASE_MAX_OVERFLOW",
+        "ENVIRONMENT",
+        "CLIENT_NAME",
+    }
+    assert seed_names <= setting_names()
+
+
+def test_names_of_one_setting_that_agree_are_fine() -> None:
+    check = check_environment({"PROCESSED_S3_BUCKET": "b", "CLIENT_S3_BUCKET": "b"})
+    assert check.conflicts == () and check.conflict_message() is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "pair"),
+    [
+        (
+            {"PROCESSED_S3_BUCKET": "s3://ours", "CLIENT_S3_BUCKET": "s3://theirs"},
+            ("PROCESSED_S3_BUCKET", "CLIENT_S3_BUCKET"),
+        ),
+        (
+            {"BACKUP_S3_BUCKET": "s3://ours", "S3_BACKUP_BUCKET": "s3://theirs"},
+            ("BACKUP_S3_BUCKET", "S3_BACKUP_BUCKET"),
+        ),
+        (
+            {"PROCESSED_S3_SECRET_KEY": "secret-1", "CLIENT_S3_SECRET_KEY": ""},
+            ("PROCESSED_S3_SECRET_KEY", "CLIENT_S3_SECRET_KEY"),
+        ),
+        (
+            {"client_s3_access_key": "AKIA-1", "PROCESSED_S3_ACCESS_KEY": "AKIA-2"},
+            ("PROCESSED_S3_ACCESS_KEY", "client_s3_access_key"),
+        ),
+    ],
+)
+def test_names_of_one_setting_that_disagree_are_a_conflict_naming_both(
+    environ: dict[str, str], pair: tuple[str, str]
+) -> None:
+    check = check_environment(environ)
+    assert check.conflicts == (pair,)
+    message = check.conflict_message()
+    assert message is not None and pair[0] in message and pair[1] in message
+    for value in environ.values():  # values may be secrets: never repeated
+        assert not value or value not in message
+
+
+def test_read_settings_refuses_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_S3_BUCKET", "s3://ours")
+    monkeypatch.setenv("S3_BACKUP_BUCKET", "s3://seed")
+    with pytest.raises(ConflictingSettings, match="BACKUP_S3_BUCKET and S3_BACKUP_BUCKET"):
+        read_settings()
+    monkeypatch.setenv("S3_BACKUP_BUCKET", "s3://ours")
+    built, check = read_settings()
+    assert built.backup_bucket == "s3://ours" and check.conflicts == ()
+
+
+def test_variables_that_look_like_settings_but_are_none_are_unread() -> None:
+    check = check_environment(
+        {
+            "EXPORT_FORMATT": "csv",  # misspelt
+            "DATABASE_POOL": "5",
+            "S3_BACKUP_BUCKETS": "x",
+            "EXPORT_FORMAT": "csv",  # a setting
+            "CLIENT_S3_BUCKET": "b",  # a seed name
+            "EVOTHESIS_VERSION": "dev",  # docker-compose.yml's
+            "PATH": "/bin",  # no known prefix
+            "POSTGRES_PASSWORD": "x",
+        }
+    )
+    assert check.unread == ("DATABASE_POOL", "EXPORT_FORMATT", "S3_BACKUP_BUCKETS")
+    message = check.unread_message()
+    assert message is not None and "EXPORT_FORMATT" in message
+    assert check_environment({"PATH": "/bin"}).unread_message() is None
+
+
+def test_every_setting_has_a_known_prefix_or_is_known_by_name() -> None:
+    """A misspelling of most settings is caught by its prefix; the rest are short single
+    names (ENVIRONMENT, LOG_LEVEL, ...), where a prefix would mostly match other programs'."""
+    unprefixed = {name for name in setting_names() if not name.startswith(KNOWN_PREFIXES)}
+    assert unprefixed == {
+        "ENVIRONMENT",
+        "LOG_LEVEL",
+        "TRUSTED_PROXIES",
+        "MAX_BODY_BYTES",
+        "MAX_BATCH_EVENTS",
+        "BODY_READ_TIMEOUT",
+        "HEADER_READ_TIMEOUT",
+        "MAX_HEADER_BYTES",
+        "MAX_HEADERS",
+        "MAX_IDLE_CONNECTIONS",
+        "ENRICHMENT",
+        "CLIENT_NAME",
+    }
+
+
+def test_help_names_the_other_names() -> None:
+    lines = {line.split()[0]: line for line in environment_help().splitlines()[1:] if line}
+    assert "also read as CLIENT_S3_BUCKET" in lines["PROCESSED_S3_BUCKET"]
+    assert "also read as S3_BACKUP_BUCKET" in lines["BACKUP_S3_BUCKET"]

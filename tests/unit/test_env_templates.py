@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evothesis.config import Settings
+from evothesis.config import DEPLOYMENT_VARIABLES, check_environment, setting_names
 from tests.support.nginx import ROOT, placeholders
 
 TEMPLATES = (".env.development", ".env.production")
@@ -22,7 +22,8 @@ def variables(path: Path) -> list[str]:
 
 
 def settings_names() -> set[str]:
-    return {field.alias or name for name, field in Settings.model_fields.items()}
+    """Every name Evothesis reads, the seed's other names of a setting included."""
+    return set(setting_names())
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -37,7 +38,7 @@ def test_every_other_variable_is_used_by_compose_or_nginx(template: str) -> None
     unknown = {
         name
         for name in set(variables(ROOT / template)) - settings_names() - placeholders()
-        if "${" + name not in compose
+        if "${" + name not in compose and f"\n    {name}:\n" not in compose
     }
     assert not unknown, f"{template}: nothing reads {sorted(unknown)}"
 
@@ -59,3 +60,13 @@ def test_both_templates_list_the_same_variables_in_the_same_order() -> None:
     development, production = (variables(ROOT / template) for template in TEMPLATES)
     assert development == production
     assert len(development) == len(set(development)), "a variable is listed twice"
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_variables_for_compose_with_a_settings_prefix_are_known_as_such(template: str) -> None:
+    """Evothesis warns about variables that start like a setting but are none; the
+    templates' own compose variables must not be among them."""
+    names = set(variables(ROOT / template))
+    unread = check_environment(dict.fromkeys(names, "x")).unread
+    assert not unread, f"{template}: {unread} would be warned about"
+    assert names >= DEPLOYMENT_VARIABLES

@@ -153,7 +153,7 @@ def rows_for(envelope: Envelope, client_id: str) -> list[EventRow]:
     off = Enricher()
     intake = decide_privacy(Intake(envelope, CONTEXT, ClientConfig(client_id), None))
     assert isinstance(intake, Intake)  # a standard client without signals drops nothing
-    return build_rows(off, protect(enrich_request(off, intake))).rows
+    return build_rows(off.event, protect(enrich_request(off, intake))).rows
 
 
 def refusal(document: object) -> InvalidEvent | RejectedEvent:

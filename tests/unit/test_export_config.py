@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from evothesis.config import Settings
-from evothesis.durations import parse_duration, parse_schedule
+from evothesis.durations import parse_duration, parse_interval
 from evothesis.export.keys import manifest_key, metering_key, processed_key, raw_key
 from evothesis.export.metering import (
     MeteredEvent,
@@ -85,6 +85,27 @@ def test_s3_settings_carry_endpoint_region_and_per_bucket_keys() -> None:
     }
 
 
+def test_seed_004s_names_reach_the_processed_and_backup_buckets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 004's VM-per-client variables, as an operator exports them: the client's bucket
+    gets the client's keys (not AWS_* or the instance role), metering goes to the backup
+    bucket named by S3_BACKUP_BUCKET (not a folder in the container)."""
+    for name, value in {
+        "CLIENT_S3_BUCKET": "client-analytics-bucket",
+        "CLIENT_S3_ACCESS_KEY": "AKIA-client",
+        "CLIENT_S3_SECRET_KEY": "client-secret",
+        "S3_BACKUP_BUCKET": "evothesis-backup-bucket",
+    }.items():
+        monkeypatch.setenv(name, value)
+    buckets = export_buckets(Settings(_env_file=None))
+    assert buckets.processed.url == "s3://client-analytics-bucket"
+    assert buckets.processed.options["access_key_id"] == "AKIA-client"
+    assert buckets.processed.options["secret_access_key"] == "client-secret"
+    assert buckets.backup.url == "s3://evothesis-backup-bucket"
+    assert "access_key_id" not in buckets.raw.options
+
+
 def test_a_client_destination_replaces_the_default_and_refuses_unknown_keys() -> None:
     default = BucketSpec("s3://operator")
     assert client_bucket(None, None, default=default) is default
@@ -120,13 +141,17 @@ def test_bad_durations_are_refused(text: str) -> None:
     ("text", "seconds"),
     [("1m", 60.0), ("hourly", 3600.0), ("daily", 86400.0), ("minutely", 60.0), ("off", None)],
 )
-def test_schedules(text: str, seconds: float | None) -> None:
-    assert parse_schedule(text) == seconds
+def test_intervals(text: str, seconds: float | None) -> None:
+    assert parse_interval(text) == seconds
 
 
 def test_a_bad_schedule_is_a_configuration_error_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="EXPORT_SCHEDULE"):
         Settings(_env_file=None, EXPORT_SCHEDULE="whenever")
+    with pytest.raises(ValueError, match="EXPORT_SCHEDULE"):
+        Settings(_env_file=None, EXPORT_SCHEDULE="5m")  # an interval is not a schedule
+    with pytest.raises(ValueError, match="EXPORT_INTERVAL"):
+        Settings(_env_file=None, EXPORT_INTERVAL="daily at noon")
     with pytest.raises(ValueError, match="BUFFER_RETENTION"):
         Settings(_env_file=None, BUFFER_RETENTION="0s")
 
@@ -145,7 +170,8 @@ def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert processed_key("acme", 42, CLAIMED, "parquet") == (
         "processed-events/acme/2026/03/09/batch-000000000042.parquet"
     )
-    assert processed_key("acme", 42, CLAIMED, "json").endswith(".jsonl")
+    assert processed_key("acme", 42, CLAIMED, "json").endswith("/batch-000000000042.json")
+    assert processed_key("acme", 42, CLAIMED, "jsonl").endswith("/batch-000000000042.jsonl")
     assert processed_key("acme", 42, CLAIMED, "csv").endswith(".csv")
     assert manifest_key("a/b.csv") == "a/b.csv.manifest.json"
     assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS
+from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS, ExportFormat
 from evothesis.errors import ObjectStoreError, RawFormatError
 from evothesis.export.formats import (
     CORE_COLUMNS,
@@ -28,6 +28,7 @@ from evothesis.export.formats import (
     EXPORT_FORMATS,
     FILE_EXTENSIONS,
     PARQUET_SCHEMA,
+    TABLE_FORMATS,
     RawEvent,
     RawLines,
     encode_events,
@@ -219,8 +220,10 @@ def test_columns_and_schema_line_up() -> None:
     assert EXPORT_COLUMNS[:-1] == CORE_COLUMNS
     assert EXPORT_COLUMNS[-1] == "raw_event_data"
     assert tuple(PARQUET_SCHEMA.names) == EXPORT_COLUMNS
-    assert set(FILE_EXTENSIONS) == set(EXPORT_FORMATS) == {"json", "csv", "parquet"}
-    assert FILE_EXTENSIONS["json"] == "jsonl"
+    assert set(FILE_EXTENSIONS) == set(EXPORT_FORMATS) == {"json", "jsonl", "csv", "parquet"}
+    assert (FILE_EXTENSIONS["json"], FILE_EXTENSIONS["jsonl"]) == ("json", "jsonl")
+    assert set(EXPORT_FORMATS) | set(TABLE_FORMATS) == set(ExportFormat)
+    assert not set(EXPORT_FORMATS) & set(TABLE_FORMATS)
     nullable = {field.name for field in PARQUET_SCHEMA if field.nullable}
     assert nullable == set(OPTIONAL_TEXT)
     assert PARQUET_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
@@ -261,7 +264,7 @@ def test_parse_raw_lines_ignores_extra_keys_and_accepts_crlf() -> None:
     line = orjson.dumps({**make_event(1), "xid": "12345"})
     parsed = well_formed(line + b"\r\n" + orjson.dumps(make_event(2)) + b"\r\n")
     assert [event.id for event in parsed] == [1, 2]
-    assert encode_events(parsed[:1], "json") == encode_events(decoded([make_event(1)]), "json")
+    assert encode_events(parsed[:1], "jsonl") == encode_events(decoded([make_event(1)]), "jsonl")
 
 
 def _line_with(number: int, **changes: Any) -> bytes:
@@ -326,7 +329,9 @@ def test_raw_event_data_is_compacted_as_written() -> None:
     compact = '{"a":1.50,"b":[1,2,{"c":null}],"s":"x, y: z","n":1e3}'
     [event] = well_formed(line + b"\n")
     assert bytes(event.raw_event_data) == compact.encode()
-    assert orjson.loads(encode_events([event], "json"))["raw_event_data"] == orjson.loads(spaced)
+    assert orjson.loads(encode_events([event], "jsonl"))["raw_event_data"] == orjson.loads(spaced)
+    [document_event] = orjson.loads(encode_events([event], "json", metadata={}))["events"]
+    assert document_event["raw_event_data"] == orjson.loads(spaced)
     assert read_csv(encode_events([event], "csv"))[1][-1] == compact
     assert read_parquet(encode_events([event], "parquet"))["raw_event_data"][0].as_py() == compact
 
@@ -380,7 +385,8 @@ def test_split_by_client_cuts_the_same_rows_as_group_by_client() -> None:
         assert split[client_id].events == group
         assert split[client_id].columns.equals(event_columns(group))
         for fmt in EXPORT_FORMATS:
-            assert encode_events(split[client_id], fmt) == encode_events(group, fmt), fmt
+            mine, theirs = (encode_events(e, fmt, metadata={}) for e in (split[client_id], group))
+            assert mine == theirs, fmt
     without = split_by_client(events, columns=False)
     assert {client: part.columns for client, part in without.items()} == dict.fromkeys(groups)
     assert encode_events(without["a"], "csv") == encode_events(groups["a"], "csv")
@@ -399,12 +405,50 @@ def test_group_by_client_keeps_both_orders() -> None:
     assert group_by_client([]) == {}
 
 
-# --- json --------------------------------------------------------------------------------
+# --- json (the seed's document) and jsonl ------------------------------------------------
 
 
-def test_json_round_trip() -> None:
+def test_json_is_the_seed_document_with_its_metadata_and_the_events() -> None:
+    """Seed 004: ``{"export_metadata": {…}, "events": […]}``, one JSON value; each event
+    the same object a JSON Lines line holds, in the same order."""
     events = tricky_events()
-    data = encode_events(well_formed(raw_bytes(events)), "json")
+    parsed = well_formed(raw_bytes(events))
+    metadata = export_metadata(
+        export_id="exp_1",
+        export_time="2026-12-03T10:00:00+00:00",
+        events=parsed,
+        fmt="json",
+        batch_id=1,
+        client_id="client-a",
+    )
+    document = orjson.loads(encode_events(parsed, "json", metadata=metadata))
+    assert list(document) == ["export_metadata", "events"]
+    assert document["export_metadata"] == metadata
+    for key in ("export_id", "export_time", "event_count", "time_range"):  # the seed's keys
+        assert key in document["export_metadata"]
+    assert document["export_metadata"]["event_count"] == len(document["events"]) == len(events)
+    assert document["events"] == events
+    assert all(list(event) == list(EXPORT_COLUMNS) for event in document["events"])
+    lines = encode_events(parsed, "jsonl").splitlines()
+    assert document["events"] == [orjson.loads(line) for line in lines]
+
+
+def test_the_json_document_needs_its_metadata() -> None:
+    with pytest.raises(ValueError, match="export_metadata"):
+        encode_events(decoded([make_event(1)]), "json")
+
+
+def test_an_empty_json_document_has_no_events() -> None:
+    metadata = {"event_count": 0}
+    assert orjson.loads(encode_events([], "json", metadata=metadata)) == {
+        "export_metadata": metadata,
+        "events": [],
+    }
+
+
+def test_jsonl_round_trip() -> None:
+    events = tricky_events()
+    data = encode_events(well_formed(raw_bytes(events)), "jsonl")
     assert data.endswith(b"\n")
     lines = data.split(b"\n")
     assert lines.pop() == b""
@@ -588,8 +632,8 @@ def test_parquet_rejects_a_missing_required_value() -> None:
 # --- empty input -------------------------------------------------------------------------
 
 
-def test_empty_json_is_empty() -> None:
-    assert encode_events([], "json") == b""
+def test_empty_jsonl_is_empty() -> None:
+    assert encode_events([], "jsonl") == b""
 
 
 def test_empty_csv_is_the_header_only() -> None:
@@ -672,7 +716,7 @@ def test_time_range_of_no_events_is_null() -> None:
     assert metadata["time_range"] == {"start": None, "end": None}
 
 
-@pytest.mark.parametrize("fmt", ["xml", "jsonl", "JSON", "", "parquet "])
+@pytest.mark.parametrize("fmt", ["xml", "ndjson", "JSON", "", "parquet "])
 def test_unknown_format_is_refused(fmt: str) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
         encode_events(decoded([make_event(1)]), fmt)

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from evothesis.domain import DeliveryTrigger
 from evothesis.errors import SchemaChangeRefused
+from evothesis.export.deliveries import Delivery, Share
 from evothesis.export.formats import PARQUET_SCHEMA, event_columns, parse_raw_lines, typed_columns
-from evothesis.export.keys import processed_key, table_key
+from evothesis.export.keys import delivery_key, processed_key, table_key
 from evothesis.export.tables.core import COMPACT_FILES, maintain
 from evothesis.export.tables.delta import DeltaEventTable
 from evothesis.export.tables.schema import TABLE_SCHEMA, added_columns, table_rows
@@ -71,7 +73,31 @@ def test_file_layouts_are_a_pure_function_of_the_delivery() -> None:
         processed_key("acme", 7, claimed, "csv", "hive")
         == "processed-events/acme/export_date=2026-12-02/batch-000000000007.csv"
     )
+    assert (
+        delivery_key("acme", 3, claimed.date(), "parquet", "hive")
+        == "processed-events/acme/export_date=2026-12-02/delivery-000000000003.parquet"
+    )
     assert table_key("acme", "delta") == "processed-events/acme/delta/events"
+
+
+def test_a_delivery_keeps_its_layout_and_its_table_commit_is_named_as_its_files() -> None:
+    """A delivery's id (what its table commit carries) follows its file names: by batch in
+    real time, by number otherwise; its layout and format are its own, not the client's now."""
+    claimed = datetime(2026, 12, 2, 23, 59, tzinfo=UTC)
+    share = Share(7, claimed, "raw-events/2026/12/02/batch-000000000007.jsonl.gz", 5)
+    later = Share(8, claimed + timedelta(minutes=2), "raw-events/2026/12/03/b8", 5)
+    real_time = Delivery("acme", 4, DeliveryTrigger.REAL_TIME, "delta", claimed, (share,))
+    daily = Delivery(
+        "acme", 5, DeliveryTrigger.SCHEDULE, "csv", claimed, (share, later), layout="hive"
+    )
+    assert real_time.delivery_id == "exp_batch-000000000007_acme"
+    assert real_time.export_id(share.day) == real_time.delivery_id
+    assert daily.delivery_id == "exp_delivery-000000000005_acme"
+    assert daily.export_id(later.day) == "exp_delivery-000000000005_acme_2026-12-03"
+    assert [daily.file_key(day) for day in daily.days] == [
+        "processed-events/acme/export_date=2026-12-02/delivery-000000000005.csv",
+        "processed-events/acme/export_date=2026-12-03/delivery-000000000005.csv",
+    ]
 
 
 def test_schema_evolution_is_additive_only() -> None:
@@ -95,6 +121,22 @@ def test_a_delta_append_happens_once_per_identity(tmp_path: Path) -> None:
     assert (first.appended, first.rows) == (True, 10)
     assert (again.appended, again.rows) == (False, 0)
     assert DeltaTable(events.location).to_pyarrow_table().num_rows == 10
+
+
+def test_a_table_known_to_hold_a_delivery_is_not_appended_to_again(tmp_path: Path) -> None:
+    """The ledger's record of the tables that hold a delivery counts as much as the table's
+    history (which an Iceberg table forgets as its snapshots expire); a table made anew
+    holds nothing the old one did."""
+    events = table(tmp_path)
+    first = events.append(rows(range(4)), "exp_1", {})
+    skipped = events.append(rows(range(4, 8)), "exp_2", {}, held_by={first.table_id})
+    assert not skipped.appended and skipped.table_id == first.table_id
+    assert DeltaTable(events.location).to_pyarrow_table().num_rows == 4
+    elsewhere = DeltaEventTable(
+        BucketSpec((tmp_path / "other").as_uri()), table_key("client-a", "delta")
+    )
+    fresh = elsewhere.append(rows(range(4, 8)), "exp_2", {}, held_by={first.table_id})
+    assert fresh.appended and fresh.table_id != first.table_id
 
 
 def test_racing_delta_writers_of_one_delivery_append_it_once(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ state to the next state, a drop with its reason, or a refusal."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +23,14 @@ from evothesis.domain import (
 )
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo
 from evothesis.errors import InvalidEvent, InvalidWriteKey, OriginMismatch, WriteKeyRequired
-from evothesis.ingest.enrichment import Enricher, RequestEnrichment
+from evothesis.ingest.enrichment import Enricher, RequestEnrichment, build_enricher
 from evothesis.ingest.envelope import parse_envelope
 from evothesis.ingest.outcomes import Outcomes
 from evothesis.ingest.privacy import request_privacy
 from evothesis.ingest.steps import (
     Dropped,
     Intake,
+    accept,
     authorize,
     build_rows,
     decide_privacy,
@@ -191,7 +193,7 @@ def test_a_payload_too_deep_to_inspect_is_refused_not_stored() -> None:
 
 def test_rows_come_from_the_protected_payloads_with_the_stored_ip() -> None:
     state = protect(enrich_request(OFF, through_privacy(intake(url="https://acme.com/?e=a@b.com"))))
-    accepted = build_rows(OFF, state)
+    accepted = build_rows(OFF.event, state)
     [row] = accepted.rows
     assert (row.client_id, row.site_id, row.ip_address) == ("acme", "acme.com", "203.0.113.9")
     assert "a@b.com" not in (row.url or "") and "a@b.com" not in row.raw_event_data
@@ -205,7 +207,9 @@ def test_rows_record_how_the_sender_was_authenticated() -> None:
         (intake(origin=None, page_owner=None, write_key="wk_acme"), EventSource.SERVER_KEY),
     ):
         authorized = authorize(state)
-        [row] = build_rows(OFF, protect(enrich_request(OFF, through_privacy(authorized)))).rows
+        [row] = build_rows(
+            OFF.event, protect(enrich_request(OFF, through_privacy(authorized)))
+        ).rows
         assert row.source == source
 
 
@@ -213,7 +217,7 @@ def test_rows_record_how_the_sender_was_authenticated() -> None:
 def test_a_user_agent_is_stored_with_its_pii_redacted(client: ClientConfig) -> None:
     agent = "MyBot/1.0 (+mailto:judy@example.com; call 415-555-2671)"
     state = intake(client, page_owner=client, user_agent=agent)
-    [row] = build_rows(OFF, protect(enrich_request(OFF, through_privacy(state)))).rows
+    [row] = build_rows(OFF.event, protect(enrich_request(OFF, through_privacy(state)))).rows
     assert row.user_agent is not None and row.user_agent.startswith("MyBot/1.0")
     assert "judy" not in row.user_agent and "2671" not in row.user_agent
 
@@ -224,7 +228,9 @@ def test_an_id_repeated_within_a_request_is_stored_once_and_counted() -> None:
         eventType="batch",
         events=[{"eventType": "a", "eventId": repeated}, {"eventType": "b", "eventId": repeated}],
     )
-    accepted = build_rows(OFF, protect(enrich_request(OFF, through_privacy(authorize(batch)))))
+    accepted = build_rows(
+        OFF.event, protect(enrich_request(OFF, through_privacy(authorize(batch))))
+    )
     assert [row.event_type for row in accepted.rows] == ["batch", "a"]
     assert accepted.duplicates == 1
 
@@ -232,7 +238,7 @@ def test_an_id_repeated_within_a_request_is_stored_once_and_counted() -> None:
 def test_hipaa_batches_get_an_audit_record_and_invalid_inner_events_become_failed_rows() -> None:
     hipaa = ClientConfig("acme", privacy_level=PrivacyLevel.HIPAA, ip_salt=b"s" * 32)
     batch = intake(hipaa, page_owner=hipaa, eventType="batch", events=[{"eventType": "a"}, 7])
-    accepted = build_rows(OFF, protect(enrich_request(OFF, through_privacy(batch))))
+    accepted = build_rows(OFF.event, protect(enrich_request(OFF, through_privacy(batch))))
     assert len(accepted.rows) == 2
     assert all(row.ip_address is None for row in accepted.rows)
     assert accepted.audit is not None and accepted.audit.events == 2
@@ -241,9 +247,51 @@ def test_hipaa_batches_get_an_audit_record_and_invalid_inner_events_become_faile
     assert (failed.position, failed.reason) == (1, RejectReason.NOT_AN_OBJECT)
 
 
+def test_accept_gives_the_same_rows_after_crossing_a_process_boundary() -> None:
+    """Large bodies are accepted in a worker process: what goes there and what comes back
+    must pickle, and arrive meaning the same (an enricher that does work included)."""
+    hipaa = ClientConfig("acme", privacy_level=PrivacyLevel.HIPAA, ip_salt=b"s" * 32)
+    state = enrich_request(
+        OFF,
+        through_privacy(
+            intake(
+                hipaa,
+                page_owner=hipaa,
+                eventType="batch",
+                url="https://acme.com/?utm_source=news",
+                events=[{"eventType": "a", "eventData": {"e": "a@b.com"}}, 7],
+            )
+        ),
+    )
+    columns = build_enricher(enabled=True, geoip_database=None).event
+    inline = accept(columns, state)
+    shipped = pickle.loads(pickle.dumps((columns, state)))
+    assert pickle.loads(pickle.dumps(accept(*shipped))) == inline
+    assert inline.rows[1].utm_source == "news" and "a@b.com" not in inline.rows[1].raw_event_data
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"eventType": "pageview", "siteId": "not a host"},
+        {"eventType": "batch", "siteId": "acme.com", "events": "nope"},
+    ],
+)
+def test_an_error_of_a_worker_arrives_with_its_field_and_reason(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidEvent) as raised:
+        parse_envelope(orjson.dumps(body), max_batch_events=10, now=NOW)
+    arrived = pickle.loads(pickle.dumps(raised.value))
+    assert type(arrived) is InvalidEvent
+    assert (arrived.message, arrived.field, arrived.reason) == (
+        raised.value.message,
+        raised.value.field,
+        raised.value.reason,
+    )
+
+
 def test_the_steps_run_in_order_and_stop_at_a_drop() -> None:
     names = [getattr(step, "func", step).__name__ for step in steps(OFF)]
-    assert names == ["authorize", "decide_privacy", "enrich_request", "drop_bots", "protect"]
+    assert names == ["authorize", "decide_privacy", "enrich_request", "drop_bots"]
     client = ClientConfig("acme", privacy_level=PrivacyLevel.GDPR, ip_salt=b"s" * 32)
     state: Intake | Dropped = intake(client, page_owner=client, dnt=True)
     for step in steps(OFF):

@@ -27,6 +27,7 @@ from evothesis.api.transport.request_metrics import COLLECT_LATENCY_BUCKETS, Req
 from evothesis.domain import DropReason, Refusal, RejectReason
 from evothesis.ingest.outcomes import Outcomes
 from evothesis.registry.cache import CacheStatus
+from evothesis.storage.pool import PoolStats
 from evothesis.storage.spool import Spool, SpoolStatus
 from evothesis.storage.write_buffer import BufferStats
 from tests.support.prometheus_text import FormatError, parse, value
@@ -66,7 +67,12 @@ def full_sources() -> MetricSources:
     outcomes.rejected[RejectReason.TOO_LONG] = 3
     outcomes.anonymized = 4
     return MetricSources(
-        outcomes=outcomes, buffer=BUFFER, spool_enabled=True, spool=SPOOL, registry=registry()
+        outcomes=outcomes,
+        buffer=BUFFER,
+        spool_enabled=True,
+        spool=SPOOL,
+        registry=registry(),
+        pool=PoolStats(size=8, max_size=30, in_use=5, waiting=2, waits=11, wait_seconds=0.75),
     )
 
 
@@ -115,6 +121,15 @@ def test_every_source_is_rendered_with_exact_lines() -> None:
         "# TYPE evothesis_registry_cache_entries gauge",
         "evothesis_registry_cache_entries 4",
         "evothesis_registry_reachable 1",
+        "# TYPE evothesis_db_pool_connections gauge",
+        "evothesis_db_pool_connections 8",
+        "evothesis_db_pool_max_connections 30",
+        "evothesis_db_pool_connections_in_use 5",
+        "# TYPE evothesis_db_pool_waiting gauge",
+        "evothesis_db_pool_waiting 2",
+        "# TYPE evothesis_db_pool_waits_total counter",
+        "evothesis_db_pool_waits_total 11",
+        "evothesis_db_pool_wait_seconds_total 0.75",
     }
     assert expected <= lines(text), sorted(expected - lines(text))
     # Refusals are requests, drops and anonymizations are events: never in one metric.

@@ -2,7 +2,8 @@
 
 Separate shapes for creating and for changing a client, both refusing unknown fields, so
 a misspelt setting is a 422 rather than silently ignored. Secrets (``ip_salt``,
-``export_credentials``) are write-only: they come in here and never go out.
+``export_credentials``, ``notify_secret``) are write-only: they come in here and never go
+out.
 """
 
 from __future__ import annotations
@@ -71,11 +72,51 @@ Salt = Annotated[
 #: store.
 _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
-#: Changes that may be ``null``: clearing the export destination, its credentials or the
-#: client's own table retention.
+#: Changes that may be ``null``: clearing the export destination or its credentials, the
+#: schedule (back to EXPORT_SCHEDULE), the threshold, the webhook, the client's own table
+#: retention (back to TABLE_RETENTION).
 _NULLABLE_CHANGES: Final = frozenset(
-    {"export_destination", "export_credentials", "table_retention_days"}
+    {
+        "export_destination",
+        "export_credentials",
+        "export_schedule",
+        "export_threshold",
+        "notify_url",
+        "notify_secret",
+        "table_retention_days",
+    }
 )
+
+Schedule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="real-time, hourly (minute 0, UTC), daily (00:00 UTC) or a five-field "
+        "cron expression in UTC; unset: EXPORT_SCHEDULE.",
+        examples=["hourly", "*/15 * * * *"],
+    ),
+]
+Threshold = Annotated[
+    int, Field(ge=1, description="Deliver as soon as this many events are waiting.")
+]
+NotifyUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2000,
+        description="Webhook told about paused and resumed destinations, failing and "
+        "dead-lettered deliveries and finished replays.",
+    ),
+]
+NotifySecret = Annotated[
+    str,
+    Field(
+        min_length=16,
+        max_length=200,
+        description="Write-only: the secret notices are signed with (HMAC-SHA256).",
+    ),
+]
 
 
 class ClientCreate(BaseModel):
@@ -100,6 +141,10 @@ class ClientCreate(BaseModel):
     export_layout: FileLayout = FileLayout.DATED
     table_retention_days: RetentionDays | None = None
     export_credentials: Credentials | None = None
+    export_schedule: Schedule | None = None
+    export_threshold: Threshold | None = None
+    notify_url: NotifyUrl | None = None
+    notify_secret: NotifySecret | None = None
     ip_salt: Salt | None = None
     domains: list[str] = Field(default_factory=list, max_length=1000)
 
@@ -129,6 +174,10 @@ class ClientChanges(BaseModel):
     export_layout: FileLayout | None = None
     table_retention_days: RetentionDays | None = None
     export_credentials: Credentials | None = None
+    export_schedule: Schedule | None = None
+    export_threshold: Threshold | None = None
+    notify_url: NotifyUrl | None = None
+    notify_secret: NotifySecret | None = None
     ip_salt: Salt | None = None
     active: bool | None = None
 

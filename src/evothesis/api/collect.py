@@ -1,8 +1,11 @@
-"""POST/OPTIONS /collect as a bare ASGI endpoint: the hot path skips the framework.
+"""POST/GET/OPTIONS /collect as a bare ASGI endpoint: the hot path skips the framework.
 
 FastAPI's routing and middleware stack costs ~130 µs a request on this hardware, more
 than parsing and storing an event; /collect is the one route where that matters, so it
 is served directly and documented in the OpenAPI schema by hand (``COLLECT_OPENAPI``).
+
+``GET /collect?eventType=…&siteId=…`` is the image pixel (``ingest/query_event.py``): the
+same event as a POST, answered with a transparent 1x1 GIF when it is stored or spooled.
 """
 
 from __future__ import annotations
@@ -28,9 +31,21 @@ from evothesis.errors import (
 )
 from evothesis.ingest.collector import CollectResult
 from evothesis.ingest.envelope import check_media_type
+from evothesis.ingest.query_event import EVENT_FIELDS, event_from_query
 from evothesis.privacy import signal_on
 
 PATH = "/collect"
+_ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
+
+#: The pixel's answer: a transparent 1x1 GIF (43 bytes), never cached, so each view counts.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+_PIXEL_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"cache-control", b"no-store, max-age=0"),
+]
 
 #: Request headers the endpoint reads; the rest are never decoded.
 _WANTED_HEADERS = frozenset(
@@ -137,6 +152,41 @@ COLLECT_OPENAPI: dict[str, object] = {
             "503": {"description": "Storage unavailable; retry after Retry-After seconds."},
         },
     },
+    "get": {
+        "tags": ["collection"],
+        "summary": "Collect one event from query parameters (image pixel)",
+        "description": "For <img> and <noscript> pixels: the parameters named like an "
+        "event's fields are those fields, `eventData.<name>` and any other parameter go "
+        "into eventData as strings. Authorized by the page (Referer) like a POST; the same "
+        "privacy and limits apply. A batch cannot be sent this way.",
+        "operationId": "collect_pixel",
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in ("eventType", "siteId"),
+                "schema": _EVENT_PROPERTIES[name],
+            }
+            for name in sorted(EVENT_FIELDS)
+        ],
+        "responses": {
+            "200": {
+                "description": "Stored: a transparent 1x1 GIF, not cacheable.",
+                "content": {"image/gif": {}},
+            },
+            "202": {
+                "description": "Spooled to disk (the database is unreachable): the same GIF.",
+                "content": {"image/gif": {}},
+            },
+            "400": {"description": "A query string that is not percent-encoded UTF-8."},
+            "403": {
+                "description": "The siteId is not authorized, or the page is another client's."
+            },
+            "413": {"description": "Query string too long, or too many parameters."},
+            "422": {"description": "The event has the wrong shape; the error names the field."},
+            "503": {"description": "Storage unavailable; retry after Retry-After seconds."},
+        },
+    },
     "options": {
         "tags": ["collection"],
         "summary": "CORS preflight for /collect",
@@ -160,9 +210,10 @@ class CollectEndpoint:
             if name in _WANTED_HEADERS
         }
         method = scope["method"]
-        if method not in ("POST", "OPTIONS"):
+        if method not in _ALLOWED_METHODS:
             body = error_body("method_not_allowed", f"{method} is not allowed on {PATH}")
-            await _send(send, 405, orjson.dumps(body), [(b"allow", b"POST, OPTIONS")])
+            allow = ", ".join(_ALLOWED_METHODS).encode()
+            await _send(send, 405, orjson.dumps(body), [(b"allow", allow)])
             return
         collector = self._runtime.ingestion.collector
         origin = headers.get("origin")
@@ -189,7 +240,11 @@ class CollectEndpoint:
         except EvothesisError as exc:
             await _send_error(send, exc, cors)
             return
-        await _send(send, 202 if result.spooled else 200, orjson.dumps(success_body(result)), cors)
+        status = 202 if result.spooled else 200
+        if method == "GET":
+            await _send(send, status, PIXEL_GIF, [*cors, *_PIXEL_HEADERS])
+        else:
+            await _send(send, status, orjson.dumps(success_body(result)), cors)
 
     async def _collect(
         self,
@@ -200,9 +255,12 @@ class CollectEndpoint:
     ) -> CollectResult:
         runtime = self._runtime
         settings = runtime.settings
-        check_media_type(headers.get("content-type"))
-        assert runtime.deadlines is not None  # started with the ingestion
-        body = await _read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
+        if scope["method"] == "GET":
+            body = event_from_query(scope["query_string"], max_bytes=settings.max_body_bytes)
+        else:
+            check_media_type(headers.get("content-type"))
+            assert runtime.deadlines is not None  # started with the ingestion
+            body = await _read_body(receive, headers, settings.max_body_bytes, runtime.deadlines)
         peer = scope.get("client")
         context = RequestContext(
             client_ip=client_ip(peer[0] if peer else None, headers, settings.trusted_proxies),
@@ -343,8 +401,9 @@ async def _receive_all(receive: Receive, limit: int) -> bytes:
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """Send a whole answer; its body is JSON unless ``headers`` name another type."""
     response_headers = [*headers, (b"content-length", str(len(body)).encode())]
-    if body:
+    if body and not any(name == b"content-type" for name, _ in headers):
         response_headers.append((b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})

@@ -18,8 +18,9 @@ from evothesis.api.transport.request_metrics import RequestMetrics
 from evothesis.billing.service import Billing
 from evothesis.clock import Clock
 from evothesis.config import Settings
+from evothesis.export.notices import NoticeSender
 from evothesis.export.pipeline import ExportPipeline
-from evothesis.export.scheduler import SchedulerState
+from evothesis.export.replays import Replays
 from evothesis.gdpr.requests import DataSubjectRequests
 from evothesis.registry.store import RegistryStore
 from evothesis.services import Ingestion, Services
@@ -28,11 +29,12 @@ __all__ = [
     "BillingDep",
     "ClockDep",
     "IngestionDep",
+    "NoticesDep",
     "PipelineDep",
     "RegistryDep",
+    "ReplaysDep",
     "Runtime",
     "RuntimeDep",
-    "SchedulerDep",
     "ServicesDep",
     "SettingsDep",
     "SubjectsDep",
@@ -50,7 +52,6 @@ class Runtime:
     http_metrics: RequestMetrics = field(default_factory=RequestMetrics)
     _services: Services | None = None
     _ingestion: Ingestion | None = None
-    scheduler: SchedulerState | None = None
     deadlines: ReadDeadlines | None = None
 
     def start(
@@ -58,16 +59,14 @@ class Runtime:
         services: Services,
         *,
         ingestion: Ingestion | None = None,
-        scheduler: SchedulerState | None = None,
         deadlines: ReadDeadlines | None = None,
     ) -> None:
         self._services = services
         self._ingestion = ingestion
-        self.scheduler = scheduler
         self.deadlines = deadlines
 
     def stop(self) -> None:
-        self._services = self._ingestion = self.scheduler = self.deadlines = None
+        self._services = self._ingestion = self.deadlines = None
 
     @property
     def services(self) -> Services:
@@ -114,12 +113,16 @@ def _ingestion(runtime: RuntimeDep) -> Ingestion:
     return runtime.ingestion
 
 
-def _scheduler(runtime: RuntimeDep) -> SchedulerState | None:
-    return runtime.scheduler
-
-
 def _pipeline(services: ServicesDep) -> ExportPipeline:
     return services.pipeline
+
+
+def _replays(services: ServicesDep) -> Replays:
+    return services.replays
+
+
+def _notices(services: ServicesDep) -> NoticeSender:
+    return services.notices
 
 
 def _subjects(services: ServicesDep) -> DataSubjectRequests:
@@ -140,8 +143,9 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 ServicesDep = Annotated[Services, Depends(_services)]
 IngestionDep = Annotated[Ingestion, Depends(_ingestion)]
-SchedulerDep = Annotated[SchedulerState | None, Depends(_scheduler)]
 PipelineDep = Annotated[ExportPipeline, Depends(_pipeline)]
 SubjectsDep = Annotated[DataSubjectRequests, Depends(_subjects)]
+ReplaysDep = Annotated[Replays, Depends(_replays)]
+NoticesDep = Annotated[NoticeSender, Depends(_notices)]
 BillingDep = Annotated[Billing, Depends(_billing)]
 RegistryDep = Annotated[RegistryStore, Depends(_registry)]

@@ -6,6 +6,7 @@ Every error answer looks like ``{"status": "error", "error": {"code", "message"}
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,10 +19,12 @@ from evothesis.errors import (
     ConfigurationError,
     Conflict,
     EvothesisError,
+    HeadersTooLarge,
     InvalidEvent,
     NotFound,
     ObjectStoreError,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     StorageUnavailable,
     UnauthorizedDomain,
@@ -36,6 +39,7 @@ logger = logging.getLogger("evothesis.api")
 #: set up for the request (a missing secret key) is a 503 until an operator fixes it.
 STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (PayloadTooLarge, 413),
+    (HeadersTooLarge, 431),
     (UnsupportedMediaType, 415),
     (RequestTimeout, 408),
     (InvalidEvent, 422),
@@ -45,6 +49,7 @@ STATUS_TABLE: tuple[tuple[type[EvothesisError], int], ...] = (
     (AdminUnauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (RateLimited, 429),
     (StorageUnavailable, 503),
     (ObjectStoreError, 502),
     (ConfigurationError, 503),
@@ -65,6 +70,11 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"status": "error", "error": {"code": code, "message": message, **extra}}
 
 
+def internal_error_body() -> dict[str, object]:
+    """The answer to a failure nobody intended: the details go to the log, not the sender."""
+    return error_body("internal_error", "internal error; it has been logged")
+
+
 def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[str, str]]:
     """Status, JSON body and headers for an error; shared by FastAPI and the bare /collect."""
     status = status_for(error)
@@ -74,6 +84,8 @@ def error_payload(error: EvothesisError) -> tuple[int, dict[str, object], dict[s
     # Only a passing outage is worth a retry soon; a missing setting is not.
     retry = isinstance(error, StorageUnavailable)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if retry else {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(math.ceil(error.retry_after_s))
     if isinstance(error, AdminUnauthorized):
         headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
     return status, error_body(error.code, error.message, **extra), headers
@@ -111,9 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal_error", "internal error; it has been logged"), status_code=500
-        )
+        return JSONResponse(internal_error_body(), status_code=500)
 
     app.add_exception_handler(EvothesisError, on_evothesis_error)
     app.add_exception_handler(Exception, on_unexpected_error)

@@ -30,6 +30,7 @@ from evothesis.domain import (
     IpCollection,
     PrivacyLevel,
 )
+from evothesis.registry.secrets import new_notify_secret
 from evothesis.registry.store import ClientRecord, ClientSpec, RegistryStore
 
 __all__ = ["clients_app", "domains_app"]
@@ -52,6 +53,24 @@ Domain = Annotated[
     str, typer.Argument(metavar="DOMAIN", help="An exact host (www.acme.com) or *.acme.com.")
 ]
 
+
+_SCHEDULE = typer.Option(
+    help="Delivery schedule: real-time, hourly (minute 0, UTC), daily (00:00 UTC) or a "
+    "cron expression in UTC such as '*/15 * * * *' (default: EXPORT_SCHEDULE)."
+)
+_THRESHOLD = typer.Option(
+    min=1, help="Deliver as soon as this many of the client's events are waiting."
+)
+_NOTIFY_URL = typer.Option(
+    help="Webhook told (signed) about paused and resumed destinations, failing and "
+    "dead-lettered deliveries and finished replays."
+)
+_LAYOUT = typer.Option(help="Folders of the files: dated (YYYY/MM/DD) or hive (export_date=).")
+_TABLE_RETENTION = typer.Option(
+    min=0,
+    max=3650,
+    help="Days a table keeps removed files before vacuum (default TABLE_RETENTION).",
+)
 
 clients_app = command_group("clients", "Create, list and change clients in the registry.")
 domains_app = command_group("domains", "Give domains to clients, or take them away.")
@@ -103,25 +122,23 @@ def add_client(
     ] = None,
     export_format: Annotated[
         ExportFormat,
-        typer.Option(help="Format of processed exports: files, or a delta/iceberg table."),
-    ] = ExportFormat.JSON,
-    export_layout: Annotated[
-        FileLayout,
-        typer.Option(help="Folders of the files: dated (YYYY/MM/DD) or hive (export_date=)."),
-    ] = FileLayout.DATED,
-    table_retention_days: Annotated[
-        int | None,
         typer.Option(
-            min=0,
-            max=3650,
-            help="Days a table keeps removed files before vacuum (default TABLE_RETENTION).",
+            help="Format of processed exports: files (json: the seed's document) or a "
+            "delta/iceberg table."
         ),
-    ] = None,
+    ] = ExportFormat.JSON,
+    export_layout: Annotated[FileLayout, _LAYOUT] = FileLayout.DATED,
+    table_retention_days: Annotated[int | None, _TABLE_RETENTION] = None,
+    export_schedule: Annotated[str | None, _SCHEDULE] = None,
+    export_threshold: Annotated[int | None, _THRESHOLD] = None,
+    notify_url: Annotated[str | None, _NOTIFY_URL] = None,
 ) -> None:
-    """Register a client, optionally with its domains, and print its write key once.
+    """Register a client, optionally with its domains, and print its write key once (and
+    its webhook's signing secret, with --notify-url).
 
     Nothing is created when the id is taken or a domain is invalid or already owned.
     """
+    notify_secret = new_notify_secret() if notify_url else None
     spec = ClientSpec(
         name=name,
         privacy_level=privacy_level,
@@ -134,11 +151,18 @@ def add_client(
         export_format=export_format,
         export_layout=export_layout,
         table_retention_days=table_retention_days,
+        export_schedule=export_schedule,
+        export_threshold=export_threshold,
+        notify_url=notify_url,
+        notify_secret=notify_secret,
     )
     record, write_key = run_on_registry(
         lambda store: store.create_client(client_id, spec, domains or ())
     )
-    print_json({**record.as_dict(), "write_key": write_key})
+    secrets = {"write_key": write_key}
+    if notify_secret:
+        secrets["notify_secret"] = notify_secret
+    print_json({**record.as_dict(), **secrets})
     _remind_to_keep(client_id)
 
 
@@ -169,6 +193,83 @@ def show_client(client_id: ClientId) -> None:
     """Print one client as JSON (secrets only as has_* flags)."""
     record = run_on_registry(lambda store: store.get_client(client_id))
     print_json(record.as_dict())
+
+
+@clients_app.command("update", epilog=environment_help())
+def update_client(
+    client_id: ClientId,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    export_destination: Annotated[
+        str | None, typer.Option(help="The client's bucket URL ('' for the operator's).")
+    ] = None,
+    export_format: Annotated[
+        ExportFormat | None,
+        typer.Option(help="Format of processed exports: files or a delta/iceberg table."),
+    ] = None,
+    export_layout: Annotated[FileLayout | None, _LAYOUT] = None,
+    table_retention_days: Annotated[int | None, _TABLE_RETENTION] = None,
+    default_table_retention: Annotated[
+        bool, typer.Option("--default-table-retention", help="Back to TABLE_RETENTION.")
+    ] = False,
+    export_schedule: Annotated[str | None, _SCHEDULE] = None,
+    export_threshold: Annotated[int | None, _THRESHOLD] = None,
+    notify_url: Annotated[str | None, _NOTIFY_URL] = None,
+    default_schedule: Annotated[
+        bool, typer.Option("--default-schedule", help="Back to EXPORT_SCHEDULE.")
+    ] = False,
+    no_threshold: Annotated[
+        bool, typer.Option("--no-threshold", help="Never deliver early.")
+    ] = False,
+    no_notify: Annotated[bool, typer.Option("--no-notify", help="Remove the webhook.")] = False,
+    rotate_notify_secret: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-notify-secret", help="A new signing secret for the webhook (printed once)."
+        ),
+    ] = False,
+) -> None:
+    """Change a client's export settings: destination, format, file layout, table
+    retention, delivery schedule, threshold, webhook. A new webhook gets a signing secret,
+    printed once."""
+    changes: dict[str, object] = {}
+    for field, value in (
+        ("name", name),
+        ("export_format", export_format),
+        ("export_layout", export_layout),
+        ("table_retention_days", table_retention_days),
+        ("export_schedule", export_schedule),
+        ("export_threshold", export_threshold),
+        ("notify_url", notify_url),
+    ):
+        if value is not None:
+            changes[field] = value
+    if export_destination is not None:
+        changes["export_destination"] = export_destination or None
+    if default_schedule:
+        changes["export_schedule"] = None
+    if default_table_retention:
+        changes["table_retention_days"] = None
+    if no_threshold:
+        changes["export_threshold"] = None
+    if no_notify:
+        changes["notify_url"] = changes["notify_secret"] = None
+    secret = None
+
+    async def update(store: RegistryStore) -> ClientRecord:
+        nonlocal secret
+        current = await store.get_client(client_id)
+        if rotate_notify_secret or (notify_url and not current.has_notify_secret):
+            secret = changes["notify_secret"] = new_notify_secret()
+        return await store.update_client(client_id, changes)
+
+    record = run_on_registry(update)
+    print_json({**record.as_dict(), **({"notify_secret": secret} if secret else {})})
+    if secret:
+        typer.echo(
+            "Keep this notify secret now: notices are signed with it and it cannot be shown "
+            "again (replace it with --rotate-notify-secret).",
+            err=True,
+        )
 
 
 def _set_active(client_id: str, active: bool) -> None:

@@ -23,9 +23,9 @@ from rich.progress import Progress as Bar
 from rich.progress import TaskID
 from sqlalchemy.exc import SQLAlchemyError
 
-from evothesis.config import Settings, environment_help
+from evothesis.config import Settings, environment_help, read_settings
 from evothesis.embedded import start_embedded_postgres
-from evothesis.errors import EvothesisError
+from evothesis.errors import ConflictingSettings, EvothesisError
 from evothesis.logs import configure_logging
 from evothesis.registry.store import RegistryStore
 from evothesis.services import CLI_POOL, Services, open_services, secret_box
@@ -84,14 +84,22 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def load_settings() -> Settings:
-    """Read the environment once; a bad value stops the program with the variable named.
+def load_settings(*, quiet: bool = False) -> Settings:
+    """Read the environment once and set up logging at ``LOG_LEVEL`` (``quiet``: ``INFO``
+    becomes ``WARNING``, for commands whose output is their answer).
+
+    A bad value, or two names of one setting (the seed's and ours) set to different values,
+    stops the program with one line naming the variables (exit 2); variables that look like
+    settings but that nothing reads are warned about.
 
     The process's umask is set from the settings here, before anything is created: the data
     folder, local buckets and spool hold events and keys, owner-only unless configured.
     """
     try:
-        settings = Settings()
+        settings, check = read_settings()
+    except ConflictingSettings as exc:
+        typer.echo(f"Invalid configuration: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -99,6 +107,11 @@ def load_settings() -> Settings:
         typer.echo(f"Invalid configuration: {problems}", err=True)
         raise typer.Exit(2) from None
     os.umask(settings.umask)
+    level = settings.log_level
+    configure_logging("WARNING" if quiet and level == "INFO" else level)
+    unread = check.unread_message()
+    if unread is not None:
+        logging.getLogger("evothesis.config").warning(unread)
     return settings
 
 
@@ -171,8 +184,7 @@ def run_services(work: Callable[[Services], Awaitable[T]]) -> T:
     """Run ``work`` on the services of the configured (or embedded) database, migrated, with
     a small pool. A missing secret key stops the command before any database is started;
     our errors and an unreachable database end it with one line."""
-    settings = load_settings()
-    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    settings = load_settings(quiet=True)
     try:
         secret_box(settings)
     except EvothesisError as exc:

@@ -28,7 +28,6 @@ from evothesis.cli.gdpr import gdpr_app
 from evothesis.cli.spool import spool_app
 from evothesis.config import environment_help
 from evothesis.errors import SecretKeyError
-from evothesis.logs import configure_logging
 from evothesis.pixel_management import create_pixel_management_app
 from evothesis.registry.secrets import generate_key
 from evothesis.server import run_workers, uvicorn_config
@@ -68,17 +67,19 @@ def serve(
     folder migrated the database before, and attributes the sites in its registry snapshot.
     """
     settings = load_settings()
-    configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     url = database_url(settings)
     migrate_for_serving(url, settings)
     logger.info("Evothesis %s collecting on http://%s:%d/collect", __version__, host, port)
     if workers > 1:
         os.environ["DATABASE_URL"] = url
-        run_workers(host=host, port=port, workers=workers, access_log=access_log)
+        run_workers(host=host, port=port, workers=workers, access_log=access_log, settings=settings)
         return
     application = create_app(settings, database_url=url, long_running=True)
-    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
+    config = uvicorn_config(
+        application, host=host, port=port, settings=settings, access_log=access_log
+    )
+    uvicorn.Server(config).run()
 
 
 @app.command(epilog=environment_help())
@@ -88,7 +89,6 @@ def migrate() -> None:
     Uses DATABASE_URL, or the embedded PostgreSQL under EVOTHESIS_DATA_DIR when unset.
     """
     settings = load_settings()
-    configure_logging(settings.log_level)
     migrate_database(database_url(settings))
     typer.echo("Database schema is up to date.")
 
@@ -111,13 +111,15 @@ def pixel_management(
         secret_box(settings)  # a missing key stops us before any database is started
     except SecretKeyError as exc:
         fail(str(exc))
-    configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     url = database_url(settings)
     migrate_database(url)
     logger.info("Evothesis %s pixel management on http://%s:%d/", __version__, host, port)
     application = create_pixel_management_app(settings, database_url=url)
-    uvicorn.Server(uvicorn_config(application, host=host, port=port, access_log=access_log)).run()
+    config = uvicorn_config(
+        application, host=host, port=port, settings=settings, access_log=access_log
+    )
+    uvicorn.Server(config).run()
 
 
 @app.command("secret-key", epilog=environment_help())

@@ -25,14 +25,14 @@ spool_app = command_group(
 
 
 def _quarantine() -> Quarantine:
-    return Quarantine(load_settings().spool_folder / QUARANTINE)
+    return Quarantine(load_settings(quiet=True).spool_folder / QUARANTINE)
 
 
 @spool_app.command("status", epilog=environment_help())
 def status() -> None:
     """Segments waiting for replay (every collector's folder), their bytes, and the
     quarantined files, as JSON."""
-    settings = load_settings()
+    settings = load_settings(quiet=True)
     folder = settings.spool_folder
     waiting = backlog(folder)
     quarantined = Quarantine(folder / QUARANTINE).files()
@@ -80,9 +80,9 @@ def replay() -> None:
     """Store the records quarantined files still hold (event ids keep it exactly once),
     remove the files that were nothing but intact records, keep the others; print a JSON
     summary."""
-    folder = _quarantine()
 
     async def work(services: Services) -> QuarantineReplay:
+        folder = Quarantine(services.settings.spool_folder / QUARANTINE)
         return await replay_quarantine(folder, EventStore(services.pool).insert)
 
     print_json(run_services(work).as_dict())

@@ -28,10 +28,12 @@ import pyarrow.parquet as pq
 
 from evothesis.domain import ENRICHED_COLUMNS
 
-EXPORT_FORMATS: Final = ("json", "csv", "parquet")
-FILE_EXTENSIONS: Final = {"json": "jsonl", "csv": "csv", "parquet": "parquet"}
+EXPORT_FORMATS: Final = ("json", "jsonl", "csv", "parquet")
+FILE_EXTENSIONS: Final = {"json": "json", "jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
+#: The formats written from the events' structs alone, without Arrow columns.
+JSON_FORMATS: Final = frozenset({"json", "jsonl"})
 #: Formats delivered as rows appended to a table in the client's bucket (``export.tables``)
-#: rather than as one file per delivery; their rows are ``PARQUET_SCHEMA``'s.
+#: rather than as files; their rows are ``PARQUET_SCHEMA``'s.
 TABLE_FORMATS: Final = ("delta", "iceberg")
 
 
@@ -359,22 +361,39 @@ def encode_events(
 ) -> bytes:
     """One client's file body in its chosen format; the caller compresses and names it.
 
-    ``json`` is JSON Lines with the keys in ``EXPORT_COLUMNS`` order; ``csv`` is RFC 4180
-    (minimal quoting, CRLF, UTF-8 without BOM, header row) with ``raw_event_data`` as compact
-    JSON text and null as an empty field; ``parquet`` uses ``PARQUET_SCHEMA`` with zstd and
-    real UTC timestamps. Timestamps stay the raw line's text in json and csv, so those files
-    carry exactly what PostgreSQL stored. ``metadata`` is embedded only in Parquet, the one
-    format with a place for it; for the text formats the caller keeps it alongside. Zero
-    events still give a valid file, so an empty export is never a special case downstream.
-    Given ``ClientEvents``, the columns already built are used.
+    ``json`` is seed 004's document, ``{"export_metadata": …, "events": […]}``: the metadata
+    (required) and every event as an object with the keys in ``EXPORT_COLUMNS`` order and
+    ``raw_event_data`` nested; ``jsonl`` is the same objects as JSON Lines, one per line;
+    ``csv`` is RFC 4180 (minimal quoting, CRLF, UTF-8 without BOM, header row) with
+    ``raw_event_data`` as compact JSON text and null as an empty field; ``parquet`` uses
+    ``PARQUET_SCHEMA`` with zstd and real UTC timestamps. Timestamps stay the raw line's
+    text in the JSON formats and csv, so those files carry exactly what PostgreSQL stored.
+    ``metadata`` is embedded in the JSON document and in Parquet, the formats with a place
+    for it; for the others the caller keeps it alongside. Zero events still give a valid
+    file, so an empty export is never a special case downstream. Given ``ClientEvents``,
+    the columns already built are used.
     """
     _check_format(fmt)
     if isinstance(events, ClientEvents):
         structs, columns = events.events, events.columns
     else:
         structs, columns = list(events), None
-    if fmt == "json":
+    if fmt == "jsonl":
         return _ENCODER.encode_lines(structs)
+    if fmt == "json":
+        if metadata is None:
+            raise ValueError("the json export document needs its export_metadata")
+        # Built from parts so that the events are encoded by msgspec in one C pass, as for
+        # JSON Lines; the metadata is small.
+        return b"".join(
+            (
+                b'{"export_metadata":',
+                orjson.dumps(dict(metadata)),
+                b',"events":',
+                _ENCODER.encode(structs),
+                b"}",
+            )
+        )
     if columns is None:
         columns = event_columns(structs)
     if fmt == "csv":
@@ -388,7 +407,7 @@ def export_metadata(
     export_time: str,
     events: Sequence[RawEvent] | ClientEvents,
     fmt: str,
-    batch_id: int,
+    batch_id: int | None,
     client_id: str,
 ) -> dict[str, Any]:
     """The seed's export metadata, extended with what a consumer needs to read the file.
@@ -398,8 +417,7 @@ def export_metadata(
     and fraction lengths differ, so string order would be wrong. Both ends are null when
     there are no events, keeping the document's shape fixed.
     """
-    if fmt not in TABLE_FORMATS:
-        _check_format(fmt)
+    _check_format(fmt)
     if isinstance(events, ClientEvents):
         events = events.events
     return {

@@ -1,9 +1,12 @@
-"""The export ledger in PostgreSQL: numbered batches, per-client deliveries, paused clients.
+"""The export ledger in PostgreSQL: numbered batches, clients' shares of them, deliveries
+(``export.deliveries``), paused clients.
 
-This is the only module that talks SQL about exports. Exporters coordinate here: claims are
-serialised by an advisory lock (each batch starts where the previous one ended), and work on
-claimed batches and deliveries is handed out with ``FOR UPDATE SKIP LOCKED`` and a lease, so
-an exporter that dies mid-batch only delays that batch until its lease runs out.
+This is the only module that talks SQL about batches and deliveries (replays and notices
+have their own stores). Exporters coordinate here: claims are serialised by an advisory lock
+(each batch starts where the previous one ended), a client's deliveries are cut under a
+per-client row lock (each share goes into exactly one delivery), and work on claimed batches
+and deliveries is handed out with ``FOR UPDATE SKIP LOCKED`` and a lease, so an exporter
+that dies mid-batch only delays that batch until its lease runs out.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from evothesis.domain import RejectReason
+from evothesis.domain import DeliveryTrigger, RejectReason, SchedulerRole
 from evothesis.errors import StorageUnavailable
+from evothesis.export.deliveries import Cut, Delivery, PendingClient, Share, split_shares
 from evothesis.export.formats import BadLine
+from evothesis.registry.secrets import hash_write_key
+from evothesis.schedules import DeliverySchedule, parse_schedule
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import session_lock, with_connection
@@ -61,28 +67,33 @@ class FailedLine:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One client's share of one raw batch, to be written in ``format``."""
+class DeliveredFile:
+    """One file a delivery wrote, as the ledger records it."""
 
-    batch_id: int
-    client_id: str
-    event_count: int
-    format: str
-    attempts: int
-    raw_key: str
-    claimed_at: datetime
-    #: Where the file goes (``domain.FileLayout``), fixed with the format.
-    layout: str = "dated"
+    key: str
+    day: str
+    bytes: int
+    events: int
 
 
 class ExportLedger:
     """Batches and deliveries behind a small interface; driver errors become
     ``StorageUnavailable``."""
 
-    def __init__(self, pool: asyncpg.Pool, *, owner: str, lease_s: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        owner: str,
+        lease_s: float,
+        default_schedule: DeliverySchedule,
+        default_format: str,
+    ) -> None:
         self._pool = pool
         self.owner = owner
         self._lease_s = lease_s
+        self.default_schedule = default_schedule
+        self._default_format = default_format
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -204,10 +215,9 @@ class ExportLedger:
         event_count: int,
         client_counts: dict[str, int],
         failed_clients: list[str],
-        default_format: str,
     ) -> bool:
         """Record the batch as exported, with the clients whose failed events its backup
-        file holds, and create its deliveries, in one transaction; ``False`` when another
+        file holds, and its clients' shares, in one transaction; ``False`` when another
         exporter recorded it first."""
 
         async def mark(connection: Connection) -> bool:
@@ -224,11 +234,10 @@ class ExportLedger:
                     return False
                 clients = sorted(client_counts)
                 await connection.execute(
-                    query("export_add_deliveries"),
+                    query("export_add_shares"),
                     batch.batch_id,
                     clients,
                     [client_counts[c] for c in clients],
-                    default_format,
                 )
                 return True
 
@@ -251,48 +260,183 @@ class ExportLedger:
 
         return await self._run(backlog)
 
-    # -------------------------------------------------------------------------- deliveries
+    # ------------------------------------------------------------------------------ cutting
 
-    async def lease_deliveries(self) -> list[Delivery]:
-        """The due deliveries of the oldest batch that has one no other exporter holds: a
-        whole batch, so that its raw object is read once for all its clients.
+    def schedule_of(self, text: str | None) -> DeliverySchedule:
+        """A client's schedule: its own (validated when it was set), else the default."""
+        return parse_schedule(text) if text else self.default_schedule
 
-        The first lease finds the batch, skipping rows other exporters have locked, and the
-        second takes the rest of that batch's due deliveries. Another exporter may take some
-        of them in between; the object is then read by both, which costs time, not exactness.
-        """
-        first = await self._lease(batch_id=None, limit=1)
-        if not first:
-            return []
-        return first + await self._lease(batch_id=first[0].batch_id, limit=None)
-
-    async def _lease(self, *, batch_id: int | None, limit: int | None) -> list[Delivery]:
-        rows = await self._fetch(
-            "export_lease_deliveries", self.owner, self._lease_s, batch_id, limit
-        )
+    async def pending_clients(self, client_id: str | None = None) -> list[PendingClient]:
+        """Clients with exported events in no delivery yet (``client_id``: only that one)."""
+        rows = await self._fetch("export_pending_clients", client_id)
         return [
-            Delivery(
-                r["batch_id"],
-                r["client_id"],
-                r["event_count"],
-                r["format"],
-                r["attempts"],
-                r["raw_key"],
-                r["claimed_at"],
-                r["layout"],
+            PendingClient(
+                client_id=row["client_id"],
+                pending_events=row["pending_events"],
+                oldest_claimed_at=row["oldest_claimed_at"],
+                schedule=self.schedule_of(row["export_schedule"]),
+                threshold=row["export_threshold"],
+                last_tick=row["last_tick"],
+                requested_at=row["delivery_requested_at"],
             )
-            for r in rows
+            for row in rows
         ]
 
-    async def delivered(self, done: Sequence[tuple[Delivery, str, int]]) -> None:
-        """Record deliveries as done: ``(delivery, object key, object size)`` each."""
+    async def cut(self, client_id: str, cut: Cut, *, max_events: int) -> list[int]:
+        """Cut the client's shares (those ``cut`` allows) into new deliveries in one
+        transaction; their numbers. Nothing when another process is cutting the client's
+        deliveries right now, or already cut for the same schedule tick."""
+
+        async def work(connection: Connection) -> list[int]:
+            await connection.execute(query("export_client_state_ensure"), client_id)
+            async with connection.transaction():
+                state = await connection.fetchrow(query("export_client_state_lock"), client_id)
+                if state is None:
+                    return []  # another process is cutting this client
+                last_tick = state["last_tick"]
+                if cut.tick is not None and last_tick is not None and last_tick >= cut.tick:
+                    return []  # cut for this tick already
+                rows = await connection.fetch(query("export_cut_shares"), client_id, cut.before)
+                groups = split_shares(
+                    [(row["batch_id"], row["event_count"]) for row in rows],
+                    real_time=cut.trigger is DeliveryTrigger.REAL_TIME,
+                    max_events=max_events,
+                )
+                first = await connection.fetchval(query("export_next_seq"), client_id)
+                seqs = list(range(first, first + len(groups)))
+                if groups:
+                    await connection.execute(
+                        query("export_insert_deliveries"),
+                        client_id,
+                        cut.trigger,
+                        self._default_format,
+                        seqs,
+                        [group[0][0] for group in groups],
+                        [group[-1][0] for group in groups],
+                        [sum(events for _, events in group) for group in groups],
+                    )
+                    await connection.execute(
+                        query("export_assign_shares"),
+                        client_id,
+                        [batch for group in groups for batch, _ in group],
+                        [seq for seq, group in zip(seqs, groups, strict=True) for _ in group],
+                    )
+                await connection.execute(
+                    query("export_client_cut"),
+                    client_id,
+                    cut.tick,
+                    cut.trigger is not DeliveryTrigger.SCHEDULE,
+                )
+                return seqs
+
+        return await self._run(work)
+
+    async def client_for_write_key(self, write_key: str) -> str | None:
+        """The active client whose write key this is, or ``None`` (only its digest is
+        stored, so the lookup is by digest)."""
+        row = await self._fetchrow("client_by_write_key", hash_write_key(write_key))
+        return row["client_id"] if row is not None and row["active"] else None
+
+    async def request_delivery(self, client_id: str, min_interval_s: float) -> float | None:
+        """Record a client's on-demand request; ``None`` when accepted, else the seconds
+        until the next one may come (one per ``min_interval_s``)."""
+        row = await self._fetchrow("export_request_delivery", client_id, min_interval_s)
+        assert row is not None  # an aggregate: always one row
+        if row["accepted"]:
+            return None
+        return max(1.0, float(row["retry_after"] or 0.0))
+
+    # -------------------------------------------------------------------------- deliveries
+
+    async def lease_deliveries(
+        self, *, client_id: str | None = None, group_events: int
+    ) -> list[Delivery]:
+        """Due deliveries that share raw objects, leased together: the one with the oldest
+        batch no other exporter holds, then the others whose batches overlap its own, up to
+        ``group_events`` events in all, so that each raw object is read once for all of
+        them (for real-time deliveries: the clients of one batch).
+
+        Another exporter may take some of them in between; the objects are then read by
+        both, which costs time, not exactness.
+        """
+        first = await self._fetch(
+            "export_lease_deliveries",
+            self.owner,
+            self._lease_s,
+            group_events,
+            client_id,
+            None,
+            None,
+        )
+        if not first:
+            return []
+        (head,) = first
+        rest = await self._fetch(
+            "export_lease_deliveries",
+            self.owner,
+            self._lease_s,
+            max(0, group_events - head["event_count"]),
+            client_id,
+            head["first_batch"],
+            head["last_batch"],
+        )
+        rows = first + (rest if group_events > head["event_count"] else [])
+        return await self._with_shares(rows)
+
+    async def renew(self, deliveries: Sequence[Delivery]) -> None:
+        """Extend this exporter's lease of deliveries it is still writing."""
+        await self._execute(
+            "export_renew_deliveries",
+            [delivery.client_id for delivery in deliveries],
+            [delivery.seq for delivery in deliveries],
+            self.owner,
+            self._lease_s,
+        )
+
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
+    async def deliveries(self, client_id: str, seqs: list[int]) -> list[Delivery]:
+        """A client's deliveries by number, whatever their state."""
+        rows = await self._fetch("export_deliveries_by_seq", client_id, seqs)
+        return await self._with_shares(rows)
+
+    async def _with_shares(self, rows: list[asyncpg.Record]) -> list[Delivery]:
+        shares = await self._fetch(
+            "export_delivery_shares",
+            [row["client_id"] for row in rows],
+            [row["seq"] for row in rows],
+        )
+        by_delivery: dict[tuple[str, int], list[Share]] = {}
+        for share in shares:
+            by_delivery.setdefault((share["client_id"], share["seq"]), []).append(
+                Share(
+                    share["batch_id"], share["claimed_at"], share["raw_key"], share["event_count"]
+                )
+            )
+        return [
+            Delivery(
+                row["client_id"],
+                row["seq"],
+                DeliveryTrigger(row["trigger"]),
+                row["format"],
+                row["cut_at"],
+                tuple(by_delivery.get((row["client_id"], row["seq"]), ())),
+                row["attempts"],
+                row["layout"],
+            )
+            for row in rows
+        ]
+
+    async def delivered(self, done: Sequence[tuple[Delivery, Sequence[DeliveredFile]]]) -> None:
+        """Record deliveries as done, with the files each wrote."""
         if done:
             await self._execute(
                 "export_mark_delivered",
-                [d.batch_id for d, _, _ in done],
-                [d.client_id for d, _, _ in done],
-                [key for _, key, _ in done],
-                [size for _, _, size in done],
+                [delivery.client_id for delivery, _ in done],
+                [delivery.seq for delivery, _ in done],
+                [orjson.dumps([_file_json(file) for file in files]).decode() for _, files in done],
             )
 
     async def delivery_failed(
@@ -305,8 +449,8 @@ class ExportLedger:
             async with connection.transaction():
                 await connection.execute(
                     query("export_delivery_failed"),
-                    delivery.batch_id,
                     delivery.client_id,
+                    delivery.seq,
                     error[:2000],
                     retry_in_s,
                     self.owner,
@@ -321,38 +465,73 @@ class ExportLedger:
 
         await self._run(failed)
 
-    async def table_state(self, client_id: str, fmt: str) -> tuple[int | None, datetime | None]:
+    # ------------------------------------------------------------------------------ tables
+
+    async def table_commits(self, delivery_id: str) -> list[str]:
+        """The ids of the tables known to hold the delivery's commit."""
+        rows = await self._fetch("export_table_commits", delivery_id)
+        return [row["table_id"] for row in rows]
+
+    async def table_committed(self, delivery_id: str, table_id: str) -> None:
+        await self._execute("export_table_committed", delivery_id, table_id)
+
+    async def table_state(
+        self, client_id: str, location: str
+    ) -> tuple[int | None, datetime | None]:
         """The client's own retention of its tables' removed files in days (``None``: the
-        operator's default), and when its table in ``fmt`` was last maintained."""
-        row = await self._fetchrow("export_table_state", client_id, fmt)
+        operator's default), and when its table at ``location`` was last maintained."""
+        row = await self._fetchrow("export_table_state", client_id, location)
         assert row is not None  # scalar subqueries: always one row
         return row["retention_days"], row["maintained_at"]
 
-    async def maintain_table(
-        self, client_id: str, fmt: str, work: Callable[[], Awaitable[T]]
-    ) -> T | None:
-        """``work()`` while holding the lock of the client's table in ``fmt``, which one
-        exporter holds at a time; ``None`` (and nothing done) when another holds it. A lock
-        of the database session, on a connection of its own for as long as ``work`` runs,
-        so it goes with an exporter that dies."""
+    async def maintain_table(self, location: str, work: Callable[[], Awaitable[T]]) -> T | None:
+        """``work()`` while holding the lock of the table at ``location``, which one exporter
+        holds at a time; ``None`` (and nothing done) when another holds it. A lock of the
+        database session, on a connection of its own for as long as ``work`` runs, so it
+        goes with an exporter that dies."""
 
         async def locked(connection: Connection) -> T | None:
-            if not await connection.fetchval(query("export_table_try_lock"), client_id, fmt):
+            if not await connection.fetchval(query("export_table_try_lock"), location):
                 return None
             try:
                 return await work()
             finally:
-                await connection.execute(query("export_table_unlock"), client_id, fmt)
+                await connection.execute(query("export_table_unlock"), location)
 
         return await self._run(locked)
 
-    async def table_maintained(self, client_id: str, fmt: str) -> None:
-        await self._execute("export_table_maintained", client_id, fmt)
+    async def table_maintained(self, location: str) -> None:
+        await self._execute("export_table_maintained", location)
 
     async def destination_failures(self, client_id: str) -> int:
         """Consecutive failures of a client's destination so far (0 when healthy)."""
         rows = await self._fetch("export_destination_states")
         return next((r["consecutive_failures"] for r in rows if r["client_id"] == client_id), 0)
+
+    # ----------------------------------------------------------------------- failures
+
+    async def sweep_failures(
+        self, *, notice_after_s: float, dead_after_s: float
+    ) -> tuple[int, int]:
+        """Deliveries failing for longer than ``notice_after_s`` get their notice, those
+        failing for longer than ``dead_after_s`` become dead letters: how many of each."""
+        noticed = await self._run(
+            lambda c: c.fetchval(query("export_failing_deliveries"), notice_after_s)
+        )
+        dead = await self._run(lambda c: c.fetchval(query("export_dead_letter"), dead_after_s))
+        return int(noticed), int(dead)
+
+    async def retry_now(self, client_id: str | None) -> int:
+        """Dead and failing deliveries of a client (every client: ``None``) due at once,
+        pauses lifted; how many deliveries."""
+        return int(await self._run(lambda c: c.fetchval(query("export_retry_now"), client_id)))
+
+    async def delivered_clients(self) -> list[str]:
+        """Clients with delivered deliveries (what a replay of every client covers)."""
+        return [row["client_id"] for row in await self._fetch("export_delivered_clients")]
+
+    async def dead_letters(self, client_id: str | None) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self._fetch("export_dead_letters", client_id)]
 
     # ---------------------------------------------------------------------------- retention
 
@@ -361,6 +540,39 @@ class ExportLedger:
         ``(batch_id, events deleted)``, or ``None`` when no batch is due."""
         row = await self._fetchrow("export_purge", older_than_s)
         return (row["batch_id"], row["deleted"]) if row else None
+
+    # --------------------------------------------------------------------------- schedulers
+
+    async def scheduler_started(self, runner: str, role: SchedulerRole, interval_s: float) -> None:
+        await self._execute("scheduler_started", runner, role, interval_s)
+
+    async def scheduler_heartbeat(self, runner: str) -> None:
+        await self._execute("scheduler_heartbeat", runner)
+
+    async def scheduler_round_started(self, runner: str, trigger: str) -> None:
+        await self._execute("scheduler_round_started", runner, trigger)
+
+    async def scheduler_round_ended(
+        self, runner: str, report: dict[str, Any] | None, error: str | None, next_in_s: float
+    ) -> None:
+        """``report`` is ``None`` when the round failed as a whole (``error`` says why)."""
+        text = orjson.dumps(report).decode() if report is not None else None
+        await self._execute("scheduler_round_ended", runner, text, error, next_in_s)
+
+    async def scheduler_stopped(self, runner: str) -> None:
+        await self._execute("scheduler_stopped", runner)
+
+    async def schedulers(self, silent_after_s: float) -> list[dict[str, Any]]:
+        """Every scheduler's row (JSON columns decoded), ``running`` when it is not stopped
+        and was heard from within ``silent_after_s``."""
+        rows = await self._fetch("scheduler_states", silent_after_s)
+        states = []
+        for row in rows:
+            state = dict(row)
+            state["triggers"] = orjson.loads(row["triggers"])
+            state["last_round"] = orjson.loads(row["last_round"]) if row["last_round"] else None
+            states.append(state)
+        return states
 
     # ------------------------------------------------------------------------------- status
 
@@ -374,6 +586,7 @@ class ExportLedger:
             deliveries = await connection.fetch(query("export_delivery_summary"))
             unprocessed = await connection.fetchval(query("export_unprocessed_objects"))
             destinations = await connection.fetch(query("export_destination_states"))
+            schedules = await connection.fetch(query("export_client_schedules"))
             assert summary is not None  # an aggregate: always one row
             return {
                 "summary": dict(summary),
@@ -382,6 +595,7 @@ class ExportLedger:
                 "deliveries": [dict(r) for r in deliveries],
                 "unprocessed_objects": unprocessed,
                 "destinations": [dict(r) for r in destinations],
+                "schedules": [dict(r) for r in schedules],
             }
 
         return await self._run(read)
@@ -399,6 +613,10 @@ class ExportLedger:
 
     async def _execute(self, name: str, *args: object) -> None:
         await self._run(lambda c: c.execute(query(name), *args))
+
+
+def _file_json(file: DeliveredFile) -> dict[str, Any]:
+    return {"key": file.key, "day": file.day, "bytes": file.bytes, "events": file.events}
 
 
 def _json_payload(line: bytes) -> str:

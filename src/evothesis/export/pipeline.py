@@ -1,5 +1,5 @@
-"""The export pipeline as one object: raw export, processing, retention and their status,
-shared by the scheduler, the HTTP endpoints and the CLI."""
+"""The export pipeline as one object: raw export, cutting and processing deliveries,
+retention and their status, shared by the scheduler, the HTTP endpoints and the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ from typing import Any
 
 import asyncpg
 
+from evothesis.clock import Clock
+from evothesis.domain import DeliveryTrigger
 from evothesis.errors import ObjectStoreError
+from evothesis.export.deliveries import (
+    MAX_DELIVERY_EVENTS,
+    Cut,
+    due_cut,
+    next_delivery,
+)
 from evothesis.export.ledger import ExportLedger
 from evothesis.export.process import DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
@@ -25,6 +33,7 @@ from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import ExportBuckets
 from evothesis.objects.cpu import WORKERS
 from evothesis.objects.store import Bucket
+from evothesis.schedules import DeliverySchedule
 
 logger = logging.getLogger("evothesis.export")
 
@@ -53,8 +62,11 @@ class ExportReport:
 
 @dataclass
 class ProcessReport:
-    """What one processing run did."""
+    """What one processing run did: deliveries cut, deliveries written (with their files
+    and events), and those that failed."""
 
+    cut: int = 0
+    deliveries: int = 0
     files: int = 0
     events: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -63,13 +75,14 @@ class ProcessReport:
     def add(self, results: list[DeliveryResult]) -> None:
         for result in results:
             if result.error is None:
-                self.files += 1
+                self.deliveries += 1
+                self.files += result.files
                 self.events += result.events
             else:
                 self.failed.append(
                     {
-                        "batch_id": result.batch_id,
                         "client_id": result.client_id,
+                        "delivery": result.seq,
                         "error": result.error,
                     }
                 )
@@ -84,10 +97,19 @@ class PipelineSettings:
     default_format: str
     retention_s: float
     lease_s: float
+    #: Seconds between scheduled rounds of the raw export; ``None``: on demand only.
     interval_s: float | None
     #: Default retention of tables' removed files, and the Iceberg catalog's URL.
     table_retention_s: float
     iceberg_catalog: str
+    #: The delivery schedule of clients without one of their own.
+    default_schedule: DeliverySchedule
+    #: A delivery failing this long is told to its client's webhook …
+    notice_after_s: float = 3600.0
+    #: … and this long, it is no longer retried by itself (a dead letter).
+    dead_letter_after_s: float = 86400.0
+    #: ``CLIENT_NAME``: the client a VM-per-client deployment serves, as operators named it.
+    client_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,18 +151,24 @@ class ExportPipeline:
         settings: PipelineSettings,
         *,
         targets: TargetLookup,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self.buckets = buckets
-        self.ledger = ExportLedger(pool, owner=exporter_name(), lease_s=settings.lease_s)
-        self.raw_bucket = Bucket(buckets.raw)
-        self.backup_bucket = Bucket(buckets.backup)
-        self._raw = RawExporter(
-            self.ledger,
-            self.raw_bucket,
-            self.backup_bucket,
+        #: Decides schedule ticks (injected: tests move it by hours).
+        self.clock = clock
+        self.ledger = ExportLedger(
+            pool,
+            owner=exporter_name(),
+            lease_s=settings.lease_s,
+            default_schedule=settings.default_schedule,
             default_format=settings.default_format,
         )
+        self.raw_bucket = Bucket(buckets.raw)
+        self.backup_bucket = Bucket(buckets.backup)
+        self._raw = RawExporter(self.ledger, self.raw_bucket, self.backup_bucket)
+        #: Events leased in one group of deliveries at most (at least a whole batch).
+        self._group_events = max(MAX_DELIVERY_EVENTS, settings.batch_size)
         self.processor = Processor(
             self.ledger,
             self.raw_bucket,
@@ -214,30 +242,72 @@ class ExportPipeline:
         return report
 
     async def process(
-        self, *, deadline_s: float | None = None, progress: Progress | None = None
+        self,
+        *,
+        deadline_s: float | None = None,
+        progress: Progress | None = None,
+        client_id: str | None = None,
     ) -> ProcessReport:
-        """Deliver pending per-client files until none is due or ``deadline_s`` passed."""
+        """Deliver every client's pending events now (``client_id``: that client's only),
+        whatever their schedules say (a manual delivery), until nothing is due or
+        ``deadline_s`` passed."""
         async with self.ledger.running():
-            return await self._process(deadline_s, progress)
+            report = ProcessReport()
+            for client in await self.ledger.pending_clients(client_id):
+                trigger = DeliveryTrigger.MANUAL
+                if client.schedule.real_time:
+                    trigger = DeliveryTrigger.REAL_TIME
+                report.cut += len(
+                    await self.ledger.cut(
+                        client.client_id, Cut(trigger), max_events=MAX_DELIVERY_EVENTS
+                    )
+                )
+            return await self._process(deadline_s, progress, client_id=client_id, report=report)
+
+    async def cut_due(self, *, caught_up: bool = True, client_id: str | None = None) -> int:
+        """Cut the deliveries that schedules and triggers say are due now; how many.
+        ``caught_up``: the raw export has claimed what was waiting (see ``due_cut``)."""
+        now = self.clock.now()
+        cut = 0
+        for client in await self.ledger.pending_clients(client_id):
+            decision = due_cut(client, now, caught_up=caught_up)
+            if decision is not None:
+                seqs = await self.ledger.cut(
+                    client.client_id, decision, max_events=MAX_DELIVERY_EVENTS
+                )
+                cut += len(seqs)
+        return cut
+
+    async def deliveries_due(self) -> bool:
+        """Whether a schedule or a trigger has a delivery to cut now (the scheduler then
+        runs a round without waiting for its interval)."""
+        now = self.clock.now()
+        return any(due_cut(c, now) is not None for c in await self.ledger.pending_clients())
 
     async def _process(
         self,
         deadline_s: float | None,
         progress: Progress | None,
         alongside: Alongside | None = None,
+        *,
+        client_id: str | None = None,
+        report: ProcessReport | None = None,
     ) -> ProcessReport:
-        """Keep ``PARALLEL_OBJECTS`` batches in hand, leasing the next as soon as one is done,
-        so that the worker processes never wait for the slowest object of a round.
+        """Cut what is due, and keep ``PARALLEL_OBJECTS`` groups of deliveries in hand,
+        leasing the next as soon as one is done, so that the worker processes never wait
+        for the slowest object of a round.
 
         ``alongside``: a raw export running at the same time; until it ends, finding
         nothing due means waiting for its next batch rather than stopping.
         """
-        report = ProcessReport()
+        report = report or ProcessReport()
         started = time.monotonic()
         waiting = 0
         if progress:
             status = await self.ledger.status()
-            waiting = sum(row["pending_events"] for row in status["deliveries"])
+            waiting = sum(
+                row["pending_events"] + row["waiting_events"] for row in status["deliveries"]
+            )
         in_flight: set[asyncio.Task[list[DeliveryResult]]] = set()
         try:
             while True:
@@ -246,11 +316,14 @@ class ExportPipeline:
                 exporting = alongside is not None and not alongside.export.done()
                 if alongside is not None:
                     alongside.batch_exported.clear()
+                report.cut += await self.cut_due(caught_up=not exporting, client_id=client_id)
                 # A failed delivery is due again only after its backoff, so this ends.
                 while len(in_flight) < PARALLEL_OBJECTS and (
                     deadline_s is None or time.monotonic() - started < deadline_s
                 ):
-                    deliveries = await self.ledger.lease_deliveries()
+                    deliveries = await self.ledger.lease_deliveries(
+                        client_id=client_id, group_events=self._group_events
+                    )
                     if not deliveries:
                         break
                     in_flight.add(asyncio.create_task(self.processor.process(deliveries)))
@@ -279,7 +352,9 @@ class ExportPipeline:
         return deleted
 
     async def run_once(self, *, deadline_s: float | None = None) -> dict[str, Any]:
-        """One scheduled round: raw export and processing side by side, then retention.
+        """One scheduled round: raw export and processing (of the deliveries that clients'
+        schedules and triggers make due) side by side, then the failure sweep (notices,
+        dead letters) and retention.
 
         Processing starts with the first exported batch instead of after the last: clients'
         files of a large backlog appear from the first seconds on, and the two stages
@@ -299,8 +374,18 @@ class ExportPipeline:
                     export.cancel()
                     await asyncio.gather(export, return_exceptions=True)
             exported = export.result()
+        noticed, dead = await self.ledger.sweep_failures(
+            notice_after_s=self.settings.notice_after_s,
+            dead_after_s=self.settings.dead_letter_after_s,
+        )
         purged = await self.purge()
-        return {"export": exported.as_dict(), "process": processed.as_dict(), "purged": purged}
+        return {
+            "export": exported.as_dict(),
+            "process": processed.as_dict(),
+            "failing_noticed": noticed,
+            "dead_lettered": dead,
+            "purged": purged,
+        }
 
     # ------------------------------------------------------------------------------ status
 
@@ -321,19 +406,34 @@ class ExportPipeline:
             "exported_events": summary["exported_events"],
             "purged_batches": summary["purged_batches"],
             "failed_batches": _jsonable(ledger["failed_batches"]),
-            "schedule_seconds": self.settings.interval_s,
+            "interval_seconds": self.settings.interval_s,
         }
 
     async def process_status(self) -> dict[str, Any]:
+        """Per client: its schedule and next delivery, deliveries waiting, failing, dead and
+        done, events waiting for the schedule, pause state."""
         ledger = await self.ledger.status()
+        now = self.clock.now()
         destinations = {row["client_id"]: row for row in ledger["destinations"]}
+        schedules = {row["client_id"]: row for row in ledger["schedules"]}
+        summaries = {row["client_id"]: row for row in ledger["deliveries"]}
         clients = []
-        for row in ledger["deliveries"]:
-            state = destinations.get(row["client_id"], {})
+        for client_id in sorted(schedules.keys() | summaries.keys()):
+            state = destinations.get(client_id, {})
+            own = schedules.get(client_id, {})
+            schedule = self.ledger.schedule_of(own.get("export_schedule"))
+            summary = summaries.get(client_id) or _EMPTY_SUMMARY
             clients.append(
                 _jsonable(
                     {
-                        **row,
+                        "client_id": client_id,
+                        "schedule": schedule.text,
+                        "schedule_is_default": not own.get("export_schedule"),
+                        "threshold": own.get("export_threshold"),
+                        "next_delivery_at": next_delivery(schedule, now, own.get("last_tick")),
+                        "delivery_requested_at": own.get("delivery_requested_at"),
+                        "notify": bool(own.get("notify")),
+                        **{k: v for k, v in summary.items() if k not in _INTERNAL},
                         "paused": bool(state.get("paused")),
                         "paused_until": state.get("paused_until") if state.get("paused") else None,
                         "consecutive_failures": state.get("consecutive_failures", 0),
@@ -343,8 +443,11 @@ class ExportPipeline:
             )
         return {
             "unprocessed_objects": ledger["unprocessed_objects"],
-            "pending_files": sum(c["pending_files"] for c in clients),
-            "failing_files": sum(c["failing_files"] for c in clients),
+            "default_schedule": self.settings.default_schedule.text,
+            "pending_deliveries": sum(c["pending_deliveries"] for c in clients),
+            "waiting_events": sum(c["waiting_events"] for c in clients),
+            "failing_deliveries": sum(c["failing_deliveries"] for c in clients),
+            "dead_deliveries": sum(c["dead_deliveries"] for c in clients),
             "paused_clients": [c["client_id"] for c in clients if c["paused"]],
             "clients": clients,
         }
@@ -352,16 +455,22 @@ class ExportPipeline:
     def config(self) -> dict[str, Any]:
         """The pipeline's configuration as operators may see it (no secrets)."""
         return {
+            "client_name": self.settings.client_name,
             "buckets": self.buckets.describe(),
             "batch_size": self.settings.batch_size,
-            "schedule_seconds": self.settings.interval_s,
+            "interval_seconds": self.settings.interval_s,
+            "default_schedule": self.settings.default_schedule.text,
             "default_format": self.settings.default_format,
+            "max_delivery_events": MAX_DELIVERY_EVENTS,
+            "notice_after_seconds": self.settings.notice_after_s,
+            "dead_letter_after_seconds": self.settings.dead_letter_after_s,
             "buffer_retention_seconds": self.settings.retention_s,
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
                 "processed-events/<client_id>/<YYYY/MM/DD|export_date=YYYY-MM-DD>/"
-                "batch-<batch>.<jsonl|csv|parquet> (+ .manifest.json)"
+                "delivery-<n>.<json|jsonl|csv|parquet>"
+                " (real time: batch-<batch>.<ext>; + .manifest.json)"
             ),
             "table_key_pattern": (
                 "processed-events/<client_id>/<delta|iceberg>/events/event_date=YYYY-MM-DD/"
@@ -371,6 +480,22 @@ class ExportPipeline:
                 "metering/YYYY/MM/DD/batch-<batch>.jsonl (one per event day of the batch)"
             ),
         }
+
+
+#: A client's counts before its first export.
+_EMPTY_SUMMARY: dict[str, Any] = {
+    "pending_deliveries": 0,
+    "pending_events": 0,
+    "waiting_events": 0,
+    "delivered_deliveries": 0,
+    "delivered_events": 0,
+    "last_delivered_at": None,
+    "failing_deliveries": 0,
+    "dead_deliveries": 0,
+    "delivery_error": None,
+}
+#: Summary columns used here, not shown.
+_INTERNAL = frozenset({"client_id", "oldest_waiting_claimed_at"})
 
 
 def _age(moment: datetime | None) -> float | None:

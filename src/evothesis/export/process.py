@@ -1,41 +1,33 @@
-"""Processing: each raw object not yet processed is split per client and written to that
-client's destination, in the client's format, with its export metadata.
+"""Processing: leased deliveries are rendered from their raw objects and written to their
+clients' destinations, in each delivery's format, with their export metadata.
 
-A delivery is one (raw batch, client) pair. A client whose destination fails is paused with
-its error recorded; its deliveries wait, and other clients' go on. Keys depend only on the
-client, the batch, the format and the layout fixed when the delivery was created, so a retry
-overwrites. A table format (delta, iceberg) appends the delivery's rows to the client's
-table instead, under the delivery's identity, which the table recognises on a retry.
+A group of deliveries that share raw objects (``ExportLedger.lease_deliveries``) is
+processed together: each raw object is read and parsed once for all of them. A client whose
+destination fails is paused with its error recorded; its deliveries wait, and other
+clients' go on. Keys and bytes depend only on the delivery (``export.deliveries``), so a
+retry overwrites what an earlier attempt may have written. A delivery in a table format
+(delta, iceberg) is appended to the client's table instead, all its rows in one commit under
+the delivery's id, which the table recognises on a retry, a replay or a racing exporter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-
-import orjson
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from evothesis.errors import ObjectStoreError, StorageUnavailable
-from evothesis.export.formats import (
-    TABLE_FORMATS,
-    BadLine,
-    ClientEvents,
-    encode_events,
-    event_columns,
-    export_metadata,
-    parse_raw_lines,
-    split_by_client,
-    typed_columns,
-)
-from evothesis.export.keys import batch_name, manifest_key, processed_key
-from evothesis.export.ledger import Delivery, ExportLedger
-from evothesis.export.tables.clients import ClientTables
+from evothesis.export.deliveries import Delivery, Share
+from evothesis.export.formats import TABLE_FORMATS
+from evothesis.export.keys import manifest_key
+from evothesis.export.ledger import DeliveredFile, ExportLedger
+from evothesis.export.render import ObjectParts, RenderedFile, Want, render_day, split_object
+from evothesis.export.tables.clients import ClientTables, TableRef
 from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S
-from evothesis.export.tables.schema import rows_to_ipc, table_rows
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
 from evothesis.objects.cpu import run_in_worker
@@ -43,25 +35,41 @@ from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
 
-#: Client files of one raw object uploaded at once: uploads wait on the network.
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Files uploaded at once: uploads wait on the network.
 PARALLEL_UPLOADS = 8
+#: Raw objects of one group read ahead while the previous one is parsed.
+READ_AHEAD = 2
 
 #: Resolves a client's destination: (bucket URL or None, credentials or None).
 TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
+#: Reads a raw object of a share (the raw bucket, or a data-subject request's new bytes).
+RawSource = Callable[[Share], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    batch_id: int
     client_id: str
+    seq: int
     events: int
-    key: str | None
-    size: int = 0
+    files: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A delivery's files, or why they could not be rendered (a raw object could not be
+    read, or processed: the delivery is retried later)."""
+
+    delivery: Delivery
+    files: list[RenderedFile]
     error: str | None = None
 
 
 class Processor:
-    """Turns leased deliveries into per-client files."""
+    """Turns leased deliveries into files in their clients' destinations."""
 
     def __init__(
         self,
@@ -80,130 +88,246 @@ class Processor:
         self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
 
     async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
-        """One batch's deliveries (as a lease hands them out): its raw object is read once,
-        its clients' files are written concurrently and recorded at once.
-
-        Whatever goes wrong with one object (a damaged object, a bug) is recorded on its
-        deliveries, which are retried later with backoff, and never stops the others'; only
-        the database's own outage, which stops everything anyway, is raised.
-        """
+        """One leased group: rendered, written, recorded, its lease renewed meanwhile (a
+        daily delivery may read many objects). A failure is recorded on the deliveries it
+        concerns, which are retried later with backoff, and never stops the others'; only
+        the database's own outage, which stops everything anyway, is raised."""
+        renewal = asyncio.create_task(self._renew(group))
         try:
             return await self._process(group)
-        except StorageUnavailable:
-            raise
-        except Exception as exc:
-            logger.exception("Processing %s failed", group[0].raw_key)
-            error = f"could not process the raw object: {type(exc).__name__}: {exc}"[:500]
-            for delivery in group:
-                await self._ledger.delivery_failed(
-                    delivery, error, retry_in_s=retry_delay(delivery.attempts), pause_s=None
-                )
-            return [_failed(delivery, error) for delivery in group]
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+
+    async def _renew(self, group: Sequence[Delivery]) -> None:
+        while True:
+            await asyncio.sleep(self._ledger.lease_s / 3)
+            try:
+                await self._ledger.renew(group)
+            except StorageUnavailable as exc:
+                logger.warning("Could not renew the lease of %d deliveries: %s", len(group), exc)
 
     async def _process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
-        key = group[0].raw_key
-        if any(delivery.raw_key != key for delivery in group):
-            raise ValueError("deliveries of more than one raw object")
-        try:
-            raw = await self._raw.get(key)
-        except ObjectStoreError as exc:
-            # The raw bucket is ours: its outage is not the clients' fault, so nobody is
-            # paused; the deliveries are retried later.
-            for delivery in group:
-                await self._ledger.delivery_failed(
-                    delivery, str(exc), retry_in_s=retry_delay(delivery.attempts), pause_s=None
-                )
-            return [_failed(delivery, str(exc)) for delivery in group]
-        rendered: Rendered = await run_in_worker(render_files, raw, group)
-        if rendered.bad:
-            await self._ledger.record_unrenderable(key, rendered.bad)
-            logger.warning(
-                "%d line(s) of %s cannot be rendered; kept as failed events: %s",
-                len(rendered.bad),
-                key,
-                "; ".join(f"line {line.number}: {line.reason}" for line in rendered.bad[:5]),
-            )
-        files = rendered.files
+        rendered = await self.render(group, fmt=None, source=self.read_raw)
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
 
-        async def deliver(delivery: Delivery, file: RenderedFile) -> DeliveryResult:
-            async with limit:
-                return await self._deliver(delivery, file)
+        async def write(item: Rendered) -> tuple[DeliveryResult, list[DeliveredFile] | None]:
+            delivery = item.delivery
+            if item.error is not None:
+                await self._ledger.delivery_failed(
+                    delivery,
+                    item.error,
+                    retry_in_s=retry_delay(delivery.attempts),
+                    pause_s=None,
+                )
+                return _failed(delivery, item.error), None
+            try:
+                bucket = await self.bucket_for(delivery.client_id)
+                written = await self.write_files(
+                    bucket, delivery, delivery.format, item.files, limit
+                )
+            except ObjectStoreError as exc:
+                failures = await self._ledger.destination_failures(delivery.client_id) + 1
+                pause = retry_delay(failures)
+                logger.warning(
+                    "Export to client %s failed (attempt %d), paused for %.0f s: %s",
+                    delivery.client_id,
+                    failures,
+                    pause,
+                    exc,
+                )
+                await self._ledger.delivery_failed(
+                    delivery, str(exc), retry_in_s=pause, pause_s=pause
+                )
+                return _failed(delivery, str(exc)), None
+            events = sum(file.events for file in item.files)
+            return DeliveryResult(delivery.client_id, delivery.seq, events, len(written)), written
 
-        outcomes = await asyncio.gather(*map(deliver, group, files))
-        done = [(d, o.key, o.size) for d, o in zip(group, outcomes, strict=True) if o.key]
+        outcomes = await asyncio.gather(*map(write, rendered))
+        done = [
+            (item.delivery, files)
+            for item, (_, files) in zip(rendered, outcomes, strict=True)
+            if files is not None
+        ]
         await self._ledger.delivered(done)
-        for delivery, object_key, _ in done:
+        for delivery, files in done:
             logger.info(
                 "Successfully uploaded %d events for client %s to processed S3: %s",
                 delivery.event_count,
                 delivery.client_id,
-                object_key,
+                ", ".join(dict.fromkeys(file.key for file in files)),
             )
-        return list(outcomes)
+        return [result for result, _ in outcomes]
 
-    async def _deliver(self, delivery: Delivery, file: RenderedFile) -> DeliveryResult:
-        """Write one client's file and manifest; a failure is recorded (and the client
-        paused) here, a success by the caller together with the others of the object."""
-        try:
-            bucket = await self.bucket_for(delivery.client_id)
-            if delivery.format in TABLE_FORMATS:
-                key = await self._append(delivery, bucket, file)
-            else:
-                key = processed_key(
-                    delivery.client_id,
-                    delivery.batch_id,
-                    delivery.claimed_at,
-                    delivery.format,
-                    delivery.layout,
-                )
-                # Data first: a manifest is present only next to a complete file.
+    async def write_files(
+        self,
+        bucket: Bucket,
+        delivery: Delivery,
+        fmt: str,
+        files: Sequence[RenderedFile],
+        limit: asyncio.Semaphore | None = None,
+    ) -> list[DeliveredFile]:
+        """Write a delivery's files (in ``fmt``) and their manifests to ``bucket``: data
+        first, so a manifest is present only next to a complete file. In a table format, the
+        rows go to the client's table in that bucket instead (``commit``)."""
+        if fmt in TABLE_FORMATS:
+            return await self.commit(bucket, delivery, fmt, files)
+        limit = limit or asyncio.Semaphore(PARALLEL_UPLOADS)
+
+        async def put(file: RenderedFile) -> DeliveredFile:
+            key = delivery.file_key(file.day, fmt)
+            async with limit:
                 await bucket.put(key, file.data)
                 await bucket.put(manifest_key(key), file.manifest)
-        except ObjectStoreError as exc:
-            failures = await self._ledger.destination_failures(delivery.client_id) + 1
-            pause = retry_delay(failures)
-            logger.warning(
-                "Export to client %s failed (attempt %d), paused for %.0f s: %s",
-                delivery.client_id,
-                failures,
-                pause,
-                exc,
-            )
-            await self._ledger.delivery_failed(delivery, str(exc), retry_in_s=pause, pause_s=pause)
-            return _failed(delivery, str(exc))
-        return DeliveryResult(
-            delivery.batch_id, delivery.client_id, file.events, key, len(file.data)
-        )
+            return DeliveredFile(key, file.day.isoformat(), len(file.data), file.events)
 
-    async def _append(self, delivery: Delivery, bucket: Bucket, file: RenderedFile) -> str:
-        """Append a table delivery's rows under its identity, then maintain the table if
-        no other exporter is; the table's location."""
-        client_id, fmt = delivery.client_id, delivery.format
-        ref = self.tables.ref(fmt, bucket.spec, client_id)
-        await self.tables.append(
+        return list(await asyncio.gather(*map(put, files)))
+
+    async def commit(
+        self, bucket: Bucket, delivery: Delivery, fmt: str, files: Sequence[RenderedFile]
+    ) -> list[DeliveredFile]:
+        """Append the rows of a delivery's days to the client's table in ``fmt``, in one
+        commit under the delivery's id, unless the table holds it already: its history says
+        so, or the ledger's record of the tables that do (``export_table_commits``, kept
+        after the commit: the history alone may have forgotten an old delivery that a
+        replay brings again). Then the table is maintained when it needs it."""
+        ref = self.tables.ref(fmt, bucket.spec, delivery.client_id)
+        delivery_id = delivery.delivery_id
+        appended = await self.tables.append(
             ref,
-            file.data,
-            delivery_identity(delivery),
-            {"evothesis.batch_id": str(delivery.batch_id)},
+            [file.data for file in files],
+            delivery_id,
+            {
+                "evothesis.client_id": delivery.client_id,
+                "evothesis.seq": str(delivery.seq),
+                "evothesis.trigger": str(delivery.trigger),
+                "evothesis.batch_ids": ",".join(map(str, delivery.batch_ids)),
+            },
+            await self._ledger.table_commits(delivery_id),
         )
-        days, maintained_at = await self._ledger.table_state(client_id, fmt)
+        await self._ledger.table_committed(delivery_id, appended.table_id)
+        await self._maintain(ref, crowded=appended.crowded)
+        return [
+            DeliveredFile(ref.location, file.day.isoformat(), len(file.data), file.events)
+            for file in files
+        ]
+
+    async def _maintain(self, ref: TableRef, *, crowded: bool) -> None:
+        """Compact a crowded table, and checkpoint and vacuum one not maintained for
+        ``MAINTENANCE_INTERVAL_S``, if no other exporter is maintaining it."""
+        days, maintained_at = await self._ledger.table_state(ref.client_id, ref.uri)
         full = (
             maintained_at is None
             or (datetime.now(UTC) - maintained_at).total_seconds() >= MAINTENANCE_INTERVAL_S
         )
+        if not (crowded or full):
+            return
         retention = None if days is None else timedelta(days=days)
         done = await self._ledger.maintain_table(
-            client_id, fmt, lambda: self.tables.maintain(ref, retention=retention, full=full)
+            ref.uri, lambda: self.tables.maintain(ref, retention=retention, full=full)
         )
         if full and done is not None:
-            await self._ledger.table_maintained(client_id, fmt)
-        return ref.location
+            await self._ledger.table_maintained(ref.uri)
 
-    async def bucket_for(self, client_id: str) -> Bucket:
-        """The client's destination as it is configured now (opened once, then reused)."""
-        destination, credentials = await self._targets(client_id)
-        spec = client_bucket(destination, credentials, default=self._default)
+    async def read_raw(self, share: Share) -> bytes:
+        return await self._raw.get(share.raw_key)
+
+    async def render(
+        self, group: Sequence[Delivery], *, fmt: str | None, source: RawSource
+    ) -> list[Rendered]:
+        """The files of each delivery of ``group`` (in ``fmt``, each its own format when
+        ``None``), reading each raw object once, in batch order. Memory is bounded by the
+        group: the lease takes at most a bounded number of events at once."""
+        failed: dict[tuple[str, int], str] = {}
+        lines: dict[tuple[str, int], dict[date, list[bytes]]] = {}
+        whole: dict[tuple[str, int], list[RenderedFile]] = {}
+        by_batch: dict[int, tuple[Share, list[Delivery]]] = {}
+        for delivery in group:
+            for share in delivery.shares:
+                by_batch.setdefault(share.batch_id, (share, []))[1].append(delivery)
+
+        async def read(
+            item: tuple[Share, list[Delivery]],
+        ) -> tuple[list[Delivery], ObjectParts | str]:
+            share, members = item
+            live = [d for d in members if (d.client_id, d.seq) not in failed]
+            wants = [Want(d, fmt or d.format, whole=len(d.shares) == 1) for d in live]
+            try:
+                raw = await source(share)
+                return live, await run_in_worker(split_object, raw, wants)
+            except (StorageUnavailable, asyncio.CancelledError):
+                raise
+            except ObjectStoreError as exc:
+                # The raw bucket is ours: its outage is not the clients' fault, so nobody
+                # is paused; the deliveries are retried later.
+                return live, str(exc)
+            except Exception as exc:
+                logger.exception("Processing %s failed", share.raw_key)
+                error = f"could not process the raw object: {type(exc).__name__}: {exc}"
+                return live, error[:500]
+
+        batches = [by_batch[batch_id] for batch_id in sorted(by_batch)]
+        async for (share, _), (live, parts) in _ordered(batches, read):
+            if isinstance(parts, str):
+                for delivery in live:
+                    failed.setdefault((delivery.client_id, delivery.seq), parts)
+                continue
+            if parts.bad:
+                await self._record_bad(share, parts)
+            for delivery, part in zip(live, parts.parts, strict=True):
+                key = (delivery.client_id, delivery.seq)
+                if key in failed:
+                    continue
+                if isinstance(part, RenderedFile):
+                    whole[key] = [part]
+                else:
+                    lines.setdefault(key, {}).setdefault(share.day, []).append(part)
+
+        results = []
+        for delivery in group:
+            key = (delivery.client_id, delivery.seq)
+            if key in failed:
+                results.append(Rendered(delivery, [], failed[key]))
+            elif key in whole:
+                results.append(Rendered(delivery, whole[key]))
+            else:
+                results.append(await self._render_days(delivery, fmt, lines.get(key, {})))
+        return results
+
+    async def _render_days(
+        self, delivery: Delivery, fmt: str | None, days: dict[date, list[bytes]]
+    ) -> Rendered:
+        files = []
+        try:
+            for day in delivery.days:
+                text = b"".join(days.get(day, []))
+                files.append(
+                    await run_in_worker(render_day, text, delivery, day, fmt or delivery.format)
+                )
+        except Exception as exc:
+            logger.exception("Rendering delivery %d of %s failed", delivery.seq, delivery.client_id)
+            return Rendered(
+                delivery, [], f"could not render the delivery: {type(exc).__name__}: {exc}"[:500]
+            )
+        return Rendered(delivery, files)
+
+    async def _record_bad(self, share: Share, parts: ObjectParts) -> None:
+        await self._ledger.record_unrenderable(share.raw_key, parts.bad)
+        logger.warning(
+            "%d line(s) of %s cannot be rendered; kept as failed events: %s",
+            len(parts.bad),
+            share.raw_key,
+            "; ".join(f"line {line.number}: {line.reason}" for line in parts.bad[:5]),
+        )
+
+    async def bucket_for(self, client_id: str, destination: str | None = None) -> Bucket:
+        """The client's destination as it is configured now, opened once, then reused; or
+        ``destination`` (a replay's) with the credentials of where the client's files go
+        now: its own, or the operator's processed bucket's."""
+        configured, credentials = await self._targets(client_id)
+        if destination is not None and not configured:
+            credentials = dict(self._default.options)
+        spec = client_bucket(destination or configured, credentials, default=self._default)
         cache_key = (spec.url, tuple(sorted(spec.options.items())))
         bucket = self._buckets.get(cache_key)
         if bucket is None:
@@ -211,67 +335,26 @@ class Processor:
         return bucket
 
 
-@dataclass(frozen=True, slots=True)
-class RenderedFile:
-    """One delivery's file body and sidecar manifest, as they are uploaded (for a table
-    format, ``data`` is the rows to append as Arrow IPC)."""
-
-    data: bytes
-    manifest: bytes
-    events: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """One raw object's files, one per delivery, and the lines none of them could carry."""
-
-    files: list[RenderedFile]
-    bad: list[BadLine]
-
-
-def render_files(raw: bytes, deliveries: Sequence[Delivery]) -> Rendered:
-    """Split a gzip raw object per client and encode each delivery's file (in a worker
-    process: only bytes travel back)."""
-    return render_lines(gzip.decompress(raw), deliveries)
-
-
-def render_lines(lines: bytes, deliveries: Sequence[Delivery]) -> Rendered:
-    """``render_files`` for a raw object's decompressed JSON Lines."""
-    tabular = any(delivery.format != "json" for delivery in deliveries)
-    parsed = parse_raw_lines(lines)
-    events = split_by_client(parsed.events, columns=tabular)
-    nothing = ClientEvents([], None)
-    files = []
-    for delivery in deliveries:
-        mine = events.get(delivery.client_id, nothing)
-        files.append(RenderedFile(*_encode(delivery, mine), len(mine.events)))
-    return Rendered(files, parsed.bad)
-
-
-def delivery_identity(delivery: Delivery) -> str:
-    """The delivery's export id: its manifest's ``export_id`` and, for a table, the identity
-    its commit carries."""
-    return f"exp_{batch_name(delivery.batch_id)}_{delivery.client_id}"
-
-
-def _encode(delivery: Delivery, events: ClientEvents) -> tuple[bytes, bytes]:
-    """The client's file and its sidecar manifest; the export time is the batch's claim time
-    so that a retried delivery writes identical bytes."""
-    metadata = export_metadata(
-        export_id=delivery_identity(delivery),
-        export_time=delivery.claimed_at.isoformat(),
-        events=events,
-        fmt=delivery.format,
-        batch_id=delivery.batch_id,
-        client_id=delivery.client_id,
-    )
-    if delivery.format in TABLE_FORMATS:
-        columns = events.columns if events.columns is not None else event_columns(events.events)
-        data = rows_to_ipc(table_rows(typed_columns(columns)))
-    else:
-        data = encode_events(events, delivery.format, metadata=metadata)
-    return data, orjson.dumps({"export_metadata": metadata}, option=orjson.OPT_INDENT_2)
+async def _ordered(
+    items: Sequence[T], work: Callable[[T], Awaitable[R]], window: int = READ_AHEAD
+) -> AsyncIterator[tuple[T, R]]:
+    """``work`` on each item, up to ``window`` ahead of the one being consumed, answered in
+    the items' order (a delivery's file is its batches in order)."""
+    started: deque[tuple[T, asyncio.Task[R]]] = deque()
+    following = iter(items)
+    try:
+        while True:
+            while len(started) <= window and (item := next(following, None)) is not None:
+                started.append((item, asyncio.ensure_future(work(item))))
+            if not started:
+                return
+            item, task = started.popleft()
+            yield item, await task
+    finally:
+        for _, task in started:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in started), return_exceptions=True)
 
 
 def _failed(delivery: Delivery, error: str) -> DeliveryResult:
-    return DeliveryResult(delivery.batch_id, delivery.client_id, 0, None, error=error)
+    return DeliveryResult(delivery.client_id, delivery.seq, 0, error=error)

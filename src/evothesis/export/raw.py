@@ -46,13 +46,10 @@ class RawResult:
 class RawExporter:
     """Writes a leased batch to the raw and backup buckets and records it."""
 
-    def __init__(
-        self, ledger: ExportLedger, raw: Bucket, backup: Bucket, *, default_format: str
-    ) -> None:
+    def __init__(self, ledger: ExportLedger, raw: Bucket, backup: Bucket) -> None:
         self._ledger = ledger
         self._raw = raw
         self._backup = backup
-        self._default_format = default_format
 
     async def export(self, batch: Batch) -> RawResult:
         """Raises ``ObjectStoreError`` (the batch stays pending) or ``StorageUnavailable``."""
@@ -82,7 +79,6 @@ class RawExporter:
             event_count=encoded.events,
             client_counts=encoded.client_counts,
             failed_clients=sorted({failure.client_id for failure in failed}),
-            default_format=self._default_format,
         )
         logger.info(
             "Successfully uploaded %d events to raw S3: %s%s",

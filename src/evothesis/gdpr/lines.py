@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import orjson
 
 from evothesis.errors import RawFormatError
-from evothesis.export.ledger import Delivery
-from evothesis.export.process import RenderedFile, render_lines
 from evothesis.export.raw import gzip_object
 
 
@@ -104,8 +102,9 @@ def find_in_object(
 
 
 def remove_from_object(raw: bytes, client_id: str, visitor_id: str) -> tuple[int, bytes | None]:
-    """A gzip object of JSON lines without the visitor's: how many went, and the new object
-    (``None`` when the visitor had none in it). Every other line is kept byte for byte."""
+    """A gzip object of JSON lines (a raw object, or a failed-events file) without the
+    visitor's: how many went, and the new object (``None`` when the visitor had none in
+    it). Every other line is kept byte for byte (in a worker process)."""
     split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
     if not split.matched:
         return 0, None
@@ -118,30 +117,3 @@ def merge_events(*sources: list[FoundEvent]) -> bytes:
     unique = {event.id: event for source in sources for event in source}
     ordered = sorted(unique.values(), key=lambda event: (event.created_at, event.id))
     return b"".join(event.line + b"\n" for event in ordered)
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRewrite:
-    """A raw object without the visitor, and the client's processed file rendered from it."""
-
-    removed: int
-    #: The new raw object; ``None`` when the visitor had no event in it.
-    raw: bytes | None = None
-    #: The client's new file and manifest, when the old one had been delivered.
-    file: RenderedFile | None = None
-
-
-def rewrite_object(
-    raw: bytes, client_id: str, visitor_id: str, delivery: Delivery | None
-) -> ObjectRewrite:
-    """Remove the visitor from a gzip raw object (in a worker process).
-
-    The processed file is rendered from the new raw object by the code that rendered the
-    old one, so it differs from the delivered file by exactly the visitor's rows, whatever
-    the format, and its manifest's counts and time range follow.
-    """
-    split = split_visitor(gzip.decompress(raw), client_id, visitor_id)
-    if not split.matched:
-        return ObjectRewrite(0)
-    file = render_lines(split.kept, [delivery]).files[0] if delivery is not None else None
-    return ObjectRewrite(len(split.matched), gzip_object(split.kept), file)

@@ -1,22 +1,25 @@
 """Data-subject requests by visitor id: export (portability) and deletion (erasure).
 
 A visitor's events live in up to three places: the buffer (until retention purges them),
-the raw objects (every client's events of a batch), and the client's processed files (one
-per batch, in the client's format) or table. Processed files are a pure function of their
-raw object, so deletion rewrites the raw object without the visitor and renders the client's
-file again from it, instead of editing JSON, CSV and Parquet separately. A table (delta,
-iceberg) is changed through the table: one delete of the visitor's rows, a new version
-without them (earlier versions keep them until vacuum removes their files, after the
-client's table retention).
+the raw objects (every client's events of a batch), and the client's processed files (a
+delivery's files, in its format, and the copies replays wrote) or tables. Processed files
+are a pure function of their delivery's raw objects (``export.deliveries``), so deletion
+rewrites the raw objects without the visitor and renders the delivery's files again from
+them, instead of editing JSON, CSV and Parquet separately. A table (delta, iceberg) is
+changed through the table: one delete of the visitor's rows, a new version without them
+(earlier versions keep them until vacuum removes their files, after the client's table
+retention); its deliveries are not written again (the table holds them already, and a
+replay of one is recognised and skipped).
 
 Deletion is safe against crashes and against the exporters:
 
 * it holds the export lock exclusively, so no export or processing run reads a buffer row or
   an object while it is being changed, and a run that starts later sees the new state;
-* a processed file is rewritten (and a table's rows deleted) before its raw object, so a
-  request cut short leaves the visitor in the raw object, where running it again finds them
+* a delivery's files are rewritten (and tables' rows deleted) before its raw objects, so a
+  request cut short leaves the visitor in a raw object, where running it again finds them
   and redoes both; a table is asked to delete whenever the client has a delivery in its
-  format, delivered or not (a delivery appended just before a crash is still pending);
+  format, delivered or not (a delivery appended just before a crash is still pending), or
+  a replay to it;
 * every step is in the append-only audit log (requested, then completed or failed), and the
   receipt of a completed deletion is also written to the backup bucket.
 """
@@ -43,18 +46,16 @@ from evothesis.errors import (
     RequestIncomplete,
     StorageUnavailable,
 )
+from evothesis.export.deliveries import Share
 from evothesis.export.formats import TABLE_FORMATS
-from evothesis.export.keys import manifest_key
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import (
     FoundEvent,
-    ObjectRewrite,
     find_in_object,
     merge_events,
     remove_from_object,
-    rewrite_object,
 )
-from evothesis.gdpr.store import ClientBatch, ClientObjects, SubjectStore
+from evothesis.gdpr.store import ClientBatch, ClientObjects, ClientReplay, SubjectStore
 from evothesis.objects.cpu import run_in_worker
 
 logger = logging.getLogger("evothesis.gdpr")
@@ -231,25 +232,35 @@ class DataSubjectRequests:
     async def _delete_from_tables(
         self, objects: ClientObjects, client_id: str, visitor_id: str, request_id: uuid.UUID
     ) -> list[dict[str, Any]]:
-        """Delete the visitor's rows from each table the client's deliveries went to."""
-        formats = sorted({b.delivery.format for b in objects.batches} & set(TABLE_FORMATS))
+        """Delete the visitor's rows from each table the client's deliveries went to (in the
+        client's destination) and each table a replay wrote to."""
+        targets: set[tuple[str, str | None]] = {
+            (batch.delivery_format, None)
+            for batch in objects.batches
+            if batch.delivery_format in TABLE_FORMATS
+        }
+        targets |= {
+            (replay.format, replay.destination)
+            for replay in objects.replays
+            if replay.format in TABLE_FORMATS and replay.seqs
+        }
         processor = self._pipeline.processor
-        deleted = []
-        for fmt in formats:
-            bucket = await processor.bucket_for(client_id)
+        deleted: dict[str, dict[str, Any]] = {}
+        for fmt, destination in sorted(targets, key=lambda t: (t[0], t[1] or "")):
+            bucket = await processor.bucket_for(client_id, destination)
             ref = processor.tables.ref(fmt, bucket.spec, client_id)
+            if ref.uri in deleted:
+                continue  # a replay to the client's own table
             removed = await processor.tables.delete_visitor(
                 ref, visitor_id, {"evothesis.gdpr_request": str(request_id)}
             )
-            deleted.append(
-                {
-                    "format": fmt,
-                    "url": bucket.spec.url,
-                    "table": ref.location,
-                    "events_removed": removed,
-                }
-            )
-        return deleted
+            deleted[ref.uri] = {
+                "format": fmt,
+                "url": bucket.spec.url,
+                "table": ref.location,
+                "events_removed": removed,
+            }
+        return list(deleted.values())
 
     async def _rewrite(
         self,
@@ -258,11 +269,20 @@ class DataSubjectRequests:
         visitor_id: str,
         progress: Progress | None,
     ) -> list[dict[str, Any]]:
-        """Each raw object of the client without the visitor; the client's delivered file of
-        it first (see the module docstring), a pending one is written later from the new raw
-        object by processing; and each failed-events file without the visitor's."""
+        """Each raw object of the client without the visitor; the files of a delivered
+        delivery (and replays' copies of them) first, rendered from its new objects (see
+        the module docstring), one delivery at a time so that only its new objects are
+        held; a delivery not yet written renders from the new objects later by itself.
+        Then each failed-events file without the visitor's."""
         raw, backup = self._pipeline.raw_bucket, self._pipeline.backup_bucket
         tally = _Tally(objects.count, progress)
+
+        async def strip(batch: ClientBatch) -> tuple[ClientBatch, int, bytes | None]:
+            removed, kept = await run_in_worker(
+                remove_from_object, await raw.get(batch.raw_key), client_id, visitor_id
+            )
+            tally.step()
+            return batch, removed, kept
 
         async def rewrite_failed(key: str) -> list[dict[str, Any]]:
             removed, kept = await run_in_worker(
@@ -276,43 +296,68 @@ class DataSubjectRequests:
                 {"bucket": "backup", "url": backup.spec.url, "key": key, "events_removed": removed}
             ]
 
-        async def rewrite_events(batch: ClientBatch) -> list[dict[str, Any]]:
-            has_file = batch.delivered and batch.delivery.format not in TABLE_FORMATS
-            delivery = batch.delivery if has_file else None
-            result: ObjectRewrite = await run_in_worker(
-                rewrite_object, await raw.get(batch.raw_key), client_id, visitor_id, delivery
-            )
-            written = []
-            if result.raw is not None:
-                if result.file is not None and batch.object_key:
-                    bucket = await self._pipeline.processor.bucket_for(client_id)
-                    await bucket.put(batch.object_key, result.file.data)
-                    await bucket.put(manifest_key(batch.object_key), result.file.manifest)
-                    written.append(
-                        {
-                            "bucket": "processed",
-                            "url": bucket.spec.url,
-                            "key": batch.object_key,
-                            "events_removed": result.removed,
-                            "events_left": result.file.events,
-                        }
-                    )
-                await raw.put(batch.raw_key, result.raw)
-                written.insert(
-                    0,
-                    {
-                        "bucket": "raw",
-                        "url": raw.spec.url,
-                        "key": batch.raw_key,
-                        "events_removed": result.removed,
-                    },
-                )
-            tally.step()
-            return written
+        delivered: dict[int, list[ClientBatch]] = {}
+        alone: list[ClientBatch] = []
+        for batch in objects.batches:
+            if batch.delivered and batch.delivery_seq is not None:
+                delivered.setdefault(batch.delivery_seq, []).append(batch)
+            else:
+                alone.append(batch)
+        written: list[dict[str, Any]] = []
+        for seq, batches in delivered.items():
+            stripped = [item for item in await _bounded(strip, batches) if item[2] is not None]
+            if not stripped:
+                continue
+            new = {batch.batch_id: kept for batch, _, kept in stripped if kept is not None}
+            written += await self._render_again(client_id, seq, new, objects.replays)
+            for batch, removed, kept in stripped:
+                assert kept is not None
+                await raw.put(batch.raw_key, kept)
+                written.append(_raw_entry(raw.spec.url, batch.raw_key, removed))
+        for batch, removed, kept in await _bounded(strip, alone):
+            if kept is not None:
+                await raw.put(batch.raw_key, kept)
+                written.append(_raw_entry(raw.spec.url, batch.raw_key, removed))
+        for entries in await _bounded(rewrite_failed, objects.failed_files):
+            written += entries
+        return written
 
-        written = await _bounded(rewrite_events, objects.batches)
-        written += await _bounded(rewrite_failed, objects.failed_files)
-        return [entry for entries in written for entry in entries]
+    async def _render_again(
+        self, client_id: str, seq: int, new: dict[int, bytes], replays: list[ClientReplay]
+    ) -> list[dict[str, Any]]:
+        """The files of the client's delivery ``seq``, and of every replay's copy of it,
+        rendered from the new raw objects (``new``, by batch) and the unchanged others (a
+        table's rows are deleted through the table instead: ``_delete_from_tables``)."""
+        pipeline = self._pipeline
+        processor = pipeline.processor
+        (delivery,) = await pipeline.ledger.deliveries(client_id, [seq])
+
+        async def source(share: Share) -> bytes:
+            return new.get(share.batch_id) or await processor.read_raw(share)
+
+        targets = [
+            (fmt, destination)
+            for fmt, destination in [(delivery.format, None)]
+            + [(replay.format, replay.destination) for replay in replays if replay.wrote(seq)]
+            if fmt not in TABLE_FORMATS
+        ]
+        written = []
+        for fmt, destination in targets:
+            (rendered,) = await processor.render([delivery], fmt=fmt, source=source)
+            if rendered.error is not None:
+                raise ObjectStoreError(rendered.error)
+            bucket = await processor.bucket_for(client_id, destination)
+            for file in await processor.write_files(bucket, delivery, fmt, rendered.files):
+                written.append(
+                    {
+                        "bucket": "processed",
+                        "url": bucket.spec.url,
+                        "key": file.key,
+                        "delivery": seq,
+                        "events_left": file.events,
+                    }
+                )
+        return written
 
     # ---------------------------------------------------------------------------- audit log
 
@@ -376,6 +421,10 @@ class _Tally:
         self._done += 1
         if self._progress:
             self._progress(self._done, self._total)
+
+
+def _raw_entry(url: str, key: str, removed: int) -> dict[str, Any]:
+    return {"bucket": "raw", "url": url, "key": key, "events_removed": removed}
 
 
 async def _bounded(work: Callable[[T], Awaitable[R]], items: list[T]) -> list[R]:

@@ -16,7 +16,6 @@ import orjson
 
 from evothesis.errors import ExportsRunning, LockBusy
 from evothesis.export.keys import failed_events_key
-from evothesis.export.ledger import Delivery
 from evothesis.gdpr.lines import FoundEvent, found_events
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
@@ -25,35 +24,44 @@ from evothesis.storage.sessions import session_lock, with_connection
 
 @dataclass(frozen=True, slots=True)
 class ClientBatch:
-    """An exported raw object that holds events of the client, and the client's file of it."""
+    """An exported raw object that holds events of the client, and the client's delivery
+    that carries them (``None`` until one is cut) with its state and format."""
 
     batch_id: int
     claimed_at: datetime
     raw_key: str
-    delivery: Delivery
-    delivered: bool
-    object_key: str | None
+    delivery_seq: int | None
+    delivery_state: str | None
+    delivery_format: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.delivery_state == "delivered"
 
     @classmethod
-    def from_row(cls, client_id: str, row: asyncpg.Record) -> ClientBatch:
-        delivery = Delivery(
-            row["batch_id"],
-            client_id,
-            row["event_count"],
-            row["format"],
-            row["attempts"],
-            row["raw_key"],
-            row["claimed_at"],
-            row["layout"],
-        )
+    def from_row(cls, row: asyncpg.Record) -> ClientBatch:
         return cls(
             row["batch_id"],
             row["claimed_at"],
             row["raw_key"],
-            delivery,
-            row["state"] == "delivered",
-            row["object_key"],
+            row["delivery_seq"],
+            row["delivery_state"],
+            row["delivery_format"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReplay:
+    """Where one of the client's replays wrote its deliveries again: in ``format``, to
+    ``destination`` (``None``: the client's own), the first ``done`` of ``seqs``."""
+
+    format: str
+    destination: str | None
+    seqs: list[int]
+    done: int
+
+    def wrote(self, seq: int) -> bool:
+        return seq in self.seqs[: self.done]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,8 @@ class ClientObjects:
     batches: list[ClientBatch]
     #: The backup bucket's failed-events files that hold failed events of the client.
     failed_files: list[str]
+    #: Copies of the client's deliveries that replays wrote.
+    replays: list[ClientReplay]
 
     @property
     def count(self) -> int:
@@ -192,7 +202,12 @@ class SubjectStore:
 async def _client_objects(connection: Connection, client_id: str) -> ClientObjects:
     batches = await connection.fetch(query("gdpr_client_batches"), client_id)
     failed = await connection.fetch(query("gdpr_failed_batches"), client_id)
+    replays = await connection.fetch(query("gdpr_client_replays"), client_id)
     return ClientObjects(
-        [ClientBatch.from_row(client_id, row) for row in batches],
+        [ClientBatch.from_row(row) for row in batches],
         [failed_events_key(row["batch_id"], row["claimed_at"]) for row in failed],
+        [
+            ClientReplay(row["format"], row["destination"], list(row["seqs"]), row["done"])
+            for row in replays
+        ],
     )

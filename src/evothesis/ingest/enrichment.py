@@ -9,6 +9,7 @@ the client's privacy level decides how much of the answer may be stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -18,7 +19,14 @@ from evothesis.enrich.geo import GeoLocator, open_geo_database
 from evothesis.enrich.referrer import attribute, sent_utm
 from evothesis.enrich.useragent import UNKNOWN, UserAgentInfo, UserAgentParser
 
-__all__ = ["NOT_ENRICHED", "Enricher", "RequestEnrichment", "build_enricher"]
+__all__ = [
+    "NOT_ENRICHED",
+    "Enricher",
+    "EventEnrichment",
+    "RequestEnrichment",
+    "build_enricher",
+    "event_columns",
+]
 
 _Text = str | None
 #: A row's columns from its request: browser, browser_version, os, device_type, is_bot,
@@ -26,6 +34,9 @@ _Text = str | None
 RequestColumns = tuple[_Text, _Text, _Text, _Text, bool, _Text, _Text, _Text]
 #: A row's columns from its event: referrer class and the five UTM values.
 EventColumns = tuple[_Text, _Text, _Text, _Text, _Text, _Text]
+
+#: What adds the per-event columns to a row: from a protected payload and its site's host.
+EventEnrichment = Callable[[dict[str, Any], str], EventColumns]
 
 #: The request part of a row with enrichment off.
 _BLANK_REQUEST: Final[RequestColumns] = (None, None, None, None, False, None, None, None)
@@ -54,6 +65,9 @@ class Enricher:
     ) -> None:
         self._user_agents = user_agents
         self._geo = geo
+        #: ``referrer_class`` and the UTM values of one protected event payload: a
+        #: module-level function, which pickles, so a worker process can build rows too.
+        self.event: EventEnrichment = event_columns if self.enabled else _no_event_columns
 
     @property
     def enabled(self) -> bool:
@@ -78,16 +92,19 @@ class Enricher:
             place = place.country_only()
         return RequestEnrichment(agent, (*agent[:4], agent.is_bot, *place))
 
-    def event(self, payload: dict[str, Any], site_host: str) -> EventColumns:
-        """``referrer_class`` and the UTM values of one protected event payload."""
-        if not self.enabled:
-            return NOT_ENRICHED
-        return attribute(
-            _text(payload.get("url")),
-            _text(payload.get("referrer")),
-            site_host,
-            sent_utm(payload.get("attribution")),
-        )
+
+def event_columns(payload: dict[str, Any], site_host: str) -> EventColumns:
+    """``referrer_class`` and the UTM values of one protected event payload."""
+    return attribute(
+        _text(payload.get("url")),
+        _text(payload.get("referrer")),
+        site_host,
+        sent_utm(payload.get("attribution")),
+    )
+
+
+def _no_event_columns(payload: dict[str, Any], site_host: str) -> EventColumns:
+    return NOT_ENRICHED
 
 
 def build_enricher(*, enabled: bool, geoip_database: Path | None) -> Enricher:

@@ -4,12 +4,17 @@ request to the next state, or a drop with its reason.
 Attribution (the only step with I/O) has already found the client of the events' siteId
 and the owner of the page that sent them. From there on every step is a function of its
 input, so each is tested in milliseconds, and the collector only folds the request through
-``STEPS`` and hands the accepted rows to the write buffer:
+``steps`` and hands what ``accept`` makes of it to the write buffer:
 
-    authorize → decide_privacy → enrich_request → drop_bots → protect → build_rows
+    authorize → decide_privacy → enrich_request → drop_bots → accept (protect → build_rows)
 
 A step that refuses the request raises a ``Refused`` error (401/403); a step that drops
 the events returns ``Dropped`` (answered 200, counted by reason, nothing stored).
+
+The decisions cost the same for any request; ``accept`` costs per event and per byte (PII
+redaction is most of it: up to a second for a 1 MiB body). It takes and returns only
+values that pickle, so the collector can run it in a worker process for large bodies
+rather than stall every other request on the event loop.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from evothesis.domain import (
     RequestContext,
 )
 from evothesis.errors import InvalidEvent, InvalidWriteKey, OriginMismatch, WriteKeyRequired
-from evothesis.ingest.enrichment import Enricher, RequestEnrichment
+from evothesis.ingest.enrichment import Enricher, EventEnrichment, RequestEnrichment
 from evothesis.ingest.privacy import (
     RequestPrivacy,
     audit_ip_hash,
@@ -53,6 +58,7 @@ __all__ = [
     "Dropped",
     "Intake",
     "Step",
+    "accept",
     "authorize",
     "build_rows",
     "decide_privacy",
@@ -218,12 +224,20 @@ def protect(intake: Intake) -> Intake:
 
 
 def steps(enricher: Enricher) -> tuple[Step, ...]:
-    """The steps between attribution and ``build_rows``, in order (a ``partial`` binds the
+    """The steps between attribution and ``accept``, in order (a ``partial`` binds the
     enricher: a C call, where a closure would add a Python frame per request)."""
-    return (authorize, decide_privacy, partial(enrich_request, enricher), drop_bots, protect)
+    return (authorize, decide_privacy, partial(enrich_request, enricher), drop_bots)
 
 
-def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
+def accept(event_columns: EventEnrichment, intake: Intake) -> Accepted:
+    """What is stored of a request the steps let through: ``protect``, then ``build_rows``.
+
+    ``event_columns`` is ``Enricher.event``, a module-level function, so that this call
+    can be made in a worker process."""
+    return build_rows(event_columns, protect(intake))
+
+
+def build_rows(event_columns: EventEnrichment, intake: Intake) -> Accepted:
     """The protected, enriched ``events_log`` rows, the batch's rejected inner events as
     ``failed_events`` rows, and a hipaa client's audit record.
 
@@ -272,7 +286,7 @@ def build_rows(enricher: Enricher, intake: Intake) -> Accepted:
                 raw,
                 received_at,
                 *per_request,
-                *enricher.event(payload, site_host(event.site_id) or event.site_id),
+                *event_columns(payload, site_host(event.site_id) or event.site_id),
                 source,
             )
         )

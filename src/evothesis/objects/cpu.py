@@ -1,10 +1,13 @@
-"""CPU-bound export work in worker processes.
+"""CPU-bound work in worker processes: exports, and the collector's large bodies.
 
-Splitting a raw object and encoding a client's Parquet, CSV or JSON file is Python work
-that holds the GIL: in threads it runs on one core however many there are, and in the
-``serve`` process it competes with the collector. Worker processes give it every core, and
-they pause the cyclic garbage collector during a task: a task builds tens of thousands of
+Splitting a raw object, encoding a client's Parquet, CSV or JSON file, and parsing and
+redacting a /collect body near the size limit are Python work that holds the GIL: in
+threads it runs on one core however many there are, and in the ``serve`` process it
+competes with the collector's event loop. Worker processes give it every core, and they
+pause the cyclic garbage collector during a task: a task builds tens of thousands of
 short-lived dicts, which otherwise trigger collections that cost more than the parsing.
+They run at a lower priority (``WORKER_NICENESS``): when every core is busy, the kernel
+gives the event loop a core first, so requests are answered while the work goes on.
 
 Table commits (delta-rs, pyiceberg) run in a second pool of their own: they wait on the
 network, not the CPU, so more of them run at once, and delta-rs holds the GIL through some
@@ -36,6 +39,8 @@ T = TypeVar("T")
 WORKERS = max(1, os.cpu_count() or 1)
 #: Table commits at once: each is a few requests to a bucket.
 TABLE_WORKERS = 4
+#: Added to a worker's nice value: background work yields the CPU to serving requests.
+WORKER_NICENESS = 10
 #: How often a worker checks that its parent is still alive.
 _PARENT_CHECK_S = 1.0
 
@@ -91,6 +96,7 @@ def _discard(name: str, pool: ProcessPoolExecutor) -> None:
 
 
 def _start_worker(parent: int) -> None:
+    os.nice(WORKER_NICENESS)
     # What was imported to get here lives as long as the worker: keep collections off it.
     gc.freeze()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()

@@ -26,6 +26,7 @@ __all__ = [
     "generate_key",
     "hash_write_key",
     "load_secret_box",
+    "new_notify_secret",
     "new_salt",
     "new_write_key",
     "write_key_matches",
@@ -101,6 +102,11 @@ def new_salt() -> bytes:
 def new_write_key() -> str:
     """A write key for server-to-server senders; shown once, stored only as a digest."""
     return _WRITE_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_notify_secret() -> str:
+    """A secret a client's webhook notices are signed with (HMAC-SHA256)."""
+    return "whsec_" + secrets.token_urlsafe(32)
 
 
 def hash_write_key(key: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -40,13 +41,20 @@ from evothesis.registry.secrets import (
     new_salt,
     new_write_key,
 )
+from evothesis.schedules import REAL_TIME, parse_schedule
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error
 
 logger = logging.getLogger("evothesis.registry")
 
-__all__ = ["ClientRecord", "ClientSpec", "RegistryStore", "validate_client_id"]
+__all__ = [
+    "ClientRecord",
+    "ClientSpec",
+    "NotifyTarget",
+    "RegistryStore",
+    "validate_client_id",
+]
 
 #: The development client the embedded default registers for the demo site.
 DEVELOPMENT_CLIENT: Final = "client_test"
@@ -102,8 +110,48 @@ class ClientSpec:
     #: ``None``: the operator's ``TABLE_RETENTION``.
     table_retention_days: int | None = None
     export_credentials: Mapping[str, str] | None = None
+    #: The delivery schedule (``schedules``); ``None``: ``EXPORT_SCHEDULE``.
+    export_schedule: str | None = None
+    #: Deliver early once this many events are waiting; ``None``: never early.
+    export_threshold: int | None = None
+    #: The notification webhook and the secret its notices are signed with.
+    notify_url: str | None = None
+    notify_secret: str | None = None
     ip_salt: bytes | None = None
     active: bool = True
+
+
+def validate_export_settings(spec: ClientSpec) -> ClientSpec:
+    """The spec with its schedule in canonical spelling; ``InvalidSetting`` names what is
+    wrong with a schedule, a threshold or a webhook."""
+    schedule = spec.export_schedule
+    if schedule is not None:
+        try:
+            schedule = parse_schedule(schedule).text
+        except ValueError as exc:
+            raise InvalidSetting(str(exc), field="export_schedule") from None
+    if spec.export_threshold is not None and spec.export_threshold < 1:
+        raise InvalidSetting("export_threshold must be at least 1", field="export_threshold")
+    if spec.notify_url is not None:
+        parts = urlsplit(spec.notify_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidSetting(
+                f"notify_url must be an http(s) URL: {spec.notify_url!r}", field="notify_url"
+            )
+        if not spec.notify_secret:
+            raise InvalidSetting(
+                "notify_url needs notify_secret, the secret its notices are signed with",
+                field="notify_secret",
+            )
+    return replace(spec, export_schedule=schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """Where a client's notices go, and the secret they are signed with."""
+
+    url: str
+    secret: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +171,10 @@ class ClientRecord:
     export_layout: FileLayout
     table_retention_days: int | None
     has_export_credentials: bool
+    export_schedule: str | None
+    export_threshold: int | None
+    notify_url: str | None
+    has_notify_secret: bool
     active: bool
     domains: tuple[str, ...]
     created_at: datetime
@@ -196,6 +248,13 @@ class RegistryStore:
         credentials = dict(spec.export_credentials) if spec.export_credentials else None
         return spec.export_destination, credentials
 
+    async def notify_target(self, client_id: str) -> NotifyTarget | None:
+        """The client's webhook and its signing secret, opened; ``None`` without one."""
+        row = await self._fetchrow("client_get", client_id)
+        if row is None or row["notify_url"] is None or row["notify_secret"] is None:
+            return None
+        return NotifyTarget(row["notify_url"], self._box.open(row["notify_secret"]).decode())
+
     # ---------------------------------------------------------------- administration
 
     async def create_client(
@@ -206,6 +265,7 @@ class RegistryStore:
         One transaction: an id in use or a domain owned by someone else creates nothing.
         """
         validate_client_id(client_id)
+        spec = validate_export_settings(spec)
         wanted = canonical_domains(domains)
         write_key = new_write_key()
         values = self._spec_values(spec, hash_write_key(write_key))
@@ -228,7 +288,7 @@ class RegistryStore:
             row = await connection.fetchrow(query("client_lock"), client_id)
             if row is None:
                 raise NotFound(f"client {client_id!r} does not exist")
-            spec = replace(self._spec(row), **changes)
+            spec = validate_export_settings(replace(self._spec(row), **changes))
             write_key_digest = row["write_key_sha256"]
             await connection.execute(
                 query("client_update"),
@@ -273,13 +333,18 @@ class RegistryStore:
         return domain
 
     async def ensure_development_client(self) -> None:
-        """Register ``client_test`` for localhost unless it exists (development only)."""
+        """Register ``client_test`` for localhost unless it exists (development only). It
+        delivers in real time, so a newcomer sees its files within a minute of clicking
+        around the demo; one registered before schedules existed is given real time too."""
         try:
-            await self.get_client(DEVELOPMENT_CLIENT)
+            record = await self.get_client(DEVELOPMENT_CLIENT)
+            if record.export_schedule is None:
+                await self.update_client(DEVELOPMENT_CLIENT, {"export_schedule": REAL_TIME})
         except NotFound:
             try:
                 await self.create_client(
-                    DEVELOPMENT_CLIENT, ClientSpec(name="Development (localhost)")
+                    DEVELOPMENT_CLIENT,
+                    ClientSpec(name="Development (localhost)", export_schedule=REAL_TIME),
                 )
             except Conflict:
                 return  # another process created it first
@@ -311,6 +376,10 @@ class RegistryStore:
             credentials,
             spec.bot_policy,
             spec.require_write_key,
+            spec.export_schedule,
+            spec.export_threshold,
+            spec.notify_url,
+            None if spec.notify_secret is None else self._box.seal(spec.notify_secret.encode()),
             spec.export_layout,
             spec.table_retention_days,
         )
@@ -326,6 +395,14 @@ class RegistryStore:
             table_retention_days=row["table_retention_days"],
             export_credentials=(
                 None if credentials is None else orjson.loads(self._box.open(credentials))
+            ),
+            export_schedule=row["export_schedule"],
+            export_threshold=row["export_threshold"],
+            notify_url=row["notify_url"],
+            notify_secret=(
+                None
+                if row["notify_secret"] is None
+                else self._box.open(row["notify_secret"]).decode()
             ),
             ip_salt=self._box.open(row["ip_salt"]),
             active=row["active"],
@@ -356,6 +433,10 @@ class RegistryStore:
             export_layout=FileLayout(row["export_layout"]),
             table_retention_days=row["table_retention_days"],
             has_export_credentials=row["export_credentials"] is not None,
+            export_schedule=row["export_schedule"],
+            export_threshold=row["export_threshold"],
+            notify_url=row["notify_url"],
+            has_notify_secret=row["notify_secret"] is not None,
             active=row["active"],
             domains=tuple(row["domains"]),
             created_at=row["created_at"],

@@ -32,6 +32,18 @@ class InsertedCount:
     inserted: int
 
 
+@dataclass(frozen=True, slots=True)
+class EventCounts:
+    """Stored events per client (a batch request of N events stores N + 1 rows, the seeds'
+    count), two ways."""
+
+    #: Every event ever stored, exported or not: retention does not lower it.
+    total: dict[str, int]
+    #: The events ``events_log`` holds now: not yet exported, or exported less than the
+    #: buffer retention ago.
+    buffered: dict[str, int]
+
+
 class EventStore:
     """``events_log`` behind a small interface, with driver errors translated."""
 
@@ -113,10 +125,13 @@ class EventStore:
             self._known_sites.clear()
         self._known_sites.update(discoveries)
 
-    async def count(self) -> dict[str, int]:
-        """Events per client currently in the buffer."""
+    async def count(self) -> EventCounts:
+        """Events per client: stored since the start, and in the buffer now."""
         rows = await self._fetch("count_events")
-        return {row["client_id"]: row["events"] for row in rows}
+        return EventCounts(
+            total={row["client_id"]: row["total"] for row in rows},
+            buffered={row["client_id"]: row["buffered"] for row in rows if row["buffered"]},
+        )
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` events, newest first."""

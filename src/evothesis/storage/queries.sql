@@ -48,8 +48,38 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
--- Total and per-client event counts in the buffer.
-SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id ORDER BY client_id
+-- Per client, in one statement's snapshot: the events in the buffer now, and every event
+-- ever stored: those of exported batches (client_event_totals, which the ledger's
+-- shares keep) plus the buffered ones no exported batch holds yet (after the newest
+-- batch, or in a batch still pending). Both ranges are read through the (xid, id) index.
+WITH newest AS (
+    SELECT upto_xid, upto_id FROM export_batches ORDER BY batch_id DESC LIMIT 1
+), buffered AS (
+    SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id
+), unclaimed AS (
+    SELECT client_id, count(*) AS events FROM events_log
+    WHERE (xid, id) > (COALESCE((SELECT upto_xid FROM newest), '0'::xid8),
+                       COALESCE((SELECT upto_id FROM newest), 0))
+    GROUP BY client_id
+), claimed_pending AS (
+    SELECT e.client_id, count(*) AS events
+    FROM export_batches b
+    JOIN events_log e ON (e.xid, e.id) > (b.after_xid, b.after_id)
+                     AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
+    WHERE b.state = 'pending'
+    GROUP BY e.client_id
+), clients AS (
+    SELECT client_id FROM buffered UNION SELECT client_id FROM client_event_totals
+)
+SELECT c.client_id,
+       COALESCE(b.events, 0) AS buffered,
+       COALESCE(t.exported_events, 0) + COALESCE(u.events, 0) + COALESCE(p.events, 0) AS total
+FROM clients c
+LEFT JOIN buffered b USING (client_id)
+LEFT JOIN client_event_totals t USING (client_id)
+LEFT JOIN unclaimed u USING (client_id)
+LEFT JOIN claimed_pending p USING (client_id)
+ORDER BY c.client_id
 
 -- recent_events --
 -- Newest events first, for debugging attribution.
@@ -74,9 +104,10 @@ WHERE d.domain = ANY($1::text[])
 -- client_insert --
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
-                     export_credentials, bot_policy, require_write_key, export_layout,
+                     export_credentials, bot_policy, require_write_key, export_schedule,
+                     export_threshold, notify_url, notify_secret, export_layout,
                      table_retention_days)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -85,13 +116,19 @@ RETURNING client_id
 UPDATE clients
 SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_mode = $6,
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
-    export_credentials = $11, bot_policy = $12, require_write_key = $13, export_layout = $14,
-    table_retention_days = $15, active = $16, updated_at = now()
+    export_credentials = $11, bot_policy = $12, require_write_key = $13,
+    export_schedule = $14, export_threshold = $15, notify_url = $16, notify_secret = $17,
+    export_layout = $18, table_retention_days = $19, active = $20, updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
 UPDATE clients SET write_key_sha256 = $2, updated_at = now() WHERE client_id = $1
 RETURNING client_id
+
+-- client_by_write_key --
+-- The client a write key belongs to (its digest is what is stored), for the on-demand
+-- delivery endpoint.
+SELECT client_id, active FROM clients WHERE write_key_sha256 = $1
 
 -- client_get --
 -- One client with its domains, for update (the admin API merges changes into it).
@@ -201,15 +238,91 @@ SET state = 'exported', exported_at = now(), raw_key = $2, raw_bytes = $3, event
 WHERE batch_id = $1 AND state = 'pending'
 RETURNING batch_id
 
--- export_add_deliveries --
--- One processed file per client of the batch, in the format and layout the client has now,
--- so that a retried delivery keeps its key even if the client changes them later.
-INSERT INTO export_deliveries (batch_id, client_id, event_count, format, layout)
-SELECT $1, d.client_id, d.events, COALESCE(c.export_format, $4),
-       COALESCE(c.export_layout, 'dated')
-FROM unnest($2::text[], $3::int[]) AS d (client_id, events)
-LEFT JOIN clients c ON c.client_id = d.client_id
+-- export_add_shares --
+-- The clients' shares of a batch, in no delivery yet: each client's schedule decides when
+-- they are cut into a delivery (export_insert_deliveries).
+INSERT INTO export_shares (batch_id, client_id, event_count)
+SELECT $1, s.client_id, s.events
+FROM unnest($2::text[], $3::int[]) AS s (client_id, events)
 ON CONFLICT (batch_id, client_id) DO NOTHING
+
+-- export_pending_clients --
+-- Clients with exported events in no delivery yet ($1: only this one), with what deciding
+-- whether a delivery is due needs: those events, the claim time of their oldest batch, the
+-- client's schedule and threshold (NULL: the defaults), the schedule tick it was last cut
+-- for and an on-demand request waiting.
+SELECT s.client_id, sum(s.event_count)::bigint AS pending_events,
+       min(b.claimed_at) AS oldest_claimed_at, c.export_schedule, c.export_threshold,
+       st.last_tick, st.delivery_requested_at
+FROM export_shares s
+JOIN export_batches b USING (batch_id)
+LEFT JOIN clients c ON c.client_id = s.client_id
+LEFT JOIN export_client_state st ON st.client_id = s.client_id
+WHERE s.delivery_seq IS NULL AND ($1::text IS NULL OR s.client_id = $1::text)
+GROUP BY s.client_id, c.export_schedule, c.export_threshold, st.last_tick,
+         st.delivery_requested_at
+ORDER BY s.client_id
+
+-- export_client_state_ensure --
+INSERT INTO export_client_state (client_id) VALUES ($1) ON CONFLICT (client_id) DO NOTHING
+
+-- export_client_state_lock --
+-- The client's cutting lock: one process cuts a client's deliveries at a time, another skips
+-- the client (no row) rather than wait.
+SELECT last_tick FROM export_client_state WHERE client_id = $1 FOR UPDATE SKIP LOCKED
+
+-- export_cut_shares --
+-- The client's shares in no delivery yet, of batches claimed before $2 (all when NULL), in
+-- batch order.
+SELECT s.batch_id, s.event_count
+FROM export_shares s JOIN export_batches b USING (batch_id)
+WHERE s.client_id = $1 AND s.delivery_seq IS NULL
+  AND ($2::timestamptz IS NULL OR b.claimed_at < $2::timestamptz)
+ORDER BY s.batch_id
+
+-- export_next_seq --
+SELECT COALESCE(max(seq), 0) + 1 FROM export_deliveries WHERE client_id = $1
+
+-- export_insert_deliveries --
+-- New deliveries of client $1 (numbers, batch spans and event counts as arrays), in the
+-- format and file layout the client has now ($3 and 'dated' when it has none), fixed so that
+-- a retried delivery keeps its keys and bytes even if the client changes them later.
+INSERT INTO export_deliveries (client_id, seq, trigger, format, layout, first_batch,
+                               last_batch, event_count)
+SELECT $1, d.seq, $2, COALESCE((SELECT export_format FROM clients WHERE client_id = $1), $3),
+       COALESCE((SELECT export_layout FROM clients WHERE client_id = $1), 'dated'),
+       d.first_batch, d.last_batch, d.events
+FROM unnest($4::bigint[], $5::bigint[], $6::bigint[], $7::int[])
+     AS d (seq, first_batch, last_batch, events)
+
+-- export_assign_shares --
+UPDATE export_shares s SET delivery_seq = x.seq
+FROM unnest($2::bigint[], $3::bigint[]) AS x (batch_id, seq)
+WHERE s.client_id = $1 AND s.batch_id = x.batch_id AND s.delivery_seq IS NULL
+
+-- export_client_cut --
+-- A cut recorded: the schedule tick it was for ($2; kept when NULL), and an on-demand request
+-- answered ($3).
+UPDATE export_client_state
+SET last_tick = COALESCE($2, last_tick),
+    delivery_requested_at = CASE WHEN $3 THEN NULL ELSE delivery_requested_at END
+WHERE client_id = $1
+
+-- export_request_delivery --
+-- A client's on-demand request, accepted unless its previous one was less than $2 seconds
+-- ago; the seconds until the next may come when refused.
+WITH accepted AS (
+    INSERT INTO export_client_state (client_id, delivery_requested_at, last_request_at)
+    VALUES ($1, now(), now())
+    ON CONFLICT (client_id) DO UPDATE
+    SET delivery_requested_at = now(), last_request_at = now()
+    WHERE export_client_state.last_request_at IS NULL
+       OR export_client_state.last_request_at <= now() - make_interval(secs => $2)
+    RETURNING client_id
+)
+SELECT EXISTS (SELECT 1 FROM accepted) AS accepted,
+       (SELECT extract(epoch FROM last_request_at + make_interval(secs => $2) - now())
+        FROM export_client_state WHERE client_id = $1)::float8 AS retry_after
 
 -- export_batch_failed --
 -- Only while the lease is still ours: an exporter that took the batch over keeps it.
@@ -219,80 +332,215 @@ SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3),
 WHERE batch_id = $1 AND state = 'pending' AND lease_owner = $4
 
 -- export_lease_deliveries --
--- Up to $4 (all when null) due deliveries of batch $3 (of any batch when null) of clients
--- that are not paused, oldest batches first.
-WITH picked AS (
-    SELECT d.batch_id, d.client_id FROM export_deliveries d
+-- Due deliveries of clients that are not paused ($4: only this client's), leased to $1 for
+-- $2 seconds. With $5 NULL: the one with the oldest first batch. Otherwise those whose
+-- batches overlap [$5, $6], oldest first, up to $3 events in all (at least one): one reading
+-- of each raw object then serves all of them.
+WITH candidates AS (
+    SELECT d.client_id, d.seq, d.first_batch, d.event_count FROM export_deliveries d
     LEFT JOIN export_destination_state s ON s.client_id = d.client_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
       AND (s.paused_until IS NULL OR s.paused_until <= now())
-      AND ($3::bigint IS NULL OR d.batch_id = $3::bigint)
-    ORDER BY d.batch_id, d.client_id
-    LIMIT $4::bigint
+      AND ($4::text IS NULL OR d.client_id = $4::text)
+      AND ($5::bigint IS NULL OR (d.first_batch <= $6::bigint AND d.last_batch >= $5::bigint))
+    ORDER BY d.first_batch, d.client_id, d.seq
+    LIMIT CASE WHEN $5::bigint IS NULL THEN 1 END
     FOR UPDATE OF d SKIP LOCKED
+), picked AS (
+    SELECT client_id, seq FROM (
+        SELECT client_id, seq,
+               sum(event_count) OVER (ORDER BY first_batch, client_id, seq) AS running,
+               row_number() OVER (ORDER BY first_batch, client_id, seq) AS n
+        FROM candidates
+    ) c
+    WHERE n = 1 OR running <= $3
 )
 UPDATE export_deliveries d
 SET lease_owner = $1, lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
-FROM picked, export_batches b
-WHERE d.batch_id = picked.batch_id AND d.client_id = picked.client_id
-  AND b.batch_id = d.batch_id
-RETURNING d.batch_id, d.client_id, d.event_count, d.format, d.attempts, b.raw_key,
-          b.claimed_at, d.layout
+FROM picked
+WHERE d.client_id = picked.client_id AND d.seq = picked.seq
+RETURNING d.client_id, d.seq, d.trigger, d.format, d.layout, d.cut_at, d.attempts,
+          d.event_count, d.first_batch, d.last_batch
+
+-- export_renew_deliveries --
+-- Deliveries still being written by their lease owner ($3) keep their lease another $4
+-- seconds, so that a long delivery is not taken over while it is being written.
+UPDATE export_deliveries d
+SET lease_until = now() + make_interval(secs => $4)
+FROM unnest($1::text[], $2::bigint[]) AS x (client_id, seq)
+WHERE d.client_id = x.client_id AND d.seq = x.seq AND d.state = 'pending'
+  AND d.lease_owner = $3
 
 -- export_mark_delivered --
--- Several deliveries at once (one raw object's clients), with their clients' destinations
--- recorded as working again.
+-- Deliveries done ($1 clients, $2 numbers, $3 their files as JSON arrays), their clients'
+-- destinations recorded as working again, and a notice for each client with a webhook whose
+-- destination had been failing (destination.resumed).
 WITH done AS (
     UPDATE export_deliveries d
-    SET state = 'delivered', delivered_at = now(), object_key = x.object_key,
-        object_bytes = x.object_bytes, lease_owner = NULL, lease_until = NULL,
-        last_error = NULL
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[])
-         AS x (batch_id, client_id, object_key, object_bytes)
-    WHERE d.batch_id = x.batch_id AND d.client_id = x.client_id AND d.state = 'pending'
+    SET state = 'delivered', delivered_at = now(), files = x.files::jsonb, lease_owner = NULL,
+        lease_until = NULL, last_error = NULL, first_failed_at = NULL
+    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x (client_id, seq, files)
+    WHERE d.client_id = x.client_id AND d.seq = x.seq AND d.state = 'pending'
     RETURNING d.client_id
+), resumed AS (
+    UPDATE export_destination_state s
+    SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
+    WHERE s.client_id IN (SELECT client_id FROM done) AND s.consecutive_failures > 0
+    RETURNING s.client_id, s.last_failure_at
+), healthy AS (
+    INSERT INTO export_destination_state (client_id, last_success_at)
+    SELECT DISTINCT client_id, now() FROM done
+    WHERE client_id NOT IN (SELECT client_id FROM resumed)
+    ON CONFLICT (client_id) DO UPDATE SET last_success_at = now()
 )
-INSERT INTO export_destination_state (client_id, last_success_at)
-SELECT DISTINCT client_id, now() FROM done
-ON CONFLICT (client_id) DO UPDATE
-SET consecutive_failures = 0, paused_until = NULL, last_success_at = now()
+INSERT INTO export_notices (client_id, kind, payload)
+SELECT r.client_id, 'destination.resumed',
+       jsonb_build_object('resumed_at', now(), 'last_failure_at', r.last_failure_at)
+FROM resumed r JOIN clients c ON c.client_id = r.client_id
+WHERE c.notify_url IS NOT NULL
 
 -- export_table_state --
 -- The client's own retention of its tables' removed files, in days (null: the default), and
--- when its table in format $2 was last checkpointed and vacuumed (null: never).
+-- when its table at $2 was last checkpointed and vacuumed (null: never).
 SELECT (SELECT table_retention_days FROM clients WHERE client_id = $1) AS retention_days,
        (SELECT maintained_at FROM export_table_maintenance
-        WHERE client_id = $1 AND format = $2) AS maintained_at
+        WHERE location = $2) AS maintained_at
 
 -- export_table_try_lock --
--- One maintainer per table at a time (compactions of the same files must not both commit).
-SELECT pg_try_advisory_lock(hashtext('evothesis-table:' || $1::text), hashtext($2::text))
+-- One maintainer per table ($1: its location) at a time (compactions of the same files must
+-- not both commit).
+SELECT pg_try_advisory_lock(hashtext('evothesis-table'), hashtext($1::text))
 
 -- export_table_unlock --
-SELECT pg_advisory_unlock(hashtext('evothesis-table:' || $1::text), hashtext($2::text))
+SELECT pg_advisory_unlock(hashtext('evothesis-table'), hashtext($1::text))
 
 -- export_table_maintained --
-INSERT INTO export_table_maintenance (client_id, format, maintained_at)
-VALUES ($1, $2, now())
-ON CONFLICT (client_id, format) DO UPDATE SET maintained_at = now()
+INSERT INTO export_table_maintenance (location, maintained_at)
+VALUES ($1, now())
+ON CONFLICT (location) DO UPDATE SET maintained_at = now()
+
+-- export_table_commits --
+-- The tables (their own ids) known to hold the commit of delivery identity $1.
+SELECT table_id FROM export_table_commits WHERE identity = $1
+
+-- export_table_committed --
+-- Delivery identity $1 is in the table whose id is $2 (recorded after the commit).
+INSERT INTO export_table_commits (identity, table_id)
+VALUES ($1, $2)
+ON CONFLICT (identity, table_id) DO NOTHING
 
 -- export_delivery_failed --
--- Only while the lease is still ours, as for batches.
+-- Only while the lease is still ours, as for batches; the first failure starts the clocks of
+-- the failure notice and the dead-letter limit.
 UPDATE export_deliveries
 SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
-    lease_owner = NULL, lease_until = NULL
-WHERE batch_id = $1 AND client_id = $2 AND state = 'pending' AND lease_owner = $5
+    lease_owner = NULL, lease_until = NULL, first_failed_at = COALESCE(first_failed_at, now())
+WHERE client_id = $1 AND seq = $2 AND state = 'pending' AND lease_owner = $5
 
 -- export_destination_failed --
--- The client is paused for $3 seconds: its deliveries wait, other clients' go on.
-INSERT INTO export_destination_state (client_id, consecutive_failures, paused_until,
-                                      last_error, last_failure_at)
-VALUES ($1, 1, now() + make_interval(secs => $3), $2, now())
-ON CONFLICT (client_id) DO UPDATE
-SET consecutive_failures = export_destination_state.consecutive_failures + 1,
-    paused_until = now() + make_interval(secs => $3), last_error = $2, last_failure_at = now()
-RETURNING consecutive_failures
+-- The client is paused for $3 seconds: its deliveries wait, other clients' go on. Its first
+-- failure after working is a notice for a client with a webhook (destination.paused).
+WITH state AS (
+    INSERT INTO export_destination_state (client_id, consecutive_failures, paused_until,
+                                          last_error, last_failure_at)
+    VALUES ($1, 1, now() + make_interval(secs => $3), $2, now())
+    ON CONFLICT (client_id) DO UPDATE
+    SET consecutive_failures = export_destination_state.consecutive_failures + 1,
+        paused_until = now() + make_interval(secs => $3), last_error = $2,
+        last_failure_at = now()
+    RETURNING consecutive_failures, paused_until
+)
+INSERT INTO export_notices (client_id, kind, payload)
+SELECT $1, 'destination.paused',
+       jsonb_build_object('error', $2::text, 'paused_until', state.paused_until)
+FROM state JOIN clients c ON c.client_id = $1
+WHERE state.consecutive_failures = 1 AND c.notify_url IS NOT NULL
+
+-- export_delivery_shares --
+-- The shares of deliveries ($1 clients, $2 numbers) with their raw objects, in batch order.
+SELECT s.client_id, s.delivery_seq AS seq, s.batch_id, s.event_count, b.claimed_at, b.raw_key
+FROM unnest($1::text[], $2::bigint[]) AS x (client_id, seq)
+JOIN export_shares s ON s.client_id = x.client_id AND s.delivery_seq = x.seq
+JOIN export_batches b ON b.batch_id = s.batch_id
+ORDER BY s.client_id, s.delivery_seq, s.batch_id
+
+-- export_deliveries_by_seq --
+-- Deliveries of client $1 by number ($2), whatever their state (replays, data-subject
+-- requests).
+SELECT client_id, seq, trigger, format, layout, cut_at, attempts, event_count, first_batch,
+       last_batch, state, files::text AS files
+FROM export_deliveries WHERE client_id = $1 AND seq = ANY($2::bigint[])
+ORDER BY seq
+
+-- export_failing_deliveries --
+-- Deliveries failing for longer than $1 seconds that no notice told about yet: marked, with
+-- a notice for clients with a webhook (delivery.failing); how many.
+WITH marked AS (
+    UPDATE export_deliveries
+    SET failure_noticed = true
+    WHERE state = 'pending' AND NOT failure_noticed
+      AND first_failed_at < now() - make_interval(secs => $1)
+    RETURNING client_id, seq, first_failed_at, last_error, attempts, event_count
+), noticed AS (
+    INSERT INTO export_notices (client_id, kind, payload)
+    SELECT m.client_id, 'delivery.failing',
+           jsonb_build_object('delivery', m.seq, 'failing_since', m.first_failed_at,
+                              'error', m.last_error, 'attempts', m.attempts,
+                              'events', m.event_count)
+    FROM marked m JOIN clients c ON c.client_id = m.client_id
+    WHERE c.notify_url IS NOT NULL
+)
+SELECT count(*) FROM marked
+
+-- export_dead_letter --
+-- Deliveries failing for longer than $1 seconds are no longer retried by themselves (dead
+-- letters, until retried by hand), with a notice for clients with a webhook; how many.
+WITH dead AS (
+    UPDATE export_deliveries
+    SET state = 'dead', lease_owner = NULL, lease_until = NULL
+    WHERE state = 'pending' AND first_failed_at < now() - make_interval(secs => $1)
+      AND (lease_until IS NULL OR lease_until < now())
+    RETURNING client_id, seq, first_failed_at, last_error, attempts, event_count
+), noticed AS (
+    INSERT INTO export_notices (client_id, kind, payload)
+    SELECT d.client_id, 'delivery.dead_lettered',
+           jsonb_build_object('delivery', d.seq, 'failing_since', d.first_failed_at,
+                              'error', d.last_error, 'attempts', d.attempts,
+                              'events', d.event_count)
+    FROM dead d JOIN clients c ON c.client_id = d.client_id
+    WHERE c.notify_url IS NOT NULL
+)
+SELECT count(*) FROM dead
+
+-- export_retry_now --
+-- Dead and failing deliveries of client $1 (every client when NULL) due again at once with
+-- their failure clocks reset, and the clients' pauses lifted; how many deliveries.
+WITH retried AS (
+    UPDATE export_deliveries
+    SET state = 'pending', next_attempt_at = now(), first_failed_at = NULL,
+        failure_noticed = false
+    WHERE (state = 'dead' OR (state = 'pending' AND last_error IS NOT NULL))
+      AND ($1::text IS NULL OR client_id = $1::text)
+      AND (lease_until IS NULL OR lease_until < now())
+    RETURNING client_id
+), unpaused AS (
+    UPDATE export_destination_state
+    SET paused_until = NULL
+    WHERE ($1::text IS NULL OR client_id = $1::text) AND paused_until > now()
+)
+SELECT count(*) FROM retried
+
+-- export_dead_letters --
+-- Dead deliveries of client $1 (all when NULL), with their errors.
+SELECT client_id, seq, trigger, format, first_batch, last_batch, event_count, attempts,
+       last_error, first_failed_at, cut_at
+FROM export_deliveries
+WHERE state = 'dead' AND ($1::text IS NULL OR client_id = $1::text)
+ORDER BY client_id, seq
+
+-- export_delivered_clients --
+SELECT DISTINCT client_id FROM export_deliveries WHERE state = 'delivered' ORDER BY client_id
 
 -- export_purge --
 -- Delete the events (and failed events) of one batch exported more than $1 seconds ago.
@@ -345,26 +593,110 @@ SELECT batch_id, exported_at, event_count, raw_key FROM export_batches
 WHERE state = 'exported' ORDER BY exported_at DESC, batch_id DESC LIMIT 1
 
 -- export_delivery_summary --
-SELECT client_id,
-       count(*) FILTER (WHERE state = 'pending') AS pending_files,
-       COALESCE(sum(event_count) FILTER (WHERE state = 'pending'), 0) AS pending_events,
-       count(*) FILTER (WHERE state = 'delivered') AS delivered_files,
-       COALESCE(sum(event_count) FILTER (WHERE state = 'delivered'), 0) AS delivered_events,
-       max(delivered_at) AS last_delivered_at,
-       -- Pending deliveries whose last attempt failed, and the newest of their errors: a
-       -- failure that pauses nobody (the raw object, not the client's bucket) shows here.
-       count(*) FILTER (WHERE state = 'pending' AND last_error IS NOT NULL) AS failing_files,
-       (array_agg(last_error ORDER BY next_attempt_at DESC)
-            FILTER (WHERE state = 'pending' AND last_error IS NOT NULL))[1] AS delivery_error
-FROM export_deliveries GROUP BY client_id ORDER BY client_id
+-- Per client: deliveries cut and waiting, failing or given up (dead), delivered; events
+-- exported but in no delivery yet (waiting for the client's schedule); the newest error.
+WITH d AS (
+    SELECT client_id,
+           count(*) FILTER (WHERE state = 'pending') AS pending_deliveries,
+           COALESCE(sum(event_count) FILTER (WHERE state = 'pending'), 0) AS pending_events,
+           count(*) FILTER (WHERE state = 'delivered') AS delivered_deliveries,
+           COALESCE(sum(event_count) FILTER (WHERE state = 'delivered'), 0)
+               AS delivered_events,
+           max(delivered_at) AS last_delivered_at,
+           -- Pending deliveries whose last attempt failed, and the newest of their errors:
+           -- a failure that pauses nobody (the raw object, not the client's bucket) shows.
+           count(*) FILTER (WHERE state = 'pending' AND last_error IS NOT NULL)
+               AS failing_deliveries,
+           count(*) FILTER (WHERE state = 'dead') AS dead_deliveries,
+           (array_agg(last_error ORDER BY next_attempt_at DESC)
+                FILTER (WHERE state IN ('pending', 'dead') AND last_error IS NOT NULL))[1]
+               AS delivery_error
+    FROM export_deliveries GROUP BY client_id
+), s AS (
+    SELECT client_id, sum(event_count) AS waiting_events, min(batch_id) AS oldest_batch
+    FROM export_shares WHERE delivery_seq IS NULL GROUP BY client_id
+)
+SELECT client_id, COALESCE(d.pending_deliveries, 0) AS pending_deliveries,
+       COALESCE(d.pending_events, 0) AS pending_events,
+       COALESCE(s.waiting_events, 0)::bigint AS waiting_events,
+       COALESCE(d.delivered_deliveries, 0) AS delivered_deliveries,
+       COALESCE(d.delivered_events, 0) AS delivered_events, d.last_delivered_at,
+       COALESCE(d.failing_deliveries, 0) AS failing_deliveries,
+       COALESCE(d.dead_deliveries, 0) AS dead_deliveries, d.delivery_error,
+       (SELECT claimed_at FROM export_batches WHERE batch_id = s.oldest_batch)
+           AS oldest_waiting_claimed_at
+FROM d FULL JOIN s USING (client_id)
+ORDER BY client_id
+
+-- export_client_schedules --
+-- Every registered client's schedule, threshold, webhook (whether set) and cutting state.
+SELECT c.client_id, c.export_schedule, c.export_threshold, c.notify_url IS NOT NULL AS notify,
+       st.last_tick, st.delivery_requested_at
+FROM clients c LEFT JOIN export_client_state st ON st.client_id = c.client_id
+ORDER BY c.client_id
 
 -- export_unprocessed_objects --
-SELECT count(DISTINCT batch_id) AS objects FROM export_deliveries WHERE state = 'pending'
+-- Raw objects that a delivery still waiting (cut or not) will read.
+SELECT count(DISTINCT s.batch_id) AS objects
+FROM export_shares s
+LEFT JOIN export_deliveries d ON d.client_id = s.client_id AND d.seq = s.delivery_seq
+WHERE s.delivery_seq IS NULL OR d.state = 'pending'
 
 -- export_destination_states --
 SELECT client_id, consecutive_failures, paused_until, last_error, last_failure_at,
        last_success_at, paused_until > now() AS paused
 FROM export_destination_state ORDER BY client_id
+
+-- scheduler_started --
+-- A process starts running the export schedule ($1 runner, $2 role, $3 interval); rows of
+-- schedulers silent for a week go, except the one that ran the newest round.
+WITH pruned AS (
+    DELETE FROM export_schedulers
+    WHERE heartbeat_at < now() - interval '7 days'
+      AND runner <> COALESCE((SELECT runner FROM export_schedulers
+                              WHERE last_round_at IS NOT NULL
+                              ORDER BY last_round_at DESC LIMIT 1), '')
+)
+INSERT INTO export_schedulers (runner, role, interval_s, next_due_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (runner) DO UPDATE
+SET role = EXCLUDED.role, interval_s = EXCLUDED.interval_s, started_at = now(),
+    heartbeat_at = now(), stopped_at = NULL, next_due_at = now()
+
+-- scheduler_heartbeat --
+UPDATE export_schedulers SET heartbeat_at = now() WHERE runner = $1
+
+-- scheduler_round_started --
+-- $2: what started it (schedule or threshold), counted as it starts.
+UPDATE export_schedulers
+SET round_started_at = now(), heartbeat_at = now(),
+    triggers = jsonb_set(triggers, ARRAY[$2::text],
+                         to_jsonb(COALESCE((triggers ->> $2::text)::int, 0) + 1))
+WHERE runner = $1
+
+-- scheduler_round_ended --
+-- $2: the round's report (NULL when it failed), $3: its error, $4: seconds to the next.
+UPDATE export_schedulers
+SET round_started_at = NULL, heartbeat_at = now(),
+    rounds = rounds + (CASE WHEN $2::jsonb IS NULL THEN 0 ELSE 1 END),
+    last_round_at = CASE WHEN $2::jsonb IS NULL THEN last_round_at ELSE now() END,
+    last_round = COALESCE($2::jsonb, last_round),
+    last_error = $3,
+    next_due_at = now() + make_interval(secs => $4)
+WHERE runner = $1
+
+-- scheduler_stopped --
+UPDATE export_schedulers SET stopped_at = now(), round_started_at = NULL WHERE runner = $1
+
+-- scheduler_states --
+-- Every scheduler's row, with whether it runs now: not stopped, and heard from within $1
+-- seconds (one that died without stopping falls silent).
+SELECT runner, role, interval_s, started_at, heartbeat_at, stopped_at, rounds,
+       triggers::text AS triggers, round_started_at, last_round_at,
+       last_round::text AS last_round, last_error, next_due_at,
+       stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1) AS running
+FROM export_schedulers
+ORDER BY runner
 
 -- export_shared_lock --
 -- Held by an export or processing run for its whole length (session level, so that it
@@ -388,16 +720,18 @@ SELECT set_config('lock_timeout', $1::text, true)
 
 -- gdpr_client_exists --
 SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)
-    OR EXISTS (SELECT 1 FROM export_deliveries WHERE client_id = $1)
+    OR EXISTS (SELECT 1 FROM export_shares WHERE client_id = $1)
 
 -- gdpr_client_batches --
--- Every exported raw object holding events of the client ($1), with the client's processed
--- file of that batch: a batch without a delivery for the client holds none of its events.
-SELECT b.batch_id, b.claimed_at, b.raw_key, d.event_count, d.format, d.attempts, d.state,
-       d.object_key, d.layout
-FROM export_deliveries d
-JOIN export_batches b ON b.batch_id = d.batch_id
-WHERE d.client_id = $1 AND b.state = 'exported'
+-- Every exported raw object holding events of the client ($1), with the delivery that holds
+-- them (NULL until one is cut) and its format: a batch without a share of the client holds
+-- none of its events.
+SELECT b.batch_id, b.claimed_at, b.raw_key, s.delivery_seq, d.state AS delivery_state,
+       d.format AS delivery_format
+FROM export_shares s
+JOIN export_batches b ON b.batch_id = s.batch_id
+LEFT JOIN export_deliveries d ON d.client_id = s.client_id AND d.seq = s.delivery_seq
+WHERE s.client_id = $1 AND b.state = 'exported'
 ORDER BY b.batch_id
 
 -- gdpr_failed_batches --
@@ -406,6 +740,11 @@ SELECT batch_id, claimed_at
 FROM export_batches
 WHERE failed_clients @> ARRAY[$1::text] AND state = 'exported'
 ORDER BY batch_id
+
+-- gdpr_client_replays --
+-- The client's replays: where each wrote (or is writing) which deliveries again.
+SELECT replay_id, format, destination, seqs, done FROM export_replays WHERE client_id = $1
+ORDER BY replay_id
 
 -- gdpr_buffer_lines --
 -- The visitor's events still in the buffer, as raw export lines.
@@ -459,9 +798,148 @@ ORDER BY client_id, first_seen, site_id
 -- The ledger's side of a reconciliation: the batches named in $1 (their metering was read)
 -- and every exported batch with events in [$2, $3), with each client's event count (none
 -- while a batch is still pending).
-SELECT b.batch_id, b.state, b.first_created_at, b.last_created_at, d.client_id,
-       d.event_count
-FROM export_batches b LEFT JOIN export_deliveries d USING (batch_id)
+SELECT b.batch_id, b.state, b.first_created_at, b.last_created_at, s.client_id,
+       s.event_count
+FROM export_batches b LEFT JOIN export_shares s USING (batch_id)
 WHERE b.batch_id = ANY($1::bigint[])
    OR (b.state = 'exported' AND b.last_created_at >= $2 AND b.first_created_at < $3)
-ORDER BY b.batch_id, d.client_id
+ORDER BY b.batch_id, s.client_id
+
+-- replay_select --
+-- Client $1's delivered deliveries holding a batch in [$2, $3] and one with events that
+-- arrived in [$4, $5) (each bound open when NULL), by number.
+SELECT DISTINCT d.seq
+FROM export_deliveries d
+JOIN export_shares s ON s.client_id = d.client_id AND s.delivery_seq = d.seq
+JOIN export_batches b ON b.batch_id = s.batch_id
+WHERE d.client_id = $1 AND d.state = 'delivered'
+  AND ($2::bigint IS NULL OR s.batch_id >= $2::bigint)
+  AND ($3::bigint IS NULL OR s.batch_id <= $3::bigint)
+  AND ($4::timestamptz IS NULL OR b.last_created_at >= $4::timestamptz)
+  AND ($5::timestamptz IS NULL OR b.first_created_at < $5::timestamptz)
+ORDER BY d.seq
+
+-- replay_insert --
+-- A replay of the deliveries $8, in format $2 (NULL: the client's now, or $9 when it has
+-- none); one that selected nothing is finished at once.
+INSERT INTO export_replays (client_id, format, destination, since, until, from_batch,
+                            to_batch, seqs, state, finished_at)
+VALUES ($1, COALESCE($2, (SELECT export_format FROM clients WHERE client_id = $1), $9), $3,
+        $4, $5, $6, $7, $8,
+        CASE WHEN cardinality($8::bigint[]) = 0 THEN 'finished' ELSE 'running' END,
+        CASE WHEN cardinality($8::bigint[]) = 0 THEN now() END)
+RETURNING replay_id, format
+
+-- replay_lease --
+-- A running replay that is due ($3: only this one), leased to $1 for $2 seconds.
+UPDATE export_replays r
+SET lease_owner = $1, lease_until = now() + make_interval(secs => $2), attempts = r.attempts + 1
+WHERE r.replay_id = (
+    SELECT replay_id FROM export_replays
+    WHERE state = 'running' AND next_attempt_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+      AND ($3::bigint IS NULL OR replay_id = $3::bigint)
+    ORDER BY replay_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING r.replay_id, r.client_id, r.format, r.destination, r.seqs, r.done, r.attempts
+
+-- replay_progress --
+-- $2 of the replay's deliveries written; the lease is renewed for $4 seconds while ours.
+UPDATE export_replays
+SET done = $2, lease_until = now() + make_interval(secs => $4), last_error = NULL
+WHERE replay_id = $1 AND lease_owner = $3 AND state = 'running'
+RETURNING replay_id
+
+-- replay_finished --
+-- The replay is finished (while ours), with a notice for a client with a webhook
+-- (replay.finished); whether it was ours to finish.
+WITH done AS (
+    UPDATE export_replays
+    SET state = 'finished', finished_at = now(), done = cardinality(seqs), lease_owner = NULL,
+        lease_until = NULL, last_error = NULL
+    WHERE replay_id = $1 AND lease_owner = $2 AND state = 'running'
+    RETURNING replay_id, client_id, format, destination, cardinality(seqs) AS deliveries,
+              since, until, from_batch, to_batch, created_at
+), noticed AS (
+    INSERT INTO export_notices (client_id, kind, payload)
+    SELECT d.client_id, 'replay.finished',
+           jsonb_build_object('replay', d.replay_id, 'format', d.format,
+                              'destination', d.destination, 'deliveries', d.deliveries,
+                              'since', d.since, 'until', d.until,
+                              'from_batch', d.from_batch, 'to_batch', d.to_batch,
+                              'requested_at', d.created_at)
+    FROM done d JOIN clients c ON c.client_id = d.client_id
+    WHERE c.notify_url IS NOT NULL
+)
+SELECT EXISTS (SELECT 1 FROM done)
+
+-- replay_failed --
+UPDATE export_replays
+SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4), lease_owner = NULL,
+    lease_until = NULL
+WHERE replay_id = $1 AND lease_owner = $2 AND state = 'running'
+
+-- replay_list --
+-- Replays, newest first: one ($1), one client's ($2) or all.
+SELECT replay_id, client_id, format, destination, since, until, from_batch, to_batch,
+       cardinality(seqs) AS deliveries, done, state, created_at, finished_at, attempts,
+       last_error, next_attempt_at
+FROM export_replays
+WHERE ($1::bigint IS NULL OR replay_id = $1::bigint)
+  AND ($2::text IS NULL OR client_id = $2::text)
+ORDER BY replay_id DESC
+LIMIT $3
+
+-- replay_retry_now --
+-- Failing replays of client $1 (all when NULL) due again at once; how many.
+WITH retried AS (
+    UPDATE export_replays SET next_attempt_at = now()
+    WHERE state = 'running' AND last_error IS NOT NULL
+      AND ($1::text IS NULL OR client_id = $1::text)
+    RETURNING replay_id
+)
+SELECT count(*) FROM retried
+
+-- notice_lease --
+-- Up to $2 due notices, oldest first, leased for $1 seconds.
+UPDATE export_notices n
+SET lease_until = now() + make_interval(secs => $1), attempts = n.attempts + 1
+FROM (
+    SELECT notice_id FROM export_notices
+    WHERE state = 'pending' AND next_attempt_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY created_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+) picked
+WHERE n.notice_id = picked.notice_id
+RETURNING n.notice_id, n.client_id, n.kind, n.payload::text AS payload, n.created_at,
+          n.attempts
+
+-- notice_attempted --
+-- One attempt at sending a notice: its log line, and the notice sent ($3), given up ($7) or
+-- due again in $6 seconds.
+WITH attempt AS (
+    INSERT INTO export_notice_attempts (notice_id, attempt, status, error, seconds)
+    VALUES ($1, $2, $4, $5, $8)
+)
+UPDATE export_notices
+SET state = CASE WHEN $3 THEN 'sent' WHEN $7 THEN 'failed' ELSE 'pending' END,
+    sent_at = CASE WHEN $3 THEN now() END, last_status = $4, last_error = $5,
+    next_attempt_at = now() + make_interval(secs => $6), lease_until = NULL
+WHERE notice_id = $1
+
+-- notice_list --
+-- Notices of client $1 (all when NULL), newest first, with their attempts.
+SELECT n.notice_id, n.client_id, n.kind, n.payload::text AS payload, n.created_at, n.state,
+       n.attempts, n.sent_at, n.last_status, n.last_error, n.next_attempt_at,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                     'attempt', a.attempt, 'attempted_at', a.attempted_at,
+                     'status', a.status, 'error', a.error, 'seconds', a.seconds)
+                 ORDER BY a.attempt)
+                 FROM export_notice_attempts a WHERE a.notice_id = n.notice_id),
+                '[]')::text AS log
+FROM export_notices n
+WHERE $1::text IS NULL OR n.client_id = $1::text
+ORDER BY n.created_at DESC
+LIMIT $2

@@ -2,9 +2,9 @@
 
 Why hand-rendered: the format is a few lines of text, and the collector's counters already
 live on the objects that do the work (collector outcomes, write buffer, spool, registry
-cache, request counter). A client library would duplicate them into its own registry and
-add a dependency to the hot path; here a scrape reads their typed snapshots in place, on
-the event loop, with no locks.
+cache, request counter, connection pool). A client library would duplicate them into its
+own registry and add a dependency to the hot path; here a scrape reads their typed
+snapshots in place, on the event loop, with no locks.
 
 A source that an app does not have (no spool configured, a pixel-management app without a
 collector) is left out rather than reported as a misleading zero.
@@ -36,6 +36,7 @@ from evothesis.api.transport.request_metrics import COLLECT_LATENCY_BUCKETS, Req
 from evothesis.domain import DropReason, Refusal
 from evothesis.ingest.outcomes import Outcomes
 from evothesis.registry.cache import CacheStatus
+from evothesis.storage.pool import PoolStats
 from evothesis.storage.spool import Spool, SpoolStatus
 from evothesis.storage.write_buffer import BufferStats
 
@@ -64,6 +65,7 @@ class MetricSources:
     spool: SpoolStatus | None = None
     registry: CacheStatus | None = None
     http: RequestMetrics | None = None
+    pool: PoolStats | None = None
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -108,6 +110,8 @@ def render_metrics(sources: MetricSources) -> str:
         families += _registry_families(sources.registry)
     if sources.http is not None:
         families += _http_families(sources.http)
+    if sources.pool is not None:
+        families += _pool_families(sources.pool)
     out: list[str] = []
     for family in families:
         family.render(out)
@@ -344,6 +348,49 @@ def _http_families(http: RequestMetrics) -> list[_Family]:
     return [requests, latency]
 
 
+#: (field of ``PoolStats``, metric name, type, help) in exposition order.
+_POOL_METRICS: Final = (
+    ("size", "evothesis_db_pool_connections", "gauge", "Open PostgreSQL connections."),
+    (
+        "max_size",
+        "evothesis_db_pool_max_connections",
+        "gauge",
+        "Connections the pool opens at most (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW).",
+    ),
+    (
+        "in_use",
+        "evothesis_db_pool_connections_in_use",
+        "gauge",
+        "Connections handed out (flushes, exports, status reads) and not yet given back.",
+    ),
+    (
+        "waiting",
+        "evothesis_db_pool_waiting",
+        "gauge",
+        "Callers waiting for a connection now, because every one is in use.",
+    ),
+    (
+        "waits",
+        "evothesis_db_pool_waits_total",
+        "counter",
+        "Acquires that found every connection in use and waited.",
+    ),
+    (
+        "wait_seconds",
+        "evothesis_db_pool_wait_seconds_total",
+        "counter",
+        "Seconds spent waiting for a connection, in all.",
+    ),
+)
+
+
+def _pool_families(stats: PoolStats) -> list[_Family]:
+    return [
+        _Family(name, kind, help_text).add(getattr(stats, field))
+        for field, name, kind, help_text in _POOL_METRICS
+    ]
+
+
 def _number(value: float | int) -> str:
     if isinstance(value, int):
         return str(value)
@@ -384,7 +431,8 @@ router = APIRouter(tags=["operations"])
 )
 async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     """Counters and gauges for scrapers; no client or site appears in any label."""
-    sources = MetricSources(http=runtime.http_metrics)
+    pool = runtime.services.pool.stats()
+    sources = MetricSources(http=runtime.http_metrics, pool=pool)
     if runtime.has_ingestion:
         ingestion = runtime.ingestion
         sources = MetricSources(
@@ -394,5 +442,6 @@ async def prometheus_metrics(runtime: RuntimeDep) -> Response:
             spool=await asyncio.to_thread(read_spool_status, ingestion.spool),
             registry=ingestion.sites.status(),
             http=runtime.http_metrics,
+            pool=pool,
         )
     return Response(render_metrics(sources), media_type=CONTENT_TYPE)

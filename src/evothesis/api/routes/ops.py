@@ -8,7 +8,7 @@ operator (``api.tokens``).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -70,14 +70,35 @@ async def _health(ingestion: IngestionDep, clock: ClockDep) -> dict[str, Any]:
     return body
 
 
+#: What each number of /events/count is, said in every answer.
+COUNT_DEFINITIONS: Final = {
+    "count": "events stored since the database was created, all time and per client "
+    "(a batch of N events stores N + 1, as /collect counts them); retention does not "
+    "lower it",
+    "buffer": "events PostgreSQL holds now: not yet exported, or exported less than "
+    "BUFFER_RETENTION ago",
+}
+
+
 @router.get(
     "/events/count",
-    summary="Events in the buffer, total and per client",
+    summary="Events stored since the start, and in the buffer now; total and per client",
     dependencies=[Depends(require_reader)],
 )
 async def events_count(ingestion: IngestionDep) -> Response:
-    per_client = await ingestion.events.count()
-    return JSONResponse({"count": sum(per_client.values()), "by_client": per_client})
+    """The seeds' "total event count for monitoring and billing": ``count`` and
+    ``by_client`` are all-time totals; ``buffer`` is what the buffer holds, which exports
+    and retention empty. (Accepted events still in a collector's disk spool count once
+    replayed; billing's accepted events, without batch envelopes: /billing/usage.)"""
+    counts = await ingestion.events.count()
+    return JSONResponse(
+        {
+            "count": sum(counts.total.values()),
+            "by_client": counts.total,
+            "buffer": {"count": sum(counts.buffered.values()), "by_client": counts.buffered},
+            "definitions": COUNT_DEFINITIONS,
+        }
+    )
 
 
 @router.get(
@@ -90,9 +111,11 @@ async def events_recent(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Response:
-    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table."""
+    """A list, newest first; ``limit`` is bounded so a typo cannot dump the table. Each row
+    also carries the seeds' ``eventType`` and ``siteId``, which their ``jq`` filters read."""
     rows = await ingestion.events.recent(min(limit, settings.recent_max_limit))
     for row in rows:
         row["eventType"] = row["event_type"]
+        row["siteId"] = row["site_id"]
         row["raw_event_data"] = orjson.loads(row["raw_event_data"])
     return JSONResponse(rows)

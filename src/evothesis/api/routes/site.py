@@ -26,6 +26,11 @@ def _generic_tracker() -> tuple[bytes, str]:
 
 
 @router.get("/tracking.js", summary="The tracker, configured by window.EvothesisConfig")
+@router.get(
+    "/js/tracking.js",
+    summary="The tracker at the seed documents' path",
+    description="The same script as /tracking.js, where seed 001's snippet loads it.",
+)
 async def tracking_js(request: Request) -> Response:
     body, etag = _generic_tracker()
     return script_response(request, body, etag=etag)

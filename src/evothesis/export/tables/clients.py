@@ -5,10 +5,12 @@ brought up to date instead of read again)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
+
+import pyarrow as pa
 
 from evothesis.errors import ObjectStoreError, TableError
 from evothesis.export.keys import table_key
@@ -38,6 +40,11 @@ class TableRef:
         """How readers name the table: its URI (Delta), its catalog identifier (Iceberg)."""
         if self.fmt == "iceberg":
             return f"{self.client_id}.{TABLE_NAME}"
+        return self.uri
+
+    @property
+    def uri(self) -> str:
+        """Where the table's files are: one table's, whatever its format."""
         return storage(self.spec, table_key(self.client_id, self.fmt))[0]
 
 
@@ -55,12 +62,18 @@ class ClientTables:
         return TableRef(fmt, spec, client_id, self._iceberg_catalog)
 
     async def append(
-        self, ref: TableRef, rows_ipc: bytes, identity: str, metadata: Mapping[str, str]
+        self,
+        ref: TableRef,
+        rows_ipc: Sequence[bytes],
+        identity: str,
+        metadata: Mapping[str, str],
+        held_by: Collection[str],
     ) -> Appended:
-        """Append the rows (Arrow IPC) exactly once under ``identity``; ``crowded`` says
-        whether the table now needs compacting."""
+        """Append the rows (Arrow IPC, in parts appended as one) exactly once under
+        ``identity`` (``EventTable.append``); ``crowded`` says whether the table now needs
+        compacting."""
         appended: Appended = await run_in_table_worker(
-            append_rows, ref, rows_ipc, identity, dict(metadata)
+            append_rows, ref, list(rows_ipc), identity, dict(metadata), frozenset(held_by)
         )
         return appended
 
@@ -114,13 +127,18 @@ def open_table(ref: TableRef) -> EventTable:
 
 
 def append_rows(
-    ref: TableRef, rows_ipc: bytes, identity: str, metadata: dict[str, str]
+    ref: TableRef,
+    rows_ipc: list[bytes],
+    identity: str,
+    metadata: dict[str, str],
+    held_by: frozenset[str],
 ) -> Appended:
     """The append, and whether the table now needs compacting (so that the exporter calls
     maintenance only when there is some to do)."""
 
     def append(table: EventTable) -> Appended:
-        appended = table.append(rows_from_ipc(rows_ipc), identity, metadata)
+        rows = pa.concat_tables([rows_from_ipc(part) for part in rows_ipc])
+        appended = table.append(rows, identity, metadata, held_by)
         return replace(appended, crowded=bool(crowded(table)))
 
     return _guarded(ref, append)

@@ -8,7 +8,7 @@ workers writing the same table at once are kept apart by the table's own optimis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final, Protocol, TypeVar
@@ -46,6 +46,9 @@ class Appended:
     rows: int
     #: The table's version (Delta) or current snapshot id (Iceberg) after the call.
     version: int
+    #: The id the table gave itself when it was made (a Delta table's metadata id, an
+    #: Iceberg table's uuid): a table made anew under the same name has another.
+    table_id: str
     #: Whether a partition now needs compacting (set by the export's worker, which looks).
     crowded: bool = False
 
@@ -66,8 +69,16 @@ class EventTable(Protocol):
     #: Where the table is, as its readers name it (URI, or catalog identifier for Iceberg).
     location: str
 
-    def append(self, rows: pa.Table, identity: str, metadata: Mapping[str, str]) -> Appended:
-        """Append ``rows`` (``schema.table_rows``) under ``identity`` exactly once."""
+    def append(
+        self,
+        rows: pa.Table,
+        identity: str,
+        metadata: Mapping[str, str],
+        held_by: Collection[str] = frozenset(),
+    ) -> Appended:
+        """Append ``rows`` (``schema.table_rows``) under ``identity`` exactly once: not when
+        the table's history has a commit with ``identity``, nor when the table's id is in
+        ``held_by`` (the tables known to hold it, whatever their history still says)."""
 
     def contains(self, identity: str) -> bool:
         """Whether a commit with ``identity`` is in the table's history."""

@@ -16,7 +16,7 @@ DynamoDB lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Final
 
@@ -65,18 +65,26 @@ class DeltaEventTable:
 
     # ------------------------------------------------------------------------ writing
 
-    def append(self, rows: pa.Table, identity: str, metadata: Mapping[str, str]) -> Appended:
+    def append(
+        self,
+        rows: pa.Table,
+        identity: str,
+        metadata: Mapping[str, str],
+        held_by: Collection[str] = frozenset(),
+    ) -> Appended:
         with self._lock:
             return retrying(
-                f"appending to {self.location}", lambda: self._append(rows, identity, metadata)
+                f"appending to {self.location}",
+                lambda: self._append(rows, identity, metadata, held_by),
             )
 
     def _append(
-        self, rows: pa.Table, identity: str, metadata: Mapping[str, str]
+        self, rows: pa.Table, identity: str, metadata: Mapping[str, str], held_by: Collection[str]
     ) -> Appended | None:
         table = self._load() or self._create(rows.schema)
-        if table.transaction_version(identity) is not None:
-            return Appended(identity, False, 0, table.version())
+        table_id = str(table.metadata().id)
+        if table_id in held_by or table.transaction_version(identity) is not None:
+            return Appended(identity, False, 0, table.version(), table_id)
         merge = bool(added_columns(_arrow_schema(table), rows.schema))
         properties = CommitProperties(
             custom_metadata={IDENTITY_KEY: identity, **metadata},
@@ -95,7 +103,7 @@ class DeltaEventTable:
             return None
         except (DeltaError, OSError) as exc:
             raise _error("append to", self.location, exc) from exc
-        return Appended(identity, True, rows.num_rows, table.version())
+        return Appended(identity, True, rows.num_rows, table.version(), table_id)
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         """An empty table (its own commit, so that every append is a plain append whose

@@ -18,7 +18,7 @@ and that is older than the retention (files of crashed writes included).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final
@@ -113,18 +113,26 @@ class IcebergEventTable:
 
     # ------------------------------------------------------------------------ writing
 
-    def append(self, rows: pa.Table, identity: str, metadata: Mapping[str, str]) -> Appended:
+    def append(
+        self,
+        rows: pa.Table,
+        identity: str,
+        metadata: Mapping[str, str],
+        held_by: Collection[str] = frozenset(),
+    ) -> Appended:
         with self._lock:
             return retrying(
-                f"appending to {self.location}", lambda: self._append(rows, identity, metadata)
+                f"appending to {self.location}",
+                lambda: self._append(rows, identity, metadata, held_by),
             )
 
     def _append(
-        self, rows: pa.Table, identity: str, metadata: Mapping[str, str]
+        self, rows: pa.Table, identity: str, metadata: Mapping[str, str], held_by: Collection[str]
     ) -> Appended | None:
         table = self._table()
-        if _has_identity(table, identity):
-            return Appended(identity, False, 0, _snapshot_id(table))
+        table_id = str(table.metadata.table_uuid)
+        if table_id in held_by or _has_identity(table, identity):
+            return Appended(identity, False, 0, _snapshot_id(table), table_id)
         try:
             with table.transaction() as transaction:
                 added = added_columns(table.schema().as_arrow(), rows.schema)
@@ -136,7 +144,7 @@ class IcebergEventTable:
             return None
         except _FAILURES as exc:
             raise _error("append to", self.location, exc) from exc
-        return Appended(identity, True, rows.num_rows, _snapshot_id(table.refresh()))
+        return Appended(identity, True, rows.num_rows, _snapshot_id(table.refresh()), table_id)
 
     def delete_visitor(self, visitor_id: str, metadata: Mapping[str, str]) -> int:
         with self._lock:
