@@ -191,6 +191,8 @@ def test_maintenance_compacts_a_crowded_day_and_keeps_every_identity(tmp_path: P
     done = maintain(events, timedelta(days=7), full=True)
     assert done.partitions_compacted == 1
     assert events.partition_files() == {"2026-12-02": 1}
+    assert events.partition_files(["2026-12-02", "2026-12-03"]) == {"2026-12-02": 1}
+    assert events.partition_files(["2026-12-03"]) == {}
     assert DeltaTable(events.location).to_pyarrow_table().num_rows == 2 * COMPACT_FILES
     assert all(events.contains(f"exp_{n}") for n in range(COMPACT_FILES))
     assert not events.append(rows(range(2)), "exp_0", {}).appended

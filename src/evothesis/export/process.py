@@ -216,10 +216,12 @@ class Processor:
         """Compact a crowded table, and checkpoint and vacuum one not maintained for
         ``MAINTENANCE_INTERVAL_S``, if no other exporter is maintaining it."""
         days, maintained_at = await self._ledger.table_state(ref.client_id, ref.uri)
-        full = (
-            maintained_at is None
-            or (datetime.now(UTC) - maintained_at).total_seconds() >= MAINTENANCE_INTERVAL_S
-        )
+        if maintained_at is None:
+            # New to the ledger: nothing to vacuum yet, the first full pass is a day away.
+            await self._ledger.table_maintained(ref.uri)
+            full = False
+        else:
+            full = (datetime.now(UTC) - maintained_at).total_seconds() >= MAINTENANCE_INTERVAL_S
         if not (crowded or full):
             return
         retention = None if days is None else timedelta(days=days)

@@ -4,20 +4,23 @@ brought up to date instead of read again)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evothesis.errors import ObjectStoreError, TableError
 from evothesis.export.keys import table_key
 from evothesis.export.tables.core import Appended, EventTable, Maintained, crowded, maintain
 from evothesis.export.tables.delta import DeltaEventTable, storage
 from evothesis.export.tables.iceberg import TABLE_NAME, IcebergEventTable
-from evothesis.export.tables.schema import rows_from_ipc
+from evothesis.export.tables.schema import PARTITION_COLUMN, rows_from_ipc
 from evothesis.objects.buckets import BucketSpec
 from evothesis.objects.cpu import run_in_table_worker
 
@@ -55,6 +58,9 @@ class ClientTables:
     def __init__(self, *, iceberg_catalog: str, retention: timedelta) -> None:
         self._iceberg_catalog = iceberg_catalog
         self.retention = retention
+        #: One append at a time per table from this process (by its location): appends
+        #: racing for the same table's next commit only make all but one write again.
+        self._appending: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def ref(self, fmt: str, spec: BucketSpec, client_id: str) -> TableRef:
         if fmt not in ("delta", "iceberg"):
@@ -71,10 +77,11 @@ class ClientTables:
     ) -> Appended:
         """Append the rows (Arrow IPC, in parts appended as one) exactly once under
         ``identity`` (``EventTable.append``); ``crowded`` says whether the table now needs
-        compacting."""
-        appended: Appended = await run_in_table_worker(
-            append_rows, ref, list(rows_ipc), identity, dict(metadata), frozenset(held_by)
-        )
+        compacting. Other processes' appends to the table are kept apart by its commits."""
+        async with self._appending[ref.uri]:
+            appended: Appended = await run_in_table_worker(
+                append_rows, ref, list(rows_ipc), identity, dict(metadata), frozenset(held_by)
+            )
         return appended
 
     async def maintain(
@@ -139,7 +146,8 @@ def append_rows(
     def append(table: EventTable) -> Appended:
         rows = pa.concat_tables([rows_from_ipc(part) for part in rows_ipc])
         appended = table.append(rows, identity, metadata, held_by)
-        return replace(appended, crowded=bool(crowded(table)))
+        days = pc.unique(rows.column(PARTITION_COLUMN)).cast(pa.string()).to_pylist()
+        return replace(appended, crowded=bool(crowded(table, days)))
 
     return _guarded(ref, append)
 

@@ -86,8 +86,9 @@ class EventTable(Protocol):
     def delete_visitor(self, visitor_id: str, metadata: Mapping[str, str]) -> int:
         """Delete every row of the visitor from the current version; how many there were."""
 
-    def partition_files(self) -> dict[str, int]:
-        """Data files per ``event_date`` partition of the current version."""
+    def partition_files(self, days: Collection[str] | None = None) -> dict[str, int]:
+        """Data files per ``event_date`` partition (``YYYY-MM-DD``) of the current version:
+        every partition's, or only those of ``days`` (which an append touched: cheaper)."""
 
     def compact(self, partitions: list[str]) -> None:
         """Rewrite each partition's files as one (rows and their order kept)."""
@@ -99,9 +100,10 @@ class EventTable(Protocol):
         """Remove data files no version younger than ``retention`` needs; how many."""
 
 
-def crowded(table: EventTable) -> list[str]:
-    """The partitions that gathered ``COMPACT_FILES`` files."""
-    return sorted(day for day, n in table.partition_files().items() if n >= COMPACT_FILES)
+def crowded(table: EventTable, days: Collection[str] | None = None) -> list[str]:
+    """The partitions (of ``days`` only, when given) that gathered ``COMPACT_FILES`` files."""
+    files = table.partition_files(days)
+    return sorted(day for day, n in files.items() if n >= COMPACT_FILES)
 
 
 def maintain(table: EventTable, retention: timedelta, *, full: bool) -> Maintained:

@@ -153,14 +153,17 @@ class DeltaEventTable:
 
     # ---------------------------------------------------------------------- maintenance
 
-    def partition_files(self) -> dict[str, int]:
+    def partition_files(self, days: Collection[str] | None = None) -> dict[str, int]:
         table = self._load()
         if table is None:
             return {}
         actions = pa.table(table.get_add_actions(flatten=True))
-        days = actions.column(f"partition.{PARTITION_COLUMN}").cast(pa.string())
-        counts = pc.value_counts(days).to_pylist()
-        return {str(entry["values"]): int(entry["counts"]) for entry in counts}
+        found = actions.column(f"partition.{PARTITION_COLUMN}").cast(pa.string())
+        counts = {
+            str(entry["values"]): int(entry["counts"])
+            for entry in pc.value_counts(found).to_pylist()
+        }
+        return counts if days is None else {d: n for d, n in counts.items() if d in days}
 
     def compact(self, partitions: list[str]) -> None:
         with self._lock:

@@ -18,8 +18,9 @@ and that is older than the retention (files of crashed writes included).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -33,7 +34,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import EqualTo, In
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -144,7 +145,8 @@ class IcebergEventTable:
             return None
         except _FAILURES as exc:
             raise _error("append to", self.location, exc) from exc
-        return Appended(identity, True, rows.num_rows, _snapshot_id(table.refresh()), table_id)
+        # The transaction's commit brought ``table`` up to the new metadata.
+        return Appended(identity, True, rows.num_rows, _snapshot_id(table), table_id)
 
     def delete_visitor(self, visitor_id: str, metadata: Mapping[str, str]) -> int:
         with self._lock:
@@ -167,15 +169,29 @@ class IcebergEventTable:
 
     # ---------------------------------------------------------------------- maintenance
 
-    def partition_files(self) -> dict[str, int]:
+    def partition_files(self, days: Collection[str] | None = None) -> dict[str, int]:
+        """Every partition's from the table's file listing; only ``days``' from the files a
+        scan of those days plans, which reads only the manifests that may hold them (the
+        listing reads every manifest, one more per append)."""
         table = self._table()
         if table.current_snapshot() is None:
             return {}
+        if days is not None:
+            if not days:
+                return {}
+            tasks = table.scan(
+                row_filter=In(term=PARTITION_COLUMN, literals=set(days))
+            ).plan_files()
+            epoch = date(1970, 1, 1)
+            planned = Counter(
+                (epoch + timedelta(days=task.file.partition[0])).isoformat() for task in tasks
+            )
+            return dict(planned)
         files = table.inspect.files()
-        days = pc.struct_field(files.column("partition"), PARTITION_COLUMN).cast(pa.string())
+        found = pc.struct_field(files.column("partition"), PARTITION_COLUMN).cast(pa.string())
         return {
             str(entry["values"]): int(entry["counts"])
-            for entry in pc.value_counts(days).to_pylist()
+            for entry in pc.value_counts(found).to_pylist()
         }
 
     def compact(self, partitions: list[str]) -> None:
