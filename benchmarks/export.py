@@ -1,8 +1,10 @@
-"""Export benchmark: a backlog of events in PostgreSQL drained to raw and Parquet objects.
+"""Export benchmark: a backlog of events in PostgreSQL drained to raw objects and to each
+client's Parquet files or table.
 
     .venv/bin/python -m benchmarks.export [--events 1000000] [--runs 3] [--clients 20]
                                           [--stores local,moto] [--batch-size 10000]
-                                          [--sequential]
+                                          [--formats parquet,delta,iceberg] [--sequential]
+                                          [--schedule real-time|hourly]
 
 For every run: an embedded PostgreSQL (temporary folder) is filled with ``--events``
 realistic events spread over ``--clients`` clients (SQL ``generate_series``, so filling is
@@ -11,7 +13,15 @@ to the raw bucket (gzip JSON Lines, with metering) and processes them into per-c
 Parquet files as batches land, on a local-folder store and on a moto S3 server on loopback
 (``moto_server``, a process of its own). ``--sequential`` runs the whole raw export first
 and the processing after it, to time each phase on its own. Afterwards the objects are
-read back and their events counted: a run that loses or duplicates events fails.
+read back and their events counted: a run that loses or duplicates events fails. The
+worker pools (encoding, table commits) are started before the first run, as a long-running
+exporter has them. With
+``--formats``, every store is run once per format on the same backlog (``parquet`` first: the
+table formats are reported as a ratio to it), each table read back by its own library.
+``--schedule`` is the clients' delivery schedule: ``real-time`` (a delivery per batch and
+client, as each batch is exported: for a table, a commit each) or ``hourly`` (the round runs
+at the next hour's tick, so each client's backlog is cut into deliveries of at most 100,000
+events once the raw export has caught up: for a table, a commit or a few).
 
 The baseline, measured in the same run on the same rows, is PostgreSQL alone reading the
 backlog through the raw export's own query (``COPY (SELECT <metering columns, JSON line>)
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import itertools
 import json
 import shutil
 import statistics
@@ -32,16 +43,23 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from deltalake import DeltaTable
+from pyiceberg.catalog import load_catalog
 
+from evothesis.clock import FixedClock
 from evothesis.config import Settings
+from evothesis.export.keys import table_key
 from evothesis.export.ledger import Batch, ExportLedger
+from evothesis.export.tables.delta import storage as delta_storage
+from evothesis.export.tables.iceberg import catalog_properties, file_io_properties
+from evothesis.objects.cpu import TABLE_WORKERS, WORKERS, run_in_table_worker, run_in_worker
 from evothesis.registry.secrets import generate_key
-from evothesis.services import PoolSize, open_services
+from evothesis.services import PoolSize, export_buckets, open_services
 from evothesis.storage.migrate import upgrade
 from tests.support.loopback import free_port, wait_listening
 
@@ -80,13 +98,14 @@ async def baseline(pool: asyncpg.Pool, ledger: ExportLedger) -> float:
     return time.perf_counter() - started
 
 
-async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: Any) -> dict:
+async def one_run(
+    database_url: str, store: str, fmt: str, args: argparse.Namespace, s3: Any
+) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="evothesis-export-bench-"))
     env: dict[str, Any] = {
         "EVOTHESIS_DATA_DIR": str(data_dir),
-        "EXPORT_FORMAT": "parquet",
-        # A delivery per batch and client as it is exported: what one round can measure.
-        "EXPORT_SCHEDULE": "real-time",
+        "EXPORT_FORMAT": fmt,
+        "EXPORT_SCHEDULE": args.schedule,
         "EXPORT_BATCH_SIZE": args.batch_size,
         "EVOTHESIS_SECRET_KEY": generate_key(),
     }
@@ -109,13 +128,18 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             },
         )
     settings = Settings(_env_file=None, ENVIRONMENT="test", **env)
+    # Hourly: the round runs at the next tick, when every batch of the backlog is due.
+    clock = (
+        FixedClock(datetime.now(UTC) + timedelta(hours=1)) if args.schedule == "hourly" else None
+    )
     async with open_services(
-        settings, database_url=database_url, pool_size=PoolSize(2, 6)
+        settings, database_url=database_url, pool_size=PoolSize(2, 6), clock=clock
     ) as services:
         async with services.pool.acquire() as connection:
             await connection.execute(
                 "TRUNCATE events_log, export_shares, export_deliveries, export_batches,"
-                " export_destination_state, export_client_state"
+                " export_destination_state, export_client_state, export_table_maintenance,"
+                " export_table_commits, iceberg_tables, iceberg_namespace_properties"
             )
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
             await connection.execute(FILL, args.events, args.clients, timeout=600)
@@ -146,10 +170,14 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
             for item in page.get("Contents", []):
                 body = client.get_object(Bucket=names["raw"], Key=item["Key"])["Body"].read()
                 counted += len(gzip.decompress(body).splitlines())
-    shutil.rmtree(data_dir)
     assert counted == args.events, f"raw objects hold {counted} events, not {args.events}"
+    if fmt in ("delta", "iceberg"):
+        in_tables = count_table_rows(settings, database_url, fmt, args.clients)
+        assert in_tables == args.events, f"the tables hold {in_tables} events, not {args.events}"
+    shutil.rmtree(data_dir)
     return {
         "store": store,
+        "format": fmt,
         "raw_events_per_s": args.events / raw_s,
         # Sequential: processing alone. Otherwise what is left after the raw export ends.
         "process_s": total_s - raw_s,
@@ -158,6 +186,39 @@ async def one_run(database_url: str, store: str, args: argparse.Namespace, s3: A
         "baseline_read_s": read_s,
         "raw_over_baseline": raw_s / read_s,
     }
+
+
+def count_table_rows(settings: Settings, database_url: str, fmt: str, clients: int) -> int:
+    """Every client's table read back by its own library (delta-rs, pyiceberg)."""
+    spec = export_buckets(settings).processed
+    catalog = load_catalog(
+        "evothesis", **catalog_properties(database_url), **file_io_properties(spec)
+    )
+    total = 0
+    for n in range(clients):
+        client_id = f"client_{n}"
+        if fmt == "delta":
+            location, options = delta_storage(spec, table_key(client_id, fmt))
+            total += DeltaTable(location, storage_options=options).count()
+        else:
+            table = catalog.load_table((client_id, "events"))
+            total += table.scan(selected_fields=("id",)).to_arrow().num_rows
+    return total
+
+
+def _warm_worker() -> None:
+    """A task that lets a worker start: unpickling it imports this module (and so the
+    export's table libraries) in the worker."""
+    time.sleep(0.5)
+
+
+async def warm_pools() -> None:
+    """Start every worker of both pools (encoding, tables) before anything is timed: a
+    long-running exporter starts them once, and the first run would pay for it alone."""
+    await asyncio.gather(
+        *(run_in_worker(_warm_worker) for _ in range(WORKERS)),
+        *(run_in_table_worker(_warm_worker) for _ in range(TABLE_WORKERS)),
+    )
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
@@ -187,6 +248,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--stores", default="local,moto")
     parser.add_argument(
+        "--formats",
+        default="parquet",
+        help="client formats to run, each on the same backlog: parquet, delta, iceberg",
+    )
+    parser.add_argument(
+        "--schedule",
+        default="real-time",
+        choices=("real-time", "hourly"),
+        help="the clients' delivery schedule (hourly: the round runs at the next tick)",
+    )
+    parser.add_argument(
         "--sequential",
         action="store_true",
         help="export the whole backlog, then process it (the phases measured apart) instead\n"
@@ -194,6 +266,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -219,13 +292,15 @@ def main() -> None:
                 ),
                 endpoint,
             )
+        asyncio.run(warm_pools())
         results: list[dict] = []
         for run in range(args.runs):
-            for store in stores:
-                result = asyncio.run(one_run(server.get_uri(), store, args, s3))
+            for store, fmt in itertools.product(stores, formats):
+                result = asyncio.run(one_run(server.get_uri(), store, fmt, args, s3))
                 results.append(result)
                 print(
-                    f"run {run + 1} {store:5}: raw {result['raw_events_per_s']:,.0f} events/s, "
+                    f"run {run + 1} {store:5} {fmt:7}: "
+                    f"raw {result['raw_events_per_s']:,.0f} events/s, "
                     f"processing {'' if args.sequential else 'after it '}"
                     f"{result['process_s']:.1f} s, "
                     f"end to end {result['end_to_end_s']:.1f} s "
@@ -233,13 +308,22 @@ def main() -> None:
                     f"raw / PostgreSQL read = {result['raw_over_baseline']:.2f}",
                     flush=True,
                 )
-        print(f"\nmedian of {args.runs} runs, {args.events:,} events, {args.clients} clients:")
-        for store in stores:
-            mine = [r for r in results if r["store"] == store]
+        print(
+            f"\nmedian of {args.runs} runs, {args.events:,} events, {args.clients} clients, "
+            f"{args.schedule}:"
+        )
+        for store, fmt in itertools.product(stores, formats):
+            mine = [r for r in results if r["store"] == store and r["format"] == fmt]
             summary = {
-                key: statistics.median(r[key] for r in mine) for key in mine[0] if key != "store"
+                key: statistics.median(r[key] for r in mine)
+                for key in mine[0]
+                if key not in ("store", "format")
             }
-            print(f"RESULT {json.dumps({'store': store, **summary})}")
+            if fmt != "parquet" and "parquet" in formats:
+                files = [r for r in results if r["store"] == store and r["format"] == "parquet"]
+                parquet_s = statistics.median(r["end_to_end_s"] for r in files)
+                summary["end_to_end_over_parquet"] = summary["end_to_end_s"] / parquet_s
+            print(f"RESULT {json.dumps({'store': store, 'format': fmt, **summary})}")
     finally:
         if moto is not None:
             moto.terminate()

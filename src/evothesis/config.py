@@ -76,6 +76,8 @@ KNOWN_PREFIXES: Final = (
     "BILLING_",
     "GEOIP_",
     "CONSOLE_",
+    "TABLE_",
+    "ICEBERG_",
 )
 
 #: Names with a known prefix that the deployment files read, not Evothesis
@@ -439,7 +441,20 @@ class Settings(BaseSettings):
     export_format: ExportFormat = Field(
         ExportFormat.JSON,
         alias="EXPORT_FORMAT",
-        description="processed format when a client has none: json | jsonl | csv | parquet",
+        description="processed format when a client has none: json | jsonl | csv | parquet "
+        "| delta | iceberg",
+    )
+    table_retention_s: Duration = Field(
+        7 * 86400.0,
+        alias="TABLE_RETENTION",
+        description="how long delta/iceberg tables keep removed files (time travel, deleted "
+        "visitors) before vacuum, unless the client sets its own (default 7d)",
+    )
+    iceberg_catalog: str | None = Field(
+        None,
+        alias="ICEBERG_CATALOG",
+        description="catalog of iceberg tables: a PostgreSQL URL (SQL catalog) or an "
+        "http(s) REST catalog URL; unset = the SQL catalog in Evothesis' own database",
     )
     buffer_retention_s: Duration = Field(
         6 * 3600.0,

@@ -110,7 +110,8 @@ class UserIdStorage(StrEnum):
 
 
 class ExportFormat(StrEnum):
-    """The file format of a client's processed exports."""
+    """The format of a client's processed exports: one file per delivery (json, csv,
+    parquet) or rows appended to a table in the client's bucket (delta, iceberg)."""
 
     #: Seed 004's JSON document: ``{"export_metadata": {…}, "events": […]}``.
     JSON = "json"
@@ -118,6 +119,19 @@ class ExportFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
+    DELTA = "delta"
+    ICEBERG = "iceberg"
+
+
+class FileLayout(StrEnum):
+    """Where a client's files go under ``processed-events/<client_id>/`` (tables are always
+    partitioned Hive-style)."""
+
+    #: ``YYYY/MM/DD/`` of the delivery's claim day: the seeds' layout.
+    DATED = "dated"
+    #: ``export_date=YYYY-MM-DD/`` of the delivery's claim day, which BigQuery, Athena,
+    #: DuckDB and Spark read as a partition column without configuration.
+    HIVE = "hive"
 
 
 class DeliveryTrigger(StrEnum):

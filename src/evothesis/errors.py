@@ -269,6 +269,18 @@ class ObjectStoreError(EvothesisError):
     code = "object_store_error"
 
 
+class TableError(ObjectStoreError):
+    """A client's table (Delta Lake or Iceberg) could not be read, written or maintained."""
+
+    code = "table_error"
+
+
+class SchemaChangeRefused(TableError):
+    """Rows whose schema is not the table's plus new nullable columns."""
+
+    code = "schema_change_refused"
+
+
 class BucketConfigError(ObjectStoreError):
     """A bucket URL or option cannot name a store."""
 

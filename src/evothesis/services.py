@@ -175,13 +175,15 @@ def event_limits(settings: Settings) -> EventLimits:
     )
 
 
-def pipeline_settings(settings: Settings) -> PipelineSettings:
+def pipeline_settings(settings: Settings, database_url: str) -> PipelineSettings:
     return PipelineSettings(
         batch_size=settings.export_batch_size,
         default_format=settings.export_format,
         retention_s=settings.buffer_retention_s,
         lease_s=settings.export_lease_s,
         interval_s=settings.export_interval_s,
+        table_retention_s=settings.table_retention_s,
+        iceberg_catalog=settings.iceberg_catalog or database_url,
         default_schedule=settings.export_schedule,
         notice_after_s=settings.export_notice_after_s,
         dead_letter_after_s=settings.export_dead_letter_after_s,
@@ -278,7 +280,7 @@ async def open_services(
         pipeline = ExportPipeline(
             pool,
             export_buckets(settings),
-            pipeline_settings(settings),
+            pipeline_settings(settings, database_url),
             targets=_export_targets(registry, box_error),
             clock=clock,
         )

@@ -67,6 +67,7 @@ def test_add_prints_the_record_and_the_write_key_once(
         "--ip-collection", "anonymized", "--ignore-dnt", "--consent", "required",
         "--bots", "drop", "--domain", "Acme.example", "-d", "*.acme.example",
         "--export-destination", "s3://acme-events", "--export-format", "csv",
+        "--export-layout", "hive", "--table-retention-days", "30",
         env=env,
     )  # fmt: skip
 
@@ -84,6 +85,8 @@ def test_add_prints_the_record_and_the_write_key_once(
         "user_id_storage": None,
         "export_destination": "s3://acme-events",
         "export_format": "csv",
+        "export_layout": "hive",
+        "table_retention_days": 30,
         "has_export_credentials": False,
         "export_schedule": None,
         "export_threshold": None,

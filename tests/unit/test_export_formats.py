@@ -28,6 +28,7 @@ from evothesis.export.formats import (
     EXPORT_FORMATS,
     FILE_EXTENSIONS,
     PARQUET_SCHEMA,
+    TABLE_FORMATS,
     RawEvent,
     RawLines,
     encode_events,
@@ -226,7 +227,8 @@ def test_columns_and_schema_line_up() -> None:
     assert tuple(PARQUET_SCHEMA.names) == EXPORT_COLUMNS
     assert set(FILE_EXTENSIONS) == set(EXPORT_FORMATS) == {"json", "jsonl", "csv", "parquet"}
     assert (FILE_EXTENSIONS["json"], FILE_EXTENSIONS["jsonl"]) == ("json", "jsonl")
-    assert set(EXPORT_FORMATS) == set(ExportFormat)
+    assert set(EXPORT_FORMATS) | set(TABLE_FORMATS) == set(ExportFormat)
+    assert not set(EXPORT_FORMATS) & set(TABLE_FORMATS)
     nullable = {field.name for field in PARQUET_SCHEMA if field.nullable}
     assert nullable == set(OPTIONAL_TEXT)
     assert PARQUET_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")

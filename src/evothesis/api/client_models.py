@@ -21,6 +21,7 @@ from evothesis.domain import (
     BotPolicy,
     ConsentMode,
     ExportFormat,
+    FileLayout,
     IpCollection,
     PrivacyLevel,
     UserIdStorage,
@@ -48,6 +49,7 @@ def _salt_from_hex(value: object) -> object:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+RetentionDays = Annotated[int, Field(ge=0, le=3650)]
 Destination = Annotated[str, Field(min_length=1, max_length=2000)]
 Credentials = dict[str, str]
 Salt = Annotated[
@@ -113,6 +115,17 @@ SETTINGS: Final[dict[str, tuple[str, str]]] = {
         "json (seed 004's document: export metadata and the events), jsonl (one event a "
         "line), csv or parquet.",
     ),
+    "export_layout": (
+        "File layout",
+        "dated: processed-events/<client>/YYYY/MM/DD/… as the seeds show; hive: "
+        "export_date=YYYY-MM-DD/ folders (the delivery's day) that engines prune without "
+        "configuration.",
+    ),
+    "table_retention_days": (
+        "Table retention (days)",
+        "Days a delta/iceberg table keeps removed files (time travel, deleted visitors) "
+        "before vacuum; empty: the operator's TABLE_RETENTION.",
+    ),
     "export_credentials": (
         "Export credentials",
         "Write-only: access_key_id, secret_access_key, session_token, endpoint, region. "
@@ -173,7 +186,7 @@ _STRICT: Final = ConfigDict(extra="forbid", validate_default=True)
 
 #: Changes that may be ``null``: clearing the export destination or its credentials, the
 #: schedule (back to EXPORT_SCHEDULE), the threshold, the webhook, the user-id storage (back
-#: to the privacy level's).
+#: to the privacy level's), the client's own table retention (back to TABLE_RETENTION).
 _NULLABLE_CHANGES: Final = frozenset(
     {
         "export_destination",
@@ -183,6 +196,7 @@ _NULLABLE_CHANGES: Final = frozenset(
         "notify_url",
         "notify_secret",
         "user_id_storage",
+        "table_retention_days",
     }
 )
 
@@ -203,6 +217,8 @@ class ClientCreate(BaseModel):
     user_id_storage: UserIdStorage | None = _setting("user_id_storage")
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat = _setting("export_format", ExportFormat.JSON)
+    export_layout: FileLayout = _setting("export_layout", FileLayout.DATED)
+    table_retention_days: RetentionDays | None = _setting("table_retention_days")
     export_credentials: Credentials | None = _setting("export_credentials")
     export_schedule: Schedule | None = _setting("export_schedule", examples=SCHEDULES)
     export_threshold: Threshold | None = _setting("export_threshold")
@@ -236,6 +252,8 @@ class ClientChanges(BaseModel):
     user_id_storage: UserIdStorage | None = _setting("user_id_storage")
     export_destination: Destination | None = _setting("export_destination")
     export_format: ExportFormat | None = _setting("export_format")
+    export_layout: FileLayout | None = _setting("export_layout")
+    table_retention_days: RetentionDays | None = _setting("table_retention_days")
     export_credentials: Credentials | None = _setting("export_credentials")
     export_schedule: Schedule | None = _setting("export_schedule", examples=SCHEDULES)
     export_threshold: Threshold | None = _setting("export_threshold")

@@ -29,6 +29,7 @@ from evothesis.domain import (
     BotPolicy,
     ConsentMode,
     ExportFormat,
+    FileLayout,
     IpCollection,
     PrivacyLevel,
     UserIdStorage,
@@ -68,6 +69,16 @@ _THRESHOLD = typer.Option(
 _NOTIFY_URL = typer.Option(
     help="Webhook told (signed) about paused and resumed destinations, failing and "
     "dead-lettered deliveries and finished replays."
+)
+_USER_IDS = typer.Option(
+    help="What a Segment message's userId is stored as (default: the privacy level's: "
+    "standard kept, gdpr hashed; hipaa always drops them)."
+)
+_LAYOUT = typer.Option(help="Folders of the files: dated (YYYY/MM/DD) or hive (export_date=…).")
+_TABLE_RETENTION = typer.Option(
+    min=0,
+    max=3650,
+    help="Days a table keeps removed files before vacuum (default TABLE_RETENTION).",
 )
 
 clients_app = command_group("clients", "Create, list and change clients in the registry.")
@@ -109,13 +120,7 @@ def add_client(
             "write key (stored events say how they were authenticated either way).",
         ),
     ] = False,
-    user_ids: Annotated[
-        UserIdStorage | None,
-        typer.Option(
-            help="What a Segment message's userId is stored as (default: the privacy "
-            "level's: standard kept, gdpr hashed; hipaa always drops them)."
-        ),
-    ] = None,
+    user_ids: Annotated[UserIdStorage | None, _USER_IDS] = None,
     domains: Annotated[
         list[str] | None,
         typer.Option(
@@ -127,8 +132,13 @@ def add_client(
     ] = None,
     export_format: Annotated[
         ExportFormat,
-        typer.Option(help="File format of processed exports (json: the seed's document)."),
+        typer.Option(
+            help="Format of processed exports: files (json: the seed's document) or a "
+            "delta/iceberg table."
+        ),
     ] = ExportFormat.JSON,
+    export_layout: Annotated[FileLayout, _LAYOUT] = FileLayout.DATED,
+    table_retention_days: Annotated[int | None, _TABLE_RETENTION] = None,
     export_schedule: Annotated[str | None, _SCHEDULE] = None,
     export_threshold: Annotated[int | None, _THRESHOLD] = None,
     notify_url: Annotated[str | None, _NOTIFY_URL] = None,
@@ -150,6 +160,8 @@ def add_client(
         user_id_storage=user_ids,
         export_destination=export_destination,
         export_format=export_format,
+        export_layout=export_layout,
+        table_retention_days=table_retention_days,
         export_schedule=export_schedule,
         export_threshold=export_threshold,
         notify_url=notify_url,
@@ -228,6 +240,10 @@ def update_client(
             help="Refuse events with neither a page of the client nor its write key.",
         ),
     ] = None,
+    user_ids: Annotated[UserIdStorage | None, _USER_IDS] = None,
+    default_user_ids: Annotated[
+        bool, typer.Option("--default-user-ids", help="Back to the privacy level's.")
+    ] = False,
     export_destination: Annotated[
         str | None,
         typer.Option(
@@ -236,7 +252,8 @@ def update_client(
         ),
     ] = None,
     export_format: Annotated[
-        ExportFormat | None, typer.Option(help="File format of processed exports.")
+        ExportFormat | None,
+        typer.Option(help="Format of processed exports: files or a delta/iceberg table."),
     ] = None,
     export_credentials: Annotated[
         list[str] | None,
@@ -250,6 +267,11 @@ def update_client(
     ] = None,
     clear_export_credentials: Annotated[
         bool, typer.Option(help="Remove the destination's stored credentials.")
+    ] = False,
+    export_layout: Annotated[FileLayout | None, _LAYOUT] = None,
+    table_retention_days: Annotated[int | None, _TABLE_RETENTION] = None,
+    default_table_retention: Annotated[
+        bool, typer.Option("--default-table-retention", help="Back to TABLE_RETENTION.")
     ] = False,
     export_schedule: Annotated[str | None, _SCHEDULE] = None,
     export_threshold: Annotated[int | None, _THRESHOLD] = None,
@@ -285,7 +307,10 @@ def update_client(
             "consent_mode": consent,
             "bot_policy": bots,
             "require_write_key": require_write_key,
+            "user_id_storage": user_ids,
             "export_format": export_format,
+            "export_layout": export_layout,
+            "table_retention_days": table_retention_days,
             "export_schedule": export_schedule,
             "export_threshold": export_threshold,
             "notify_url": notify_url,
@@ -303,6 +328,10 @@ def update_client(
         given["export_credentials"] = None
     if default_schedule:
         given["export_schedule"] = None
+    if default_table_retention:
+        given["table_retention_days"] = None
+    if default_user_ids:
+        given["user_id_storage"] = None
     if no_threshold:
         given["export_threshold"] = None
     if no_notify:

@@ -9,15 +9,17 @@ client's schedule or by a trigger:
 * **content** its shares (each share belongs to exactly one delivery), its ``format`` and
   ``cut_at`` (the manifests' export time), all fixed when it is cut and never changed;
 * **files** one per claim day (UTC) of its batches, in its format, each with a manifest:
-  ``processed-events/<client>/YYYY/MM/DD/delivery-<seq>.<ext>``. A real-time delivery
-  (one share, cut as soon as its batch is exported) keeps the per-batch name
-  ``batch-<n>.<ext>`` the pipeline always used.
+  ``processed-events/<client>/YYYY/MM/DD/delivery-<seq>.<ext>`` (``export_date=YYYY-MM-DD/``
+  in the Hive-style ``layout``, also fixed when it is cut). A real-time delivery (one
+  share, cut as soon as its batch is exported) keeps the per-batch name ``batch-<n>.<ext>``
+  the pipeline always used.
 
 Everything written is a pure function of the delivery (and of the raw objects, which never
 change but for a data-subject deletion): a delivery retried after a crash, or written again
 by a replay, writes the same keys with the same bytes. A destination that is not a folder of
-files (a table format) takes the same unit: ``seq`` orders a client's deliveries, so a
-table commit can carry it as its idempotency version.
+files (a table format, ``export.tables``) takes the same unit: all of a delivery's rows go
+into one commit that carries its ``delivery_id``, named as its files are, by which the table
+recognises a delivery it already holds (a retry, a replay, a racing exporter).
 
 How big a cut may be is bounded (``MAX_DELIVERY_EVENTS``): a period with more events than
 that is cut into several deliveries, each one file per day, so that no delivery is more
@@ -32,7 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from evothesis.domain import DeliveryTrigger
-from evothesis.export.keys import delivery_key, processed_key
+from evothesis.export.keys import batch_name, delivery_key, delivery_name, processed_key
 from evothesis.schedules import DeliverySchedule
 
 __all__ = [
@@ -81,6 +83,8 @@ class Delivery:
     #: In batch order.
     shares: tuple[Share, ...]
     attempts: int = 0
+    #: The folders of its files (``domain.FileLayout``).
+    layout: str = "dated"
 
     @property
     def event_count(self) -> int:
@@ -106,16 +110,24 @@ class Delivery:
         fmt = fmt or self.format
         if self.per_batch:
             (share,) = self.shares
-            return processed_key(self.client_id, share.batch_id, share.claimed_at, fmt)
-        return delivery_key(self.client_id, self.seq, day, fmt)
+            return processed_key(self.client_id, share.batch_id, share.claimed_at, fmt, self.layout)
+        return delivery_key(self.client_id, self.seq, day, fmt, self.layout)
 
     def shares_of(self, day: date) -> list[Share]:
         return [share for share in self.shares if share.day == day]
 
+    @property
+    def delivery_id(self) -> str:
+        """The delivery's name among every client's, as its files are named (by batch in
+        real time, else by number): what a table commit of it carries."""
+        if self.per_batch:
+            return f"exp_{batch_name(self.shares[0].batch_id)}_{self.client_id}"
+        return f"exp_{delivery_name(self.seq)}_{self.client_id}"
+
     def export_id(self, day: date) -> str:
         if self.per_batch:
-            return f"exp_batch-{self.shares[0].batch_id:012d}_{self.client_id}"
-        return f"exp_delivery-{self.seq:012d}_{self.client_id}_{day.isoformat()}"
+            return self.delivery_id
+        return f"{self.delivery_id}_{day.isoformat()}"
 
 
 # --------------------------------------------------------------------------------- cutting

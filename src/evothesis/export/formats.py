@@ -32,6 +32,9 @@ EXPORT_FORMATS: Final = ("json", "jsonl", "csv", "parquet")
 FILE_EXTENSIONS: Final = {"json": "json", "jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
 #: The formats written from the events' structs alone, without Arrow columns.
 JSON_FORMATS: Final = frozenset({"json", "jsonl"})
+#: Formats delivered as rows appended to a table in the client's bucket (``export.tables``)
+#: rather than as files; their rows are ``PARQUET_SCHEMA``'s.
+TABLE_FORMATS: Final = ("delta", "iceberg")
 
 
 class RawEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -550,12 +553,9 @@ def _values(events: Sequence[RawEvent], name: str) -> list[Any]:
     return list(map(attrgetter(name), events))
 
 
-def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> bytes:
-    """The columns with their times parsed to UTC instants.
-
-    A null in a required column needs no check here: the Parquet writer refuses it with an
-    ``ArrowInvalid`` (a ValueError) that names the column.
-    """
+def typed_columns(columns: pa.Table, metadata: Mapping[str, Any] | None = None) -> pa.Table:
+    """``COLUMN_SCHEMA`` columns as ``PARQUET_SCHEMA`` rows: the times parsed to UTC
+    instants (what Parquet files and the tables hold), ``metadata`` on the schema."""
     arrays = [
         column.cast(_TIMESTAMP) if field.type == _TIMESTAMP else column
         for field, column in zip(PARQUET_SCHEMA, columns.columns, strict=True)
@@ -563,8 +563,16 @@ def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> by
     schema = PARQUET_SCHEMA
     if metadata is not None:
         schema = schema.with_metadata({PARQUET_METADATA_KEY: orjson.dumps(dict(metadata))})
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _encode_parquet(columns: pa.Table, metadata: Mapping[str, Any] | None) -> bytes:
+    """The columns with their times parsed to UTC instants.
+
+    A null in a required column needs no check here: the Parquet writer refuses it with an
+    ``ArrowInvalid`` (a ValueError) that names the column.
+    """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(typed_columns(columns, metadata), sink, compression="zstd")
     data: bytes = sink.getvalue().to_pybytes()
     return data

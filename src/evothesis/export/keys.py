@@ -41,11 +41,27 @@ def failed_events_key(batch_id: int, claimed_at: datetime) -> str:
     return f"{FAILED_EVENTS_PREFIX}/{_day(claimed_at)}/{batch_name(batch_id)}.jsonl.gz"
 
 
-def processed_key(client_id: str, batch_id: int, claimed_at: datetime, fmt: str) -> str:
-    return (
-        f"{PROCESSED_PREFIX}/{client_id}/{_day(claimed_at)}/"
-        f"{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
-    )
+def _folder(day: date, layout: str) -> str:
+    """A processed file's folder under its client's: ``layout`` (``domain.FileLayout``) is
+    fixed when the delivery is cut, so a client that changes it moves no file already
+    delivered. ``dated`` is the seeds' ``YYYY/MM/DD``, ``hive`` is ``export_date=YYYY-MM-DD``
+    (the claim day, which engines read as a partition column; a file may hold late events
+    of earlier days)."""
+    return f"export_date={day:%Y-%m-%d}" if layout == "hive" else _day(day)
+
+
+def processed_key(
+    client_id: str, batch_id: int, claimed_at: datetime, fmt: str, layout: str = "dated"
+) -> str:
+    """A real-time delivery's file, named after its batch."""
+    folder = _folder(claimed_at, layout)
+    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
+
+
+def table_key(client_id: str, fmt: str) -> str:
+    """Where a client's table of events lives in its destination (one per table format, so
+    a client that switches format starts a new table beside the old one)."""
+    return f"{PROCESSED_PREFIX}/{client_id}/{fmt}/events"
 
 
 def delivery_name(seq: int) -> str:
@@ -53,9 +69,10 @@ def delivery_name(seq: int) -> str:
     return f"delivery-{seq:012d}"
 
 
-def delivery_key(client_id: str, seq: int, day: date, fmt: str) -> str:
+def delivery_key(client_id: str, seq: int, day: date, fmt: str, layout: str = "dated") -> str:
     """A delivery's file of one claim day (``export.deliveries``)."""
-    return f"{PROCESSED_PREFIX}/{client_id}/{_day(day)}/{delivery_name(seq)}.{FILE_EXTENSIONS[fmt]}"
+    folder = _folder(day, layout)
+    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{delivery_name(seq)}.{FILE_EXTENSIONS[fmt]}"
 
 
 def manifest_key(data_key: str) -> str:

@@ -425,6 +425,7 @@ class ExportLedger:
                 row["cut_at"],
                 tuple(by_delivery.get((row["client_id"], row["seq"]), ())),
                 row["attempts"],
+                row["layout"],
             )
             for row in rows
         ]
@@ -464,6 +465,44 @@ class ExportLedger:
                     )
 
         await self._run(failed)
+
+    # ------------------------------------------------------------------------------ tables
+
+    async def table_commits(self, delivery_id: str) -> list[str]:
+        """The ids of the tables known to hold the delivery's commit."""
+        rows = await self._fetch("export_table_commits", delivery_id)
+        return [row["table_id"] for row in rows]
+
+    async def table_committed(self, delivery_id: str, table_id: str) -> None:
+        await self._execute("export_table_committed", delivery_id, table_id)
+
+    async def table_state(
+        self, client_id: str, location: str
+    ) -> tuple[int | None, datetime | None]:
+        """The client's own retention of its tables' removed files in days (``None``: the
+        operator's default), and when its table at ``location`` was last maintained."""
+        row = await self._fetchrow("export_table_state", client_id, location)
+        assert row is not None  # scalar subqueries: always one row
+        return row["retention_days"], row["maintained_at"]
+
+    async def maintain_table(self, location: str, work: Callable[[], Awaitable[T]]) -> T | None:
+        """``work()`` while holding the lock of the table at ``location``, which one exporter
+        holds at a time; ``None`` (and nothing done) when another holds it. A lock of the
+        database session, on a connection of its own for as long as ``work`` runs, so it
+        goes with an exporter that dies."""
+
+        async def locked(connection: Connection) -> T | None:
+            if not await connection.fetchval(query("export_table_try_lock"), location):
+                return None
+            try:
+                return await work()
+            finally:
+                await connection.execute(query("export_table_unlock"), location)
+
+        return await self._run(locked)
+
+    async def table_maintained(self, location: str) -> None:
+        await self._execute("export_table_maintained", location)
 
     async def destination_failures(self, client_id: str) -> int:
         """Consecutive failures of a client's destination so far (0 when healthy)."""

@@ -12,7 +12,7 @@ import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,7 @@ from evothesis.export.deliveries import (
 from evothesis.export.ledger import ExportLedger
 from evothesis.export.process import DeliveryResult, Processor, TargetLookup
 from evothesis.export.raw import RawExporter
+from evothesis.export.tables.clients import ClientTables
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import ExportBuckets
 from evothesis.objects.cpu import WORKERS
@@ -103,6 +104,9 @@ class PipelineSettings:
     lease_s: float
     #: Seconds between scheduled rounds of the raw export; ``None``: on demand only.
     interval_s: float | None
+    #: Default retention of tables' removed files, and the Iceberg catalog's URL.
+    table_retention_s: float
+    iceberg_catalog: str
     #: The delivery schedule of clients without one of their own.
     default_schedule: DeliverySchedule
     #: A delivery failing this long is told to its client's webhook …
@@ -171,7 +175,14 @@ class ExportPipeline:
         #: Events leased in one group of deliveries at most (at least a whole batch).
         self._group_events = max(MAX_DELIVERY_EVENTS, settings.batch_size)
         self.processor = Processor(
-            self.ledger, self.raw_bucket, default_destination=buckets.processed, targets=targets
+            self.ledger,
+            self.raw_bucket,
+            default_destination=buckets.processed,
+            targets=targets,
+            tables=ClientTables(
+                iceberg_catalog=settings.iceberg_catalog,
+                retention=timedelta(seconds=settings.table_retention_s),
+            ),
         )
 
     async def export(
@@ -479,9 +490,14 @@ class ExportPipeline:
             "lease_seconds": self.settings.lease_s,
             "raw_key_pattern": "raw-events/YYYY/MM/DD/batch-<batch>.jsonl.gz",
             "processed_key_pattern": (
-                "processed-events/<client_id>/YYYY/MM/DD/delivery-<n>.<json|jsonl|csv|parquet>"
+                "processed-events/<client_id>/<YYYY/MM/DD|export_date=YYYY-MM-DD>/"
+                "delivery-<n>.<json|jsonl|csv|parquet>"
                 " (real time: batch-<batch>.<ext>; + .manifest.json)"
             ),
+            "table_key_pattern": (
+                "processed-events/<client_id>/<delta|iceberg>/events/event_date=YYYY-MM-DD/"
+            ),
+            "table_retention_seconds": self.settings.table_retention_s,
             "metering_key_pattern": (
                 "metering/YYYY/MM/DD/batch-<batch>.jsonl (one per event day of the batch)"
             ),

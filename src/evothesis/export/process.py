@@ -5,7 +5,9 @@ A group of deliveries that share raw objects (``ExportLedger.lease_deliveries``)
 processed together: each raw object is read and parsed once for all of them. A client whose
 destination fails is paused with its error recorded; its deliveries wait, and other
 clients' go on. Keys and bytes depend only on the delivery (``export.deliveries``), so a
-retry overwrites what an earlier attempt may have written.
+retry overwrites what an earlier attempt may have written. A delivery in a table format
+(delta, iceberg) is appended to the client's table instead, all its rows in one commit under
+the delivery's id, which the table recognises on a retry, a replay or a racing exporter.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from evothesis.errors import ObjectStoreError, StorageUnavailable
 from evothesis.export.deliveries import Delivery, Share
+from evothesis.export.formats import TABLE_FORMATS
 from evothesis.export.keys import manifest_key
 from evothesis.export.ledger import DeliveredFile, ExportLedger
 from evothesis.export.render import ObjectParts, RenderedFile, Want, render_day, split_object
+from evothesis.export.tables.clients import ClientTables, TableRef
+from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
 from evothesis.objects.cpu import run_in_worker
@@ -73,11 +78,13 @@ class Processor:
         *,
         default_destination: BucketSpec,
         targets: TargetLookup,
+        tables: ClientTables,
     ) -> None:
         self._ledger = ledger
         self._raw = raw
         self._default = default_destination
         self._targets = targets
+        self.tables = tables
         self._buckets: dict[tuple[str, tuple[tuple[str, str], ...]], Bucket] = {}
 
     async def process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
@@ -148,7 +155,7 @@ class Processor:
                 "Successfully uploaded %d events for client %s to processed S3: %s",
                 delivery.event_count,
                 delivery.client_id,
-                ", ".join(file.key for file in files),
+                ", ".join(dict.fromkeys(file.key for file in files)),
             )
         return [result for result, _ in outcomes]
 
@@ -161,7 +168,10 @@ class Processor:
         limit: asyncio.Semaphore | None = None,
     ) -> list[DeliveredFile]:
         """Write a delivery's files (in ``fmt``) and their manifests to ``bucket``: data
-        first, so a manifest is present only next to a complete file."""
+        first, so a manifest is present only next to a complete file. In a table format, the
+        rows go to the client's table in that bucket instead (``commit``)."""
+        if fmt in TABLE_FORMATS:
+            return await self.commit(bucket, delivery, fmt, files)
         limit = limit or asyncio.Semaphore(PARALLEL_UPLOADS)
 
         async def put(file: RenderedFile) -> DeliveredFile:
@@ -172,6 +182,54 @@ class Processor:
             return DeliveredFile(key, file.day.isoformat(), len(file.data), file.events)
 
         return list(await asyncio.gather(*map(put, files)))
+
+    async def commit(
+        self, bucket: Bucket, delivery: Delivery, fmt: str, files: Sequence[RenderedFile]
+    ) -> list[DeliveredFile]:
+        """Append the rows of a delivery's days to the client's table in ``fmt``, in one
+        commit under the delivery's id, unless the table holds it already: its history says
+        so, or the ledger's record of the tables that do (``export_table_commits``, kept
+        after the commit: the history alone may have forgotten an old delivery that a
+        replay brings again). Then the table is maintained when it needs it."""
+        ref = self.tables.ref(fmt, bucket.spec, delivery.client_id)
+        delivery_id = delivery.delivery_id
+        appended = await self.tables.append(
+            ref,
+            [file.data for file in files],
+            delivery_id,
+            {
+                "evothesis.client_id": delivery.client_id,
+                "evothesis.seq": str(delivery.seq),
+                "evothesis.trigger": str(delivery.trigger),
+                "evothesis.batch_ids": ",".join(map(str, delivery.batch_ids)),
+            },
+            await self._ledger.table_commits(delivery_id),
+        )
+        await self._ledger.table_committed(delivery_id, appended.table_id)
+        await self._maintain(ref, crowded=appended.crowded)
+        return [
+            DeliveredFile(ref.location, file.day.isoformat(), len(file.data), file.events)
+            for file in files
+        ]
+
+    async def _maintain(self, ref: TableRef, *, crowded: bool) -> None:
+        """Compact a crowded table, and checkpoint and vacuum one not maintained for
+        ``MAINTENANCE_INTERVAL_S``, if no other exporter is maintaining it."""
+        days, maintained_at = await self._ledger.table_state(ref.client_id, ref.uri)
+        if maintained_at is None:
+            # New to the ledger: nothing to vacuum yet, the first full pass is a day away.
+            await self._ledger.table_maintained(ref.uri)
+            full = False
+        else:
+            full = (datetime.now(UTC) - maintained_at).total_seconds() >= MAINTENANCE_INTERVAL_S
+        if not (crowded or full):
+            return
+        retention = None if days is None else timedelta(days=days)
+        done = await self._ledger.maintain_table(
+            ref.uri, lambda: self.tables.maintain(ref, retention=retention, full=full)
+        )
+        if full and done is not None:
+            await self._ledger.table_maintained(ref.uri)
 
     async def read_raw(self, share: Share) -> bytes:
         return await self._raw.get(share.raw_key)

@@ -6,7 +6,8 @@ other such delivery of the object (one parse for all its clients). A delivery of
 shares is rendered in two: each raw object gives the client's events as canonical JSON Lines
 (``split_object``), which are gathered per claim day and rendered into the day's file once
 all its objects are read (``render_day``). Either way the file is a pure function of the
-delivery, its format and the raw objects' bytes.
+delivery, its format and the raw objects' bytes. For a table format (delta, iceberg) the
+"file" is the day's rows as Arrow IPC, which the processor appends to the client's table.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ import orjson
 from evothesis.export.deliveries import Delivery
 from evothesis.export.formats import (
     JSON_FORMATS,
+    TABLE_FORMATS,
     BadLine,
     ClientEvents,
     RawEvent,
     encode_events,
+    event_columns,
     export_metadata,
     parse_raw_lines,
     split_by_client,
+    typed_columns,
 )
+from evothesis.export.tables.schema import rows_to_ipc, table_rows
 
 __all__ = [
     "ObjectParts",
@@ -47,7 +52,9 @@ _LINES: Final = msgspec.json.Encoder()
 
 @dataclass(frozen=True, slots=True)
 class RenderedFile:
-    """One file of a delivery (its day's) and its sidecar manifest, as uploaded."""
+    """One file of a delivery (its day's) and its sidecar manifest, as uploaded; for a table
+    format, the day's rows to append (Arrow IPC) and no manifest (the table's commit carries
+    the delivery's id and numbers)."""
 
     day: date
     data: bytes
@@ -103,6 +110,10 @@ def render_day(lines: bytes, delivery: Delivery, day: date, fmt: str) -> Rendere
 def _render(delivery: Delivery, day: date, fmt: str, events: ClientEvents) -> RenderedFile:
     """The file and its manifest; the export time is the delivery's cut time, so that the
     same delivery always gives the same bytes."""
+    if fmt in TABLE_FORMATS:
+        columns = events.columns if events.columns is not None else event_columns(events.events)
+        rows = rows_to_ipc(table_rows(typed_columns(columns)))
+        return RenderedFile(day, rows, b"", len(events.events))
     metadata = manifest_metadata(delivery, day, fmt, events.events)
     data = encode_events(events, fmt, metadata=metadata)
     manifest = orjson.dumps({"export_metadata": metadata}, option=orjson.OPT_INDENT_2)

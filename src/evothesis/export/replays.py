@@ -6,9 +6,12 @@ whole, in a format (the client's current one unless told) to a destination (the 
 current one unless told; the client's credentials are used either way). The buffer is not
 needed: raw objects are kept. A delivery written again in its own format to the same place
 gets the same keys and the same bytes, so a replay is idempotent, and one cut short goes on
-where it stopped (``done`` counts the deliveries written, in order). Replays are leased like
-everything else, so any exporter may carry one on; a finished replay is a notice for the
-client's webhook.
+where it stopped (``done`` counts the deliveries written, in order). To a table (delta,
+iceberg), a delivery is appended under its id unless the table holds it already
+(``Processor.commit``): a replay adds only what the table lacks, each delivery once (an
+Iceberg table is the client's one table in the catalog, so it is replayed to in place).
+Replays are leased like everything else, so any exporter may carry one on; a finished
+replay is a notice for the client's webhook.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from evothesis.domain import ExportFormat
-from evothesis.errors import InvalidRange, NotFound, ObjectStoreError
+from evothesis.errors import BadRequest, InvalidRange, NotFound, ObjectStoreError
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.export.timing import retry_delay
 from evothesis.storage.pool import Connection
@@ -101,19 +104,25 @@ class Replays:
                     selection.until,
                 )
             ]
-            row = await connection.fetchrow(
-                query("replay_insert"),
-                client_id,
-                fmt,
-                destination,
-                selection.since,
-                selection.until,
-                selection.from_batch,
-                selection.to_batch,
-                seqs,
-                self._pipeline.settings.default_format,
-            )
-            assert row is not None
+            async with connection.transaction():
+                row = await connection.fetchrow(
+                    query("replay_insert"),
+                    client_id,
+                    fmt,
+                    destination,
+                    selection.since,
+                    selection.until,
+                    selection.from_batch,
+                    selection.to_batch,
+                    seqs,
+                    self._pipeline.settings.default_format,
+                )
+                assert row is not None
+                if row["format"] == ExportFormat.ICEBERG and destination is not None:
+                    raise BadRequest(
+                        "an Iceberg table is the client's one table in ICEBERG_CATALOG, where "
+                        "its deliveries go: replay to it without a destination"
+                    )
             return {"replay_id": row["replay_id"], "format": row["format"], "deliveries": len(seqs)}
 
         created: dict[str, Any] = await self._run(create)

@@ -3,17 +3,24 @@
 
 A subject's events live in up to three places: the buffer (until retention purges them),
 the raw objects (every client's events of a batch), and the client's processed files (a
-delivery's files, in its format, and the copies replays wrote). Processed files are a pure
-function of their delivery's raw objects (``export.deliveries``), so deletion rewrites the
-raw objects without the subject and renders the delivery's files again from them, instead
-of editing JSON, CSV and Parquet separately.
+delivery's files, in its format, and the copies replays wrote) or tables. Processed files
+are a pure function of their delivery's raw objects (``export.deliveries``), so deletion
+rewrites the raw objects without the subject and renders the delivery's files again from
+them, instead of editing JSON, CSV and Parquet separately. A table (delta, iceberg) is
+changed through the table: one delete of the subject's rows, a new version without them
+(earlier versions keep them until vacuum removes their files, after the client's table
+retention); its deliveries are not written again (the table holds them already, and a
+replay of one is recognised and skipped).
 
 Deletion is safe against crashes and against the exporters:
 
 * it holds the export lock exclusively, so no export or processing run reads a buffer row or
   an object while it is being changed, and a run that starts later sees the new state;
-* a delivery's files are rewritten before its raw objects, so a request cut short leaves
-  the subject in a raw object, where running it again finds them and redoes both;
+* a delivery's files are rewritten (and tables' rows deleted) before its raw objects, so a
+  request cut short leaves the subject in a raw object, where running it again finds them
+  and redoes both; a table is asked to delete whenever the client has a delivery in its
+  format, delivered or not (a delivery appended just before a crash is still pending), or
+  a replay to it;
 * every step is in the append-only audit log (requested, then completed or failed), and the
   receipt of a completed deletion is also written to the backup bucket.
 """
@@ -42,6 +49,7 @@ from evothesis.errors import (
     StorageUnavailable,
 )
 from evothesis.export.deliveries import Share
+from evothesis.export.formats import TABLE_FORMATS
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import (
     FoundEvent,
@@ -202,6 +210,7 @@ class DataSubjectRequests:
                     client_id, subject
                 )
                 objects = await self._store.client_objects(client_id)
+                tables = await self._delete_from_tables(objects, client_id, subject, request_id)
                 rewritten = await self._rewrite(objects, client_id, subject, progress)
             receipt = {
                 "request_id": str(request_id),
@@ -221,7 +230,9 @@ class DataSubjectRequests:
                 "failed_events_deleted_from_objects": sum(
                     o["events_removed"] for o in rewritten if o["bucket"] == "backup"
                 ),
+                "events_deleted_from_tables": sum(t["events_removed"] for t in tables),
                 "objects_rewritten": rewritten,
+                "tables": tables,
             }
             await self._pipeline.backup_bucket.put(
                 receipt_key(client_id, request_id),
@@ -246,6 +257,42 @@ class DataSubjectRequests:
             len(rewritten),
         )
         return receipt
+
+    async def _delete_from_tables(
+        self, objects: ClientObjects, client_id: str, subject: Subject, request_id: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """Delete the subject's rows from each table the client's deliveries went to (in the
+        client's destination) and each table a replay wrote to."""
+        targets: set[tuple[str, str | None]] = {
+            (batch.delivery_format, None)
+            for batch in objects.batches
+            if batch.delivery_format in TABLE_FORMATS
+        }
+        targets |= {
+            (replay.format, replay.destination)
+            for replay in objects.replays
+            if replay.format in TABLE_FORMATS and replay.seqs
+        }
+        processor = self._pipeline.processor
+        deleted: dict[str, dict[str, Any]] = {}
+        for fmt, destination in sorted(targets, key=lambda t: (t[0], t[1] or "")):
+            bucket = await processor.bucket_for(client_id, destination)
+            ref = processor.tables.ref(fmt, bucket.spec, client_id)
+            if ref.uri in deleted:
+                continue  # a replay to the client's own table
+            removed = await processor.tables.delete_subject(
+                ref,
+                subject.visitor_ids,
+                subject.user_ids,
+                {"evothesis.gdpr_request": str(request_id)},
+            )
+            deleted[ref.uri] = {
+                "format": fmt,
+                "url": bucket.spec.url,
+                "table": ref.location,
+                "events_removed": removed,
+            }
+        return list(deleted.values())
 
     async def _rewrite(
         self,
@@ -311,7 +358,8 @@ class DataSubjectRequests:
         self, client_id: str, seq: int, new: dict[int, bytes], replays: list[ClientReplay]
     ) -> list[dict[str, Any]]:
         """The files of the client's delivery ``seq``, and of every replay's copy of it,
-        rendered from the new raw objects (``new``, by batch) and the unchanged others."""
+        rendered from the new raw objects (``new``, by batch) and the unchanged others (a
+        table's rows are deleted through the table instead: ``_delete_from_tables``)."""
         pipeline = self._pipeline
         processor = pipeline.processor
         (delivery,) = await pipeline.ledger.deliveries(client_id, [seq])
@@ -319,8 +367,11 @@ class DataSubjectRequests:
         async def source(share: Share) -> bytes:
             return new.get(share.batch_id) or await processor.read_raw(share)
 
-        targets = [(delivery.format, None)] + [
-            (replay.format, replay.destination) for replay in replays if replay.wrote(seq)
+        targets = [
+            (fmt, destination)
+            for fmt, destination in [(delivery.format, None)]
+            + [(replay.format, replay.destination) for replay in replays if replay.wrote(seq)]
+            if fmt not in TABLE_FORMATS
         ]
         written = []
         for fmt, destination in targets:

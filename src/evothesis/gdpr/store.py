@@ -27,13 +27,14 @@ from evothesis.storage.sessions import session_lock, with_connection
 @dataclass(frozen=True, slots=True)
 class ClientBatch:
     """An exported raw object that holds events of the client, and the client's delivery
-    that carries them (``None`` until one is cut) with its state."""
+    that carries them (``None`` until one is cut) with its state and format."""
 
     batch_id: int
     claimed_at: datetime
     raw_key: str
     delivery_seq: int | None
     delivery_state: str | None
+    delivery_format: str | None
 
     @property
     def delivered(self) -> bool:
@@ -47,6 +48,7 @@ class ClientBatch:
             row["raw_key"],
             row["delivery_seq"],
             row["delivery_state"],
+            row["delivery_format"],
         )
 
 

@@ -9,7 +9,12 @@ short-lived dicts, which otherwise trigger collections that cost more than the p
 They run at a lower priority (``WORKER_NICENESS``): when every core is busy, the kernel
 gives the event loop a core first, so requests are answered while the work goes on.
 
-One pool serves the whole process (every pipeline in it), started on first use with the
+Table commits (delta-rs, pyiceberg) run in a second pool of their own: they wait on the
+network, not the CPU, so more of them run at once, and delta-rs holds the GIL through some
+of its I/O, which in the exporter's own process would stall its event loop (and a collector
+sharing it) for as long as a request to the client's bucket takes.
+
+Each pool serves the whole process (every pipeline in it), started on first use with the
 ``spawn`` method, because forking a process that runs an event loop and database
 connections is unsafe. A worker exits when its parent dies, even by SIGKILL, so a killed
 exporter leaves nothing behind.
@@ -32,12 +37,14 @@ T = TypeVar("T")
 
 #: One worker per core: the tasks are pure CPU.
 WORKERS = max(1, os.cpu_count() or 1)
+#: Table commits at once: each is a few requests to a bucket.
+TABLE_WORKERS = 4
 #: Added to a worker's nice value: background work yields the CPU to serving requests.
 WORKER_NICENESS = 10
 #: How often a worker checks that its parent is still alive.
 _PARENT_CHECK_S = 1.0
 
-_pool: ProcessPoolExecutor | None = None
+_pools: dict[str, ProcessPoolExecutor] = {}
 _pool_lock = threading.Lock()
 
 
@@ -47,36 +54,44 @@ async def run_in_worker(function: Callable[..., T], *args: Any) -> T:
     A pool broken by a worker that died (killed, out of memory) is replaced and the call
     tried once more, so one lost worker does not fail every later export.
     """
+    return await _run("cpu", WORKERS, function, args)
+
+
+async def run_in_table_worker(function: Callable[..., T], *args: Any) -> T:
+    """``run_in_worker`` in the pool of table commits."""
+    return await _run("tables", TABLE_WORKERS, function, args)
+
+
+async def _run(name: str, size: int, function: Callable[..., T], args: tuple[Any, ...]) -> T:
     loop = asyncio.get_running_loop()
     for attempt in range(2):
-        pool = _executor()
+        pool = _executor(name, size)
         try:
             return await loop.run_in_executor(pool, _run_without_gc, function, args)
         except BrokenProcessPool:
-            _discard(pool)
+            _discard(name, pool)
             if attempt:
                 raise
     raise AssertionError("unreachable")
 
 
-def _executor() -> ProcessPoolExecutor:
-    global _pool
+def _executor(name: str, size: int) -> ProcessPoolExecutor:
     with _pool_lock:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(
-                WORKERS,
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ProcessPoolExecutor(
+                size,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
-        return _pool
+        return pool
 
 
-def _discard(pool: ProcessPoolExecutor) -> None:
-    global _pool
+def _discard(name: str, pool: ProcessPoolExecutor) -> None:
     with _pool_lock:
-        if _pool is pool:
-            _pool = None
+        if _pools.get(name) is pool:
+            del _pools[name]
     pool.shutdown(wait=False, cancel_futures=True)
 
 

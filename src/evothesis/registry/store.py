@@ -23,6 +23,7 @@ from evothesis.domain import (
     ClientConfig,
     ConsentMode,
     ExportFormat,
+    FileLayout,
     IpCollection,
     PrivacyLevel,
     UserIdStorage,
@@ -107,6 +108,10 @@ class ClientSpec:
     user_id_storage: UserIdStorage | None = None
     export_destination: str | None = None
     export_format: ExportFormat = ExportFormat.JSON
+    export_layout: FileLayout = FileLayout.DATED
+    #: Days a table keeps removed files (time travel, deleted visitors) before vacuum;
+    #: ``None``: the operator's ``TABLE_RETENTION``.
+    table_retention_days: int | None = None
     export_credentials: Mapping[str, str] | None = None
     #: The delivery schedule (``schedules``); ``None``: ``EXPORT_SCHEDULE``.
     export_schedule: str | None = None
@@ -167,6 +172,8 @@ class ClientRecord:
     user_id_storage: UserIdStorage | None
     export_destination: str | None
     export_format: ExportFormat
+    export_layout: FileLayout
+    table_retention_days: int | None
     has_export_credentials: bool
     export_schedule: str | None
     export_threshold: int | None
@@ -391,6 +398,8 @@ class RegistryStore:
             spec.notify_url,
             None if spec.notify_secret is None else self._box.seal(spec.notify_secret.encode()),
             spec.user_id_storage,
+            spec.export_layout,
+            spec.table_retention_days,
         )
 
     def _spec(self, row: asyncpg.Record) -> ClientSpec:
@@ -400,6 +409,8 @@ class RegistryStore:
             **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=ExportFormat(row["export_format"]),
+            export_layout=FileLayout(row["export_layout"]),
+            table_retention_days=row["table_retention_days"],
             export_credentials=(
                 None if credentials is None else orjson.loads(self._box.open(credentials))
             ),
@@ -437,6 +448,8 @@ class RegistryStore:
             **_privacy_settings(row),
             export_destination=row["export_destination"],
             export_format=ExportFormat(row["export_format"]),
+            export_layout=FileLayout(row["export_layout"]),
+            table_retention_days=row["table_retention_days"],
             has_export_credentials=row["export_credentials"] is not None,
             export_schedule=row["export_schedule"],
             export_threshold=row["export_threshold"],

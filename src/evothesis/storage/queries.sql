@@ -128,8 +128,10 @@ FROM clients WHERE write_key_sha256 = $1
 INSERT INTO clients (client_id, name, privacy_level, ip_collection, honour_dnt, consent_mode,
                      ip_salt, write_key_sha256, export_destination, export_format,
                      export_credentials, bot_policy, require_write_key, export_schedule,
-                     export_threshold, notify_url, notify_secret, user_id_storage)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                     export_threshold, notify_url, notify_secret, user_id_storage,
+                     export_layout, table_retention_days)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+        $20)
 ON CONFLICT (client_id) DO NOTHING
 RETURNING client_id
 
@@ -140,7 +142,8 @@ SET name = $2, privacy_level = $3, ip_collection = $4, honour_dnt = $5, consent_
     ip_salt = $7, write_key_sha256 = $8, export_destination = $9, export_format = $10,
     export_credentials = $11, bot_policy = $12, require_write_key = $13,
     export_schedule = $14, export_threshold = $15, notify_url = $16, notify_secret = $17,
-    user_id_storage = $18, active = $19, updated_at = now()
+    user_id_storage = $18, export_layout = $19, table_retention_days = $20, active = $21,
+    updated_at = now()
 WHERE client_id = $1
 
 -- client_set_write_key --
@@ -307,11 +310,12 @@ SELECT COALESCE(max(seq), 0) + 1 FROM export_deliveries WHERE client_id = $1
 
 -- export_insert_deliveries --
 -- New deliveries of client $1 (numbers, batch spans and event counts as arrays), in the
--- format the client has now ($3 when it has none), fixed so that a retried delivery keeps
--- its keys and bytes even if the client changes format later.
-INSERT INTO export_deliveries (client_id, seq, trigger, format, first_batch, last_batch,
-                               event_count)
+-- format and file layout the client has now ($3 and 'dated' when it has none), fixed so that
+-- a retried delivery keeps its keys and bytes even if the client changes them later.
+INSERT INTO export_deliveries (client_id, seq, trigger, format, layout, first_batch,
+                               last_batch, event_count)
 SELECT $1, d.seq, $2, COALESCE((SELECT export_format FROM clients WHERE client_id = $1), $3),
+       COALESCE((SELECT export_layout FROM clients WHERE client_id = $1), 'dated'),
        d.first_batch, d.last_batch, d.events
 FROM unnest($4::bigint[], $5::bigint[], $6::bigint[], $7::int[])
      AS d (seq, first_batch, last_batch, events)
@@ -381,8 +385,8 @@ UPDATE export_deliveries d
 SET lease_owner = $1, lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM picked
 WHERE d.client_id = picked.client_id AND d.seq = picked.seq
-RETURNING d.client_id, d.seq, d.trigger, d.format, d.cut_at, d.attempts, d.event_count,
-          d.first_batch, d.last_batch
+RETURNING d.client_id, d.seq, d.trigger, d.format, d.layout, d.cut_at, d.attempts,
+          d.event_count, d.first_batch, d.last_batch
 
 -- export_renew_deliveries --
 -- Deliveries still being written by their lease owner ($3) keep their lease another $4
@@ -420,6 +424,36 @@ SELECT r.client_id, 'destination.resumed',
        jsonb_build_object('resumed_at', now(), 'last_failure_at', r.last_failure_at)
 FROM resumed r JOIN clients c ON c.client_id = r.client_id
 WHERE c.notify_url IS NOT NULL
+
+-- export_table_state --
+-- The client's own retention of its tables' removed files, in days (null: the default), and
+-- when its table at $2 was last checkpointed and vacuumed (null: never).
+SELECT (SELECT table_retention_days FROM clients WHERE client_id = $1) AS retention_days,
+       (SELECT maintained_at FROM export_table_maintenance
+        WHERE location = $2) AS maintained_at
+
+-- export_table_try_lock --
+-- One maintainer per table ($1: its location) at a time (compactions of the same files must
+-- not both commit).
+SELECT pg_try_advisory_lock(hashtext('evothesis-table'), hashtext($1::text))
+
+-- export_table_unlock --
+SELECT pg_advisory_unlock(hashtext('evothesis-table'), hashtext($1::text))
+
+-- export_table_maintained --
+INSERT INTO export_table_maintenance (location, maintained_at)
+VALUES ($1, now())
+ON CONFLICT (location) DO UPDATE SET maintained_at = now()
+
+-- export_table_commits --
+-- The tables (their own ids) known to hold the commit of delivery identity $1.
+SELECT table_id FROM export_table_commits WHERE identity = $1
+
+-- export_table_committed --
+-- Delivery identity $1 is in the table whose id is $2 (recorded after the commit).
+INSERT INTO export_table_commits (identity, table_id)
+VALUES ($1, $2)
+ON CONFLICT (identity, table_id) DO NOTHING
 
 -- export_delivery_failed --
 -- Only while the lease is still ours, as for batches; the first failure starts the clocks of
@@ -459,8 +493,8 @@ ORDER BY s.client_id, s.delivery_seq, s.batch_id
 -- export_deliveries_by_seq --
 -- Deliveries of client $1 by number ($2), whatever their state (replays, data-subject
 -- requests).
-SELECT client_id, seq, trigger, format, cut_at, attempts, event_count, first_batch, last_batch,
-       state, files::text AS files
+SELECT client_id, seq, trigger, format, layout, cut_at, attempts, event_count, first_batch,
+       last_batch, state, files::text AS files
 FROM export_deliveries WHERE client_id = $1 AND seq = ANY($2::bigint[])
 ORDER BY seq
 
@@ -715,9 +749,10 @@ SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)
 
 -- gdpr_client_batches --
 -- Every exported raw object holding events of the client ($1), with the delivery that holds
--- them (NULL until one is cut): a batch without a share of the client holds none of its
--- events.
-SELECT b.batch_id, b.claimed_at, b.raw_key, s.delivery_seq, d.state AS delivery_state
+-- them (NULL until one is cut) and its format: a batch without a share of the client holds
+-- none of its events.
+SELECT b.batch_id, b.claimed_at, b.raw_key, s.delivery_seq, d.state AS delivery_state,
+       d.format AS delivery_format
 FROM export_shares s
 JOIN export_batches b ON b.batch_id = s.batch_id
 LEFT JOIN export_deliveries d ON d.client_id = s.client_id AND d.seq = s.delivery_seq
