@@ -8,6 +8,7 @@ workers writing the same table at once are kept apart by the table's own optimis
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -135,3 +136,30 @@ def retrying(what: str, attempt: Callable[[], T | None]) -> T:
         if result is not None:
             return result
     raise TableError(f"{what}: lost {COMMIT_ATTEMPTS} commit races in a row; retried later")
+
+
+class AppendsInTurn:
+    """What both table formats do around an append: one at a time in a process
+    (``_lock``), attempted again while it loses commit races to other writers (``_append``
+    answers ``None``)."""
+
+    location: str
+    _lock: threading.Lock
+
+    def append(
+        self,
+        rows: pa.Table,
+        identity: str,
+        metadata: Mapping[str, str],
+        held_by: Collection[str] = frozenset(),
+    ) -> Appended:
+        with self._lock:
+            return retrying(
+                f"appending to {self.location}",
+                lambda: self._append(rows, identity, metadata, held_by),
+            )
+
+    def _append(
+        self, rows: pa.Table, identity: str, metadata: Mapping[str, str], held_by: Collection[str]
+    ) -> Appended | None:
+        raise NotImplementedError

@@ -26,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from evothesis.errors import TableError
-from evothesis.export.tables.core import IDENTITY_KEY, Appended, retrying
+from evothesis.export.tables.core import IDENTITY_KEY, Appended, AppendsInTurn
 from evothesis.export.tables.schema import PARTITION_COLUMN, added_columns
 from evothesis.objects.buckets import BucketSpec
 
@@ -55,7 +55,7 @@ def storage(spec: BucketSpec, key: str) -> tuple[str, dict[str, str]]:
     return f"{spec.url.rstrip('/')}/{key}", options
 
 
-class DeltaEventTable:
+class DeltaEventTable(AppendsInTurn):
     format = "delta"
 
     def __init__(self, spec: BucketSpec, key: str) -> None:
@@ -64,19 +64,6 @@ class DeltaEventTable:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------ writing
-
-    def append(
-        self,
-        rows: pa.Table,
-        identity: str,
-        metadata: Mapping[str, str],
-        held_by: Collection[str] = frozenset(),
-    ) -> Appended:
-        with self._lock:
-            return retrying(
-                f"appending to {self.location}",
-                lambda: self._append(rows, identity, metadata, held_by),
-            )
 
     def _append(
         self, rows: pa.Table, identity: str, metadata: Mapping[str, str], held_by: Collection[str]

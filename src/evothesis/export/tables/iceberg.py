@@ -41,7 +41,7 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 
 from evothesis.errors import TableError
-from evothesis.export.tables.core import IDENTITY_KEY, Appended, retrying
+from evothesis.export.tables.core import IDENTITY_KEY, Appended, AppendsInTurn, retrying
 from evothesis.export.tables.schema import PARTITION_COLUMN, TABLE_SCHEMA, added_columns
 from evothesis.objects.buckets import BucketSpec
 
@@ -96,7 +96,7 @@ def catalog_properties(catalog_uri: str) -> dict[str, str]:
     )
 
 
-class IcebergEventTable:
+class IcebergEventTable(AppendsInTurn):
     format = "iceberg"
 
     def __init__(self, catalog_uri: str, spec: BucketSpec, key: str, client_id: str) -> None:
@@ -113,19 +113,6 @@ class IcebergEventTable:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------ writing
-
-    def append(
-        self,
-        rows: pa.Table,
-        identity: str,
-        metadata: Mapping[str, str],
-        held_by: Collection[str] = frozenset(),
-    ) -> Appended:
-        with self._lock:
-            return retrying(
-                f"appending to {self.location}",
-                lambda: self._append(rows, identity, metadata, held_by),
-            )
 
     def _append(
         self, rows: pa.Table, identity: str, metadata: Mapping[str, str], held_by: Collection[str]
