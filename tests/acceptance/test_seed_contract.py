@@ -68,6 +68,7 @@ from tests.support.loopback import free_port
 from tests.support.nginx import ROOT
 from tests.support.postgres import TEMPLATE, PostgresServer, fresh_database, postgres_binaries
 from tests.support.s3 import ACCESS_KEY, REGION, S3, SECRET_KEY
+from tests.support.seed import SEED_SETTINGS
 from tests.support.servers import killed_on_exit, start_process, stop_process
 
 #: The hosts the seeds' commands name, longest first, all meaning "the collector".
@@ -94,27 +95,6 @@ SEED_EVENT_COLUMNS = (
     "url",
     "path",
     "raw_event_data",
-)
-#: Every configuration name the seed documents use for an Evothesis setting.
-SEED_SETTINGS = (
-    "DATABASE_URL",
-    "PIXEL_MANAGEMENT_URL",
-    "RAW_S3_BUCKET",
-    "PROCESSED_S3_BUCKET",
-    "CLIENT_S3_BUCKET",
-    "BACKUP_S3_BUCKET",
-    "S3_BACKUP_BUCKET",
-    "RAW_S3_ACCESS_KEY",
-    "PROCESSED_S3_ACCESS_KEY",
-    "CLIENT_S3_ACCESS_KEY",
-    "CLIENT_S3_SECRET_KEY",
-    "EXPORT_BATCH_SIZE",
-    "EXPORT_SCHEDULE",
-    "EXPORT_FORMAT",
-    "DATABASE_POOL_SIZE",
-    "DATABASE_MAX_OVERFLOW",
-    "ENVIRONMENT",
-    "CLIENT_NAME",
 )
 #: How long the stack may take for what the seeds expect at once (a file, a round).
 SETTLE_SECONDS = 60

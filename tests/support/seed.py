@@ -1,4 +1,5 @@
-"""The seed contract's example payloads (DESIGN.md), shared by every test that sends them."""
+"""The seed contract's example payloads (DESIGN.md) and setting names, shared by every test
+that uses them."""
 
 from __future__ import annotations
 
@@ -27,3 +28,26 @@ SEED_BATCH: dict[str, Any] = {
         {"eventType": "form_focus", "eventData": {"field": "email"}},
     ],
 }
+
+#: Every configuration name the seed documents use for an Evothesis setting (POSTGRES_* are
+#: the compose file's, for the postgres service).
+SEED_SETTINGS: tuple[str, ...] = (
+    "DATABASE_URL",
+    "PIXEL_MANAGEMENT_URL",
+    "RAW_S3_BUCKET",
+    "PROCESSED_S3_BUCKET",
+    "CLIENT_S3_BUCKET",
+    "BACKUP_S3_BUCKET",
+    "S3_BACKUP_BUCKET",
+    "RAW_S3_ACCESS_KEY",
+    "PROCESSED_S3_ACCESS_KEY",
+    "CLIENT_S3_ACCESS_KEY",
+    "CLIENT_S3_SECRET_KEY",
+    "EXPORT_BATCH_SIZE",
+    "EXPORT_SCHEDULE",
+    "EXPORT_FORMAT",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_MAX_OVERFLOW",
+    "ENVIRONMENT",
+    "CLIENT_NAME",
+)

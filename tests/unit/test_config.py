@@ -20,6 +20,7 @@ from evothesis.config import (
 from evothesis.errors import ConflictingSettings, SecretKeyError
 from evothesis.registry.secrets import generate_key
 from evothesis.services import secret_box
+from tests.support.seed import SEED_SETTINGS
 
 
 def settings(**values: Any) -> Settings:
@@ -256,27 +257,7 @@ def test_client_name_is_read() -> None:
 def test_every_seed_configuration_name_is_read() -> None:
     """The names the five seed documents use for Evothesis settings (POSTGRES_* are the
     compose file's, for the postgres service)."""
-    seed_names = {
-        "DATABASE_URL",
-        "PIXEL_MANAGEMENT_URL",
-        "RAW_S3_BUCKET",
-        "PROCESSED_S3_BUCKET",
-        "CLIENT_S3_BUCKET",
-        "BACKUP_S3_BUCKET",
-        "S3_BACKUP_BUCKET",
-        "RAW_S3_ACCESS_KEY",
-        "PROCESSED_S3_ACCESS_KEY",
-        "CLIENT_S3_ACCESS_KEY",
-        "CLIENT_S3_SECRET_KEY",
-        "EXPORT_BATCH_SIZE",
-        "EXPORT_SCHEDULE",
-        "EXPORT_FORMAT",
-        "DATABASE_POOL_SIZE",
-        "DATABASE_MAX_OVERFLOW",
-        "ENVIRONMENT",
-        "CLIENT_NAME",
-    }
-    assert seed_names <= setting_names()
+    assert set(SEED_SETTINGS) <= setting_names()
 
 
 def test_names_of_one_setting_that_agree_are_fine() -> None:
