@@ -10,7 +10,6 @@ checked to be stored intact instead.
 from __future__ import annotations
 
 import gzip
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.support.postgres import register_client
+from tests.support.raw_http import connect, read_answer
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector
 
 EVENT = {"eventType": "pageview", "siteId": "localhost", "url": "https://localhost/a"}
@@ -223,35 +223,12 @@ def test_compressed_bodies_are_415(api: httpx.Client, encoding: str) -> None:
 # ------------------------------------------------------------------------- slow clients
 
 
-def _address(collector: RunningCollector) -> tuple[str, int]:
-    host, port = collector.url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
 def _head(length: int) -> bytes:
     return (
         "POST /collect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Origin: {LOCAL_ORIGIN}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, object]]:
-    """Status and JSON body of one HTTP/1.1 answer with a Content-Length."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    length = int(headers["content-length"])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
-    return int(lines[0].split(" ")[1]), orjson.loads(body[:length])
 
 
 def _served_meanwhile(collector: RunningCollector) -> None:
@@ -268,14 +245,14 @@ def _served_meanwhile(collector: RunningCollector) -> None:
 def test_a_client_that_stalls_mid_body_does_not_stop_others(collector: RunningCollector) -> None:
     body = orjson.dumps({**EVENT, "path": "/late"})
     half = len(body) // 2
-    with closing(socket.create_connection(_address(collector), timeout=10)) as slow:
+    with closing(connect(collector.url)) as slow:
         slow.sendall(_head(len(body)) + body[:half])
         time.sleep(0.5)
         _served_meanwhile(collector)
         # The stalled request is still waiting, not failed: finishing it stores the event.
         slow.sendall(body[half:])
-        status, answer = _read_response(slow)
-    assert status == 200, answer
+        answer = read_answer(slow)
+    assert answer.status == 200, answer.body
     with collector.client() as api:
         paths = {event["path"] for event in api.get("/events/recent").json()}
     assert paths == {"/a", "/b", "/c", "/late"}
@@ -286,13 +263,13 @@ def test_a_body_that_never_finishes_is_a_408_after_the_read_timeout(
 ) -> None:
     collector = start_collector(BODY_READ_TIMEOUT=0.5)
     body = orjson.dumps({**EVENT, "path": "/never"})
-    with closing(socket.create_connection(_address(collector), timeout=10)) as slow:
+    with closing(connect(collector.url)) as slow:
         slow.sendall(_head(len(body)) + body[: len(body) // 2])
         started = time.monotonic()
-        status, answer = _read_response(slow)
+        answer = read_answer(slow)
     assert time.monotonic() - started < 5
-    assert status == 408
-    assert answer["error"]["code"] == "request_timeout"  # type: ignore[index]
+    assert answer.status == 408
+    assert answer.json()["error"]["code"] == "request_timeout"  # type: ignore[index]
     with collector.client() as api:
         assert api.get("/events/count").json()["count"] == 0
 
@@ -304,9 +281,7 @@ def test_many_stalled_clients_hold_no_database_connection(collector: RunningColl
     body = orjson.dumps(EVENT)
     with ExitStack() as stack:
         for index in range(stalled):
-            sock = stack.enter_context(
-                closing(socket.create_connection(_address(collector), timeout=10))
-            )
+            sock = stack.enter_context(closing(connect(collector.url)))
             if index % 2:
                 sock.sendall(_head(len(body)) + body[:10])  # half a body
             else:
@@ -324,7 +299,7 @@ def test_many_stalled_clients_hold_no_database_connection(collector: RunningColl
 
 def test_a_client_that_disconnects_mid_body_stores_nothing(collector: RunningCollector) -> None:
     body = orjson.dumps({**EVENT, "path": "/never"})
-    with closing(socket.create_connection(_address(collector), timeout=10)) as gone:
+    with closing(connect(collector.url)) as gone:
         gone.sendall(_head(len(body)) + body[:20])
     time.sleep(0.3)
     with collector.client() as api:
