@@ -326,14 +326,14 @@ def update_client(
         given["export_credentials"] = _credentials(export_credentials)
     elif clear_export_credentials:
         given["export_credentials"] = None
-    if default_schedule:
-        given["export_schedule"] = None
-    if default_table_retention:
-        given["table_retention_days"] = None
-    if default_user_ids:
-        given["user_id_storage"] = None
-    if no_threshold:
-        given["export_threshold"] = None
+    for cleared, field in (
+        (default_schedule, "export_schedule"),
+        (default_table_retention, "table_retention_days"),
+        (default_user_ids, "user_id_storage"),
+        (no_threshold, "export_threshold"),
+    ):
+        if cleared:
+            given[field] = None
     if no_notify:
         given["notify_url"] = given["notify_secret"] = None
     if not given and not rotate_notify_secret:
