@@ -55,7 +55,7 @@ from evothesis.clock import FixedClock
 from evothesis.config import Settings
 from evothesis.export.keys import table_key
 from evothesis.export.ledger import Batch, ExportLedger
-from evothesis.export.tables.delta import storage as delta_storage
+from evothesis.export.tables.core import table_storage
 from evothesis.export.tables.iceberg import catalog_properties, file_io_properties
 from evothesis.objects.cpu import TABLE_WORKERS, WORKERS, run_in_table_worker, run_in_worker
 from evothesis.registry.secrets import generate_key
@@ -198,7 +198,7 @@ def count_table_rows(settings: Settings, database_url: str, fmt: str, clients: i
     for n in range(clients):
         client_id = f"client_{n}"
         if fmt == "delta":
-            location, options = delta_storage(spec, table_key(client_id, fmt))
+            location, options = table_storage(spec, table_key(client_id, fmt))
             total += DeltaTable(location, storage_options=options).count()
         else:
             table = catalog.load_table((client_id, "events"))

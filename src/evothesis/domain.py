@@ -123,6 +123,14 @@ class ExportFormat(StrEnum):
     ICEBERG = "iceberg"
 
 
+#: Formats delivered as rows appended to a table in the client's bucket rather than as files.
+TABLE_FORMATS: Final = frozenset({ExportFormat.DELTA, ExportFormat.ICEBERG})
+#: Formats delivered as one file per delivery and day; each is also its file's extension.
+FILE_FORMATS: Final = tuple(fmt for fmt in ExportFormat if fmt not in TABLE_FORMATS)
+#: The file formats written from the events' structs alone, without Arrow columns.
+JSON_FORMATS: Final = frozenset({ExportFormat.JSON, ExportFormat.JSONL})
+
+
 class FileLayout(StrEnum):
     """Where a client's files go under ``processed-events/<client_id>/`` (tables are always
     partitioned Hive-style)."""

@@ -32,7 +32,6 @@ from evothesis.config import Settings
 from evothesis.domain import SchedulerRole
 from evothesis.export.formats import (
     EXPORT_COLUMNS,
-    FILE_EXTENSIONS,
     PARQUET_METADATA_KEY,
     PARQUET_SCHEMA,
 )
@@ -357,7 +356,7 @@ def assert_client_files(
         assert match, key
         assert match["prefix"] == prefix
         assert match["client"] == client_id
-        assert match["ext"] == FILE_EXTENSIONS[fmt]
+        assert match["ext"] == fmt
         number = int(match["number"])
         seq, trigger, shares, files = next(
             d

@@ -173,6 +173,8 @@ def test_object_keys_are_a_pure_function_of_the_batch() -> None:
     assert processed_key("acme", 42, CLAIMED, "json").endswith("/batch-000000000042.json")
     assert processed_key("acme", 42, CLAIMED, "jsonl").endswith("/batch-000000000042.jsonl")
     assert processed_key("acme", 42, CLAIMED, "csv").endswith(".csv")
+    with pytest.raises(ValueError, match="not a file format"):
+        processed_key("acme", 42, CLAIMED, "delta")
     assert manifest_key("a/b.csv") == "a/b.csv.manifest.json"
     assert raw_key(9, CLAIMED) < raw_key(10, CLAIMED)  # keys list in batch order
 

@@ -20,15 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS, ExportFormat
+from evothesis.domain import (
+    ENRICHED_COLUMNS,
+    EVENT_COLUMNS,
+    FILE_FORMATS,
+    JSON_FORMATS,
+    TABLE_FORMATS,
+    ExportFormat,
+)
 from evothesis.errors import ObjectStoreError, RawFormatError
 from evothesis.export.formats import (
     CORE_COLUMNS,
     EXPORT_COLUMNS,
-    EXPORT_FORMATS,
-    FILE_EXTENSIONS,
     PARQUET_SCHEMA,
-    TABLE_FORMATS,
     RawEvent,
     RawLines,
     encode_events,
@@ -225,10 +229,10 @@ def test_columns_and_schema_line_up() -> None:
     assert EXPORT_COLUMNS[:-1] == CORE_COLUMNS
     assert EXPORT_COLUMNS[-1] == "raw_event_data"
     assert tuple(PARQUET_SCHEMA.names) == EXPORT_COLUMNS
-    assert set(FILE_EXTENSIONS) == set(EXPORT_FORMATS) == {"json", "jsonl", "csv", "parquet"}
-    assert (FILE_EXTENSIONS["json"], FILE_EXTENSIONS["jsonl"]) == ("json", "jsonl")
-    assert set(EXPORT_FORMATS) | set(TABLE_FORMATS) == set(ExportFormat)
-    assert not set(EXPORT_FORMATS) & set(TABLE_FORMATS)
+    assert set(FILE_FORMATS) == {"json", "jsonl", "csv", "parquet"}
+    assert set(FILE_FORMATS) | set(TABLE_FORMATS) == set(ExportFormat)
+    assert not set(FILE_FORMATS) & set(TABLE_FORMATS)
+    assert set(FILE_FORMATS) > JSON_FORMATS
     nullable = {field.name for field in PARQUET_SCHEMA if field.nullable}
     assert nullable == set(OPTIONAL_TEXT)
     assert PARQUET_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
@@ -397,7 +401,7 @@ def test_split_by_client_cuts_the_same_rows_as_group_by_client() -> None:
     for client_id, group in groups.items():
         assert split[client_id].events == group
         assert split[client_id].columns.equals(event_columns(group))
-        for fmt in EXPORT_FORMATS:
+        for fmt in FILE_FORMATS:
             mine, theirs = (encode_events(e, fmt, metadata={}) for e in (split[client_id], group))
             assert mine == theirs, fmt
     without = split_by_client(events, columns=False)

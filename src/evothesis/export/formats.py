@@ -26,15 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from evothesis.domain import ENRICHED_COLUMNS
-
-EXPORT_FORMATS: Final = ("json", "jsonl", "csv", "parquet")
-FILE_EXTENSIONS: Final = {"json": "json", "jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
-#: The formats written from the events' structs alone, without Arrow columns.
-JSON_FORMATS: Final = frozenset({"json", "jsonl"})
-#: Formats delivered as rows appended to a table in the client's bucket (``export.tables``)
-#: rather than as files; their rows are ``PARQUET_SCHEMA``'s.
-TABLE_FORMATS: Final = ("delta", "iceberg")
+from evothesis.domain import ENRICHED_COLUMNS, FILE_FORMATS
+from evothesis.export.parts import BadLine
 
 
 class RawEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -158,23 +151,6 @@ _RAW_KEYS: Final = frozenset(EXPORT_COLUMNS) - frozenset(ENRICHED_COLUMNS) - {"s
 
 _DECODER: Final = msgspec.json.Decoder(RawEvent)
 _ENCODER: Final = msgspec.json.Encoder()
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A raw line no client file can carry, with why and, as far as the line says, whose it
-    is. ``reason`` names columns and kinds of problem, never a value: it is stored and
-    exported with failed events."""
-
-    number: int
-    reason: str
-    line: bytes
-    client_id: str | None = None
-    site_id: str | None = None
-    event_id: str | None = None
-    visitor_id: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,8 +417,8 @@ def export_metadata(
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    if fmt not in FILE_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {FILE_FORMATS}")
 
 
 def _json_kind(value: object) -> str:

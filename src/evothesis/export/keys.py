@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from evothesis.export.formats import FILE_EXTENSIONS
+from evothesis.domain import FILE_FORMATS
 
 RAW_PREFIX = "raw-events"
 PROCESSED_PREFIX = "processed-events"
@@ -55,7 +55,7 @@ def processed_key(
 ) -> str:
     """A real-time delivery's file, named after its batch."""
     folder = _folder(claimed_at, layout)
-    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{batch_name(batch_id)}.{FILE_EXTENSIONS[fmt]}"
+    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{batch_name(batch_id)}.{_extension(fmt)}"
 
 
 def table_key(client_id: str, fmt: str) -> str:
@@ -72,9 +72,16 @@ def delivery_name(seq: int) -> str:
 def delivery_key(client_id: str, seq: int, day: date, fmt: str, layout: str = "dated") -> str:
     """A delivery's file of one claim day (``export.deliveries``)."""
     folder = _folder(day, layout)
-    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{delivery_name(seq)}.{FILE_EXTENSIONS[fmt]}"
+    return f"{PROCESSED_PREFIX}/{client_id}/{folder}/{delivery_name(seq)}.{_extension(fmt)}"
 
 
 def manifest_key(data_key: str) -> str:
     """The sidecar of a processed file: the seed's export metadata, next to the data."""
     return f"{data_key}.manifest.json"
+
+
+def _extension(fmt: str) -> str:
+    """A file format is its own extension; a table format has no file of its own."""
+    if fmt not in FILE_FORMATS:
+        raise ValueError(f"{fmt!r} is not a file format; expected one of {FILE_FORMATS}")
+    return fmt

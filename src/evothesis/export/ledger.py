@@ -24,7 +24,7 @@ import orjson
 from evothesis.domain import DeliveryTrigger, RejectReason, SchedulerRole
 from evothesis.errors import StorageUnavailable
 from evothesis.export.deliveries import Cut, Delivery, PendingClient, Share, split_shares
-from evothesis.export.formats import BadLine
+from evothesis.export.parts import BadLine
 from evothesis.registry.secrets import hash_write_key
 from evothesis.schedules import DeliverySchedule, parse_schedule
 from evothesis.storage.pool import Connection

@@ -18,24 +18,28 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import Final, TypeVar
 
+from evothesis.domain import TABLE_FORMATS
 from evothesis.errors import ObjectStoreError, StorageUnavailable
 from evothesis.export.deliveries import Delivery, Share
-from evothesis.export.formats import TABLE_FORMATS
 from evothesis.export.keys import manifest_key
 from evothesis.export.ledger import DeliveredFile, ExportLedger
-from evothesis.export.render import ObjectParts, RenderedFile, Want, render_day, split_object
-from evothesis.export.tables.clients import ClientTables, TableRef
-from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S
+from evothesis.export.parts import ObjectParts, RenderedFile, Want
+from evothesis.export.tables.clients import ClientTables
+from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S, TableRef
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
-from evothesis.objects.cpu import run_in_worker
+from evothesis.objects.cpu import ByName, run_in_worker
 from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
 
 T = TypeVar("T")
+
+#: What the CPU workers do with raw objects (``export.render``, which only they import).
+_SPLIT_OBJECT: Final[ByName[ObjectParts]] = ByName("evothesis.export.render", "split_object")
+_RENDER_DAY: Final[ByName[RenderedFile]] = ByName("evothesis.export.render", "render_day")
 R = TypeVar("R")
 
 #: Files uploaded at once: uploads wait on the network.
@@ -256,7 +260,7 @@ class Processor:
             wants = [Want(d, fmt or d.format, whole=len(d.shares) == 1) for d in live]
             try:
                 raw = await source(share)
-                return live, await run_in_worker(split_object, raw, wants)
+                return live, await run_in_worker(_SPLIT_OBJECT, raw, wants)
             except (StorageUnavailable, asyncio.CancelledError):
                 raise
             except ObjectStoreError as exc:
@@ -304,7 +308,7 @@ class Processor:
             for day in delivery.days:
                 text = b"".join(days.get(day, []))
                 files.append(
-                    await run_in_worker(render_day, text, delivery, day, fmt or delivery.format)
+                    await run_in_worker(_RENDER_DAY, text, delivery, day, fmt or delivery.format)
                 )
         except Exception as exc:
             logger.exception("Rendering delivery %d of %s failed", delivery.seq, delivery.client_id)

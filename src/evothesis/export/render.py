@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
 import msgspec
 import orjson
 
+from evothesis.domain import JSON_FORMATS, TABLE_FORMATS
 from evothesis.export.deliveries import Delivery
 from evothesis.export.formats import (
-    JSON_FORMATS,
-    TABLE_FORMATS,
-    BadLine,
     ClientEvents,
     RawEvent,
     encode_events,
@@ -35,12 +32,10 @@ from evothesis.export.formats import (
     split_by_client,
     typed_columns,
 )
+from evothesis.export.parts import ObjectParts, RenderedFile, Want
 from evothesis.export.tables.schema import rows_to_ipc, table_rows
 
 __all__ = [
-    "ObjectParts",
-    "RenderedFile",
-    "Want",
     "render_day",
     "split_object",
 ]
@@ -48,37 +43,6 @@ __all__ = [
 #: Canonical lines: the typed events written back as JSON Lines, which ``parse_raw_lines``
 #: reads into the same events (``raw_event_data`` is already compact).
 _LINES: Final = msgspec.json.Encoder()
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedFile:
-    """One file of a delivery (its day's) and its sidecar manifest, as uploaded; for a table
-    format, the day's rows to append (Arrow IPC) and no manifest (the table's commit carries
-    the delivery's id and numbers)."""
-
-    day: date
-    data: bytes
-    manifest: bytes
-    events: int
-
-
-@dataclass(frozen=True, slots=True)
-class Want:
-    """What one delivery needs of a raw object: its whole file in ``fmt`` (a delivery of
-    this object's share alone), or the client's events as canonical lines."""
-
-    delivery: Delivery
-    fmt: str
-    whole: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectParts:
-    """A raw object's answer to its wants, in their order: a file or lines each; and the
-    lines no client file can carry."""
-
-    parts: list[RenderedFile | bytes]
-    bad: list[BadLine] = field(default_factory=list)
 
 
 def split_object(raw: bytes, wants: Sequence[Want]) -> ObjectParts:

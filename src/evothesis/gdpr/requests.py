@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from evothesis.domain import SubjectKind
+from evothesis.domain import TABLE_FORMATS, SubjectKind
 from evothesis.errors import (
     ConfigurationError,
     ExportsRunning,
@@ -49,7 +49,6 @@ from evothesis.errors import (
     StorageUnavailable,
 )
 from evothesis.export.deliveries import Share
-from evothesis.export.formats import TABLE_FORMATS
 from evothesis.export.pipeline import ExportPipeline
 from evothesis.gdpr.lines import (
     FoundEvent,

@@ -18,12 +18,17 @@ Each pool serves the whole process (every pipeline in it), started on first use 
 ``spawn`` method, because forking a process that runs an event loop and database
 connections is unsafe. A worker exits when its parent dies, even by SIGKILL, so a killed
 exporter leaves nothing behind.
+
+Work whose libraries the parent never needs (pyarrow, delta-rs, pyiceberg: a hundred
+megabytes resident) is handed over ``ByName``: the worker imports it, the parent (a
+collector's process, when it hosts the export) does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import multiprocessing
 import os
 import threading
@@ -31,7 +36,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -46,6 +52,20 @@ _PARENT_CHECK_S = 1.0
 
 _pools: dict[str, ProcessPoolExecutor] = {}
 _pool_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class ByName(Generic[T]):
+    """A function named by its module and name, imported only where it is called: giving it
+    to ``run_in_worker`` loads its module (and the libraries that module needs) into the
+    worker, never into the process that gives it."""
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> T:
+        function: Callable[..., T] = getattr(importlib.import_module(self.module), self.name)
+        return function(*args)
 
 
 async def run_in_worker(function: Callable[..., T], *args: Any) -> T:

@@ -12,11 +12,14 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final, Protocol, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from evothesis.errors import TableError
+from evothesis.export.keys import table_key
+from evothesis.objects.buckets import BucketSpec
+
+if TYPE_CHECKING:  # the exporter's own process never loads pyarrow; its workers do
+    import pyarrow as pa
 
 #: Files of one ``event_date`` partition that trigger its compaction into one file: a
 #: client delivered hourly compacts each day once, a client delivered every minute every
@@ -33,8 +36,43 @@ COMMIT_ATTEMPTS: Final = 8
 #: The key every commit of ours carries the delivery identity under (Delta commit info,
 #: Iceberg snapshot summary); also the export metadata's keys, prefixed the same way.
 IDENTITY_KEY: Final = "evothesis.delivery"
+#: The table of events in each client's namespace (Iceberg).
+TABLE_NAME: Final = "events"
 
 T = TypeVar("T")
+
+
+def table_storage(spec: BucketSpec, key: str) -> tuple[str, dict[str, str]]:
+    """The URI of ``key`` in a bucket and the storage options to reach it: obstore's option
+    names are object_store's, which delta-rs takes as they are."""
+    if spec.is_local:
+        return str(spec.local_path / key), {}
+    options = dict(spec.options)
+    if options.get("endpoint", "").startswith("http://"):
+        options["allow_http"] = "true"
+    return f"{spec.url.rstrip('/')}/{key}", options
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """Which table: a client's, in a format, in a destination (picklable, for workers)."""
+
+    fmt: str
+    spec: BucketSpec
+    client_id: str
+    iceberg_catalog: str
+
+    @property
+    def location(self) -> str:
+        """How readers name the table: its URI (Delta), its catalog identifier (Iceberg)."""
+        if self.fmt == "iceberg":
+            return f"{self.client_id}.{TABLE_NAME}"
+        return self.uri
+
+    @property
+    def uri(self) -> str:
+        """Where the table's files are: one table's, whatever its format."""
+        return table_storage(self.spec, table_key(self.client_id, self.fmt))[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from evothesis.errors import TableError
-from evothesis.export.tables.core import IDENTITY_KEY, Appended, AppendsInTurn
+from evothesis.export.tables.core import IDENTITY_KEY, Appended, AppendsInTurn, table_storage
 from evothesis.export.tables.schema import PARTITION_COLUMN, added_columns
 from evothesis.objects.buckets import BucketSpec
 
@@ -44,22 +44,11 @@ _TABLE_CONFIGURATION: Final[dict[str, str | None]] = {
 }
 
 
-def storage(spec: BucketSpec, key: str) -> tuple[str, dict[str, str]]:
-    """delta-rs' table URI and storage options for ``key`` in a bucket: obstore's option
-    names are object_store's, which delta-rs takes as they are."""
-    if spec.is_local:
-        return str(spec.local_path / key), {}
-    options = dict(spec.options)
-    if options.get("endpoint", "").startswith("http://"):
-        options["allow_http"] = "true"
-    return f"{spec.url.rstrip('/')}/{key}", options
-
-
 class DeltaEventTable(AppendsInTurn):
     format = "delta"
 
     def __init__(self, spec: BucketSpec, key: str) -> None:
-        self.location, self._options = storage(spec, key)
+        self.location, self._options = table_storage(spec, key)
         self._table: DeltaTable | None = None
         self._lock = threading.Lock()
 

@@ -41,12 +41,16 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 
 from evothesis.errors import TableError
-from evothesis.export.tables.core import IDENTITY_KEY, Appended, AppendsInTurn, retrying
+from evothesis.export.tables.core import (
+    IDENTITY_KEY,
+    TABLE_NAME,
+    Appended,
+    AppendsInTurn,
+    retrying,
+)
 from evothesis.export.tables.schema import PARTITION_COLUMN, TABLE_SCHEMA, added_columns
 from evothesis.objects.buckets import BucketSpec
 
-#: The table of events in each client's namespace.
-TABLE_NAME: Final = "events"
 #: Properties of every table we create.
 _TABLE_PROPERTIES: Final = {
     # Our own loop retries after looking for the identity; pyiceberg's would rebase the
