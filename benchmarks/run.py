@@ -55,6 +55,7 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks.export import FILL
+from benchmarks.processes import process_tree
 from evothesis.embedded import start_embedded_postgres
 from evothesis.storage.migrate import upgrade
 from tests.support.loopback import free_port, wait_listening
@@ -163,15 +164,6 @@ def peak_rss_mib(pids: list[int]) -> float:
             continue
         total += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
     return total / 1024
-
-
-def process_tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    found = [pid]
-    if children.exists():
-        for child in children.read_text().split():
-            found += process_tree(int(child))
-    return found
 
 
 def measure(

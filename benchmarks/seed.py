@@ -21,7 +21,6 @@ and its peak under the load (``VmHWM``). The seed's virtualenv is kept in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -32,9 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import asyncpg
-
-from benchmarks.run import ROOT, process_tree, start, stop, wait_http
+from benchmarks.processes import rss_mib, settled_rows
+from benchmarks.run import ROOT, start, stop, wait_http
 from evothesis.embedded import start_embedded_postgres
 from tests.support.loopback import free_port, wait_listening
 
@@ -65,30 +63,6 @@ class System:
     base: str
     database_url: str
     pid: int
-
-
-def stored_rows(url: str) -> int:
-    async def count() -> int:
-        connection = await asyncpg.connect(url)
-        try:
-            return int(await connection.fetchval("SELECT count(*) FROM events_log"))
-        finally:
-            await connection.close()
-
-    return asyncio.run(count())
-
-
-def settled_rows(url: str, timeout: float = 30) -> int:
-    """The count once requests in flight when wrk stopped have landed (two reads agree)."""
-    deadline = time.monotonic() + timeout
-    count = stored_rows(url)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        again = stored_rows(url)
-        if again == count:
-            break
-        count = again
-    return count
 
 
 def post(base: str, body: str, args: argparse.Namespace, result: Path) -> dict[str, float]:
@@ -137,24 +111,6 @@ def measure(system: System, scenario: str, args: argparse.Namespace, work: Path)
         flush=True,
     )
     return run
-
-
-def rss_mib(pid: int, field: str) -> dict[int, float]:
-    """``field`` (VmRSS now, VmHWM peak) of each Python process in ``pid``'s tree (the
-    collector's, not its shell's or database's), in MiB."""
-    found = {}
-    for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-            command = Path(f"/proc/{member}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"python" not in command and b"uvicorn" not in command:
-            continue
-        for line in status.splitlines():
-            if line.startswith(f"{field}:"):
-                found[member] = int(line.split()[1]) / 1024
-    return found
 
 
 def seed_ref(work: Path) -> tuple[subprocess.Popen[bytes], System]:

@@ -4,10 +4,11 @@
 
 Starts ``evothesis serve`` on the embedded default in a temporary data folder and posts
 batches of ``--events`` events at ``--rate`` requests/s from a paced loader on loopback
-(several threads, each with its own schedule). Every ``--sample`` seconds it records the
-collector's resident memory; at the end it compares the events acknowledged (200/202) with
-the rows in ``events_log``. Memory that keeps growing, or a single lost event, is a
-failure (exit 1).
+(several threads, each with its own schedule). The export runs inside serve, as by default,
+so its worker processes are measured too. It records each process's resident memory at idle
+(before the load) and every ``--sample`` seconds; at the end it compares the events
+acknowledged (200/202) with the rows in ``events_log``. Memory that keeps growing, or a
+single lost event, is a failure (exit 1).
 """
 
 from __future__ import annotations
@@ -20,27 +21,45 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import httpx
-from run import HERE, free_port, process_tree, start, stop, wait_http  # type: ignore[import-not-found]
+
+from benchmarks.processes import process_tree, stored_rows
+from benchmarks.run import HERE, start, stop, wait_http
+from evothesis.embedded import start_embedded_postgres
+from tests.support.loopback import free_port
 
 THREADS = 8
 
 
-def rss_mib(pid: int) -> float:
-    total = 0
+def rss_by_process(pid: int) -> dict[str, float]:
+    """Resident MiB of each Python process in the collector's tree, by its role."""
+    found: dict[str, float] = {}
     for member in process_tree(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
+            command = Path(f"/proc/{member}/cmdline").read_bytes()
         except OSError:
             continue
+        if b"python" not in command:
+            continue
+        role = (
+            "resource tracker"
+            if b"resource_tracker" in command
+            else f"export worker {member}"
+            if b"spawn_main" in command
+            else "collector"
+        )
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+                found[role] = int(line.split()[1]) / 1024
+    return found
+
+
+def _rss_text(rss: dict[str, float]) -> str:
+    return ", ".join(f"{role} {mib:.0f}" for role, mib in sorted(rss.items()))
 
 
 class Loader:
@@ -98,11 +117,6 @@ class Loader:
                     self._stop.wait(pause)
 
 
-def stored(base: str) -> int:
-    with urllib.request.urlopen(f"{base}/events/count", timeout=30) as response:
-        return int(json.load(response)["count"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -119,25 +133,29 @@ def main() -> None:
     collector = start(
         [sys.executable, "-m", "evothesis", "serve", "--port", str(port)], env, work / "serve.log"
     )
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, dict[str, float]]] = []
     loader = Loader(base, args.rate, args.events)
     try:
         wait_http(f"{base}/health")
+        database = start_embedded_postgres(work / "data")
+        time.sleep(10)  # start-up work (geo table, registry snapshot) settles first
+        idle = rss_by_process(collector.pid)
+        print(f"  idle RSS (MiB): {_rss_text(idle)}", flush=True)
         loader.start()
         began = time.monotonic()
         end = began + args.minutes * 60
         while time.monotonic() < end:
             time.sleep(min(args.sample, max(0.0, end - time.monotonic())))
             elapsed = time.monotonic() - began
-            samples.append((elapsed, rss_mib(collector.pid)))
+            samples.append((elapsed, rss_by_process(collector.pid)))
             print(
-                f"  t={elapsed:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  "
+                f"  t={elapsed:6.0f} s  RSS (MiB) {_rss_text(samples[-1][1])}  "
                 f"acknowledged {loader.acknowledged} events",
                 flush=True,
             )
         loader.stop()
         time.sleep(1)
-        in_database = stored(base)
+        in_database = stored_rows(database)
     finally:
         loader.stop()
         stop(collector)
@@ -146,14 +164,19 @@ def main() -> None:
     latencies = sorted(loader.latencies)
     p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0.0
     half = len(samples) // 2
-    early = statistics.median(r for _, r in samples[:half]) if half else 0.0
-    late = statistics.median(r for _, r in samples[half:]) if samples else 0.0
+    total = [sum(rss.values()) for _, rss in samples]
+    early = statistics.median(total[:half]) if half else 0.0
+    late = statistics.median(total[half:]) if samples else 0.0
+    peak = {role: max(rss.get(role, 0.0) for _, rss in samples) for role in samples[-1][1]}
     print(
         f"\n{args.minutes:g} min at {args.rate:g} req/s x {args.events + 1} events: "
         f"{loader.acknowledged / duration:.0f} events/s acknowledged, p99 {p99:.1f} ms, "
         f"statuses {loader.statuses}"
     )
-    print(f"RSS median first half {early:.1f} MiB, second half {late:.1f} MiB")
+    print(f"RSS per process (MiB) at idle: {_rss_text(idle)}")
+    print(f"RSS per process (MiB), peak under load: {_rss_text(peak)}")
+    print(f"RSS per process (MiB) at the end: {_rss_text(samples[-1][1])}")
+    print(f"RSS of them all, median first half {early:.1f} MiB, second half {late:.1f} MiB")
     print(f"acknowledged {loader.acknowledged}, in events_log {in_database}")
     out = HERE / "results" / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
@@ -161,6 +184,7 @@ def main() -> None:
         json.dumps(
             {
                 "args": vars(args),
+                "idle_rss_mib": idle,
                 "rss_samples": samples,
                 "statuses": loader.statuses,
                 "acknowledged": loader.acknowledged,

@@ -602,6 +602,10 @@ _CLIENT_SETTING_KINDS: tuple[tuple[str, type[StrEnum]], ...] = (
 )
 
 
+#: The hex digits whose top two bits are RFC 9562's variant, ``10``.
+_UUID_VARIANT_DIGITS: Final = "89ab"
+
+
 def uuid7() -> str:
     """A time-ordered UUID (RFC 9562 version 7) in canonical text form.
 
@@ -610,12 +614,8 @@ def uuid7() -> str:
     Event ids stay text end to end (asyncpg encodes the uuid column from text in C), since
     building ``uuid.UUID`` objects is a measurable share of per-event cost.
     """
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 64) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    # 48 bits of milliseconds, then random hex in which the version nibble becomes 7 and
+    # the variant nibble one of 8, 9, a, b: text straight from bytes.hex, no integer maths.
+    digits = ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)).hex()
+    variant = _UUID_VARIANT_DIGITS[int(digits[16], 16) & 3]
+    return f"{digits[:8]}-{digits[8:12]}-7{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"

@@ -57,7 +57,7 @@ def apply_limits(
         if key in skip:
             continue
         field = f"{where}{key}" if key in NAMED_FIELDS else event
-        _check_key(key, limits, counter, field)
+        _count_key(key, limits, counter, field)
         too_long = _check(value, limits, 1, counter, field) or too_long
     if not too_long:
         return payload
@@ -67,10 +67,15 @@ def apply_limits(
     }
 
 
-def _check_key(key: str, limits: EventLimits, counter: list[int], field: str | None) -> None:
+def _count_key(key: str, limits: EventLimits, counter: list[int], field: str | None) -> None:
     counter[0] += 1
+    if counter[0] > limits.max_properties or len(key) > limits.max_key_length:
+        _refuse_key(key, limits, counter[0], field)
+
+
+def _refuse_key(key: str, limits: EventLimits, count: int, field: str | None) -> None:
     where = field or "the event"
-    if counter[0] > limits.max_properties:
+    if count > limits.max_properties:
         raise InvalidEvent(
             f"{where} has more than {limits.max_properties} properties",
             field=field,
@@ -104,9 +109,20 @@ def _check(
         for item in value:
             too_long = _check(item, limits, depth + 1, counter, field) or too_long
         return too_long
+    # Every key of every event passes here: scalars are judged inline, without a call.
+    max_properties, max_key, max_string = (
+        limits.max_properties,
+        limits.max_key_length,
+        limits.max_string_length,
+    )
     for key, item in value.items():
-        _check_key(key, limits, counter, field)
-        too_long = _check(item, limits, depth + 1, counter, field) or too_long
+        counter[0] += 1
+        if counter[0] > max_properties or len(key) > max_key:
+            _refuse_key(key, limits, counter[0], field)
+        if type(item) is str:
+            too_long = too_long or len(item) > max_string
+        elif isinstance(item, dict | list):
+            too_long = _check(item, limits, depth + 1, counter, field) or too_long
     return too_long
 
 

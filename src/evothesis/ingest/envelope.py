@@ -257,9 +257,11 @@ def _build_event(
 
 
 def _string(payload: dict[str, Any], name: str, where: str) -> str | None:
+    # Seven calls per event: the usual short string returns without building the field's
+    # name, which only an error needs.
     value = payload.get(name)
-    if value is None:
-        return None
+    if value is None or (type(value) is str and len(value) <= FIELD_LIMITS[name]):
+        return value
     return checked_text(value, f"{where}{name}", FIELD_LIMITS[name])
 
 
