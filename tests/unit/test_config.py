@@ -210,6 +210,7 @@ def test_environment_help_has_a_described_line_for_every_setting() -> None:
         assert field.description, f"{field.alias} has no description for --help"
         assert field.alias in lines
         assert field.description in lines[str(field.alias)]
+        assert lines[str(field.alias)].count("(default") <= 1, f"{field.alias}: two defaults"
     assert lines["DATABASE_POOL_SIZE"].endswith("(default 10)")
     assert lines["TRUSTED_PROXIES"].endswith("(default 127.0.0.1/32, ::1/128)")
     assert "(default" not in lines["DATABASE_URL"]  # unset means what the text says
