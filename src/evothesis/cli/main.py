@@ -30,6 +30,7 @@ from evothesis.cli.gdpr import gdpr_app
 from evothesis.cli.spool import spool_app
 from evothesis.config import environment_help
 from evothesis.errors import SecretKeyError
+from evothesis.heap import limit_malloc_arenas
 from evothesis.pixel_management import create_pixel_management_app
 from evothesis.registry.secrets import generate_key
 from evothesis.server import run_workers, uvicorn_config
@@ -156,4 +157,5 @@ def _root(
 
 
 def main() -> None:
+    limit_malloc_arenas()
     app()
