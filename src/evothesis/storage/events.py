@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,11 +66,11 @@ class EventStore:
 
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
-        staging table and ``ON CONFLICT DO NOTHING``, which costs PostgreSQL twice the work.
-
-        A flush with nothing but events (nearly every one) is a lone COPY, which is a
-        transaction of its own: skipping BEGIN and COMMIT saves two of its four round trips
-        to the server, and each round trip waits for the event loop to come back to it.
+        staging table and ``move_staged_events``, which costs PostgreSQL twice the work.
+        Each day's partition has its own unique index, so the COPY fails on a retry of the
+        same day only; ``window_retries`` then finds, before the commit, a retry of an
+        event stored the day before or after (arrival days, UTC): the deduplication window
+        README.md describes.
 
         Sites this process has not seen yet are recorded in ``site_discoveries`` in the
         same transaction (billing: a discovery exists exactly when its site has events).
@@ -81,12 +80,14 @@ class EventStore:
         try:
             async with self._pool.acquire() as connection:
                 try:
-                    async with _atomic(connection, bool(audits or failed or discoveries)):
+                    async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
+                        if await connection.fetchval(query("window_retries")):
+                            raise _RetryAcrossDays
                         await _write_side_records(connection, audits, failed, discoveries)
-                except asyncpg.UniqueViolationError:
+                except (asyncpg.UniqueViolationError, _RetryAcrossDays):
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
@@ -170,11 +171,9 @@ class EventStore:
         )
 
 
-def _atomic(
-    connection: Connection, several_statements: bool
-) -> AbstractAsyncContextManager[object]:
-    """A transaction when a flush writes more than one statement, else nothing."""
-    return connection.transaction() if several_statements else nullcontext()
+class _RetryAcrossDays(Exception):
+    """A flush holds a retry of an event stored in a neighbouring day: rolled back and
+    redone through the staging table."""
 
 
 async def _write_side_records(
