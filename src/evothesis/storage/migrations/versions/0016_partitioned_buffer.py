@@ -21,13 +21,13 @@ Append of the partitions' index scans). The first two are each partition's own: 
 index of the parent would have to include ``created_at``, which a retry does not share.
 Retries that straddle two days are recognised by ``EventStore.insert`` (``window_retries``).
 
-The cut-over runs in the migration's one transaction, holding ``events_log`` exclusively:
-attaching the old table checks that every row lies before the cut-over, one sequential scan
-of the buffer (a CHECK constraint added first would cost the same scan in the same
-transaction, so there is none), and builds no index (the old table's indexes are reused).
-The cut-over day is the next UTC midnight at least an hour away, so that no row a collector
-writes while the migration waits for its lock falls after it; the old table keeps taking
-the rows of today until then.
+The cut-over runs in the migration's one transaction, holding ``events_log`` exclusively,
+and builds no index (the old table's are reused). It reads the buffer twice: once for its
+newest arrival, and once as ATTACH checks that every row lies before the cut-over (a CHECK
+constraint added first would cost that same scan in the same transaction, so there is
+none). The cut-over is the first UTC midnight at least an hour away, so that no row a
+collector writes while the migration waits for its lock falls after it, and after the
+newest row; the old table keeps taking the rows of today until then.
 
 Downgrading copies every buffered row back into one table (the first copy of an event id
 wins if two days hold it).
@@ -165,9 +165,12 @@ def upgrade() -> None:
     # The ids' sequence outlives the old table: it numbers every partition's rows.
     op.execute("ALTER SEQUENCE events_log_id_seq OWNED BY events_log.id")
     op.execute("CREATE INDEX events_log_export_order_idx ON events_log (xid, id)")
+    # The first UTC midnight at least an hour away and after every stored row (a clock
+    # ahead, or a database downgraded and upgraded again).
     cut_over = (
-        "(date_trunc('day', now() AT TIME ZONE 'UTC' + interval '1 hour') + interval '1 day')"
-        " AT TIME ZONE 'UTC'"
+        "(greatest(date_trunc('day', now() AT TIME ZONE 'UTC' + interval '1 hour'),"
+        f" (SELECT date_trunc('day', max(created_at) AT TIME ZONE 'UTC') FROM {LEGACY}))"
+        " + interval '1 day') AT TIME ZONE 'UTC'"
     )
     bound = op.get_bind().execute(text(f"SELECT ({cut_over})::text")).scalar()
     op.execute(
