@@ -484,3 +484,37 @@ def test_downgrading_gathers_every_partition_into_one_table(empty_database: str)
         }  # fmt: skip
         assert conn.execute("SELECT count(*) FROM export_event_lines").fetchone() == (3,)
     upgrade(empty_database)
+
+
+#: The export's reads of the buffer and the newest events, with arguments that plan them
+#: as they run: a batch of 1,000 after the start, and the recent events of the console.
+PARTITION_READERS: dict[str, tuple[object, ...]] = {
+    "export_claim": (1000, "0", 0, 1, "test", 60),
+    "export_batch_rows": ("0", 0, "100000", 1000),
+    "export_backlog": ("0", 0, 1000),
+    "recent_events": (50, None, None, None),
+}
+
+
+@pytest.mark.parametrize("name", PARTITION_READERS)
+def test_reads_in_commit_or_id_order_merge_the_partitions_indexes(
+    database_url: str, name: str
+) -> None:
+    """Across days of rows, the export's (xid, id) ranges and the newest events by id read
+    each partition's index in order (a Merge Append), never a whole partition."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for day in range(1, 4):
+            conn.execute("SELECT events_log_add_partition(%s::date)", (f"2030-01-0{day}",))
+            conn.execute(
+                "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp,"
+                " raw_event_data, created_at) SELECT gen_random_uuid(), 'click', 'localhost',"
+                " 'client_test', t, '{}', t FROM (SELECT %s::timestamptz"
+                " + make_interval(secs => g) AS t FROM generate_series(1, 20000) g) s",
+                (f"2030-01-0{day}",),
+            )
+        conn.execute("ANALYZE events_log")
+        plan = "\n".join(line for (line,) in explain(conn, name, PARTITION_READERS[name]))
+    assert "Merge Append" in plan, plan
+    assert "Seq Scan on events_log_p2030" not in plan, plan
+    for day in range(1, 4):
+        assert f"on events_log_p2030010{day}" in plan, plan
