@@ -459,7 +459,9 @@ class Settings(BaseSettings):
     buffer_retention_s: Duration = Field(
         6 * 3600.0,
         alias="BUFFER_RETENTION",
-        description="how long exported events stay in PostgreSQL (default 6h)",
+        description="how long exported events stay in PostgreSQL at least (default 6h); "
+        "they go a day at a time (UTC, by arrival), once that day and the next have ended: "
+        "a retried event id is recognised within its own day and the days either side",
     )
     export_lease_s: Duration = Field(
         300.0,

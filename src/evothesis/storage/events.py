@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -70,24 +70,29 @@ class EventStore:
         Each day's partition has its own unique index, so the COPY fails on a retry of the
         same day only; ``window_retries`` then finds, before the commit, a retry of an
         event stored the day before or after (arrival days, UTC): the deduplication window
-        README.md describes.
+        README.md describes. A flush whose rows arrived on several days (one that spans
+        midnight, a spool replay) goes through the staging table at once, which checks
+        each row against the neighbours of its own day.
 
         Sites this process has not seen yet are recorded in ``site_discoveries`` in the
         same transaction (billing: a discovery exists exactly when its site has events).
         Both the write buffer and the spool replay come through here, so both record them.
         """
         discoveries = self._new_sites(rows)
+        day = arrival_day(rows)
         try:
             async with self._pool.acquire() as connection:
                 try:
+                    if day is None:
+                        raise _Restage  # each row is checked against its own day's neighbours
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
-                        if await connection.fetchval(query("window_retries")):
-                            raise _RetryAcrossDays
+                        if await connection.fetchval(query("window_retries"), day):
+                            raise _Restage
                         await _write_side_records(connection, audits, failed, discoveries)
-                except (asyncpg.UniqueViolationError, _RetryAcrossDays):
+                except (asyncpg.UniqueViolationError, _Restage):
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
@@ -171,9 +176,19 @@ class EventStore:
         )
 
 
-class _RetryAcrossDays(Exception):
-    """A flush holds a retry of an event stored in a neighbouring day: rolled back and
-    redone through the staging table."""
+class _Restage(Exception):
+    """A flush holds a retry of an event stored in a neighbouring day, or rows of several
+    days: (rolled back and) written through the staging table."""
+
+
+def arrival_day(rows: Sequence[EventRow]) -> datetime | None:
+    """The start (UTC midnight) of the day all ``rows`` arrived on; ``None`` when they
+    arrived on several days, or there are none."""
+    if not rows:
+        return None
+    start = datetime.combine(rows[0].created_at.astimezone(UTC).date(), time(), UTC)
+    end = start + timedelta(days=1)
+    return start if all(start <= row.created_at < end for row in rows) else None
 
 
 async def _write_side_records(

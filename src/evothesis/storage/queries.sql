@@ -47,23 +47,25 @@ WITH inserted AS (
 SELECT client_id, site_id, count(*) AS inserted FROM inserted GROUP BY client_id, site_id
 
 -- window_retries --
--- Whether a row this transaction wrote has an event id its client stored in the day
--- before or after the row's own (days of arrival, UTC: events_log's partitions). Each
--- partition's unique index sees retries within its day only; this sees a retry that
--- arrived just after midnight (or a spool replay of the night before). Each new row costs
--- one probe of the neighbouring days' (client_id, event_id) indexes.
+-- Whether a row this transaction wrote, all of whose rows arrived on the UTC day starting at
+-- $1, has an event id its client stored the day before or after (events_log's partitions
+-- are days of arrival). Each partition's unique index sees retries within its day only;
+-- this sees a retry that arrived just after midnight, or a spool replay of the evening
+-- before. The bounds are parameters, so the two neighbouring days are chosen once per
+-- statement, then each new row costs one probe of their (client_id, event_id) indexes.
 SELECT EXISTS (
     SELECT 1 FROM events_log n,
-    LATERAL (SELECT date_trunc('day', n.created_at, 'UTC') AS day) d,
     LATERAL (
         SELECT 1 FROM events_log o
         WHERE o.client_id = n.client_id AND o.event_id = n.event_id
-          AND ((o.created_at >= d.day - interval '24 hours' AND o.created_at < d.day)
-               OR (o.created_at >= d.day + interval '24 hours'
-                   AND o.created_at < d.day + interval '48 hours'))
+          AND ((o.created_at >= $1::timestamptz - interval '24 hours'
+                AND o.created_at < $1::timestamptz)
+               OR (o.created_at >= $1::timestamptz + interval '24 hours'
+                   AND o.created_at < $1::timestamptz + interval '48 hours'))
         LIMIT 1
     ) seen
     WHERE n.xid = pg_current_xact_id()
+      AND n.created_at >= $1::timestamptz AND n.created_at < $1::timestamptz + interval '24 hours'
 )
 
 -- insert_audit --
