@@ -16,7 +16,7 @@ import pytest
 
 from evothesis.domain import EventRow
 from evothesis.errors import StorageUnavailable
-from evothesis.storage.events import EventStore, InsertedCount
+from evothesis.storage.events import DEDUP_WINDOW_S, EventStore, InsertedCount
 from evothesis.storage.pool import create_pool
 from tests.support.rows import event_row
 from tests.support.sync import run_coroutine
@@ -24,15 +24,17 @@ from tests.support.sync import run_coroutine
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 
 
-def flushes(database_url: str, *batches: Sequence[EventRow]) -> list[list[InsertedCount] | str]:
-    """Each batch as one ``insert`` of one store; a failed flush gives the name of the
-    database error behind it."""
+def flushes(
+    database_url: str, *batches: Sequence[EventRow], window_s: float = DEDUP_WINDOW_S
+) -> list[list[InsertedCount] | str]:
+    """Each batch as one ``insert`` of one store (``BUFFER_DEDUP_WINDOW``: ``window_s``); a
+    failed flush gives the name of the database error behind it."""
 
     async def run() -> list[list[InsertedCount] | str]:
         pool = await create_pool(database_url, min_size=1, max_size=1)
         results: list[list[InsertedCount] | str] = []
         try:
-            store = EventStore(pool)
+            store = EventStore(pool, dedup_window_s=window_s)
             for rows in batches:
                 try:
                     results.append(await store.insert(rows))
@@ -134,22 +136,38 @@ def test_both_copies_in_one_flush_across_midnight_store_the_first(
     assert created_at == JUST_BEFORE
 
 
-def test_the_window_is_the_days_either_side_and_ids_are_per_client(
-    database_url: str, db: Any
+@pytest.mark.parametrize(
+    ("window_s", "stored_again"),
+    [(3600, True), (3 * 3600, False), (86400, False)],
+    ids=["window 1h", "window 3h", "window 24h"],
+)
+def test_a_copy_across_midnight_is_recognised_within_the_window(
+    database_url: str, db: Any, window_s: float, stored_again: bool
 ) -> None:
-    """A copy two days away is outside the window and is stored again; another client's
-    event of the same id is its own (tenants never deduplicate each other)."""
-    day_after = MIDNIGHT + timedelta(days=1, hours=12)
-    partitions(db, JUST_BEFORE, JUST_AFTER, day_after)
-    row = event_row("acme", "acme.test", JUST_BEFORE)
+    """A copy two hours after the first, which arrived an hour before midnight: within a
+    window of 3h or more it is recognised; with a window of 1h its flush is not checked
+    against the day before, and it is stored again. Another client's event of the same id
+    is its own (tenants never deduplicate each other)."""
+    first_at = MIDNIGHT - timedelta(hours=1)
+    partitions(db, first_at, JUST_AFTER)
+    row = event_row("acme", "acme.test", first_at)
     other_client = event_row("globex", "globex.test", JUST_AFTER)._replace(event_id=row.event_id)
-    results = flushes(database_url, [row], [at(row, day_after)], [other_client])
+    copy = at(row, first_at + timedelta(hours=2))
+    results = flushes(database_url, [row], [copy], [other_client], window_s=window_s)
     assert results == [
         [InsertedCount("acme", "acme.test", 1)],
-        [InsertedCount("acme", "acme.test", 1)],
+        [InsertedCount("acme", "acme.test", 1)] if stored_again else [],
         [InsertedCount("globex", "globex.test", 1)],
     ]
-    assert stored_ids(db) == [row.event_id] * 3
+    assert stored_ids(db) == [row.event_id] * (3 if stored_again else 2)
+
+
+def test_copies_on_one_day_are_recognised_whatever_the_window(database_url: str, db: Any) -> None:
+    partitions(db, JUST_AFTER)
+    row = event_row("acme", "acme.test", JUST_AFTER)
+    results = flushes(database_url, [row], [at(row, JUST_AFTER + timedelta(hours=23))], window_s=1)
+    assert results == [[InsertedCount("acme", "acme.test", 1)], []]
+    assert stored_ids(db) == [row.event_id]
 
 
 def test_a_copy_written_while_the_first_is_uncommitted_waits_and_is_skipped(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -15,6 +16,13 @@ from evothesis.errors import StorageUnavailable
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error, with_connection
+
+#: ``BUFFER_DEDUP_WINDOW``'s default: a copy of an event arriving within this long of the
+#: first is recognised across midnight (within one UTC day, always). The flushes within
+#: this long of midnight pay for the check (``window_retries``); at most a day, as only
+#: the days either side of a row's own are checked.
+DEDUP_WINDOW_S: Final = 6 * 3600.0
+MAX_DEDUP_WINDOW_S: Final = 24 * 3600.0
 
 #: (client, site) pairs one process remembers as recorded in ``site_discoveries``. Past
 #: this many the memory is dropped and rebuilt: forgetting costs one redundant upsert per
@@ -46,8 +54,10 @@ class EventCounts:
 class EventStore:
     """``events_log`` behind a small interface, with driver errors translated."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dedup_window_s: float = DEDUP_WINDOW_S) -> None:
         self._pool = pool
+        #: How close to midnight a row's arrival makes its flush check the neighbouring days.
+        self._window = timedelta(seconds=min(dedup_window_s, MAX_DEDUP_WINDOW_S))
         #: Pairs whose discovery this process has committed (``_record_discoveries``).
         self._known_sites: set[tuple[str, str]] = set()
 
@@ -67,12 +77,19 @@ class EventStore:
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
         staging table and ``move_staged_events``, which costs PostgreSQL twice the work.
-        Each day's partition has its own unique index, so the COPY fails on a retry of the
-        same day only; ``window_retries`` then finds, before the commit, a retry of an
-        event stored the day before or after (arrival days, UTC): the deduplication window
-        README.md describes. A flush whose rows arrived on several days (one that spans
-        midnight, a spool replay) goes through the staging table at once, which checks
-        each row against the neighbours of its own day.
+        Each day's partition (arrival days, UTC) has its own unique index, so the COPY
+        fails on a retry of the same day only. A flush with a row that arrived within the
+        deduplication window of midnight (``BUFFER_DEDUP_WINDOW``) is also checked, before
+        its commit, against the day before and the day after (``window_retries``); a flush
+        whose rows arrived on several days goes through the staging table at once, which
+        checks each row against the neighbours of its own day. So a copy arriving within
+        the window of the first one is always recognised (README.md: the deduplication
+        window), and the flushes of most of the day pay for no check.
+
+        A flush with nothing but events far from midnight (nearly every one) is a lone
+        COPY, which is a transaction of its own: skipping BEGIN and COMMIT saves two of its
+        four round trips to the server, and each round trip waits for the event loop to
+        come back to it.
 
         Sites this process has not seen yet are recorded in ``site_discoveries`` in the
         same transaction (billing: a discovery exists exactly when its site has events).
@@ -80,16 +97,20 @@ class EventStore:
         """
         discoveries = self._new_sites(rows)
         day = arrival_day(rows)
+        near_midnight = day is not None and self._near_midnight(rows, day)
         try:
             async with self._pool.acquire() as connection:
                 try:
                     if day is None:
                         raise _Restage  # each row is checked against its own day's neighbours
-                    async with connection.transaction():
+                    several = bool(audits or failed or discoveries) or near_midnight
+                    async with _atomic(connection, several):
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
-                        if await connection.fetchval(query("window_retries"), day):
+                        if near_midnight and await connection.fetchval(
+                            query("window_retries"), day
+                        ):
                             raise _Restage
                         await _write_side_records(connection, audits, failed, discoveries)
                 except (asyncpg.UniqueViolationError, _Restage):
@@ -108,6 +129,13 @@ class EventStore:
         self._remember_sites(discoveries)
         counts = Counter((row.client_id, row.site_id) for row in rows)
         return [InsertedCount(client, site, n) for (client, site), n in sorted(counts.items())]
+
+    def _near_midnight(self, rows: Sequence[EventRow], day: datetime) -> bool:
+        """Whether a row of ``day`` arrived within the deduplication window of its start or
+        its end, where a copy of it may be in the day before or after."""
+        early = day + self._window
+        late = day + timedelta(days=1) - self._window
+        return any(row.created_at < early or row.created_at >= late for row in rows)
 
     def _new_sites(self, rows: Sequence[EventRow]) -> dict[tuple[str, str], datetime]:
         """The flush's (client, site) pairs not yet known here, with their earliest event;
@@ -174,6 +202,13 @@ class EventStore:
             what="database unreachable",
             timeout_s=10,
         )
+
+
+def _atomic(
+    connection: Connection, several_statements: bool
+) -> AbstractAsyncContextManager[object]:
+    """A transaction when a flush writes or checks more than its COPY, else nothing."""
+    return connection.transaction() if several_statements else nullcontext()
 
 
 class _Restage(Exception):
