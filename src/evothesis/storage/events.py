@@ -46,8 +46,8 @@ class EventCounts:
 
     #: Every event ever stored, exported or not: retention does not lower it.
     total: dict[str, int]
-    #: The events ``events_log`` holds now: not yet exported, or exported less than the
-    #: buffer retention ago.
+    #: The events ``events_log`` holds now: not yet exported, or exported but their day's
+    #: partition not yet dropped by retention.
     buffered: dict[str, int]
 
 
