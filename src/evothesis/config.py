@@ -31,6 +31,7 @@ from evothesis.domain import ExportFormat
 from evothesis.durations import parse_duration, parse_interval
 from evothesis.errors import ConflictingSettings
 from evothesis.schedules import DeliverySchedule, parse_schedule
+from evothesis.storage.events import DEDUP_WINDOW_S, MAX_DEDUP_WINDOW_S
 
 __all__ = [
     "DEPLOYMENT_VARIABLES",
@@ -459,7 +460,18 @@ class Settings(BaseSettings):
     buffer_retention_s: Duration = Field(
         6 * 3600.0,
         alias="BUFFER_RETENTION",
-        description="how long exported events stay in PostgreSQL (default 6h)",
+        description="how long exported events stay in PostgreSQL at least (default 6h); "
+        "they go a day at a time (UTC, by arrival), once that day and the next have ended "
+        "(BUFFER_DEDUP_WINDOW looks into the next day)",
+    )
+    dedup_window_s: Duration = Field(
+        DEDUP_WINDOW_S,
+        le=MAX_DEDUP_WINDOW_S,
+        alias="BUFFER_DEDUP_WINDOW",
+        description="a copy of an event id (a retry) arriving within this long of the first "
+        "copy is not stored again, also across midnight; on the same UTC day, always (at "
+        "most 24h; default 6h: flushes this close to midnight pay for a check of the day "
+        "before and after)",
     )
     export_lease_s: Duration = Field(
         300.0,

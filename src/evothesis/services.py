@@ -346,7 +346,7 @@ async def open_ingestion(services: Services) -> AsyncIterator[Ingestion]:
     spool released and the replay stopped on the way out."""
     settings = services.settings
     async with AsyncExitStack() as stack:
-        events = EventStore(services.pool)
+        events = EventStore(services.pool, dedup_window_s=settings.dedup_window_s)
         spool = None
         if settings.spool_max_bytes:
             spool = Spool(settings.spool_folder, max_bytes=settings.spool_max_bytes)

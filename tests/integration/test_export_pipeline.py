@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from evothesis.app import create_app
+from evothesis.clock import FixedClock
 from evothesis.config import Settings
 from evothesis.domain import SchedulerRole
 from evothesis.export.formats import (
@@ -36,7 +37,7 @@ from evothesis.export.formats import (
     PARQUET_SCHEMA,
 )
 from evothesis.export.keys import metering_key, raw_key
-from evothesis.export.pipeline import ExportPipeline
+from evothesis.export.pipeline import ExportPipeline, Retention
 from evothesis.export.scheduler import (
     SchedulerState,
     run_scheduler,
@@ -930,9 +931,13 @@ def test_who_may_trigger_runs(
         assert http.get("/export/status", headers=headers).status_code == expected
 
 
-def test_retention_purges_exactly_the_exported_events(
+def test_retention_drops_a_day_only_once_every_event_of_it_is_exported(
     database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
 ) -> None:
+    """Retention drops a day's partition of the buffer whole: only after that day and the
+    next have ended (the deduplication window), and once every event it holds is in a batch
+    exported longer than the retention ago; an event of a day without a partition (in the
+    DEFAULT partition) goes by itself with its batch."""
     collector = start_collector()
     first = post_batch(collector, 30) + post_batch(collector, 12)
     assert_counts(collector, total=42, buffered=42)
@@ -940,34 +945,74 @@ def test_retention_purges_exactly_the_exported_events(
     exported = run_pipeline(database_url, lambda p: p.export(), **env)
     export_ended = time.monotonic()
     assert exported.events == len(first)
-    assert_counts(collector, total=42, buffered=42)  # exported, not yet purged
     later = post_batch(collector, 20)
     assert_counts(collector, total=62, buffered=62)
+    [today] = {buffer_partition(database_url, event_id) for event_id in first + later}
+    days_later = FixedClock(datetime.now(UTC) + timedelta(days=3))
 
-    # Not yet as old as the retention (an hour here): nothing goes.
-    hour = {**env, "BUFFER_RETENTION": "1h"}
-    assert run_pipeline(database_url, lambda p: p.purge(), **hour) == 0
+    def purge(clock: FixedClock | None, **values: Any) -> Retention:
+        retention: Retention = run_services(
+            database_url, lambda s: s.pipeline.purge(), clock=clock, **{**env, **values}
+        )
+        return retention
+
+    # Not yet as old as the retention (an hour here), though the day is long over.
+    # (Days that were empty go at once.)
+    assert today not in purge(days_later, BUFFER_RETENTION="1h").dropped
     assert all(b["purged_at"] is None for b in db_batches(database_url).values())
     time.sleep(max(0.0, 1.3 - (time.monotonic() - export_ended)))
-    assert run_pipeline(database_url, lambda p: p.purge(), **env) == len(first)
-    assert set(db_events(database_url)) == set(later)
-    assert_counts(collector, total=62, buffered=20)  # retention lowers the buffer only
-    batches = db_batches(database_url)
-    assert all(b["purged_at"] is not None for b in batches.values())
-    assert run_pipeline(database_url, lambda p: p.purge(), **env) == 0
+    # Past the retention, but the day (and the next, the deduplication window) still runs.
+    retention = purge(None)
+    assert retention.deleted == 0 and today not in retention.dropped
+    assert all(b["purged_at"] is not None for b in db_batches(database_url).values())
+    # Days later: 20 events of the day are still to be exported, so it stays whole.
+    assert today not in purge(days_later).dropped
+    assert set(db_events(database_url)) == set(first) | set(later)
+    assert_counts(collector, total=62, buffered=62)
 
-    # The survivors are exported later, once; the purged ones stay in the raw bucket.
+    # The survivors are exported once, and then the day goes.
     again = run_pipeline(database_url, lambda p: p.export(), **env)
     assert again.events == len(later)
+    time.sleep(1.3)
+    retention = purge(days_later)
+    assert today in retention.dropped
+    assert db_events(database_url) == {}
+    with collector.client() as client:  # retention lowers the buffer only
+        counts = client.get("/events/count").json()
+    assert (counts["count"], counts["buffer"]["count"]) == (62, 0)
     ids = [event["event_id"] for event in raw_events(s3, buckets.raw)]
     assert duplicates(ids) == {} and set(ids) == set(first) | set(later)
+
+    # A spool replay of that day, now gone, lands in the DEFAULT partition: exported once,
+    # then deleted with its batch.
+    replayed = str(uuid.uuid4())
+    execute(
+        database_url,
+        "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp, "
+        "raw_event_data, created_at) VALUES (%s, 'click', 'localhost', 'client_test', now(), "
+        "'{}', now() - interval '1 minute')",
+        replayed,
+    )
+    assert buffer_partition(database_url, replayed) == "events_log_default"
+    assert run_pipeline(database_url, lambda p: p.export(), **env).events == 1
+    time.sleep(1.3)
+    assert purge(days_later).deleted == 1
+    assert db_events(database_url) == {}
     status = run_pipeline(database_url, lambda p: p.export_status(), **env)
-    assert status["purged_batches"] == len(batches)
-    assert_counts(collector, total=62, buffered=20)
+    assert status["purged_batches"] == len(db_batches(database_url))
     # Claimed into a batch that is not exported yet: counted once all the same.
     post_batch(collector, 3)
     assert run_pipeline(database_url, lambda p: p.ledger.claim(25), **env).event_count == 3
-    assert_counts(collector, total=65, buffered=23)
+    assert_counts(collector, total=66, buffered=3)
+
+
+def buffer_partition(database_url: str, event_id: str) -> str:
+    """The partition of events_log that holds an event."""
+    with psycopg.connect(database_url) as conn:
+        [(table,)] = conn.execute(
+            "SELECT tableoid::regclass::text FROM events_log WHERE event_id = %s", (event_id,)
+        ).fetchall()
+    return str(table)
 
 
 def assert_counts(collector: RunningCollector, *, total: int, buffered: int) -> None:

@@ -575,3 +575,43 @@ def test_failed_events_are_exported_and_deleted_with_their_visitor(
         lines_left = raw_lines(s3.get(buckets.backup, key))
         assert not [line for line in lines_left if is_visitor(line, "shop_json", TARGET)], key
     assert len(s3.keys(buckets.backup, "failed-events/")) == 2
+
+
+def test_a_deletion_reaches_every_partition_of_the_buffer(
+    database_url: str, start_collector: StartCollector, s3: S3, buckets: Buckets
+) -> None:
+    """The buffer is partitioned by arrival day: a visitor's events of an old day (the table
+    before 0016), of a day of its own and of a day without one (the DEFAULT partition) are
+    all exported and deleted, through the parent table."""
+    sql(database_url, "SELECT events_log_add_partition('2030-01-01')")
+    days = {
+        "events_log_p_legacy": "2025-07-11 12:00+00",
+        "events_log_p20300101": "2030-01-01 12:00+00",
+        "events_log_default": "2031-01-01 12:00+00",
+    }
+    for visitor in (TARGET, OTHERS[0]):
+        for at in days.values():
+            sql(
+                database_url,
+                "INSERT INTO events_log (event_id, event_type, site_id, client_id, visitor_id,"
+                " timestamp, raw_event_data, created_at) VALUES (gen_random_uuid(), 'click',"
+                " 'localhost', 'client_test', %s, %s, '{}', %s)",
+                (visitor, at, at),
+            )
+    held = sql(
+        database_url,
+        "SELECT tableoid::regclass::text FROM events_log WHERE visitor_id = %s",
+        (TARGET,),
+    )
+    assert sorted(table for (table,) in held) == sorted(days)
+    collector = start_collector(**s3_environment(s3, buckets, EVOTHESIS_ADMIN_TOKEN=TOKEN))
+    body = {"client_id": "client_test", "visitor_id": TARGET}
+    with collector.client(origin=None, headers=AUTH) as api:
+        exported = api.post("/api/v1/gdpr/export", json=body)
+        assert exported.status_code == 200, exported.text
+        assert len(exported.content.splitlines()) == len(days)
+        deleted = api.post("/api/v1/gdpr/delete", json=body)
+        assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["buffer_events_deleted"] == len(days)
+    assert buffered(database_url, "client_test", TARGET) == set()
+    assert len(buffered(database_url, "client_test", OTHERS[0])) == len(days)

@@ -7,16 +7,22 @@ import threading
 import traceback
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
+from alembic import command
 
 from evothesis.domain import ENRICHED_COLUMNS, EVENT_COLUMNS
-from evothesis.storage.migrate import head_revision, upgrade
+from evothesis.storage.migrate import alembic_config, head_revision, upgrade
+from evothesis.storage.partitions import BufferPartitions
+from evothesis.storage.pool import create_pool
 from evothesis.storage.queries import query
 from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.rows import event_row, insert_rows
+from tests.support.sync import run_coroutine
 
 MOMENT = datetime(2025, 7, 11, 12, tzinfo=UTC)
 #: The all-time totals of /events/count, per client.
@@ -51,13 +57,17 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, object]:
 
 
 def insert_event(
-    conn: psycopg.Connection[Any], event_id: str, *, table: str = "events_log"
+    conn: psycopg.Connection[Any],
+    event_id: str,
+    *,
+    table: str = "events_log",
+    at: datetime = MOMENT,
 ) -> None:
     conn.execute(
         f"INSERT INTO {table} (event_id, event_type, site_id, client_id, timestamp, "
         "raw_event_data, created_at) VALUES (%s, 'click', 'localhost', 'client_test', %s, "
         "'{}', %s)",
-        (event_id, MOMENT, MOMENT),
+        (event_id, at, at),
     )
 
 
@@ -290,20 +300,22 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
         assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
 
 
-#: The query that needs each index events_log keeps (0014), by name in queries.sql, and
-#: the arguments that make it plannable.
+#: The query that needs each index every partition of events_log keeps (0014, 0016), by
+#: the index's name after its partition's, by name in queries.sql, and the arguments that
+#: make it plannable.
 INDEX_USERS: dict[str, tuple[str, tuple[object, ...]]] = {
-    "events_log_pkey": ("recent_events", (10, None, None, None)),
-    "events_log_client_event_id_key": ("gdpr_delete_buffer", ("client_test", ["v"], ["u"])),
-    "events_log_export_order_idx": ("export_backlog", ("0", 0, 1000)),
+    "_pkey": ("recent_events", (10, None, None, None)),
+    "_client_event_id_key": ("gdpr_delete_buffer", ("client_test", ["v"], ["u"])),
+    "_xid_id_idx": ("export_backlog", ("0", 0, 1000)),
 }
 
 
 def test_the_buffer_keeps_only_the_indexes_a_query_uses_and_loses_none_of_its_rows(
     empty_database: str,
 ) -> None:
-    """0014 drops (created_at, id) and (client_id, timestamp) while events keep arriving:
-    no row is lost or refused, and each index left is the one its query is planned with."""
+    """0014 drops (created_at, id) and (client_id, timestamp), and 0016 partitions the table,
+    while events keep arriving: no row is lost or refused, and each index left is the one
+    its query is planned with, in every partition."""
     upgrade(empty_database, "0013")
     stored: list[str] = []
     stop = threading.Event()
@@ -331,19 +343,179 @@ def test_the_buffer_keeps_only_the_indexes_a_query_uses_and_loses_none_of_its_ro
     with psycopg.connect(empty_database, autocommit=True) as conn:
         indexes = {
             name for (name,) in conn.execute(
+                "SELECT indexname FROM pg_indexes "
+                "WHERE tablename = 'events_log_p_legacy'"
+            )
+        }  # fmt: skip
+        assert indexes == {f"events_log_p_legacy{suffix}" for suffix in INDEX_USERS}
+        rows = conn.execute("SELECT event_id::text FROM events_log").fetchall()
+        assert sorted(r[0] for r in rows) == sorted(stored)
+        # A planner that may not scan a table shows which index serves each query.
+        conn.execute("SET enable_seqscan = off")
+        for suffix, (name, args) in INDEX_USERS.items():
+            text = "\n".join(line for (line,) in explain(conn, name, args))
+            for partition in ("events_log_p_legacy", "events_log_default"):
+                assert f"{partition}{suffix}" in text, (name, text)
+
+
+def explain(conn: psycopg.Connection[Any], name: str, args: tuple[object, ...]) -> list[Any]:
+    """The plan of a named query with these arguments."""
+    return named(conn, name, args, prefix="EXPLAIN ")
+
+
+def named(
+    conn: psycopg.Connection[Any], name: str, args: tuple[object, ...], *, prefix: str = ""
+) -> list[Any]:
+    """The rows of a named query (its ``$n`` placeholders bound to ``args``)."""
+    sql = query(name)
+    for n in range(len(args), 0, -1):
+        sql = sql.replace(f"${n}", f"%(p{n})s")
+    return conn.execute(
+        f"{prefix}{sql}", {f"p{n + 1}": value for n, value in enumerate(args)}
+    ).fetchall()
+
+
+def claim(conn: psycopg.Connection[Any], limit: int) -> tuple[str, int, str, int]:
+    """The export's next batch of at most ``limit`` events, as ``ExportLedger.claim`` takes
+    it: its (xid, id) range."""
+    cursor = conn.execute(query("export_cursor")).fetchone()
+    after = (cursor[1], cursor[2]) if cursor else ("0", 0)
+    batch_id = cursor[0] + 1 if cursor else 1
+    [row] = named(conn, "export_claim", (limit, *after, batch_id, "test", 60))
+    return row[2], row[3], row[4], row[5]
+
+
+def batch_events(conn: psycopg.Connection[Any], batch: tuple[str, int, str, int]) -> list[str]:
+    """The event ids of a batch, as the export reads them."""
+    lines = named(conn, "export_batch_rows", batch)
+    return [orjson.loads(line)["event_id"] for *_, line in lines]
+
+
+def test_partitioning_a_live_buffer_keeps_its_rows_exports_and_deduplication(
+    empty_database: str,
+) -> None:
+    """0016 on a buffer holding rows, one batch of them claimed: the rows stay (in the old
+    table, now the partition of everything before the cut-over), the next claim takes exactly
+    the rest with the new rows, a retry of an old event is recognised on either side of the
+    cut-over, and the old table is dropped whole once its rows are exported."""
+    upgrade(empty_database, "0015")
+    old = [str(uuid.uuid4()) for _ in range(10)]
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for event_id in old:
+            insert_event(conn, event_id, at=datetime.now(UTC))
+        first = claim(conn, 6)
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        where: dict[str, str] = dict(
+            conn.execute("SELECT event_id::text, tableoid::regclass::text FROM events_log")
+        )
+        assert where == dict.fromkeys(old, "events_log_p_legacy")
+        [(cut_over,)] = conn.execute(
+            "SELECT substring(pg_get_expr(relpartbound, oid) FROM 'TO \\(''([^'']+)''\\)')"
+            "::timestamptz FROM pg_class WHERE relname = 'events_log_p_legacy'"
+        ).fetchall()
+    # Retries of old events: today (the old table's own index), and just after the
+    # cut-over (the day before it is checked); and new events.
+    retries = [
+        event_row("client_test", "localhost", datetime.now(UTC))._replace(event_id=old[0]),
+        event_row("client_test", "localhost", cut_over)._replace(event_id=old[1]),
+    ]
+    new = [event_row("client_test", "localhost", cut_over) for _ in range(3)]
+    insert_rows(empty_database, retries[:1], [retries[1], *new])
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (13,)
+        # Ids go on from the old table's sequence.
+        [(lowest_new, highest_old)] = conn.execute(
+            "SELECT min(id) FILTER (WHERE tableoid <> 'events_log_p_legacy'::regclass),"
+            " max(id) FILTER (WHERE tableoid = 'events_log_p_legacy'::regclass) FROM events_log"
+        ).fetchall()
+        assert lowest_new > highest_old
+        second = claim(conn, 100)
+        exported = batch_events(conn, first) + batch_events(conn, second)
+        assert sorted(exported) == sorted(old + [row.event_id for row in new])
+        conn.execute(
+            "UPDATE export_batches SET state = 'exported', exported_at = now() - interval '1 day'"
+        )
+
+    def upkeep(days: int) -> list[str]:
+        async def run() -> list[str]:
+            pool = await create_pool(empty_database, min_size=1, max_size=1)
+            try:
+                now = datetime.now(UTC) + timedelta(days=days)
+                return (await BufferPartitions(pool).maintain(3600, now)).dropped
+            finally:
+                await pool.close()
+
+        return run_coroutine(run)
+
+    assert "events_log_p_legacy" not in upkeep(0)  # its day, and the next, have not ended
+    assert "events_log_p_legacy" in upkeep(4)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (0,)
+        insert_event(conn, str(uuid.uuid4()))  # the sequence outlived the old table
+
+
+def test_downgrading_gathers_every_partition_into_one_table(empty_database: str) -> None:
+    upgrade(empty_database)
+    kept, later_copy, far = (str(uuid.uuid4()) for _ in range(3))
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("SELECT events_log_add_partition('2030-01-01'), "
+                     "events_log_add_partition('2030-01-05')")  # fmt: skip
+        insert_event(conn, kept)
+        insert_event(conn, later_copy, at=datetime(2030, 1, 1, 12, tzinfo=UTC))
+        # Four days later: outside the deduplication window, so a second row (0016).
+        insert_event(conn, later_copy, at=datetime(2030, 1, 5, 12, tzinfo=UTC))
+        insert_event(conn, far, at=datetime(2031, 1, 1, tzinfo=UTC))  # DEFAULT partition
+    command.downgrade(alembic_config(empty_database), "0015")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        [(kind,)] = conn.execute(
+            "SELECT relkind::text FROM pg_class WHERE relname = 'events_log'"
+        ).fetchall()
+        assert kind == "r"
+        rows = conn.execute("SELECT event_id::text, created_at FROM events_log ORDER BY id")
+        # The first copy of an id wins.
+        assert [(e, t.year) for e, t in rows] == [(kept, 2025), (later_copy, 2030), (far, 2031)]
+        indexes = {
+            name for (name,) in conn.execute(
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'events_log'"
             )
         }  # fmt: skip
-        assert indexes == set(INDEX_USERS)
-        rows = conn.execute("SELECT event_id::text FROM events_log").fetchall()
-        assert sorted(r[0] for r in rows) == sorted(stored)
-        # A planner that may not scan the table shows which index serves each query.
-        conn.execute("SET enable_seqscan = off")
-        for index, (name, args) in INDEX_USERS.items():
-            sql = query(name)
-            for n in range(len(args), 0, -1):
-                sql = sql.replace(f"${n}", f"%(p{n})s")
-            plan = conn.execute(
-                f"EXPLAIN {sql}", {f"p{n + 1}": value for n, value in enumerate(args)}
-            ).fetchall()
-            assert index in "\n".join(line for (line,) in plan), (name, plan)
+        assert indexes == {
+            "events_log_pkey", "events_log_client_event_id_key", "events_log_export_order_idx"
+        }  # fmt: skip
+        assert conn.execute("SELECT count(*) FROM export_event_lines").fetchone() == (3,)
+    upgrade(empty_database)
+
+
+#: The export's reads of the buffer and the newest events, with arguments that plan them
+#: as they run: a batch of 1,000 after the start, and the recent events of the console.
+PARTITION_READERS: dict[str, tuple[object, ...]] = {
+    "export_claim": (1000, "0", 0, 1, "test", 60),
+    "export_batch_rows": ("0", 0, "100000", 1000),
+    "export_backlog": ("0", 0, 1000),
+    "recent_events": (50, None, None, None),
+}
+
+
+@pytest.mark.parametrize("name", PARTITION_READERS)
+def test_reads_in_commit_or_id_order_merge_the_partitions_indexes(
+    database_url: str, name: str
+) -> None:
+    """Across days of rows, the export's (xid, id) ranges and the newest events by id read
+    each partition's index in order (a Merge Append), never a whole partition."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for day in range(1, 4):
+            conn.execute("SELECT events_log_add_partition(%s::date)", (f"2030-01-0{day}",))
+            conn.execute(
+                "INSERT INTO events_log (event_id, event_type, site_id, client_id, timestamp,"
+                " raw_event_data, created_at) SELECT gen_random_uuid(), 'click', 'localhost',"
+                " 'client_test', t, '{}', t FROM (SELECT %s::timestamptz"
+                " + make_interval(secs => g) AS t FROM generate_series(1, 20000) g) s",
+                (f"2030-01-0{day}",),
+            )
+        conn.execute("ANALYZE events_log")
+        plan = "\n".join(line for (line,) in explain(conn, name, PARTITION_READERS[name]))
+    assert "Merge Append" in plan, plan
+    assert "Seq Scan on events_log_p2030" not in plan, plan
+    for day in range(1, 4):
+        assert f"on events_log_p2030010{day}" in plan, plan

@@ -11,6 +11,7 @@ from evothesis.storage.queries import parse_queries, queries, query
 PACKAGED_NAMES = [
     "create_staging",
     "move_staged_events",
+    "window_retries",
     "insert_audit",
     "insert_failed_event",
     "count_events",
@@ -65,6 +66,10 @@ PACKAGED_NAMES = [
     "export_dead_letters",
     "export_delivered_clients",
     "export_purge",
+    "buffer_partitions_expired",
+    "buffer_lock",
+    "buffer_partition_drop",
+    "buffer_partition_add",
     "export_backlog",
     "export_batch_summary",
     "export_failed_batches",
@@ -194,7 +199,7 @@ def test_the_packaged_file_parses_the_same_as_its_text() -> None:
     [
         ("create_staging", "CREATE TEMP TABLE IF NOT EXISTS events_staging"),
         ("create_staging", "ON COMMIT DELETE ROWS"),
-        ("move_staged_events", "ON CONFLICT (client_id, event_id) DO NOTHING"),
+        ("move_staged_events", "ON CONFLICT DO NOTHING"),
         ("recent_events", "LIMIT $1"),
         ("ping", "SELECT 1"),
     ],

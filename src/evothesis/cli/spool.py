@@ -83,6 +83,7 @@ def replay() -> None:
 
     async def work(services: Services) -> QuarantineReplay:
         folder = Quarantine(services.settings.spool_folder / QUARANTINE)
-        return await replay_quarantine(folder, EventStore(services.pool).insert)
+        store = EventStore(services.pool, dedup_window_s=services.settings.dedup_window_s)
+        return await replay_quarantine(folder, store.insert)
 
     print_json(run_services(work).as_dict())

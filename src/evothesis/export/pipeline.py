@@ -35,6 +35,7 @@ from evothesis.objects.buckets import ExportBuckets
 from evothesis.objects.cpu import WORKERS
 from evothesis.objects.store import Bucket
 from evothesis.schedules import DeliverySchedule
+from evothesis.storage.partitions import BufferPartitions
 
 logger = logging.getLogger("evothesis.export")
 
@@ -118,6 +119,17 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """One retention pass over the buffer."""
+
+    #: Exported events deleted row by row: those of the DEFAULT partition.
+    deleted: int
+    #: Day partitions of ``events_log`` dropped whole, and added ahead, by name.
+    dropped: list[str]
+    added: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Alongside:
     """A raw export running beside processing, and its signal that a batch is done."""
 
@@ -169,6 +181,7 @@ class ExportPipeline:
             default_schedule=settings.default_schedule,
             default_format=settings.default_format,
         )
+        self.partitions = BufferPartitions(pool)
         self.raw_bucket = Bucket(buckets.raw)
         self.backup_bucket = Bucket(buckets.backup)
         self._raw = RawExporter(self.ledger, self.raw_bucket, self.backup_bucket)
@@ -364,14 +377,21 @@ class ExportPipeline:
             "seconds": round(time.monotonic() - started, 3),
         }
 
-    async def purge(self) -> int:
-        """Delete buffered events of batches exported longer ago than the retention."""
+    async def purge(self) -> Retention:
+        """Retention: rows of the DEFAULT partition and failed events go with their batch
+        once it was exported longer ago than the retention; the days' partitions of
+        ``events_log`` go whole once every row they hold has (``BufferPartitions``), and
+        the coming days get theirs."""
         deleted = 0
         while (purged := await self.ledger.purge_one(self.settings.retention_s)) is not None:
             batch_id, count = purged
             deleted += count
-            logger.info("Removed %d exported events of batch %d from the buffer", count, batch_id)
-        return deleted
+            if count:
+                logger.info(
+                    "Removed %d exported events of batch %d from the buffer", count, batch_id
+                )
+        partitions = await self.partitions.maintain(self.settings.retention_s, self.clock.now())
+        return Retention(deleted, partitions.dropped, partitions.added)
 
     async def run_once(self, *, deadline_s: float | None = None) -> dict[str, Any]:
         """One scheduled round: raw export and processing (of the deliveries that clients'
@@ -400,13 +420,15 @@ class ExportPipeline:
             notice_after_s=self.settings.notice_after_s,
             dead_after_s=self.settings.dead_letter_after_s,
         )
-        purged = await self.purge()
+        retention = await self.purge()
         return {
             "export": exported.as_dict(),
             "process": processed.as_dict(),
             "failing_noticed": noticed,
             "dead_lettered": dead,
-            "purged": purged,
+            "purged": retention.deleted,
+            "partitions_dropped": retention.dropped,
+            "partitions_added": retention.added,
         }
 
     # ------------------------------------------------------------------------------ status

@@ -6,8 +6,8 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Final
 
 import asyncpg
 
@@ -16,6 +16,13 @@ from evothesis.errors import StorageUnavailable
 from evothesis.storage.pool import Connection
 from evothesis.storage.queries import query
 from evothesis.storage.sessions import UNAVAILABLE_ERRORS, describe_error, with_connection
+
+#: ``BUFFER_DEDUP_WINDOW``'s default: a copy of an event arriving within this long of the
+#: first is recognised across midnight (within one UTC day, always). The flushes within
+#: this long of midnight pay for the check (``window_retries``); at most a day, as only
+#: the days either side of a row's own are checked.
+DEDUP_WINDOW_S: Final = 6 * 3600.0
+MAX_DEDUP_WINDOW_S: Final = 24 * 3600.0
 
 #: (client, site) pairs one process remembers as recorded in ``site_discoveries``. Past
 #: this many the memory is dropped and rebuilt: forgetting costs one redundant upsert per
@@ -39,16 +46,18 @@ class EventCounts:
 
     #: Every event ever stored, exported or not: retention does not lower it.
     total: dict[str, int]
-    #: The events ``events_log`` holds now: not yet exported, or exported less than the
-    #: buffer retention ago.
+    #: The events ``events_log`` holds now: not yet exported, or exported but their day's
+    #: partition not yet dropped by retention.
     buffered: dict[str, int]
 
 
 class EventStore:
     """``events_log`` behind a small interface, with driver errors translated."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, dedup_window_s: float = DEDUP_WINDOW_S) -> None:
         self._pool = pool
+        #: How close to midnight a row's arrival makes its flush check the neighbouring days.
+        self._window = timedelta(seconds=min(dedup_window_s, MAX_DEDUP_WINDOW_S))
         #: Pairs whose discovery this process has committed (``_record_discoveries``).
         self._known_sites: set[tuple[str, str]] = set()
 
@@ -67,26 +76,44 @@ class EventStore:
 
         Retries are rare, so the COPY goes straight into ``events_log`` first; only when
         it meets an event id that is already stored is the flush redone through the
-        staging table and ``ON CONFLICT DO NOTHING``, which costs PostgreSQL twice the work.
+        staging table and ``move_staged_events``, which costs PostgreSQL twice the work.
+        Each day's partition (arrival days, UTC) has its own unique index, so the COPY
+        fails on a retry of the same day only. A flush with a row that arrived within the
+        deduplication window of midnight (``BUFFER_DEDUP_WINDOW``) is also checked, before
+        its commit, against the day before and the day after (``window_retries``); a flush
+        whose rows arrived on several days goes through the staging table at once, which
+        checks each row against the neighbours of its own day. So a copy arriving within
+        the window of the first one is always recognised (README.md: the deduplication
+        window), and the flushes of most of the day pay for no check.
 
-        A flush with nothing but events (nearly every one) is a lone COPY, which is a
-        transaction of its own: skipping BEGIN and COMMIT saves two of its four round trips
-        to the server, and each round trip waits for the event loop to come back to it.
+        A flush with nothing but events far from midnight (nearly every one) is a lone
+        COPY, which is a transaction of its own: skipping BEGIN and COMMIT saves two of its
+        four round trips to the server, and each round trip waits for the event loop to
+        come back to it.
 
         Sites this process has not seen yet are recorded in ``site_discoveries`` in the
         same transaction (billing: a discovery exists exactly when its site has events).
         Both the write buffer and the spool replay come through here, so both record them.
         """
         discoveries = self._new_sites(rows)
+        day = arrival_day(rows)
+        near_midnight = day is not None and self._near_midnight(rows, day)
         try:
             async with self._pool.acquire() as connection:
                 try:
-                    async with _atomic(connection, bool(audits or failed or discoveries)):
+                    if day is None:
+                        raise _Restage  # each row is checked against its own day's neighbours
+                    several = bool(audits or failed or discoveries) or near_midnight
+                    async with _atomic(connection, several):
                         await connection.copy_records_to_table(
                             "events_log", records=rows, columns=EVENT_COLUMNS
                         )
+                        if near_midnight and await connection.fetchval(
+                            query("window_retries"), day
+                        ):
+                            raise _Restage
                         await _write_side_records(connection, audits, failed, discoveries)
-                except asyncpg.UniqueViolationError:
+                except (asyncpg.UniqueViolationError, _Restage):
                     async with connection.transaction():
                         await connection.copy_records_to_table(
                             "events_staging", records=rows, columns=EVENT_COLUMNS
@@ -102,6 +129,13 @@ class EventStore:
         self._remember_sites(discoveries)
         counts = Counter((row.client_id, row.site_id) for row in rows)
         return [InsertedCount(client, site, n) for (client, site), n in sorted(counts.items())]
+
+    def _near_midnight(self, rows: Sequence[EventRow], day: datetime) -> bool:
+        """Whether a row of ``day`` arrived within the deduplication window of its start or
+        its end, where a copy of it may be in the day before or after."""
+        early = day + self._window
+        late = day + timedelta(days=1) - self._window
+        return any(row.created_at < early or row.created_at >= late for row in rows)
 
     def _new_sites(self, rows: Sequence[EventRow]) -> dict[tuple[str, str], datetime]:
         """The flush's (client, site) pairs not yet known here, with their earliest event;
@@ -173,8 +207,23 @@ class EventStore:
 def _atomic(
     connection: Connection, several_statements: bool
 ) -> AbstractAsyncContextManager[object]:
-    """A transaction when a flush writes more than one statement, else nothing."""
+    """A transaction when a flush writes or checks more than its COPY, else nothing."""
     return connection.transaction() if several_statements else nullcontext()
+
+
+class _Restage(Exception):
+    """A flush holds a retry of an event stored in a neighbouring day, or rows of several
+    days: (rolled back and) written through the staging table."""
+
+
+def arrival_day(rows: Sequence[EventRow]) -> datetime | None:
+    """The start (UTC midnight) of the day all ``rows`` arrived on; ``None`` when they
+    arrived on several days, or there are none."""
+    if not rows:
+        return None
+    start = datetime.combine(rows[0].created_at.astimezone(UTC).date(), time(), UTC)
+    end = start + timedelta(days=1)
+    return start if all(start <= row.created_at < end for row in rows) else None
 
 
 async def _write_side_records(

@@ -11,8 +11,10 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging
        FROM events_log WITH NO DATA
 
 -- move_staged_events --
--- Insert staged rows, skipping event ids their client has already stored; report what was
--- new per site.
+-- Insert staged rows, skipping event ids their client has already stored: in the row's own
+-- day (the partition's unique index, ON CONFLICT) or the day before or after it (by arrival,
+-- UTC; see window_retries), and a second copy within the flush. Report what was new per
+-- site.
 WITH inserted AS (
     INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
                             "timestamp", url, path, referrer, ip_address, user_agent,
@@ -20,18 +22,51 @@ WITH inserted AS (
                             device_type, is_bot, country, region, city, referrer_class,
                             utm_source, utm_medium, utm_campaign, utm_term, utm_content,
                             source, user_id)
-    SELECT event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
+    SELECT DISTINCT ON (client_id, event_id)
+           event_id, event_type, session_id, visitor_id, site_id, client_id, "timestamp",
            url, path, referrer, ip_address, user_agent, raw_event_data, created_at,
            -- the staging table has no column defaults (CREATE TABLE AS)
            browser, browser_version, os, device_type, COALESCE(is_bot, false), country,
            region, city,
            referrer_class, utm_source, utm_medium, utm_campaign, utm_term, utm_content, source,
            user_id
-    FROM events_staging
-    ON CONFLICT (client_id, event_id) DO NOTHING
+    FROM events_staging s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM events_log o,
+        LATERAL (SELECT date_trunc('day', s.created_at, 'UTC') AS day) d
+        WHERE o.client_id = s.client_id AND o.event_id = s.event_id
+          AND ((o.created_at >= d.day - interval '24 hours' AND o.created_at < d.day)
+               OR (o.created_at >= d.day + interval '24 hours'
+                   AND o.created_at < d.day + interval '48 hours'))
+    )
+    ORDER BY client_id, event_id, created_at
+    -- no conflict target: each day's partition has its own unique (client_id, event_id)
+    ON CONFLICT DO NOTHING
     RETURNING client_id, site_id
 )
 SELECT client_id, site_id, count(*) AS inserted FROM inserted GROUP BY client_id, site_id
+
+-- window_retries --
+-- Whether a row this transaction wrote, all of whose rows arrived on the UTC day starting at
+-- $1, has an event id its client stored the day before or after (events_log's partitions
+-- are days of arrival). Each partition's unique index sees retries within its day only;
+-- this sees a retry that arrived just after midnight, or a spool replay of the evening
+-- before. The bounds are parameters, so the two neighbouring days are chosen once per
+-- statement, then each new row costs one probe of their (client_id, event_id) indexes.
+SELECT EXISTS (
+    SELECT 1 FROM events_log n,
+    LATERAL (
+        SELECT 1 FROM events_log o
+        WHERE o.client_id = n.client_id AND o.event_id = n.event_id
+          AND ((o.created_at >= $1::timestamptz - interval '24 hours'
+                AND o.created_at < $1::timestamptz)
+               OR (o.created_at >= $1::timestamptz + interval '24 hours'
+                   AND o.created_at < $1::timestamptz + interval '48 hours'))
+        LIMIT 1
+    ) seen
+    WHERE n.xid = pg_current_xact_id()
+      AND n.created_at >= $1::timestamptz AND n.created_at < $1::timestamptz + interval '24 hours'
+)
 
 -- insert_audit --
 -- A hipaa batch's audit record, once per request id (retries and spool replays repeat it).
@@ -568,7 +603,9 @@ ORDER BY client_id, seq
 SELECT DISTINCT client_id FROM export_deliveries WHERE state = 'delivered' ORDER BY client_id
 
 -- export_purge --
--- Delete the events (and failed events) of one batch exported more than $1 seconds ago.
+-- Retention of one batch exported more than $1 seconds ago: its failed events, and those of
+-- its events that lie in the DEFAULT partition (days without a partition of their own), are
+-- deleted; its other events go with their day's partition (buffer_partitions_expired).
 WITH batch AS (
     SELECT batch_id, after_xid, after_id, upto_xid, upto_id FROM export_batches
     WHERE state = 'exported' AND purged_at IS NULL
@@ -576,7 +613,7 @@ WITH batch AS (
     ORDER BY batch_id LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM events_log e USING batch b
+    DELETE FROM events_log_default e USING batch b
     WHERE (e.xid, e.id) > (b.after_xid, b.after_id) AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
     RETURNING 1
 ), gone_failed AS (
@@ -587,6 +624,56 @@ UPDATE export_batches x SET purged_at = now()
 FROM batch
 WHERE x.batch_id = batch.batch_id
 RETURNING x.batch_id, (SELECT count(*) FROM gone) AS deleted
+
+-- buffer_partitions_expired --
+-- The day partitions of events_log that retention drops ($1: the retention in seconds, $2:
+-- now), by name, oldest first: their day has ended and so has the next (whose rows
+-- window_retries checks against them), and every row they hold lies at or before the end of the longest
+-- run of batches, from the first, exported more than $1 seconds ago. Batches are
+-- consecutive (xid, id) ranges from the start, and a row committed after a batch was
+-- claimed has a higher xid than any the batch holds, so such a row keeps its partition.
+WITH unsettled AS (
+    SELECT min(batch_id) AS batch_id FROM export_batches
+    WHERE state <> 'exported' OR exported_at >= now() - make_interval(secs => $1)
+), horizon AS (
+    SELECT b.upto_xid, b.upto_id FROM export_batches b, unsettled u
+    WHERE u.batch_id IS NULL OR b.batch_id < u.batch_id
+    ORDER BY b.batch_id DESC LIMIT 1
+), parts AS (
+    SELECT c.relname AS name,
+           COALESCE(substring(bound FROM 'FROM \(''([^'']+)''\)')::timestamptz,
+                    '-infinity') AS lower_bound,
+           substring(bound FROM 'TO \(''([^'']+)''\)')::timestamptz AS upper_bound
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid,
+    LATERAL pg_get_expr(c.relpartbound, c.oid) AS bound
+    WHERE i.inhparent = 'events_log'::regclass AND bound <> 'DEFAULT'
+)
+SELECT p.name FROM parts p
+WHERE p.upper_bound + interval '24 hours' <= $2::timestamptz
+  AND NOT EXISTS (
+      SELECT 1 FROM (
+          SELECT xid, id FROM events_log e
+          WHERE e.created_at >= p.lower_bound AND e.created_at < p.upper_bound
+          ORDER BY xid DESC, id DESC LIMIT 1
+      ) newest
+      WHERE NOT EXISTS (SELECT 1 FROM horizon h
+                        WHERE (newest.xid, newest.id) <= (h.upto_xid, h.upto_id))
+  )
+ORDER BY p.upper_bound
+
+-- buffer_lock --
+-- Dropping a partition locks events_log exclusively anyway; taken first, it keeps rows from
+-- arriving between the last check and the drop.
+LOCK TABLE events_log IN ACCESS EXCLUSIVE MODE
+
+-- buffer_partition_drop --
+-- Whether $1 was a day partition of events_log, now dropped.
+SELECT events_log_drop_partition($1)
+
+-- buffer_partition_add --
+-- The partition of the UTC day $1 unless it exists: its name, or NULL.
+SELECT events_log_add_partition($1::date)
 
 -- export_backlog --
 -- Events not yet in any batch (counted up to $3, so a huge backlog costs a bounded scan).

@@ -76,8 +76,8 @@ COUNT_DEFINITIONS: Final = {
     "count": "events stored since the database was created, all time and per client "
     "(a batch of N events stores N + 1, as /collect counts them); retention does not "
     "lower it",
-    "buffer": "events PostgreSQL holds now: not yet exported, or exported less than "
-    "BUFFER_RETENTION ago",
+    "buffer": "events PostgreSQL holds now: not yet exported, or exported but not yet "
+    "removed by retention (a day at a time, at least BUFFER_RETENTION after export)",
 }
 
 
