@@ -261,7 +261,7 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
             " (2, 'a', 4, 'csv', 'pending', NULL, NULL, NULL),"
             " (1, 'b', 2, 'json', 'pending', NULL, NULL, NULL)"
         )
-    upgrade(empty_database)
+    upgrade(empty_database, "0015")  # 0016 counts events another way
     with psycopg.connect(empty_database, autocommit=True) as conn:
         deliveries = conn.execute(
             "SELECT client_id, seq, trigger, format, first_batch, last_batch, event_count,"
@@ -288,6 +288,51 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
         for row in ((2, "b", 5), (2, "c", 1), (2, "c", 1), (1, "a", 3)):
             conn.execute(share, row)
         assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+
+
+def test_event_counts_start_from_the_previous_count_and_follow_every_insert_and_delete(
+    empty_database: str,
+) -> None:
+    """0016: /events/count's numbers start as the previous revision counted them (exported
+    batches' totals plus what no exported batch holds; what the buffer holds), then follow
+    each statement that stores or removes events, once committed (a retried event id, a
+    rolled-back statement add nothing); folding the changes changes no count."""
+    upgrade(empty_database, "0015")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for _ in range(5):
+            insert_event(conn, str(uuid.uuid4()))
+        conn.execute(
+            "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+            " event_count, first_created_at, last_created_at, state, claimed_at)"
+            " SELECT 1, '0', 0, max(xid), 3, 3, now(), now(), 'exported', now()"
+            " FROM events_log WHERE id <= 3"
+        )
+        conn.execute(
+            "INSERT INTO export_shares (batch_id, client_id, event_count)"
+            " VALUES (1, 'client_test', 3)"
+        )
+        conn.execute("DELETE FROM events_log WHERE id <= 3")  # retention
+    upgrade(empty_database)
+    counts = query("count_events")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute(counts).fetchall() == [("client_test", 2, 5)]
+        event_id = str(uuid.uuid4())
+        insert_event(conn, event_id)
+        conn.execute(query("create_staging"))
+        with conn.transaction():
+            for again in (event_id, str(uuid.uuid4())):
+                insert_event(conn, again, table="events_staging")
+            conn.execute(query("move_staged_events"))
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            insert_event(conn, str(uuid.uuid4()))
+            insert_event(conn, event_id)
+        assert conn.execute(counts).fetchall() == [("client_test", 4, 7)]
+        conn.execute("DELETE FROM events_log WHERE id = (SELECT min(id) FROM events_log)")
+        with conn.transaction():
+            conn.execute(query("fold_event_counts"))
+        assert conn.execute(counts).fetchall() == [("client_test", 3, 7)]
+        assert conn.execute("SELECT count(*) FROM event_count_changes").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (3,)
 
 
 #: The query that needs each index events_log keeps (0014), by name in queries.sql, and
