@@ -66,6 +66,8 @@ from tests.support.loopback import free_port, wait_listening
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: ``$1`` events over ``$2`` clients, numbered from ``$3`` + 1 (a fill in several steps
+#: continues where the previous one ended).
 FILL = """
 INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
                         "timestamp", url, path, referrer, ip_address, user_agent,
@@ -81,7 +83,7 @@ SELECT gen_random_uuid(), 'pageview', 'sess_' || (g / 7), 'vis_' || (g % 5000),
                               'lang', 'en', 'tags', jsonb_build_array('a', 'b')),
            'sequence', g),
        now()
-FROM generate_series(1, $1) g
+FROM generate_series($3::bigint + 1, $3::bigint + $1) g
 """
 
 
@@ -142,7 +144,7 @@ async def one_run(
                 " export_table_commits, iceberg_tables, iceberg_namespace_properties"
             )
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
-            await connection.execute(FILL, args.events, args.clients, timeout=600)
+            await connection.execute(FILL, args.events, args.clients, 0, timeout=600)
             await connection.execute("VACUUM ANALYZE events_log", timeout=600)
         read_s = await baseline(services.pool, services.pipeline.ledger)
         pipeline = services.pipeline

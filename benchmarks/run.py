@@ -40,6 +40,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -394,24 +395,49 @@ class Drain:
     variant: str
     events: int
     seconds: float
+    export_s: float
+    process_s: float
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds
 
 
+#: Rows filled per statement (each a transaction): progress between them, and the
+#: statement's own work (its triggers' counts, WAL) stays bounded.
+FILL_STEP = 1_000_000
+#: Disk a buffered event costs through the benchmark, roughly: its row and index entries,
+#: WAL, and its raw and processed files once drained (measured at 1M events).
+BYTES_PER_EVENT = 2_000
+
+
 def fill_backlog(data_dir: Path, rows: int) -> None:
     """The backlog variant's database, migrated and holding ``rows`` unexported events
-    before its collector starts (which then uses the server this starts)."""
+    before its collector starts (which then uses the server this starts). Refused at once
+    when the disk cannot hold them (with the load and the drain that follow)."""
+    free = shutil.disk_usage(data_dir.parent).free
+    if rows * BYTES_PER_EVENT > free:
+        raise SystemExit(
+            f"--backlog {rows:,} needs about {rows * BYTES_PER_EVENT / 1e9:.0f} GB of disk"
+            f" in {data_dir.parent}; {free / 1e9:.0f} GB free"
+        )
     url = start_embedded_postgres(data_dir)
     upgrade(url)
     print(f"filling a buffer with {rows:,} events (set-up, not measured)...", flush=True)
 
     async def fill() -> None:
         connection = await asyncpg.connect(url)
+        started = time.monotonic()
         try:
-            await connection.execute(FILL, rows, 20, timeout=None)
+            for done in range(0, rows, FILL_STEP):
+                step = min(FILL_STEP, rows - done)
+                await connection.execute(FILL, step, 20, done, timeout=None)
+                print(
+                    f"  {done + step:,} events filled in {time.monotonic() - started:.0f} s",
+                    flush=True,
+                )
             await connection.execute("VACUUM ANALYZE events_log", timeout=None)
+            print(f"  vacuumed in {time.monotonic() - started:.0f} s", flush=True)
         finally:
             await connection.close()
 
@@ -420,16 +446,17 @@ def fill_backlog(data_dir: Path, rows: int) -> None:
 
 def drain(variant: str, data_dir: Path, env: dict[str, str]) -> Drain:
     """A stopped collector's buffer exported as an operator would (``evothesis export run``
-    then ``process run``, the embedded default's local folders). The seconds are the runs'
-    own (their reports'), without the commands' start-up; every event exported is
-    processed, or the benchmark fails."""
+    then ``process run``, the embedded default's local folders; their progress lines go to
+    stderr, their logs only from WARNING up). The seconds are the runs' own (their
+    reports'), without the commands' start-up; every event exported is processed, or the
+    benchmark fails."""
     print(f"draining the buffer of collector{variant}...", flush=True)
     reports = [
         json.loads(
             subprocess.run(
                 [sys.executable, "-m", "evothesis", step, "run"],
-                env={**env, "EVOTHESIS_DATA_DIR": str(data_dir)},
-                capture_output=True,
+                env={**env, "EVOTHESIS_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"},
+                stdout=subprocess.PIPE,
                 text=True,
                 check=True,
             ).stdout
@@ -439,7 +466,13 @@ def drain(variant: str, data_dir: Path, env: dict[str, str]) -> Drain:
     exported, processed = reports
     if exported["events"] != processed["events"]:
         raise SystemExit(f"collector{variant}: exported {exported}, processed {processed}")
-    return Drain(variant, exported["events"], exported["seconds"] + processed["seconds"])
+    return Drain(
+        variant,
+        exported["events"],
+        exported["seconds"] + processed["seconds"],
+        exported["seconds"],
+        processed["seconds"],
+    )
 
 
 @contextmanager
@@ -551,7 +584,12 @@ def report(
         )
     for scenario in summary:
         name, _, ref = scenario.partition("@")
-        if ref and name in summary:
+        if scenario.endswith(BACKLOG) and name in summary:
+            print(
+                f"{name}: with {args.backlog:,} events waiting vs an empty buffer: "
+                f"{ratio_text(results, summary, scenario, name)}"
+            )
+        elif ref and name in summary:
             print(f"{name}: this tree vs {ref}: {ratio_text(results, summary, name, scenario)}")
     if len(args.workers) > 1:
         first, last = args.workers[0], args.workers[-1]
@@ -570,7 +608,8 @@ def report(
     for d in drains:
         print(
             f"export drained collector{d.variant}'s buffer: {d.events:,} events in "
-            f"{d.seconds:.1f} s, {d.events_per_s:,.0f} events/s"
+            f"{d.seconds:.1f} s, {d.events_per_s:,.0f} events/s (raw export {d.export_s:.1f} s,"
+            f" processing {d.process_s:.1f} s)"
         )
     if drains:
         print(
