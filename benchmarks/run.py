@@ -22,9 +22,12 @@ by run, so a change is judged by a ratio measured on the same machine seconds ap
 environment variable, e.g. ``--compare-env ENRICHMENT=off`` for the cost of enrichment.
 
 ``--backlog ROWS`` also measures this tree with ROWS unexported events already in its
-buffer (filled in SQL before the load, not measured), interleaved with the empty one, so the
-ratio says what a lagging export costs ingestion; afterwards the export (raw and processed,
-to local folders, as serve runs it) drains both buffers, and their rates are compared.
+buffer (filled in SQL before the load, a million per statement with progress, not
+measured; refused at once when the disk cannot hold them), interleaved with the empty one,
+so the ratio says what a lagging export costs ingestion; afterwards the export (raw and
+processed, to local folders, as serve runs it) drains both buffers, showing its progress,
+and their rates are compared. Stored events are counted by primary key range, so a buffer
+of any size costs only the rows a run stored.
 
 ``--workers 1 2`` measures one collector per worker count (``serve --workers N``), likewise
 interleaved, and reports the scaling ratio of the last count over the first per round.

@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import gzip
 import io
+import os
 import random
 import re
+import subprocess
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,6 +43,7 @@ from evothesis.export.formats import (
 )
 from evothesis.export.keys import metering_key, raw_key
 from evothesis.export.pipeline import GROUP_EVENTS, ExportPipeline
+from evothesis.export.process import SPOOL_PREFIX
 from evothesis.export.scheduler import (
     SchedulerState,
     run_scheduler,
@@ -1247,7 +1252,13 @@ def test_every_clients_backlog_is_one_group_that_reads_each_raw_object_once(
     """With a backlog, each client's delivery spans the same batches as every other
     client's: one lease takes them all (``GROUP_EVENTS`` bounds a group, not a delivery's
     size), each raw object is read once for all of them, and each delivery's lines wait on
-    disk until its last object is read. Every event then reaches its client exactly once."""
+    disk until its last object is read. Every event then reaches its client exactly once,
+    and the folder of those lines is gone, as is one that a killed exporter left behind."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir(), f"{SPOOL_PREFIX}{dead.pid}-killed")
+    stale.mkdir()
+    (stale / "0.jsonl").write_bytes(b"{}\n")
     clients = ("client_a", "client_b", "client_c")
     insert_events(database_url, 90, clients)
     expected = stored_events(database_url)
@@ -1275,3 +1286,5 @@ def test_every_clients_backlog_is_one_group_that_reads_each_raw_object_once(
     assert run_pipeline(database_url, work, **env) == [(client, 30) for client in clients]
     assert len(reads) == 9 and set(reads.values()) == {1}, reads
     assert_exactly_once(s3, buckets, database_url, expected)
+    assert not stale.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}{os.getpid()}-*"))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import shutil
 import tempfile
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -57,6 +59,8 @@ R = TypeVar("R")
 PARALLEL_UPLOADS = 8
 #: Raw objects of one group read ahead while the previous one is parsed.
 READ_AHEAD = 2
+#: The temporary folders of groups' gathered lines: this, the process id, a random part.
+SPOOL_PREFIX = "evothesis-deliveries-"
 #: Deliveries of one group rendered (and written) at once: one per worker process, and
 #: one more being uploaded. Each holds its rendered files until they are written.
 PARALLEL_RENDERS = WORKERS + 1
@@ -293,8 +297,8 @@ class Processor:
         """Read the group's raw objects once each, in batch order (a few ahead), and after
         each one answer the deliveries whose last object it was. A delivery of one object is
         rendered whole from it; the lines of a delivery of several are appended, object by
-        object, to a file per day in a temporary folder, which lives until the consumer has
-        taken the last answer."""
+        object, to a file per day in a temporary folder (made when first needed), which
+        lives until the consumer has taken the last answer."""
         failed: dict[tuple[str, int], str] = {}
         whole: dict[tuple[str, int], list[RenderedFile]] = {}
         days: dict[tuple[str, int], dict[date, Path]] = {}
@@ -326,7 +330,8 @@ class Processor:
 
         batches = [by_batch[batch_id] for batch_id in sorted(by_batch)]
         names = itertools.count()
-        with tempfile.TemporaryDirectory(prefix="evothesis-deliveries-") as folder:
+        folder: Path | None = None
+        try:
             async for (share, members), (live, parts) in _ordered(batches, read):
                 if isinstance(parts, str):
                     for delivery in live:
@@ -343,8 +348,10 @@ class Processor:
                             whole[key] = [part]
                             continue
                         files = days.setdefault(key, {})
+                        if folder is None:
+                            folder = await asyncio.to_thread(_spool_folder)
                         if share.day not in files:
-                            files[share.day] = Path(folder, f"{next(names)}.jsonl")
+                            files[share.day] = folder / f"{next(names)}.jsonl"
                         appends.append((files[share.day], part))
                     if appends:
                         await asyncio.to_thread(_append, appends)
@@ -364,6 +371,10 @@ class Processor:
                     )
                 if complete:
                     yield complete
+        finally:
+            if folder is not None:
+                # Not awaited: this runs while a cancelled group unwinds, too.
+                shutil.rmtree(folder, ignore_errors=True)
 
     async def _render_gathered(self, gathered: Gathered, fmt: str | None) -> Rendered:
         """A gathered delivery's files: its whole file, or one per day from the lines on
@@ -440,6 +451,26 @@ async def _ordered(
         for _, task in started:
             task.cancel()
         await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+
+
+def _spool_folder() -> Path:
+    """A new folder for a group's gathered lines, named after this process; first, the
+    folders of processes that died before removing theirs (killed while processing)."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*"):
+        pid = stale.name.removeprefix(SPOOL_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _append(appends: Sequence[tuple[Path, bytes]]) -> None:
