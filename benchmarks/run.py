@@ -26,8 +26,9 @@ buffer (filled in SQL before the load, a million per statement with progress, no
 measured; refused at once when the disk cannot hold them), interleaved with the empty one,
 so the ratio says what a lagging export costs ingestion; afterwards the export (raw and
 processed, to local folders, as serve runs it) drains both buffers, showing its progress,
-and their rates are compared. Stored events are counted by primary key range, so a buffer
-of any size costs only the rows a run stored.
+and their rates are compared, with each other and with the usual rate: a buffer of a tenth
+as many events of the backlog's kind, drained alike. Stored events are counted by primary
+key range, so a buffer of any size costs only the rows a run stored.
 
 ``--workers 1 2`` measures one collector per worker count (``serve --workers N``), likewise
 interleaved, and reports the scaling ratio of the last count over the first per round.
@@ -70,6 +71,8 @@ VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
 #: The variant whose buffer holds ``--backlog`` unexported events.
 BACKLOG = "@backlog"
+#: A buffer of the backlog's kind of events only, a tenth as many: the export's usual rate.
+REFERENCE = "@reference"
 
 
 @dataclass
@@ -390,7 +393,16 @@ def main() -> None:
         for suffix, variant_env, _ in variants
         if args.backlog and suffix in (BACKLOG, "", f"/w{args.workers[0]}")
     ]
+    if args.backlog:
+        # The usual rate: a buffer of the same generated events, a tenth as many, drained
+        # alike (the load's own events are smaller, and cheaper to export, than these).
+        fill_backlog(work / "reference", reference_rows(args.backlog))
+        drains.append(drain(REFERENCE, work / "reference", env))
     report(results, rss, args, work, drains)
+
+
+def reference_rows(backlog: int) -> int:
+    return max(backlog // 10, 100_000)
 
 
 @dataclass
@@ -410,8 +422,8 @@ class Drain:
 #: statement's own work (its triggers' counts, WAL) stays bounded.
 FILL_STEP = 1_000_000
 #: Disk a buffered event costs through the benchmark, roughly: its row and index entries,
-#: WAL, and its raw and processed files once drained (measured at 1M events).
-BYTES_PER_EVENT = 2_000
+#: WAL, and its raw and processed files once drained (2.6 KB measured at 1M events).
+BYTES_PER_EVENT = 3_000
 
 
 def fill_backlog(data_dir: Path, rows: int) -> None:
@@ -419,10 +431,11 @@ def fill_backlog(data_dir: Path, rows: int) -> None:
     before its collector starts (which then uses the server this starts). Refused at once
     when the disk cannot hold them (with the load and the drain that follow)."""
     free = shutil.disk_usage(data_dir.parent).free
-    if rows * BYTES_PER_EVENT > free:
+    need = (rows + reference_rows(rows)) * BYTES_PER_EVENT
+    if need > free:
         raise SystemExit(
-            f"--backlog {rows:,} needs about {rows * BYTES_PER_EVENT / 1e9:.0f} GB of disk"
-            f" in {data_dir.parent}; {free / 1e9:.0f} GB free"
+            f"{rows:,} events need about {need / 1e9:.0f} GB of disk in {data_dir.parent};"
+            f" {free / 1e9:.0f} GB free"
         )
     url = start_embedded_postgres(data_dir)
     upgrade(url)
@@ -615,9 +628,11 @@ def report(
             f" processing {d.process_s:.1f} s)"
         )
     if drains:
+        backlog, load_only, reference = drains
         print(
-            f"drain rate, backlog vs after the load alone: "
-            f"{drains[0].events_per_s / drains[1].events_per_s:.2f}x"
+            f"drain rate, backlog vs {reference.events:,} events of the same kind (the usual"
+            f" rate): {backlog.events_per_s / reference.events_per_s:.2f}x; vs after the load"
+            f" alone (smaller events): {backlog.events_per_s / load_only.events_per_s:.2f}x"
         )
     print(f"collector peak RSS: {rss:.1f} MiB")
     print(
