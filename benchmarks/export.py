@@ -87,14 +87,15 @@ FROM generate_series($3::bigint + 1, $3::bigint + $1) g
 """
 
 
-async def baseline(pool: asyncpg.Pool, ledger: ExportLedger) -> float:
-    """Seconds to read the whole backlog through the raw export's own query, as one range:
-    PostgreSQL rendering the JSON plus the driver, with nothing of the pipeline around it."""
+async def baseline(pool: asyncpg.Pool, ledger: ExportLedger, events: int) -> float:
+    """Seconds to read the whole backlog (``events``) through the raw export's own query, as
+    one range: PostgreSQL rendering the JSON plus the driver, with nothing of the pipeline
+    around it."""
     async with pool.acquire() as connection:
         last = await connection.fetchrow(
             "SELECT xid::text AS xid, id FROM events_log ORDER BY xid DESC, id DESC LIMIT 1"
         )
-    everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], 0, 0)
+    everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], events, 0)
     started = time.perf_counter()
     await ledger.batch_rows(everything)
     return time.perf_counter() - started
@@ -146,7 +147,7 @@ async def one_run(
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
             await connection.execute(FILL, args.events, args.clients, 0, timeout=600)
             await connection.execute("VACUUM ANALYZE events_log", timeout=600)
-        read_s = await baseline(services.pool, services.pipeline.ledger)
+        read_s = await baseline(services.pool, services.pipeline.ledger, args.events)
         pipeline = services.pipeline
         started = time.perf_counter()
         if args.sequential:

@@ -235,11 +235,14 @@ RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
 -- export_batch_rows --
 -- A batch's events for COPY TO STDOUT (text format), in commit order: what metering needs,
 -- then the raw JSON line (the view export_event_lines). The session time zone is UTC, so
--- created_at::date is the UTC day.
+-- created_at::date is the UTC day. The range holds at most the $5 events it was claimed
+-- with; saying so keeps the plan an index range scan where the planner would guess a large
+-- share of the buffer (a transaction of many rows: one xid) and scan all of it instead.
 SELECT client_id, site_id, created_at::date, event_type = 'batch', line
 FROM export_event_lines
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
 ORDER BY xid, id
+LIMIT $5
 
 -- export_batch_failed_lines --
 -- The failed events that belong to a batch: those of the transactions in its xid range
