@@ -106,10 +106,9 @@ def get_json(url: str) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Stored:
-    """A collector's stored events, counted in its database: the rows after ``floor``, its
-    newest id before the load (a range of the primary key, so a buffer of any size costs
-    only the rows the load stored; /events/count would do as well, but is what is measured
-    against, not how)."""
+    """A collector's stored events, counted straight from its database rather than through
+    the collector: the rows after ``floor``, its newest id before the load (a range of the
+    primary key, so a buffer of any size costs only the rows the load stored)."""
 
     url: str
     floor: int
