@@ -66,6 +66,8 @@ from tests.support.loopback import free_port, wait_listening
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: ``$1`` events over ``$2`` clients, numbered from ``$3`` + 1 (a fill in several steps
+#: continues where the previous one ended).
 FILL = """
 INSERT INTO events_log (event_id, event_type, session_id, visitor_id, site_id, client_id,
                         "timestamp", url, path, referrer, ip_address, user_agent,
@@ -81,18 +83,19 @@ SELECT gen_random_uuid(), 'pageview', 'sess_' || (g / 7), 'vis_' || (g % 5000),
                               'lang', 'en', 'tags', jsonb_build_array('a', 'b')),
            'sequence', g),
        now()
-FROM generate_series(1, $1) g
+FROM generate_series($3::bigint + 1, $3::bigint + $1) g
 """
 
 
-async def baseline(pool: asyncpg.Pool, ledger: ExportLedger) -> float:
-    """Seconds to read the whole backlog through the raw export's own query, as one range:
-    PostgreSQL rendering the JSON plus the driver, with nothing of the pipeline around it."""
+async def baseline(pool: asyncpg.Pool, ledger: ExportLedger, events: int) -> float:
+    """Seconds to read the whole backlog (``events``) through the raw export's own query, as
+    one range: PostgreSQL rendering the JSON plus the driver, with nothing of the pipeline
+    around it."""
     async with pool.acquire() as connection:
         last = await connection.fetchrow(
             "SELECT xid::text AS xid, id FROM events_log ORDER BY xid DESC, id DESC LIMIT 1"
         )
-    everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], 0, 0)
+    everything = Batch(0, datetime.now(UTC), "0", 0, last["xid"], last["id"], events, 0)
     started = time.perf_counter()
     await ledger.batch_rows(everything)
     return time.perf_counter() - started
@@ -142,9 +145,9 @@ async def one_run(
                 " export_table_commits, iceberg_tables, iceberg_namespace_properties"
             )
             # Filling is set-up, not measured: beyond the pool's command timeout on a busy machine.
-            await connection.execute(FILL, args.events, args.clients, timeout=600)
+            await connection.execute(FILL, args.events, args.clients, 0, timeout=600)
             await connection.execute("VACUUM ANALYZE events_log", timeout=600)
-        read_s = await baseline(services.pool, services.pipeline.ledger)
+        read_s = await baseline(services.pool, services.pipeline.ledger, args.events)
         pipeline = services.pipeline
         started = time.perf_counter()
         if args.sequential:

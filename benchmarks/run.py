@@ -22,9 +22,13 @@ by run, so a change is judged by a ratio measured on the same machine seconds ap
 environment variable, e.g. ``--compare-env ENRICHMENT=off`` for the cost of enrichment.
 
 ``--backlog ROWS`` also measures this tree with ROWS unexported events already in its
-buffer (filled in SQL before the load, not measured), interleaved with the empty one, so the
-ratio says what a lagging export costs ingestion; afterwards the export (raw and processed,
-to local folders, as serve runs it) drains both buffers, and their rates are compared.
+buffer (filled in SQL before the load, a million per statement with progress, not
+measured; refused at once when the disk cannot hold them), interleaved with the empty one,
+so the ratio says what a lagging export costs ingestion; afterwards the export (raw and
+processed, to local folders, as serve runs it) drains both buffers, showing its progress,
+and their rates are compared, with each other and with the usual rate: a buffer of a tenth
+as many events of the backlog's kind, drained alike. Stored events are counted by primary
+key range, so a buffer of any size costs only the rows a run stored.
 
 ``--workers 1 2`` measures one collector per worker count (``serve --workers N``), likewise
 interleaved, and reports the scaling ratio of the last count over the first per round.
@@ -40,6 +44,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -67,6 +72,8 @@ VENV_BIN = Path(sys.executable).parent
 RESULT = re.compile(r"RESULT (.*)")
 #: The variant whose buffer holds ``--backlog`` unexported events.
 BACKLOG = "@backlog"
+#: A buffer of the backlog's kind of events only, a tenth as many: the export's usual rate.
+REFERENCE = "@reference"
 
 
 @dataclass
@@ -98,18 +105,43 @@ def get_json(url: str) -> dict[str, object]:
         return dict(json.load(response))
 
 
-def stored_events(base: str) -> int:
-    return int(get_json(f"{base}/events/count")["count"])  # type: ignore[call-overload]
+@dataclass(frozen=True)
+class Stored:
+    """A collector's stored events, counted straight from its database rather than through
+    the collector: the rows after ``floor``, its newest id before the load (a range of the
+    primary key, so a buffer of any size costs only the rows the load stored)."""
+
+    url: str
+    floor: int
+
+    @classmethod
+    def of(cls, data_dir: Path) -> Stored:
+        url = start_embedded_postgres(data_dir)
+        return cls(url, fetch_int(url, "SELECT COALESCE(max(id), 0) FROM events_log"))
+
+    def count(self) -> int:
+        return fetch_int(self.url, "SELECT count(*) FROM events_log WHERE id > $1", self.floor)
 
 
-def settled_events(base: str, timeout: float = 30) -> int:
+def fetch_int(url: str, sql: str, *args: object) -> int:
+    async def fetch() -> int:
+        connection = await asyncpg.connect(url)
+        try:
+            return int(await connection.fetchval(sql, *args, timeout=None))
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
+def settled_events(stored: Stored, timeout: float = 30) -> int:
     """The stored count once requests still in flight when wrk stopped have landed (two
     reads 0.5 s apart agree), so they count in the run that sent them, not the next one."""
     deadline = time.monotonic() + timeout
-    count = stored_events(base)
+    count = stored.count()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        again = stored_events(base)
+        again = stored.count()
         if again == count:
             break
         count = again
@@ -171,19 +203,19 @@ def measure(
     base: str,
     scenario: Scenario,
     args: argparse.Namespace,
-    count: bool,
+    stored: Stored | None,
     runs: int = 0,
     authorization: str = "",
 ) -> list[Run]:
     results = []
     for index in range(runs or args.runs):
-        before = settled_events(base) if count else 0
+        before = settled_events(stored) if stored else 0
         r = wrk(base, scenario, args.duration, args.connections, authorization)
         duration = r["duration_s"]
         requests = int(r["requests"])
         ok = requests - int(r["errors_status"])
         per_request = scenario.stored_per_request
-        stored = settled_events(base) - before if count else 0
+        new = settled_events(stored) - before if stored else 0
         run = Run(
             scenario=name,
             requests_per_s=requests / duration,
@@ -194,14 +226,14 @@ def measure(
             socket_errors=int(
                 r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"]
             ),
-            stored=stored,
+            stored=new,
             acknowledged_events=ok * per_request,
         )
         results.append(run)
         print(
             f"  {name} run {index + 1}: {run.requests_per_s:8.0f} req/s "
             f"{run.events_per_s:9.0f} events/s  p50 {run.p50_ms:6.2f} ms  "
-            f"p99 {run.p99_ms:6.2f} ms  non-2xx {run.non_2xx}  stored {stored}",
+            f"p99 {run.p99_ms:6.2f} ms  non-2xx {run.non_2xx}  stored {new}",
             flush=True,
         )
     return results
@@ -276,7 +308,7 @@ def main() -> None:
         except RuntimeError as exc:
             raise SystemExit(f"baseline {exc}") from None
         print("baseline (bare ASGI, 204):", flush=True)
-        results += measure("baseline", f"http://127.0.0.1:{port}", SCENARIOS[0], args, count=False)
+        results += measure("baseline", f"http://127.0.0.1:{port}", SCENARIOS[0], args, None)
     finally:
         stop(baseline)
 
@@ -304,6 +336,10 @@ def main() -> None:
     try:
         for _, _, base in collectors:
             wait_http(f"{base}/health")
+        counted = {
+            suffix: Stored.of(Path(variant_env["EVOTHESIS_DATA_DIR"]))
+            for suffix, variant_env, _ in variants
+        }
         keys = {
             suffix: basic_auth(write_key(variant_env))
             for suffix, variant_env, _ in variants
@@ -333,7 +369,7 @@ def main() -> None:
                             base,
                             scenario,
                             args,
-                            count=True,
+                            counted[suffix],
                             runs=1,
                             authorization=keys.get(suffix, ""),
                         )
@@ -348,7 +384,16 @@ def main() -> None:
         for suffix, variant_env, _ in variants
         if args.backlog and suffix in (BACKLOG, "", f"/w{args.workers[0]}")
     ]
+    if args.backlog:
+        # The usual rate: a buffer of the same generated events, a tenth as many, drained
+        # alike (the load's own events are smaller, and cheaper to export, than these).
+        fill_backlog(work / "reference", reference_rows(args.backlog))
+        drains.append(drain(REFERENCE, work / "reference", env))
     report(results, rss, args, work, drains)
+
+
+def reference_rows(backlog: int) -> int:
+    return max(backlog // 10, 100_000)
 
 
 @dataclass
@@ -356,24 +401,50 @@ class Drain:
     variant: str
     events: int
     seconds: float
+    export_s: float
+    process_s: float
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds
 
 
+#: Rows filled per statement (each a transaction): progress between them, and the
+#: statement's own work (its triggers' counts, WAL) stays bounded.
+FILL_STEP = 1_000_000
+#: Disk a buffered event costs through the benchmark, roughly: its row and index entries,
+#: WAL, and its raw and processed files once drained (2.6 KB measured at 1M events).
+BYTES_PER_EVENT = 3_000
+
+
 def fill_backlog(data_dir: Path, rows: int) -> None:
     """The backlog variant's database, migrated and holding ``rows`` unexported events
-    before its collector starts (which then uses the server this starts)."""
+    before its collector starts (which then uses the server this starts). Refused at once
+    when the disk cannot hold them (with the load and the drain that follow)."""
+    free = shutil.disk_usage(data_dir.parent).free
+    need = (rows + reference_rows(rows)) * BYTES_PER_EVENT
+    if need > free:
+        raise SystemExit(
+            f"{rows:,} events need about {need / 1e9:.0f} GB of disk in {data_dir.parent};"
+            f" {free / 1e9:.0f} GB free"
+        )
     url = start_embedded_postgres(data_dir)
     upgrade(url)
     print(f"filling a buffer with {rows:,} events (set-up, not measured)...", flush=True)
 
     async def fill() -> None:
         connection = await asyncpg.connect(url)
+        started = time.monotonic()
         try:
-            await connection.execute(FILL, rows, 20, timeout=None)
+            for done in range(0, rows, FILL_STEP):
+                step = min(FILL_STEP, rows - done)
+                await connection.execute(FILL, step, 20, done, timeout=None)
+                print(
+                    f"  {done + step:,} events filled in {time.monotonic() - started:.0f} s",
+                    flush=True,
+                )
             await connection.execute("VACUUM ANALYZE events_log", timeout=None)
+            print(f"  vacuumed in {time.monotonic() - started:.0f} s", flush=True)
         finally:
             await connection.close()
 
@@ -382,16 +453,17 @@ def fill_backlog(data_dir: Path, rows: int) -> None:
 
 def drain(variant: str, data_dir: Path, env: dict[str, str]) -> Drain:
     """A stopped collector's buffer exported as an operator would (``evothesis export run``
-    then ``process run``, the embedded default's local folders). The seconds are the runs'
-    own (their reports'), without the commands' start-up; every event exported is
-    processed, or the benchmark fails."""
+    then ``process run``, the embedded default's local folders; their progress lines go to
+    stderr, their logs only from WARNING up). The seconds are the runs' own (their
+    reports'), without the commands' start-up; every event exported is processed, or the
+    benchmark fails."""
     print(f"draining the buffer of collector{variant}...", flush=True)
     reports = [
         json.loads(
             subprocess.run(
                 [sys.executable, "-m", "evothesis", step, "run"],
-                env={**env, "EVOTHESIS_DATA_DIR": str(data_dir)},
-                capture_output=True,
+                env={**env, "EVOTHESIS_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"},
+                stdout=subprocess.PIPE,
                 text=True,
                 check=True,
             ).stdout
@@ -401,7 +473,13 @@ def drain(variant: str, data_dir: Path, env: dict[str, str]) -> Drain:
     exported, processed = reports
     if exported["events"] != processed["events"]:
         raise SystemExit(f"collector{variant}: exported {exported}, processed {processed}")
-    return Drain(variant, exported["events"], exported["seconds"] + processed["seconds"])
+    return Drain(
+        variant,
+        exported["events"],
+        exported["seconds"] + processed["seconds"],
+        exported["seconds"],
+        processed["seconds"],
+    )
 
 
 @contextmanager
@@ -513,7 +591,12 @@ def report(
         )
     for scenario in summary:
         name, _, ref = scenario.partition("@")
-        if ref and name in summary:
+        if scenario.endswith(BACKLOG) and name in summary:
+            print(
+                f"{name}: with {args.backlog:,} events waiting vs an empty buffer: "
+                f"{ratio_text(results, summary, scenario, name)}"
+            )
+        elif ref and name in summary:
             print(f"{name}: this tree vs {ref}: {ratio_text(results, summary, name, scenario)}")
     if len(args.workers) > 1:
         first, last = args.workers[0], args.workers[-1]
@@ -532,12 +615,15 @@ def report(
     for d in drains:
         print(
             f"export drained collector{d.variant}'s buffer: {d.events:,} events in "
-            f"{d.seconds:.1f} s, {d.events_per_s:,.0f} events/s"
+            f"{d.seconds:.1f} s, {d.events_per_s:,.0f} events/s (raw export {d.export_s:.1f} s,"
+            f" processing {d.process_s:.1f} s)"
         )
     if drains:
+        backlog, load_only, reference = drains
         print(
-            f"drain rate, backlog vs after the load alone: "
-            f"{drains[0].events_per_s / drains[1].events_per_s:.2f}x"
+            f"drain rate, backlog vs {reference.events:,} events of the same kind (the usual"
+            f" rate): {backlog.events_per_s / reference.events_per_s:.2f}x; vs after the load"
+            f" alone (smaller events): {backlog.events_per_s / load_only.events_per_s:.2f}x"
         )
     print(f"collector peak RSS: {rss:.1f} MiB")
     print(

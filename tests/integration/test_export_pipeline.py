@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import gzip
 import io
+import os
 import random
 import re
+import subprocess
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,14 +34,16 @@ from psycopg.rows import dict_row
 from evothesis.app import create_app
 from evothesis.clock import FixedClock
 from evothesis.config import Settings
-from evothesis.domain import SchedulerRole
+from evothesis.domain import DeliveryTrigger, SchedulerRole
+from evothesis.export.deliveries import MAX_DELIVERY_EVENTS, Cut, Share
 from evothesis.export.formats import (
     EXPORT_COLUMNS,
     PARQUET_METADATA_KEY,
     PARQUET_SCHEMA,
 )
 from evothesis.export.keys import metering_key, raw_key
-from evothesis.export.pipeline import ExportPipeline, Retention
+from evothesis.export.pipeline import GROUP_EVENTS, ExportPipeline, Retention
+from evothesis.export.process import SPOOL_PREFIX
 from evothesis.export.scheduler import (
     SchedulerState,
     run_scheduler,
@@ -51,14 +57,17 @@ from tests.support.postgres import register_client
 from tests.support.s3 import (
     S3,
     Buckets,
+    assert_exactly_once,
     client_credentials,
     decode_file,
     duplicates,
+    insert_events,
     raw_events,
     run_pipeline,
     run_services,
     s3_environment,
     sql,
+    stored_events,
     wait_until,
 )
 from tests.support.servers import LOCAL_ORIGIN, RunningCollector, collector_folders, serve_in_thread
@@ -1279,3 +1288,47 @@ def delivered_files(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM export_deliveries WHERE state = 'delivered'")
         return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_every_clients_backlog_is_one_group_that_reads_each_raw_object_once(
+    database_url: str, s3: S3, buckets: Buckets
+) -> None:
+    """With a backlog, each client's delivery spans the same batches as every other
+    client's: one lease takes them all (``GROUP_EVENTS`` bounds a group, not a delivery's
+    size), each raw object is read once for all of them, and each delivery's lines wait on
+    disk until its last object is read. Every event then reaches its client exactly once,
+    and the folder of those lines is gone, as is one that a killed exporter left behind."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir(), f"{SPOOL_PREFIX}{dead.pid}-killed")
+    stale.mkdir()
+    (stale / "0.jsonl").write_bytes(b"{}\n")
+    clients = ("client_a", "client_b", "client_c")
+    insert_events(database_url, 90, clients)
+    expected = stored_events(database_url)
+    env = s3_environment(s3, buckets, EXPORT_BATCH_SIZE=10, EXPORT_SCHEDULE="hourly")
+    reads: Counter[str] = Counter()
+
+    async def work(pipeline: ExportPipeline) -> list[tuple[str, int]]:
+        assert (await pipeline.export()).batches == 9
+        for client_id in clients:
+            await pipeline.ledger.cut(
+                client_id, Cut(DeliveryTrigger.MANUAL), max_events=MAX_DELIVERY_EVENTS
+            )
+        group = await pipeline.ledger.lease_deliveries(group_events=GROUP_EVENTS)
+        processor = pipeline.processor
+
+        async def source(share: Share) -> bytes:
+            reads[share.raw_key] += 1
+            return await processor.read_raw(share)
+
+        rendered = await processor.render(group, fmt=None, source=source)
+        assert [item.error for item in rendered] == [None] * len(clients)
+        results = await processor.process(group)
+        return sorted((result.client_id, result.events) for result in results)
+
+    assert run_pipeline(database_url, work, **env) == [(client, 30) for client in clients]
+    assert len(reads) == 9 and set(reads.values()) == {1}, reads
+    assert_exactly_once(s3, buckets, database_url, expected)
+    assert not stale.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}{os.getpid()}-*"))

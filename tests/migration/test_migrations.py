@@ -271,7 +271,7 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
             " (2, 'a', 4, 'csv', 'pending', NULL, NULL, NULL),"
             " (1, 'b', 2, 'json', 'pending', NULL, NULL, NULL)"
         )
-    upgrade(empty_database)
+    upgrade(empty_database, "0016")  # 0017 counts events another way
     with psycopg.connect(empty_database, autocommit=True) as conn:
         deliveries = conn.execute(
             "SELECT client_id, seq, trigger, format, first_batch, last_batch, event_count,"
@@ -298,6 +298,51 @@ def test_deliveries_of_one_batch_become_real_time_deliveries_and_totals_follow_s
         for row in ((2, "b", 5), (2, "c", 1), (2, "c", 1), (1, "a", 3)):
             conn.execute(share, row)
         assert conn.execute(TOTALS).fetchall() == [("a", 7), ("b", 7), ("c", 1)]
+
+
+def test_event_counts_start_from_the_previous_count_and_follow_every_insert_and_delete(
+    empty_database: str,
+) -> None:
+    """0017: /events/count's numbers start as the previous revision counted them (exported
+    batches' totals plus what no exported batch holds; what the buffer holds), then follow
+    each statement that stores or removes events, once committed (a retried event id, a
+    rolled-back statement add nothing); folding the changes changes no count."""
+    upgrade(empty_database, "0015")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for _ in range(5):
+            insert_event(conn, str(uuid.uuid4()))
+        conn.execute(
+            "INSERT INTO export_batches (batch_id, after_xid, after_id, upto_xid, upto_id,"
+            " event_count, first_created_at, last_created_at, state, claimed_at)"
+            " SELECT 1, '0', 0, max(xid), 3, 3, now(), now(), 'exported', now()"
+            " FROM events_log WHERE id <= 3"
+        )
+        conn.execute(
+            "INSERT INTO export_shares (batch_id, client_id, event_count)"
+            " VALUES (1, 'client_test', 3)"
+        )
+        conn.execute("DELETE FROM events_log WHERE id <= 3")  # retention
+    upgrade(empty_database)
+    counts = query("count_events")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        assert conn.execute(counts).fetchall() == [("client_test", 2, 5)]
+        event_id = str(uuid.uuid4())
+        insert_event(conn, event_id)
+        conn.execute(query("create_staging"))
+        with conn.transaction():
+            for again in (event_id, str(uuid.uuid4())):
+                insert_event(conn, again, table="events_staging")
+            conn.execute(query("move_staged_events"))
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            insert_event(conn, str(uuid.uuid4()))
+            insert_event(conn, event_id)
+        assert conn.execute(counts).fetchall() == [("client_test", 4, 7)]
+        conn.execute("DELETE FROM events_log WHERE id = (SELECT min(id) FROM events_log)")
+        with conn.transaction():
+            conn.execute(query("fold_event_counts"))
+        assert conn.execute(counts).fetchall() == [("client_test", 3, 7)]
+        assert conn.execute("SELECT count(*) FROM event_count_changes").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM events_log").fetchone() == (3,)
 
 
 #: The query that needs each index every partition of events_log keeps (0014, 0016), by
@@ -387,7 +432,7 @@ def claim(conn: psycopg.Connection[Any], limit: int) -> tuple[str, int, str, int
 
 def batch_events(conn: psycopg.Connection[Any], batch: tuple[str, int, str, int]) -> list[str]:
     """The event ids of a batch, as the export reads them."""
-    lines = named(conn, "export_batch_rows", batch)
+    lines = named(conn, "export_batch_rows", (*batch, 1_000_000))  # at most: every row
     return [orjson.loads(line)["event_id"] for *_, line in lines]
 
 
@@ -491,7 +536,7 @@ def test_downgrading_gathers_every_partition_into_one_table(empty_database: str)
 #: as they run: a batch of 1,000 after the start, and the recent events of the console.
 PARTITION_READERS: dict[str, tuple[object, ...]] = {
     "export_claim": (1000, "0", 0, 1, "test", 60),
-    "export_batch_rows": ("0", 0, "100000", 1000),
+    "export_batch_rows": ("0", 0, "100000", 1000, 1000),
     "export_backlog": ("0", 0, 1000),
     "recent_events": (50, None, None, None),
 }

@@ -15,6 +15,8 @@ PACKAGED_NAMES = [
     "insert_audit",
     "insert_failed_event",
     "count_events",
+    "fold_event_counts",
+    "event_counts_try_lock",
     "recent_events",
     "recent_failed_events",
     "ping",

@@ -164,6 +164,7 @@ class ExportLedger:
                 batch.after_id,
                 batch.upto_xid,
                 batch.upto_id,
+                batch.event_count,
                 output=keep,
             )
         )

@@ -50,6 +50,13 @@ EXPORT_CONCURRENCY = 2
 #: Batches in hand at once while processing: one per worker process is split and encoded
 #: while the files of another are uploaded.
 PARALLEL_OBJECTS = WORKERS + 1
+#: Events of the deliveries one exporter processes at once (at least one delivery). A group
+#: takes every due delivery that overlaps its first one's batches up to this many, so that
+#: each raw object is read once for all of them: with a backlog, each client's delivery
+#: spans the same batches as every other client's. Their lines wait on disk until each
+#: delivery's last object is read (``export.process``), a few hundred bytes per event:
+#: this bounds that folder, not memory.
+GROUP_EVENTS = 2_000_000
 
 
 @dataclass
@@ -185,8 +192,8 @@ class ExportPipeline:
         self.raw_bucket = Bucket(buckets.raw)
         self.backup_bucket = Bucket(buckets.backup)
         self._raw = RawExporter(self.ledger, self.raw_bucket, self.backup_bucket)
-        #: Events leased in one group of deliveries at most (at least a whole batch).
-        self._group_events = max(MAX_DELIVERY_EVENTS, settings.batch_size)
+        #: Events of the deliveries in hand at most (at least a whole batch).
+        self._group_events = max(GROUP_EVENTS, settings.batch_size)
         self.processor = Processor(
             self.ledger,
             self.raw_bucket,
@@ -311,9 +318,9 @@ class ExportPipeline:
         client_id: str | None = None,
         report: ProcessReport | None = None,
     ) -> ProcessReport:
-        """Cut what is due, and keep ``PARALLEL_OBJECTS`` groups of deliveries in hand,
-        leasing the next as soon as one is done, so that the worker processes never wait
-        for the slowest object of a round.
+        """Cut what is due, and keep up to ``PARALLEL_OBJECTS`` groups of deliveries
+        (``GROUP_EVENTS`` events in all) in hand, leasing the next as soon as one is done,
+        so that the worker processes never wait for the slowest object of a round.
 
         ``alongside``: a raw export running at the same time; until it ends, finding
         nothing due means waiting for its next batch rather than stopping.
@@ -326,7 +333,7 @@ class ExportPipeline:
             waiting = sum(
                 row["pending_events"] + row["waiting_events"] for row in status["deliveries"]
             )
-        in_flight: set[asyncio.Task[list[DeliveryResult]]] = set()
+        in_flight: dict[asyncio.Task[list[DeliveryResult]], int] = {}
         try:
             while True:
                 # Read before leasing: a batch exported after a lease found nothing is then
@@ -336,20 +343,23 @@ class ExportPipeline:
                     alongside.batch_exported.clear()
                 report.cut += await self.cut_due(caught_up=not exporting, client_id=client_id)
                 # A failed delivery is due again only after its backoff, so this ends.
-                while len(in_flight) < PARALLEL_OBJECTS and (
-                    deadline_s is None or time.monotonic() - started < deadline_s
+                while (
+                    len(in_flight) < PARALLEL_OBJECTS
+                    and (room := self._group_events - sum(in_flight.values())) > 0
+                    and (deadline_s is None or time.monotonic() - started < deadline_s)
                 ):
                     deliveries = await self.ledger.lease_deliveries(
-                        client_id=client_id, group_events=self._group_events
+                        client_id=client_id, group_events=room
                     )
                     if not deliveries:
                         break
-                    in_flight.add(asyncio.create_task(self.processor.process(deliveries)))
+                    task = asyncio.create_task(self.processor.process(deliveries))
+                    in_flight[task] = sum(delivery.event_count for delivery in deliveries)
                 if not in_flight and not exporting:
                     break
-                done = await _first_done(in_flight, alongside if exporting else None)
-                in_flight -= done
+                done = await _first_done(set(in_flight), alongside if exporting else None)
                 for task in done:
+                    del in_flight[task]
                     report.add(task.result())
                 if progress:
                     progress(report.events, max(waiting, report.events))

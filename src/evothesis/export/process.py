@@ -2,7 +2,12 @@
 clients' destinations, in each delivery's format, with their export metadata.
 
 A group of deliveries that share raw objects (``ExportLedger.lease_deliveries``) is
-processed together: each raw object is read and parsed once for all of them. A client whose
+processed together: each raw object is read and parsed once for all of them, in batch order,
+and each delivery is rendered and written as soon as its last object is read. What a
+delivery of several objects takes from each waits in a file of its own on disk until then
+(canonical JSON Lines), so memory holds a few objects and a few rendered files at a time,
+however many events the group's deliveries hold (the group's size bounds the disk only:
+``pipeline.GROUP_EVENTS``). A client whose
 destination fails is paused with its error recorded; its deliveries wait, and other
 clients' go on. Keys and bytes depend only on the delivery (``export.deliveries``), so a
 retry overwrites what an earlier attempt may have written. A delivery in a table format
@@ -13,11 +18,17 @@ the delivery's id, which the table recognises on a retry, a replay or a racing e
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import shutil
+import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Final, TypeVar
 
 from evothesis.domain import TABLE_FORMATS
@@ -30,7 +41,7 @@ from evothesis.export.tables.clients import ClientTables
 from evothesis.export.tables.core import MAINTENANCE_INTERVAL_S, TableRef
 from evothesis.export.timing import retry_delay
 from evothesis.objects.buckets import BucketSpec, client_bucket
-from evothesis.objects.cpu import ByName, run_in_worker
+from evothesis.objects.cpu import WORKERS, ByName, run_in_worker
 from evothesis.objects.store import Bucket
 
 logger = logging.getLogger("evothesis.export")
@@ -39,13 +50,20 @@ T = TypeVar("T")
 
 #: What the CPU workers do with raw objects (``export.render``, which only they import).
 _SPLIT_OBJECT: Final[ByName[ObjectParts]] = ByName("evothesis.export.render", "split_object")
-_RENDER_DAY: Final[ByName[RenderedFile]] = ByName("evothesis.export.render", "render_day")
+_RENDER_SPOOLED_DAY: Final[ByName[RenderedFile]] = ByName(
+    "evothesis.export.render", "render_spooled_day"
+)
 R = TypeVar("R")
 
 #: Files uploaded at once: uploads wait on the network.
 PARALLEL_UPLOADS = 8
 #: Raw objects of one group read ahead while the previous one is parsed.
 READ_AHEAD = 2
+#: The temporary folders of groups' gathered lines: this, the process id, a random part.
+SPOOL_PREFIX = "evothesis-deliveries-"
+#: Deliveries of one group rendered (and written) at once: one per worker process, and
+#: one more being uploaded. Each holds its rendered files until they are written.
+PARALLEL_RENDERS = WORKERS + 1
 
 #: Resolves a client's destination: (bucket URL or None, credentials or None).
 TargetLookup = Callable[[str], Awaitable[tuple[str | None, dict[str, str] | None]]]
@@ -59,6 +77,18 @@ class DeliveryResult:
     seq: int
     events: int
     files: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """A delivery of a group once its last raw object is read: its file when rendered
+    whole from one object, else the files on disk that hold its lines of each day, in
+    batch order; or why it cannot be rendered."""
+
+    delivery: Delivery
+    whole: list[RenderedFile] | None = None
+    days: dict[date, Path] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -112,56 +142,65 @@ class Processor:
                 logger.warning("Could not renew the lease of %d deliveries: %s", len(group), exc)
 
     async def _process(self, group: Sequence[Delivery]) -> list[DeliveryResult]:
-        rendered = await self.render(group, fmt=None, source=self.read_raw)
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
+        renders = asyncio.Semaphore(PARALLEL_RENDERS)
 
-        async def write(item: Rendered) -> tuple[DeliveryResult, list[DeliveredFile] | None]:
-            delivery = item.delivery
-            if item.error is not None:
-                await self._ledger.delivery_failed(
-                    delivery,
-                    item.error,
-                    retry_in_s=retry_delay(delivery.attempts),
-                    pause_s=None,
-                )
-                return _failed(delivery, item.error), None
-            try:
-                bucket = await self.bucket_for(delivery.client_id)
-                written = await self.write_files(
-                    bucket, delivery, delivery.format, item.files, limit
-                )
-            except ObjectStoreError as exc:
-                failures = await self._ledger.destination_failures(delivery.client_id) + 1
-                pause = retry_delay(failures)
-                logger.warning(
-                    "Export to client %s failed (attempt %d), paused for %.0f s: %s",
-                    delivery.client_id,
-                    failures,
-                    pause,
-                    exc,
-                )
-                await self._ledger.delivery_failed(
-                    delivery, str(exc), retry_in_s=pause, pause_s=pause
-                )
-                return _failed(delivery, str(exc)), None
-            events = sum(file.events for file in item.files)
-            return DeliveryResult(delivery.client_id, delivery.seq, events, len(written)), written
+        async def deliver(gathered: Gathered) -> tuple[DeliveryResult, list[DeliveredFile] | None]:
+            async with renders:
+                item = await self._render_gathered(gathered, None)
+                return await self._write(item, limit)
 
-        outcomes = await asyncio.gather(*map(write, rendered))
-        done = [
-            (item.delivery, files)
-            for item, (_, files) in zip(rendered, outcomes, strict=True)
-            if files is not None
-        ]
-        await self._ledger.delivered(done)
-        for delivery, files in done:
-            logger.info(
-                "Successfully uploaded %d events for client %s to processed S3: %s",
-                delivery.event_count,
-                delivery.client_id,
-                ", ".join(dict.fromkeys(file.key for file in files)),
+        results: list[DeliveryResult] = []
+        async with aclosing(self._gather(group, fmt=None, source=self.read_raw)) as stream:
+            async for complete in stream:
+                outcomes = await asyncio.gather(*map(deliver, complete))
+                done = [
+                    (item.delivery, files)
+                    for item, (_, files) in zip(complete, outcomes, strict=True)
+                    if files is not None
+                ]
+                await self._ledger.delivered(done)
+                for delivery, files in done:
+                    logger.info(
+                        "Successfully uploaded %d events for client %s to processed S3: %s",
+                        delivery.event_count,
+                        delivery.client_id,
+                        ", ".join(dict.fromkeys(file.key for file in files)),
+                    )
+                results += [result for result, _ in outcomes]
+        return results
+
+    async def _write(
+        self, item: Rendered, limit: asyncio.Semaphore
+    ) -> tuple[DeliveryResult, list[DeliveredFile] | None]:
+        """A rendered delivery written to its client's destination, or its failure
+        recorded (a failing destination pauses its client); the files written, if any."""
+        delivery = item.delivery
+        if item.error is not None:
+            await self._ledger.delivery_failed(
+                delivery,
+                item.error,
+                retry_in_s=retry_delay(delivery.attempts),
+                pause_s=None,
             )
-        return [result for result, _ in outcomes]
+            return _failed(delivery, item.error), None
+        try:
+            bucket = await self.bucket_for(delivery.client_id)
+            written = await self.write_files(bucket, delivery, delivery.format, item.files, limit)
+        except ObjectStoreError as exc:
+            failures = await self._ledger.destination_failures(delivery.client_id) + 1
+            pause = retry_delay(failures)
+            logger.warning(
+                "Export to client %s failed (attempt %d), paused for %.0f s: %s",
+                delivery.client_id,
+                failures,
+                pause,
+                exc,
+            )
+            await self._ledger.delivery_failed(delivery, str(exc), retry_in_s=pause, pause_s=pause)
+            return _failed(delivery, str(exc)), None
+        events = sum(file.events for file in item.files)
+        return DeliveryResult(delivery.client_id, delivery.seq, events, len(written)), written
 
     async def write_files(
         self,
@@ -242,11 +281,28 @@ class Processor:
         self, group: Sequence[Delivery], *, fmt: str | None, source: RawSource
     ) -> list[Rendered]:
         """The files of each delivery of ``group`` (in ``fmt``, each its own format when
-        ``None``), reading each raw object once, in batch order. Memory is bounded by the
-        group: the lease takes at most a bounded number of events at once."""
+        ``None``), in the group's order, reading each raw object once. For a few deliveries
+        (a replay's, a data-subject request's): every file is in memory at once."""
+        rendered: dict[tuple[str, int], Rendered] = {}
+        async with aclosing(self._gather(group, fmt=fmt, source=source)) as stream:
+            async for complete in stream:
+                for gathered in complete:
+                    item = await self._render_gathered(gathered, fmt)
+                    rendered[(item.delivery.client_id, item.delivery.seq)] = item
+        return [rendered[(delivery.client_id, delivery.seq)] for delivery in group]
+
+    async def _gather(
+        self, group: Sequence[Delivery], *, fmt: str | None, source: RawSource
+    ) -> AsyncGenerator[list[Gathered], None]:
+        """Read the group's raw objects once each, in batch order (a few ahead), and after
+        each one answer the deliveries whose last object it was. A delivery of one object is
+        rendered whole from it; the lines of a delivery of several are appended, object by
+        object, to a file per day in a temporary folder (made when first needed), which
+        lives until the consumer has taken the last answer."""
         failed: dict[tuple[str, int], str] = {}
-        lines: dict[tuple[str, int], dict[date, list[bytes]]] = {}
         whole: dict[tuple[str, int], list[RenderedFile]] = {}
+        days: dict[tuple[str, int], dict[date, Path]] = {}
+        left = {(d.client_id, d.seq): len(d.shares) for d in group}
         by_batch: dict[int, tuple[Share, list[Delivery]]] = {}
         for delivery in group:
             for share in delivery.shares:
@@ -273,42 +329,73 @@ class Processor:
                 return live, error[:500]
 
         batches = [by_batch[batch_id] for batch_id in sorted(by_batch)]
-        async for (share, _), (live, parts) in _ordered(batches, read):
-            if isinstance(parts, str):
-                for delivery in live:
-                    failed.setdefault((delivery.client_id, delivery.seq), parts)
-                continue
-            if parts.bad:
-                await self._record_bad(share, parts)
-            for delivery, part in zip(live, parts.parts, strict=True):
-                key = (delivery.client_id, delivery.seq)
-                if key in failed:
-                    continue
-                if isinstance(part, RenderedFile):
-                    whole[key] = [part]
+        names = itertools.count()
+        folder: Path | None = None
+        try:
+            async for (share, members), (live, parts) in _ordered(batches, read):
+                if isinstance(parts, str):
+                    for delivery in live:
+                        failed.setdefault((delivery.client_id, delivery.seq), parts)
                 else:
-                    lines.setdefault(key, {}).setdefault(share.day, []).append(part)
+                    if parts.bad:
+                        await self._record_bad(share, parts)
+                    appends: list[tuple[Path, bytes]] = []
+                    for delivery, part in zip(live, parts.parts, strict=True):
+                        key = (delivery.client_id, delivery.seq)
+                        if key in failed:
+                            continue
+                        if isinstance(part, RenderedFile):
+                            whole[key] = [part]
+                            continue
+                        files = days.setdefault(key, {})
+                        if folder is None:
+                            folder = await asyncio.to_thread(_spool_folder)
+                        if share.day not in files:
+                            files[share.day] = folder / f"{next(names)}.jsonl"
+                        appends.append((files[share.day], part))
+                    if appends:
+                        await asyncio.to_thread(_append, appends)
+                complete = []
+                for delivery in members:
+                    key = (delivery.client_id, delivery.seq)
+                    left[key] -= 1
+                    if left[key]:
+                        continue
+                    complete.append(
+                        Gathered(
+                            delivery,
+                            whole=whole.pop(key, None),
+                            days=days.pop(key, {}),
+                            error=failed.get(key),
+                        )
+                    )
+                if complete:
+                    yield complete
+        finally:
+            if folder is not None:
+                # Not awaited: this runs while a cancelled group unwinds, too.
+                shutil.rmtree(folder, ignore_errors=True)
 
-        results = []
-        for delivery in group:
-            key = (delivery.client_id, delivery.seq)
-            if key in failed:
-                results.append(Rendered(delivery, [], failed[key]))
-            elif key in whole:
-                results.append(Rendered(delivery, whole[key]))
-            else:
-                results.append(await self._render_days(delivery, fmt, lines.get(key, {})))
-        return results
-
-    async def _render_days(
-        self, delivery: Delivery, fmt: str | None, days: dict[date, list[bytes]]
-    ) -> Rendered:
+    async def _render_gathered(self, gathered: Gathered, fmt: str | None) -> Rendered:
+        """A gathered delivery's files: its whole file, or one per day from the lines on
+        disk (a day without any is an empty file)."""
+        delivery = gathered.delivery
+        if gathered.error is not None:
+            return Rendered(delivery, [], gathered.error)
+        if gathered.whole is not None:
+            return Rendered(delivery, gathered.whole)
         files = []
         try:
             for day in delivery.days:
-                text = b"".join(days.get(day, []))
+                path = gathered.days.get(day)
                 files.append(
-                    await run_in_worker(_RENDER_DAY, text, delivery, day, fmt or delivery.format)
+                    await run_in_worker(
+                        _RENDER_SPOOLED_DAY,
+                        None if path is None else str(path),
+                        delivery,
+                        day,
+                        fmt or delivery.format,
+                    )
                 )
         except Exception as exc:
             logger.exception("Rendering delivery %d of %s failed", delivery.seq, delivery.client_id)
@@ -364,6 +451,32 @@ async def _ordered(
         for _, task in started:
             task.cancel()
         await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+
+
+def _spool_folder() -> Path:
+    """A new folder for a group's gathered lines, named after this process; first, the
+    folders of processes that died before removing theirs (killed while processing)."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*"):
+        pid = stale.name.removeprefix(SPOOL_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _append(appends: Sequence[tuple[Path, bytes]]) -> None:
+    for path, lines in appends:
+        with path.open("ab") as file:
+            file.write(lines)
 
 
 def _failed(delivery: Delivery, error: str) -> DeliveryResult:

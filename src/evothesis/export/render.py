@@ -5,7 +5,8 @@ A delivery of one share is rendered from its raw object in one step, together wi
 other such delivery of the object (one parse for all its clients). A delivery of several
 shares is rendered in two: each raw object gives the client's events as canonical JSON Lines
 (``split_object``), which are gathered per claim day and rendered into the day's file once
-all its objects are read (``render_day``). Either way the file is a pure function of the
+all its objects are read (``render_day``; ``render_spooled_day`` when the processor
+gathered them in a file). Either way the file is a pure function of the
 delivery, its format and the raw objects' bytes. For a table format (delta, iceberg) the
 "file" is the day's rows as Arrow IPC, which the processor appends to the client's table.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -37,6 +39,7 @@ from evothesis.export.tables.schema import rows_to_ipc, table_rows
 
 __all__ = [
     "render_day",
+    "render_spooled_day",
     "split_object",
 ]
 
@@ -69,6 +72,14 @@ def render_day(lines: bytes, delivery: Delivery, day: date, fmt: str) -> Rendere
     if parsed.bad:  # canonical lines always parse; anything else is a bug to hear about
         raise ValueError(f"canonical lines did not parse: {parsed.bad[0].reason}")
     return _render(delivery, day, fmt, ClientEvents(parsed.events, None))
+
+
+def render_spooled_day(path: str | None, delivery: Delivery, day: date, fmt: str) -> RenderedFile:
+    """``render_day`` of the canonical lines the processor gathered in a file (``None``:
+    the delivery has no event that day), read here in the worker process: the lines of a
+    large delivery never travel through the processor's memory."""
+    lines = b"" if path is None else Path(path).read_bytes()
+    return render_day(lines, delivery, day, fmt)
 
 
 def _render(delivery: Delivery, day: date, fmt: str, events: ClientEvents) -> RenderedFile:

@@ -44,7 +44,7 @@ class EventCounts:
     """Stored events per client (a batch request of N events stores N + 1 rows, the seeds'
     count), two ways."""
 
-    #: Every event ever stored, exported or not: retention does not lower it.
+    #: Every event ever stored, exported or not: retention and erasure do not lower it.
     total: dict[str, int]
     #: The events ``events_log`` holds now: not yet exported, or exported but their day's
     #: partition not yet dropped by retention.
@@ -160,7 +160,16 @@ class EventStore:
         self._known_sites.update(discoveries)
 
     async def count(self) -> EventCounts:
-        """Events per client: stored since the start, and in the buffer now."""
+        """Events per client: stored since the start, and in the buffer now. The changes
+        recorded since the last count are folded into the counts first, so that they stay
+        a few rows per client (exact either way: ``count_events`` reads both)."""
+
+        async def fold(connection: Connection) -> None:
+            async with connection.transaction():
+                if await connection.fetchval(query("event_counts_try_lock")):
+                    await connection.execute(query("fold_event_counts"))
+
+        await with_connection(self._pool, fold, what="database unreachable", timeout_s=10)
         rows = await self._fetch("count_events")
         return EventCounts(
             total={row["client_id"]: row["total"] for row in rows},

@@ -84,38 +84,35 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (request_id, position) DO NOTHING
 
 -- count_events --
--- Per client, in one statement's snapshot: the events in the buffer now, and every event
--- ever stored: those of exported batches (client_event_totals, which the ledger's
--- shares keep) plus the buffered ones no exported batch holds yet (after the newest
--- batch, or in a batch still pending). Both ranges are read through the (xid, id) index.
-WITH newest AS (
-    SELECT upto_xid, upto_id FROM export_batches ORDER BY batch_id DESC LIMIT 1
-), buffered AS (
-    SELECT client_id, count(*) AS events FROM events_log GROUP BY client_id
-), unclaimed AS (
-    SELECT client_id, count(*) AS events FROM events_log
-    WHERE (xid, id) > (COALESCE((SELECT upto_xid FROM newest), '0'::xid8),
-                       COALESCE((SELECT upto_id FROM newest), 0))
-    GROUP BY client_id
-), claimed_pending AS (
-    SELECT e.client_id, count(*) AS events
-    FROM export_batches b
-    JOIN events_log e ON (e.xid, e.id) > (b.after_xid, b.after_id)
-                     AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
-    WHERE b.state = 'pending'
-    GROUP BY e.client_id
-), clients AS (
-    SELECT client_id FROM buffered UNION SELECT client_id FROM client_event_totals
+-- Per client, in one statement's snapshot: every event ever stored, and the events in the
+-- buffer now: the counts folded so far plus the changes the triggers on events_log recorded
+-- since (migration 0016). A few rows per client, however large the buffer.
+WITH changes AS (
+    SELECT client_id, sum(stored) AS stored, sum(buffered) AS buffered
+    FROM event_count_changes GROUP BY client_id
 )
-SELECT c.client_id,
-       COALESCE(b.events, 0) AS buffered,
-       COALESCE(t.exported_events, 0) + COALESCE(u.events, 0) + COALESCE(p.events, 0) AS total
-FROM clients c
-LEFT JOIN buffered b USING (client_id)
-LEFT JOIN client_event_totals t USING (client_id)
-LEFT JOIN unclaimed u USING (client_id)
-LEFT JOIN claimed_pending p USING (client_id)
-ORDER BY c.client_id
+SELECT client_id,
+       (COALESCE(c.buffered, 0) + COALESCE(x.buffered, 0))::bigint AS buffered,
+       (COALESCE(c.stored, 0) + COALESCE(x.stored, 0))::bigint AS total
+FROM client_event_counts c
+FULL JOIN changes x USING (client_id)
+ORDER BY client_id
+
+-- fold_event_counts --
+-- The changes recorded so far added to the per-client counts, in one transaction: a
+-- concurrent count sees them either still as changes or already folded, never both. Run
+-- under an advisory lock (event_counts_try_lock), so two folds never wait on each other.
+WITH folded AS (
+    DELETE FROM event_count_changes RETURNING client_id, stored, buffered
+)
+INSERT INTO client_event_counts AS c (client_id, stored, buffered)
+SELECT client_id, sum(stored), sum(buffered) FROM folded GROUP BY client_id
+ON CONFLICT (client_id) DO UPDATE
+SET stored = c.stored + EXCLUDED.stored, buffered = c.buffered + EXCLUDED.buffered
+
+-- event_counts_try_lock --
+-- One fold at a time (released at the end of its transaction); another one skips folding.
+SELECT pg_try_advisory_xact_lock(hashtext('evothesis-event-counts'))
 
 -- recent_events --
 -- Newest events first, for debugging attribution; $2-$4 (NULL: any) narrow them to a
@@ -273,11 +270,14 @@ RETURNING batch_id, claimed_at, after_xid::text AS after_xid, after_id,
 -- export_batch_rows --
 -- A batch's events for COPY TO STDOUT (text format), in commit order: what metering needs,
 -- then the raw JSON line (the view export_event_lines). The session time zone is UTC, so
--- created_at::date is the UTC day.
+-- created_at::date is the UTC day. The range holds at most the $5 events it was claimed
+-- with; saying so keeps the plan an index range scan where the planner would guess a large
+-- share of the buffer (a transaction of many rows: one xid) and scan all of it instead.
 SELECT client_id, site_id, created_at::date, event_type = 'batch', line
 FROM export_event_lines
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND (xid, id) <= ($3::text::xid8, $4::bigint)
 ORDER BY xid, id
+LIMIT $5
 
 -- export_batch_failed_lines --
 -- The failed events that belong to a batch: those of the transactions in its xid range
@@ -613,8 +613,11 @@ WITH batch AS (
     ORDER BY batch_id LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM events_log_default e USING batch b
+    -- Through the partitioned table, so that its DELETE trigger counts what goes (one on a
+    -- partition alone fires none); each partition's (xid, id) index finds the range.
+    DELETE FROM events_log e USING batch b
     WHERE (e.xid, e.id) > (b.after_xid, b.after_id) AND (e.xid, e.id) <= (b.upto_xid, b.upto_id)
+      AND e.tableoid = 'events_log_default'::regclass
     RETURNING 1
 ), gone_failed AS (
     DELETE FROM failed_events f USING batch b

@@ -74,8 +74,8 @@ async def _health(ingestion: IngestionDep, clock: ClockDep) -> dict[str, Any]:
 #: What each number of /events/count is, said in every answer.
 COUNT_DEFINITIONS: Final = {
     "count": "events stored since the database was created, all time and per client "
-    "(a batch of N events stores N + 1, as /collect counts them); retention does not "
-    "lower it",
+    "(a batch of N events stores N + 1, as /collect counts them); retention and "
+    "data-subject deletions do not lower it",
     "buffer": "events PostgreSQL holds now: not yet exported, or exported but not yet "
     "removed by retention (a day at a time, at least BUFFER_RETENTION after export)",
 }
