@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.processes import process_tree, stored_rows
+from benchmarks.processes import rss_mib, stored_rows
 from benchmarks.run import HERE, start, stop, wait_http
 from evothesis.embedded import start_embedded_postgres
 from tests.support.loopback import free_port
@@ -36,26 +36,17 @@ THREADS = 8
 
 def rss_by_process(pid: int) -> dict[str, float]:
     """Resident MiB of each Python process in the collector's tree, by its role."""
-    found: dict[str, float] = {}
-    for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-            command = Path(f"/proc/{member}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"python" not in command:
-            continue
-        role = (
-            "resource tracker"
-            if b"resource_tracker" in command
-            else f"export worker {member}"
-            if b"spawn_main" in command
-            else "collector"
-        )
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                found[role] = int(line.split()[1]) / 1024
-    return found
+    return {_role(member): mib for member, mib in rss_mib(pid, "VmRSS").items()}
+
+
+def _role(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"gone {pid}"
+    if b"resource_tracker" in command:
+        return "resource tracker"
+    return f"export worker {pid}" if b"spawn_main" in command else "collector"
 
 
 def _rss_text(rss: dict[str, float]) -> str:
