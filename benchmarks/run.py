@@ -245,6 +245,33 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
     )
 
 
+def start_baseline(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare ASGI app (``baseline_app``) under uvicorn, one process, on a free port,
+    listening: what any Python collector's rate on this machine is bounded by."""
+    port = free_port()
+    process = start(
+        [
+            str(VENV_BIN / "uvicorn"),
+            "baseline_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--app-dir",
+            str(HERE),
+        ],
+        env,
+        log,
+    )
+    try:
+        wait_listening(process, port)
+    except RuntimeError as exc:
+        stop(process)
+        raise SystemExit(f"baseline {exc}") from None
+    return process, port
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -286,27 +313,8 @@ def main() -> None:
     env["EXPORT_IN_SERVE"] = "false"
     results: list[Run] = []
 
-    port = free_port()
-    baseline = start(
-        [
-            str(VENV_BIN / "uvicorn"),
-            "baseline_app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--app-dir",
-            str(HERE),
-        ],
-        env,
-        work / "baseline.log",
-    )
+    baseline, port = start_baseline(env, work / "baseline.log")
     try:
-        try:
-            wait_listening(baseline, port)
-        except RuntimeError as exc:
-            raise SystemExit(f"baseline {exc}") from None
         print("baseline (bare ASGI, 204):", flush=True)
         results += measure("baseline", f"http://127.0.0.1:{port}", SCENARIOS[0], args, None)
     finally:

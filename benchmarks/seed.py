@@ -13,6 +13,12 @@ before and after every run; a run that stores fewer rows than wrk saw acknowledg
 the benchmark. The figure to quote is the median of the per-round ratios of stored events
 per second, with p99 latency beside it.
 
+A third system in the same rounds, ``bare``, is the bare ASGI app of ``benchmarks.run``
+under uvicorn (reads the body, answers 204, stores nothing): what one Python process
+serves on this machine under this load when it does no work at all, the ceiling of both
+collectors, reported as a ratio against the seed design as well (its "events" are its
+requests times the rows the seed stores per request).
+
 It also reports each collector process's resident memory at idle (before the first run)
 and its peak under the load (``VmHWM``). The seed's virtualenv is kept in
 ``~/.cache/evothesis/seed-ref-venv`` (built from PyPI on first use).
@@ -32,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.processes import rss_mib, settled_rows
-from benchmarks.run import ROOT, start, stop, wait_http
+from benchmarks.run import ROOT, start, start_baseline, stop, wait_http
 from evothesis.embedded import start_embedded_postgres
 from tests.support.loopback import free_port, wait_listening
 
@@ -40,7 +46,7 @@ PERF = ROOT.parent / "shared" / "perf"
 SEED_VENV = Path.home() / ".cache" / "evothesis" / "seed-ref-venv"
 #: The seed's load bodies and the rows each request stores (a batch stores its envelope).
 BODIES = {"single": ("single_400.json", 1), "batch20": ("batch20_4k.json", 21)}
-OURS, SEED = "evothesis", "seed"
+OURS, SEED, BARE = "evothesis", "seed", "bare"
 
 
 @dataclass
@@ -54,14 +60,15 @@ class Run:
     non_2xx: int
     socket_errors: int
     acknowledged: int
-    stored: int
+    #: Rows counted in the system's database; ``None`` for the bare app, which has none.
+    stored: int | None
 
 
 @dataclass
 class System:
     name: str
     base: str
-    database_url: str
+    database_url: str | None
     pid: int
 
 
@@ -87,9 +94,10 @@ def post(base: str, body: str, args: argparse.Namespace, result: Path) -> dict[s
 
 def measure(system: System, scenario: str, args: argparse.Namespace, work: Path) -> Run:
     body, rows_per_request = BODIES[scenario]
-    before = settled_rows(system.database_url)
+    url = system.database_url
+    before = settled_rows(url) if url else 0
     r = post(system.base, body, args, work / f"wrk-{system.name}-{scenario}.json")
-    stored = settled_rows(system.database_url) - before
+    stored = settled_rows(url) - before if url else None
     seconds = r["duration_us"] / 1e6
     ok = int(r["requests"] - r["non2xx"])
     run = Run(
@@ -154,9 +162,10 @@ def ours(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], System]:
     return process, System(OURS, base, start_embedded_postgres(data), process.pid)
 
 
-def ratio(runs: list[Run], scenario: str) -> tuple[float, list[float]]:
+def ratio(runs: list[Run], system: str, scenario: str) -> tuple[float, list[float]]:
+    """The median of ``system``'s per-round ratios to the seed design, and the rounds'."""
     pairs = zip(
-        (r for r in runs if r.system == OURS and r.scenario == scenario),
+        (r for r in runs if r.system == system and r.scenario == scenario),
         (r for r in runs if r.system == SEED and r.scenario == scenario),
         strict=True,
     )
@@ -179,14 +188,17 @@ def main() -> None:
         processes.append(seed_process)
         our_process, mine = ours(work, args.workers)
         processes.append(our_process)
-        systems = [mine, seed]
+        bare_process, port = start_baseline(dict(os.environ), work / "bare.log")
+        processes.append(bare_process)
+        bare = System(BARE, f"http://127.0.0.1:{port}", None, bare_process.pid)
+        systems = [mine, seed, bare]
         time.sleep(5)  # start-up work (geo table, registry snapshot) settles first
-        idle = {s.name: rss_mib(s.pid, "VmRSS") for s in systems}
+        idle = {s.name: rss_mib(s.pid, "VmRSS") for s in (mine, seed)}
         for index in range(args.runs):
             for scenario in BODIES:
                 for system in systems if index % 2 == 0 else systems[::-1]:
                     runs.append(measure(system, scenario, args, work))
-        peak = {s.name: rss_mib(s.pid, "VmHWM") for s in systems}
+        peak = {s.name: rss_mib(s.pid, "VmHWM") for s in (mine, seed)}
     finally:
         for process in processes:
             stop(process)
@@ -205,7 +217,7 @@ def report(
         f"{args.connections} connections, our collector with {args.workers} worker(s)"
     )
     print(f"{'system':<10} {'scenario':<9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for system in (OURS, SEED):
+    for system in (OURS, SEED, BARE):
         for scenario in BODIES:
             mine = [r for r in runs if r.system == system and r.scenario == scenario]
             print(
@@ -214,19 +226,20 @@ def report(
                 f" {statistics.median(r.p50_ms for r in mine):>8.2f}"
                 f" {statistics.median(r.p99_ms for r in mine):>8.2f}"
             )
-    for scenario in BODIES:
-        median, rounds = ratio(runs, scenario)
-        print(
-            f"{scenario}: evothesis vs seed {median:.2f}x events/s "
-            f"(per round {', '.join(f'{r:.2f}' for r in rounds)})"
-        )
+    for system in (OURS, BARE):
+        for scenario in BODIES:
+            median, rounds = ratio(runs, system, scenario)
+            print(
+                f"{scenario}: {system} vs seed {median:.2f}x events/s "
+                f"(per round {', '.join(f'{r:.2f}' for r in rounds)})"
+            )
     for system in (OURS, SEED):
         print(
             f"{system} RSS per process (MiB): idle "
             f"{', '.join(f'{v:.0f}' for v in idle[system].values())}; peak under load "
             f"{', '.join(f'{v:.0f}' for v in peak[system].values())}"
         )
-    lost = [r for r in runs if r.stored < r.acknowledged]
+    lost = [r for r in runs if r.stored is not None and r.stored < r.acknowledged]
     print("every acknowledged event was stored" if not lost else f"LOST EVENTS in {lost}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
