@@ -239,6 +239,16 @@ def measure(
     return results
 
 
+def save_results(kind: str, document: dict[str, object]) -> Path:
+    """``document`` as ``benchmarks/results/<kind>-<time>.json``, where every benchmark keeps
+    the details behind the lines it prints."""
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -637,20 +647,15 @@ def report(
     print(
         "every acknowledged event was stored, none twice" if not lost else f"LOST EVENTS in {lost}"
     )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"collect-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "runs": [asdict(r) for r in results],
-                "summary": summary,
-                "peak_rss_mib": rss,
-                "drains": [{**asdict(d), "events_per_s": d.events_per_s} for d in drains],
-                "args": vars(args),
-            },
-            indent=2,
-        )
+    path = save_results(
+        "collect",
+        {
+            "runs": [asdict(r) for r in results],
+            "summary": summary,
+            "peak_rss_mib": rss,
+            "drains": [{**asdict(d), "events_per_s": d.events_per_s} for d in drains],
+            "args": vars(args),
+        },
     )
     print(f"details: {path} (server logs in {work})")
     if args.compare:

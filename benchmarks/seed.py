@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.processes import rss_mib, settled_rows
-from benchmarks.run import ROOT, start, start_baseline, stop, wait_http
+from benchmarks.run import ROOT, save_results, start, start_baseline, stop, wait_http
 from evothesis.embedded import start_embedded_postgres
 from tests.support.loopback import free_port, wait_listening
 
@@ -241,19 +241,14 @@ def report(
         )
     lost = [r for r in runs if r.stored is not None and r.stored < r.acknowledged]
     print("every acknowledged event was stored" if not lost else f"LOST EVENTS in {lost}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"seed-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "runs": [asdict(r) for r in runs],
-                "idle_rss_mib": idle,
-                "peak_rss_mib": peak,
-                "args": vars(args),
-            },
-            indent=2,
-        )
+    path = save_results(
+        "seed",
+        {
+            "runs": [asdict(r) for r in runs],
+            "idle_rss_mib": idle,
+            "peak_rss_mib": peak,
+            "args": vars(args),
+        },
     )
     print(f"details: {path} (logs in {work})")
     if lost:

@@ -14,7 +14,6 @@ single lost event, is a failure (exit 1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.processes import rss_mib, stored_rows
-from benchmarks.run import HERE, start, stop, wait_http
+from benchmarks.run import save_results, start, stop, wait_http
 from evothesis.embedded import start_embedded_postgres
 from tests.support.loopback import free_port
 
@@ -169,21 +168,17 @@ def main() -> None:
     print(f"RSS per process (MiB) at the end: {_rss_text(samples[-1][1])}")
     print(f"RSS of them all, median first half {early:.1f} MiB, second half {late:.1f} MiB")
     print(f"acknowledged {loader.acknowledged}, in events_log {in_database}")
-    out = HERE / "results" / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "idle_rss_mib": idle,
-                "rss_samples": samples,
-                "statuses": loader.statuses,
-                "acknowledged": loader.acknowledged,
-                "stored": in_database,
-                "p99_ms": p99,
-            },
-            indent=2,
-        )
+    out = save_results(
+        "soak",
+        {
+            "args": vars(args),
+            "idle_rss_mib": idle,
+            "rss_samples": samples,
+            "statuses": loader.statuses,
+            "acknowledged": loader.acknowledged,
+            "stored": in_database,
+            "p99_ms": p99,
+        },
     )
     print(f"details: {out} (server log in {work})")
     lost = loader.acknowledged - in_database
